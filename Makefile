@@ -1,0 +1,28 @@
+# Two entry points, each sets itself up on first use:  make quickstart  |  make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: quickstart test install clean-cache
+
+# torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
+# on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install torch==2.13.0; \
+	else $(BIN)/pip install --no-index torch==2.13.0 2>/dev/null \
+	  || $(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; fi
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	$(BIN)/python -m imdb_ray train --model gru --n-train 5000 --n-test 5000 --epochs 3
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean-cache:
+	rm -rf .cache/imdb_ray

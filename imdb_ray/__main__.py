@@ -1,0 +1,168 @@
+"""Command line: `python -m imdb_ray {train,models,sweep,ui}`.
+
+Every bad input ends in one line `error: ...` and exit code 2, before any work starts.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+import typing
+from pathlib import Path
+
+from imdb_ray.errors import UserError
+
+
+def _parse_value(text: str, like=None):
+    """CLI string -> Python value, guided by the default it replaces (bool/tuple/number/str)."""
+    low = text.lower()
+    if isinstance(like, bool) or low in ("true", "false"):
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"expected true/false, got {text!r}")
+        return low in ("true", "1", "yes")
+    if low in ("none", "null"):
+        return None
+    if isinstance(like, tuple):
+        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(like, float) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _field_type(f: dataclasses.Field):
+    hints = typing.get_type_hints(__import__("imdb_ray.config", fromlist=["TrialConfig"]).TrialConfig)
+    return hints[f.name]
+
+
+# ------------------------------------------------------------------------------------------ train
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.models import get_model
+    from imdb_ray.train import train
+
+    flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
+    # Anything else on the command line is a model parameter: --hidden 256 --bidirectional false
+    entry = get_model(flat.get("model", "gru"))
+    i = 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--"):
+            raise UserError(f"unexpected argument {flag!r}; model parameters are given as --name value")
+        name = flag[2:].replace("-", "_")
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise UserError(f"{flag} needs a value")
+            value, i = extra[i + 1], i + 2
+        if name not in entry.params:
+            raise UserError(f"unknown option {flag} (model '{entry.name}' parameters: {', '.join(entry.params)}; "
+                            "see `python -m imdb_ray models`)")
+        flat[name] = _parse_value(value, entry.params[name])
+    cfg = TrialConfig.from_flat(flat).with_absolute_paths()
+
+    run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}").resolve()
+    if args.resume:
+        if not (run_dir / "checkpoint").exists():
+            raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    print(f"run folder: {run_dir}")
+
+    def keep_checkpoint(metrics: dict, ckpt: str | None) -> None:
+        with open(run_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if ckpt is not None:  # replace the previous epoch's checkpoint atomically
+            tmp = run_dir / "checkpoint.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(ckpt, tmp)
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            os.replace(tmp, run_dir / "checkpoint")
+
+    result = train(cfg, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
+                   resume_from=run_dir / "checkpoint" if args.resume else None)
+    summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
+               "seconds": round(result.seconds, 1)}
+    (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
+    print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "
+          f"test_accuracy {result.test['test_accuracy']:.4f}  test_f1 {result.test['test_f1']:.4f}  "
+          f"({result.seconds:.0f}s)")
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from imdb_ray.config import TrialConfig
+
+    for name, f in TrialConfig.fields().items():
+        kind = _field_type(f)
+        default = f.default
+        help_text = f"default: {default}"
+        if kind is bool:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=lambda s: _parse_value(s, True), help=help_text)
+        elif kind in (int, float):
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
+        elif "int" in str(kind):  # int | None
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=help_text)
+        else:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_text)
+    p.add_argument("--run-dir", help="where config, history, checkpoint and metrics go (default runs/<time>-<model>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ----------------------------------------------------------------------------------------- models
+def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray.models import list_models
+
+    for entry in list_models():
+        print(f"{entry.name:16s} [{entry.family}] {entry.doc}")
+        for k, v in entry.params.items():
+            print(f"    --{k.replace('_', '-'):20s} default {v!r}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m imdb_ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p_train = sub.add_parser("train", help="train one model locally; model parameters as --name value")
+    add_train_args(p_train)
+    sub.add_parser("models", help="list the registered models and their parameters")
+    return parser
+
+
+COMMANDS = {"train": cmd_train, "models": cmd_models}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args, extra)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

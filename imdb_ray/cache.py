@@ -1,0 +1,43 @@
+"""On-disk cache for derived data (encoded tensors, word vectors), shared by every trial.
+
+Entries are written to a temporary name and renamed into place, so a process killed mid-write
+leaves no entry a reader could mistake for a complete one. A file lock makes concurrent trials
+with the same key build it once; the others wait and read it. Each build is appended to
+`builds.log` in the cache folder, so "computed once" is something a test can check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from filelock import FileLock
+
+
+def cache_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Return the dict of tensors/values stored under `name`, building and storing it on a miss."""
+    folder = Path(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception:  # truncated or corrupted: rebuild rather than trust it
+                path.unlink()
+        start = time.perf_counter()
+        value = build()
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+        with open(folder / "builds.log", "a") as log:
+            log.write(f"{name}\t{time.perf_counter() - start:.2f}s\tpid={os.getpid()}\n")
+        return value

@@ -1,0 +1,147 @@
+"""TrialConfig: the one flat, typed record that fully describes a trial.
+
+It is what travels from a sweep file (or the CLI) to a worker; a trial is a function of it.
+Keys that are not fields here are the model's own parameters (`model_args`), checked against the
+model's constructor signature.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imdb_ray.errors import UserError
+from imdb_ray.models import check_model_args, get_model
+
+CHOICES = {
+    "optimizer": ("adamw", "sgd"),
+    "schedule": ("constant", "linear", "cosine"),
+    "device": ("auto", "cpu", "cuda"),
+    "metric": ("val_accuracy", "val_f1", "val_loss"),
+    "w2v_algorithm": ("skipgram", "cbow"),
+}
+
+
+@dataclass
+class TrialConfig:
+    # model
+    model: str = "gru"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # data
+    data: str | None = None  # None: the bundled IMDB copy; else a folder, "train,test" files, or a datasets id
+    text_column: str = "text"
+    label_column: str = "label"
+    n_train: int | None = None  # train+val rows after subsetting; None = all 25k
+    n_test: int | None = None
+    val_fraction: float = 0.1
+    clean_html: bool = True
+    # word pipeline
+    max_len: int = 256
+    min_freq: int = 2
+    max_vocab: int = 50_000
+    embeddings: str = "word2vec"  # "word2vec" (trained on the train split), "random", or a vectors file path
+    embed_dim: int = 100
+    w2v_algorithm: str = "skipgram"
+    w2v_window: int = 5
+    w2v_min_count: int = 2
+    w2v_epochs: int = 5
+    freeze_embeddings: bool = False
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    schedule: str = "constant"
+    warmup_ratio: float = 0.0
+    grad_clip: float = 1.0  # 0 = off
+    batch_size: int = 64
+    epochs: int = 5
+    patience: int = 0  # early stopping on `metric`; 0 = off
+    metric: str = "val_accuracy"
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA only
+    cache_dir: str = ".cache/imdb_ray"
+    workers: int = 2  # gensim and tokenisation threads
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls) if f.name != "model_args"}
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any], *, strict: bool = True) -> "TrialConfig":
+        """Build from a flat dict (sweep sample, CLI). Non-field keys go to model_args.
+
+        strict=False drops keys the chosen model does not take (a sweep space may hold
+        parameters for several models; each trial keeps the ones that apply to it).
+        """
+        known = cls.fields()
+        kwargs = {k: v for k, v in flat.items() if k in known}
+        model_args = dict(flat.get("model_args") or {})
+        model_args.update({k: v for k, v in flat.items() if k not in known and k != "model_args"})
+        cfg = cls(**kwargs)
+        if not strict:
+            params = get_model(cfg.model).params
+            model_args = {k: v for k, v in model_args.items() if k in params}
+        cfg.model_args = model_args
+        return cfg.validate()
+
+    def validate(self) -> "TrialConfig":
+        check_model_args(self.model, self.model_args)
+        for name, options in CHOICES.items():
+            if getattr(self, name) not in options:
+                raise UserError(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
+        positive = ("lr", "batch_size", "epochs", "max_len", "embed_dim", "min_freq", "max_vocab", "w2v_epochs", "w2v_window")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name}={getattr(self, name)!r} must be > 0")
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None and getattr(self, name) < 4:
+                raise UserError(f"{name}={getattr(self, name)} must be at least 4 (two per class)")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        for name in ("weight_decay", "grad_clip", "patience"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.embeddings not in ("word2vec", "random") and not Path(self.embeddings).exists():
+            raise UserError(f"embeddings={self.embeddings!r}: not 'word2vec', 'random', or an existing vectors file")
+        return self
+
+    # ------------------------------------------------------------------ views
+    @property
+    def family(self) -> str:
+        return get_model(self.model).family
+
+    def resolved_model_args(self) -> dict[str, Any]:
+        """The model's parameters with defaults filled in: what actually ran."""
+        return {**get_model(self.model).params, **self.model_args}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """One level, model parameters (with defaults) inlined: for MLflow params and tables."""
+        d = self.to_dict()
+        d.pop("model_args")
+        d.update(self.resolved_model_args())
+        return d
+
+    def with_absolute_paths(self) -> "TrialConfig":
+        """Ray Tune changes a trial's working directory: pin every path before trials start."""
+        cfg = dataclasses.replace(self, cache_dir=str(Path(self.cache_dir).expanduser().resolve()))
+        if cfg.embeddings not in ("word2vec", "random"):
+            cfg.embeddings = str(Path(cfg.embeddings).expanduser().resolve())
+        if cfg.data is not None:
+            parts = [Path(p.strip()).expanduser() for p in cfg.data.split(",")]
+            if all(p.exists() for p in parts):
+                cfg.data = ",".join(str(p.resolve()) for p in parts)
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))

@@ -1,0 +1,207 @@
+"""Load labelled text, validate it row by row, clean it, and split it (seeded, stratified).
+
+Sources: the bundled IMDB copy (default), any CSV / TSV / JSONL / Parquet file or train/test pair,
+or a Hugging Face `datasets` id (needs network). The official test split is only ever used for the
+final evaluation of a finished model; validation is carved out of train.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from imdb_ray.errors import UserError
+
+BUNDLED_IMDB = Path(os.environ.get("IMDB_RAY_DATA", Path(__file__).resolve().parent.parent / "data" / "imdb"))
+
+# Strings that unambiguously name a sentiment label.
+LABEL_NAMES = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1, "false": 0, "true": 1}
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # int64, values in {0, 1}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+
+    def fingerprint(self) -> str:
+        """Content hash of all three splits: the cache key of everything derived from them."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            h.update(str(len(split)).encode())
+            for text in split.texts:
+                h.update(text.encode("utf-8"))
+                h.update(b"\0")
+            h.update(split.labels.astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line} is not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV / TSV / JSONL / Parquet file (optionally .gz) into a DataFrame of strings."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: data file not found")
+    kind = path.name.removesuffix(".gz").rsplit(".", 1)[-1].lower()
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        text = _decode(path)
+        if kind in ("csv", "tsv"):
+            return pd.read_csv(io.StringIO(text), sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
+        if kind in ("jsonl", "json"):
+            return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except UserError:
+        raise
+    except Exception as e:  # pandas parser errors carry the line number in their message
+        raise UserError(f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
+    raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
+
+
+def _label(value, where: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
+        if int(value) in (0, 1):
+            return int(value)
+    key = str(value).strip().lower()
+    if key in LABEL_NAMES:
+        return LABEL_NAMES[key]
+    raise UserError(f"{where}: label {value!r} is not 0/1 or one of {sorted(set(LABEL_NAMES))}")
+
+
+def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_column: str = "label") -> Split:
+    """Validate a frame row by row; every error names the source and the data row (1-based)."""
+    for column in (text_column, label_column):
+        if column not in frame.columns:
+            raise UserError(f"{source}: missing column '{column}' (columns: {', '.join(map(str, frame.columns))})")
+    texts: list[str] = []
+    labels = np.empty(len(frame), dtype=np.int64)
+    for i, (text, label) in enumerate(zip(frame[text_column].tolist(), frame[label_column].tolist())):
+        where = f"{source}: row {i + 1}"
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{where}: empty text in column '{text_column}'")
+        texts.append(text)
+        labels[i] = _label(label, where)
+    if len(texts) == 0:
+        raise UserError(f"{source}: no rows")
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise UserError(f"{source}: every row has label {classes[0]}; a split needs both classes")
+    return Split(texts, labels)
+
+
+def _load_raw(source: str | None, text_column: str, label_column: str) -> tuple[Split, Split]:
+    """(train, test) from the bundled data, a file pair/dir, or a `datasets` id."""
+    if source is None or source == "imdb":
+        source = str(BUNDLED_IMDB)
+    path = Path(source)
+    if "," in source:  # "train.csv,test.csv"
+        train_path, test_path = (Path(p.strip()) for p in source.split(",", 1))
+    elif path.is_dir():
+        found = {}
+        for split in ("train", "test"):
+            matches = sorted(p for p in path.iterdir() if p.name.split(".")[0] == split and not p.name.endswith(".md"))
+            if not matches:
+                raise UserError(f"{path}: no {split}.csv/.tsv/.jsonl/.parquet file in this folder")
+            found[split] = matches[0]
+        train_path, test_path = found["train"], found["test"]
+    elif path.suffix or path.exists():
+        raise UserError(f"{source}: give a folder with train.* and test.* files, or 'train_file,test_file'")
+    else:
+        return _load_hub(source, text_column, label_column)
+    return (
+        to_split(read_table(train_path), str(train_path), text_column, label_column),
+        to_split(read_table(test_path), str(test_path), text_column, label_column),
+    )
+
+
+def _load_hub(name: str, text_column: str, label_column: str) -> tuple[Split, Split]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name)
+    except Exception as e:
+        raise UserError(f"{name}: not a local path, and `datasets` could not load it ({type(e).__name__}); "
+                        "check the name or go online") from None
+    if "train" not in ds or "test" not in ds:
+        raise UserError(f"{name}: the dataset needs 'train' and 'test' splits, it has {list(ds)}")
+    return tuple(to_split(ds[s].to_pandas(), f"{name}[{s}]", text_column, label_column) for s in ("train", "test"))
+
+
+# ----------------------------------------------------------------------------------- cleaning
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """Remove HTML tags (IMDB's `<br />`) and entities, collapse whitespace."""
+    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", text))).strip()
+
+
+# ----------------------------------------------------------------------------------- splitting
+def stratified_subset(split: Split, n: int | None, seed: int) -> Split:
+    """A seeded, class-balanced subset of n rows (all rows, shuffled, when n is None or too big)."""
+    idx = np.arange(len(split))
+    if n is not None and n < len(split):
+        idx, _ = train_test_split(idx, train_size=n, stratify=split.labels, random_state=seed)
+    else:
+        idx = np.random.default_rng(seed).permutation(idx)
+    return Split([split.texts[i] for i in idx], split.labels[idx])
+
+
+def load_dataset(
+    source: str | None = None,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    val_fraction: float = 0.1,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    clean: bool = True,
+    seed: int = 0,
+) -> Dataset:
+    """Official train/test, with a seeded stratified validation split carved from train.
+
+    n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
+    """
+    train, test = _load_raw(source, text_column, label_column)
+    if clean:
+        train, test = (Split([clean_text(t) for t in s.texts], s.labels) for s in (train, test))
+    train = stratified_subset(train, n_train, seed)
+    test = stratified_subset(test, n_test, seed)
+    n_val = max(2, round(len(train) * val_fraction))
+    if len(train) - n_val < 2:
+        raise UserError(f"n_train={len(train)} is too small to carve a validation split of {val_fraction:.0%}")
+    tr_idx, val_idx = train_test_split(np.arange(len(train)), test_size=n_val, stratify=train.labels, random_state=seed)
+    pick = lambda s, idx: Split([s.texts[i] for i in idx], s.labels[idx])  # noqa: E731
+    return Dataset(train=pick(train, tr_idx), val=pick(train, val_idx), test=test)

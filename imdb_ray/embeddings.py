@@ -1,0 +1,78 @@
+"""Word vectors for the embedding layer: gensim Word2Vec trained on the train split, vectors loaded
+from a word2vec / GloVe file through KeyedVectors, or random. Cached like the encoded data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imdb_ray.cache import cache_key, load_or_build
+from imdb_ray.data import Dataset
+from imdb_ray.errors import UserError
+
+
+def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_count: int, epochs: int,
+                   skipgram: bool, workers: int, seed: int):
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(sentences=token_lists, vector_size=dim, window=window, min_count=min_count, epochs=epochs,
+                     sg=int(skipgram), workers=workers, seed=seed)
+    return model.wv
+
+
+def load_vectors(path: str):
+    """A word2vec text/binary file, or a GloVe file (no header line), through gensim's KeyedVectors."""
+    from gensim.models import KeyedVectors
+
+    p = Path(path)
+    if p.suffix == ".kv":
+        return KeyedVectors.load(str(p))
+    binary = p.suffix == ".bin"
+    try:
+        return KeyedVectors.load_word2vec_format(str(p), binary=binary)
+    except (ValueError, UnicodeDecodeError, IndexError):
+        try:
+            return KeyedVectors.load_word2vec_format(str(p), binary=binary, no_header=True)  # GloVe
+        except Exception as e:
+            raise UserError(f"{path}: not a word2vec or GloVe vectors file ({e})") from None
+
+
+def embedding_matrix(cfg, dataset: Dataset, vocab: list[str], fingerprint: str) -> tuple[torch.Tensor, float]:
+    """(V, D) float matrix aligned with `vocab`, and the share of words that had no vector."""
+    from imdb_ray.text import tokenize
+
+    source = cfg.embeddings
+    params = (cfg.embed_dim, cfg.w2v_algorithm, cfg.w2v_window, cfg.w2v_min_count, cfg.w2v_epochs, cfg.seed)
+    if source not in ("word2vec", "random"):
+        params = (str(Path(source).resolve()), Path(source).stat().st_mtime)
+    key = cache_key("vectors", fingerprint, vocab[:50], len(vocab), source, params)
+
+    def build() -> dict:
+        rng = np.random.default_rng(cfg.seed)
+        if source == "random":
+            return {"vectors": torch.from_numpy(_random_rows(rng, len(vocab), cfg.embed_dim)), "oov": 1.0}
+        if source == "word2vec":
+            kv = train_word2vec([tokenize(t) for t in dataset.train.texts], dim=cfg.embed_dim, window=cfg.w2v_window,
+                                min_count=cfg.w2v_min_count, epochs=cfg.w2v_epochs,
+                                skipgram=cfg.w2v_algorithm == "skipgram", workers=cfg.workers, seed=cfg.seed)
+        else:
+            kv = load_vectors(source)
+        matrix = _random_rows(rng, len(vocab), kv.vector_size, scale=float(np.std(kv.vectors)))
+        missing = 0
+        for i, word in enumerate(vocab[2:], start=2):
+            if word in kv.key_to_index:
+                matrix[i] = kv[word]
+            else:
+                missing += 1
+        matrix[0] = 0.0  # <pad>
+        return {"vectors": torch.from_numpy(matrix), "oov": missing / max(1, len(vocab) - 2)}
+
+    entry = load_or_build(cfg.cache_dir, f"vectors-{key}", build)
+    return entry["vectors"], float(entry["oov"])
+
+
+def _random_rows(rng: np.random.Generator, n: int, dim: int, scale: float = 0.1) -> np.ndarray:
+    m = (rng.standard_normal((n, dim)) * scale).astype(np.float32)
+    m[0] = 0.0
+    return m

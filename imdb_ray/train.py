@@ -1,0 +1,275 @@
+"""The one training loop. Local runs, direct Tune trials and Ray Train workers all call `train()`.
+
+The host plugs in through keyword arguments only: `on_epoch(metrics, checkpoint_dir)` after every
+epoch (Ray reporting lives there), `resume_from` a checkpoint folder, and `wrap_model` /
+`wrap_loader` (Ray Train's DDP preparation). Nothing here imports Ray.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.data import Dataset, load_dataset
+from imdb_ray.errors import UserError
+from imdb_ray.losses import build_loss
+from imdb_ray.models import get_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+EpochCallback = Callable[[dict, "str | None"], None]
+
+
+@dataclass
+class TrainResult:
+    config: TrialConfig
+    history: list[dict] = field(default_factory=list)  # one metrics dict per epoch
+    best_epoch: int = 0
+    val: dict = field(default_factory=dict)  # metrics of the restored best epoch
+    test: dict = field(default_factory=dict)  # filled only when evaluate_test=True
+    model: object = None
+    seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+# ------------------------------------------------------------------------------------- data
+def _trim_collate(rows):
+    """Stack a batch and cut the padding columns no row in it uses (padding never matters)."""
+    ids, lengths, labels = (torch.stack(x) for x in zip(*rows))
+    width = int(lengths.max())
+    return {"input_ids": ids[:, :width], "lengths": lengths}, labels
+
+
+def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict]:
+    """Loaders yielding (model inputs dict, labels) per split, and the model's build arguments."""
+    from imdb_ray.text import prepare_word_data
+
+    words = prepare_word_data(cfg, dataset)
+    loaders = {}
+    for name, tensors in words.splits.items():
+        ds = TensorDataset(tensors["input_ids"], tensors["lengths"], tensors["labels"])
+        generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
+        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
+                                   collate_fn=_trim_collate)
+    build_args = {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}
+    return loaders, build_args
+
+
+def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
+    try:
+        return get_model(cfg.model).build(**build_args, **cfg.model_args)
+    except ValueError as e:
+        raise UserError(f"model '{cfg.model}': {e}") from None
+
+
+# ------------------------------------------------------------------------------- optimisation
+def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norms (standard AdamW practice).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def build_scheduler(cfg: TrialConfig, optimizer, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+# --------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
+    """Metrics over a whole split, and the positive-class probabilities (for later analysis)."""
+    model.eval()
+    losses, probs, labels = [], [], []
+    for inputs, y in loader:
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        logits, _ = model(**inputs)
+        logits = logits.float().cpu()
+        losses.append(torch.nn.functional.cross_entropy(logits, y, reduction="sum").item())
+        probs.append(torch.softmax(logits, -1)[:, 1])
+        labels.append(y)
+    p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    pred = (p >= 0.5).astype(np.int64)
+    return {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
+            f"{prefix}_f1": float(f1_score(y, pred, average="macro"))}, p
+
+
+def _better(cfg: TrialConfig, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if cfg.metric.endswith("loss") else new > old
+
+
+# ----------------------------------------------------------------------------------- the loop
+def train(
+    cfg: TrialConfig,
+    *,
+    dataset: Dataset | None = None,
+    on_epoch: EpochCallback | None = None,
+    resume_from: str | Path | None = None,
+    evaluate_test: bool = False,
+    wrap_model: Callable | None = None,
+    wrap_loader: Callable | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `cfg`'s model; after each epoch evaluate on validation, checkpoint, call `on_epoch`.
+
+    The best epoch (by cfg.metric on validation) is restored at the end. The test split is
+    touched only when `evaluate_test` is set, once, on the restored model.
+    """
+    start = time.perf_counter()
+    # Vanishing RNN gradients become denormal floats, which make CPU backward ~10x slower.
+    torch.set_flush_denormal(True)
+    set_seed(cfg.seed)
+    if dataset is None:
+        dataset = load_dataset(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
+                               val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
+                               clean=cfg.clean_html, seed=cfg.seed)
+    if cfg.family == "baseline":
+        return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
+
+    device = pick_device(cfg.device)
+    loaders, build_args = make_loaders(cfg, dataset)
+    set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
+    model = build_model(cfg, build_args).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(loaders["train"]))
+    loss_fn = build_loss(cfg)
+    amp_dtype = None
+    if cfg.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    result = TrainResult(cfg)
+    best_state, best_value, bad_epochs, first_epoch = None, None, 0, 1
+    if resume_from is not None:
+        state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        best_state, best_value, bad_epochs = state["best_model"], state["best_value"], state["bad_epochs"]
+        result.history, result.best_epoch = json.loads(state["history"]), state["best_epoch"]
+        first_epoch = state["epoch"] + 1
+
+    net = wrap_model(model) if wrap_model else model
+    train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]
+
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if hasattr(train_loader, "generator") and train_loader.generator is not None:
+            train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # same order when resumed
+        net.train()
+        epoch_start = time.perf_counter()
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        for inputs, y in bar:
+            inputs, y = {k: v.to(device) for k, v in inputs.items()}, y.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss, parts = loss_fn(net, inputs, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr (now {cfg.lr})")
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(y)
+            seen += len(y)
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+        train_seconds = time.perf_counter() - epoch_start
+
+        val_metrics, _ = evaluate(model, loaders["val"], device, "val")
+        metrics = {"epoch": epoch, **{f"train_{k}": v / seen for k, v in sums.items()}, **val_metrics,
+                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": train_seconds}
+        result.history.append(metrics)
+        if _better(cfg, metrics[cfg.metric], best_value):
+            best_value, best_state, bad_epochs = metrics[cfg.metric], copy.deepcopy(model.state_dict()), 0
+            result.best_epoch = epoch
+        else:
+            bad_epochs += 1
+        stop = cfg.patience > 0 and bad_epochs >= cfg.patience
+        if progress:
+            print(f"epoch {epoch}: train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+                  f"val_acc {metrics['val_accuracy']:.4f}  ({train_seconds:.1f}s)", flush=True)
+        if on_epoch is not None:
+            with tempfile.TemporaryDirectory(prefix="imdb_ray_ckpt_") as ckpt:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                            "rng": torch.get_rng_state(), "epoch": epoch, "best_model": best_state,
+                            "best_value": best_value, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
+                            "history": json.dumps(result.history)}, os.path.join(ckpt, CHECKPOINT_FILE))
+                on_epoch(metrics, ckpt)
+        if stop:
+            break
+
+    model.load_state_dict(best_state)
+    result.val, _ = evaluate(model, loaders["val"], device, "val")
+    if evaluate_test:
+        result.test, _ = evaluate(model, loaders["test"], device, "test")
+    result.model = model
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: bool, start: float) -> TrainResult:
+    """Scikit-learn baselines: one fit, reported as a single epoch so sweeps treat them alike."""
+    pipeline = get_model(cfg.model).build(**cfg.model_args)
+    pipeline.fit(dataset.train.texts, dataset.train.labels)
+
+    def metrics(split, prefix):
+        proba = pipeline.predict_proba(split.texts)
+        pred = proba.argmax(1)
+        loss = float(-np.log(np.clip(proba[np.arange(len(pred)), split.labels], 1e-12, 1)).mean())
+        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": float((pred == split.labels).mean()),
+                f"{prefix}_f1": float(f1_score(split.labels, pred, average="macro"))}
+
+    result = TrainResult(cfg, best_epoch=1, model=pipeline)
+    result.val = metrics(dataset.val, "val")
+    result.history = [{"epoch": 1, **result.val, "epoch_seconds": time.perf_counter() - start}]
+    if on_epoch is not None:
+        on_epoch(result.history[0], None)
+    if evaluate_test:
+        result.test = metrics(dataset.test, "test")
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,98 @@
+"""Data loading: the bundled official split, seeded stratified splits, cleaning, and bad-data errors."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imdb_ray.data import clean_text, load_dataset
+from imdb_ray.errors import UserError
+
+
+def test_bundled_imdb_is_the_official_split():
+    ds = load_dataset(seed=0)
+    assert len(ds.train) + len(ds.val) == 25_000 and len(ds.test) == 25_000
+    assert len(ds.val) == 2_500
+    for split in (ds.train, ds.val, ds.test):
+        assert abs(split.labels.mean() - 0.5) < 0.01  # stratified
+    assert not any("<br" in t for t in ds.train.texts[:2000])  # cleaned by default
+    # val is carved from train: disjoint rows (a few texts repeat inside IMDB's train split itself)
+    assert len(set(ds.val.texts) & set(ds.train.texts)) <= 96
+
+
+def test_split_is_seeded_and_stratified():
+    a = load_dataset(n_train=200, n_test=50, seed=1)
+    b = load_dataset(n_train=200, n_test=50, seed=1)
+    c = load_dataset(n_train=200, n_test=50, seed=2)
+    assert a.train.texts == b.train.texts and a.val.texts == b.val.texts and a.test.texts == b.test.texts
+    assert a.train.texts != c.train.texts
+    assert a.val.labels.sum() == 10 and len(a.val) == 20 and a.test.labels.sum() == 25
+    assert not set(a.val.texts) & set(a.train.texts)
+
+
+def test_clean_text_removes_html():
+    assert clean_text("Great film.<br /><br />Loved it &amp; more <i>really</i>") == "Great film. Loved it & more really"
+
+
+def _write_pair(tmp_path, train: pd.DataFrame, test: pd.DataFrame | None = None, ext="csv"):
+    test = train if test is None else test
+    for name, frame in (("train", train), ("test", test)):
+        path = tmp_path / f"{name}.{ext}"
+        if ext == "csv":
+            frame.to_csv(path, index=False)
+        elif ext == "tsv":
+            frame.to_csv(path, index=False, sep="\t")
+        elif ext == "jsonl":
+            frame.to_json(path, orient="records", lines=True)
+        elif ext == "parquet":
+            frame.to_parquet(path)
+    return str(tmp_path)
+
+
+GOOD = pd.DataFrame({"review": [f"text number {i}" for i in range(20)],
+                     "sentiment": ["positive", "negative"] * 10})
+
+
+@pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl", "parquet"])
+def test_other_formats_and_column_names(tmp_path, ext):
+    ds = load_dataset(_write_pair(tmp_path, GOOD, ext=ext), text_column="review", label_column="sentiment", seed=0)
+    assert len(ds.train) + len(ds.val) == 20 and set(ds.train.labels) == {0, 1}
+
+
+def test_file_pair_and_gzip(tmp_path):
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as f:
+        GOOD.rename(columns={"review": "text", "sentiment": "label"}).to_csv(f, index=False)
+    ds = load_dataset(f"{tmp_path}/a.csv.gz,{tmp_path}/a.csv.gz", seed=0)
+    assert len(ds.test) == 20
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda df: df.drop(columns=["label"]), "missing column 'label'"),
+    (lambda df: df.assign(label=[0, 1] * 9 + [0, 7]), "row 20: label '7' is not 0/1"),
+    (lambda df: df.assign(label=[0, 1] * 9 + [0, "great"]), "row 20: label 'great'"),
+    (lambda df: df.assign(text=["a"] * 4 + [""] + ["b"] * 15), "row 5: empty text"),
+    (lambda df: df.assign(label=[1] * 20), "every row has label 1"),
+])
+def test_bad_rows_name_file_and_row(tmp_path, mutate, message):
+    frame = mutate(pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": [0, 1] * 10}))
+    with pytest.raises(UserError, match=message) as err:
+        load_dataset(_write_pair(tmp_path, frame), seed=0)
+    assert "train.csv" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_encoding_names_the_line(tmp_path):
+    (tmp_path / "train.csv").write_bytes(b"text,label\ngood,1\nbad \xff\xfe here,0\n")
+    (tmp_path / "test.csv").write_bytes(b"text,label\ngood,1\nbad,0\n")
+    with pytest.raises(UserError, match=r"train.csv: line 3 is not valid UTF-8"):
+        load_dataset(str(tmp_path))
+
+
+def test_missing_file_and_unknown_source(tmp_path):
+    with pytest.raises(UserError, match="no test"):
+        (tmp_path / "train.csv").write_text("text,label\na,1\n")
+        load_dataset(str(tmp_path))
+    with pytest.raises(UserError, match="data file not found"):
+        load_dataset(f"{tmp_path}/nope.csv,{tmp_path}/nope2.csv")

@@ -1,0 +1,136 @@
+"""The loop, the cache, the checkpoint, and the `train` / `models` commands."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_ray.__main__ import main
+from imdb_ray.cache import load_or_build
+from imdb_ray.config import TrialConfig
+from imdb_ray.errors import UserError
+from imdb_ray.text import PAD_ID, UNK_ID, build_vocab, encode, prepare_word_data
+from imdb_ray.train import train
+
+
+def test_vocab_and_encoding_keep_true_lengths():
+    vocab = build_vocab([["good", "film", "good"], ["bad", "film"]], min_freq=1, max_size=10)
+    assert vocab[PAD_ID] == "<pad>" and vocab[UNK_ID] == "<unk>" and PAD_ID != UNK_ID
+    ids, lengths = encode([["good", "unseen"], ["film"] * 9, []], vocab, max_len=4)
+    assert lengths.tolist() == [2, 4, 1]
+    assert ids[0].tolist() == [vocab.index("good"), UNK_ID, PAD_ID, PAD_ID]
+    assert ids[2].tolist() == [UNK_ID, PAD_ID, PAD_ID, PAD_ID]
+
+
+def test_second_identical_run_hits_the_cache(tiny_cfg, small_imdb):
+    first = prepare_word_data(tiny_cfg, small_imdb)
+    second = prepare_word_data(tiny_cfg, small_imdb)
+    builds = (Path(tiny_cfg.cache_dir) / "builds.log").read_text().splitlines()
+    assert len(builds) == 2  # encoded words + word2vec vectors, each built once
+    assert torch.equal(first.vectors, second.vectors)
+    other = prepare_word_data(dataclasses.replace(tiny_cfg, max_len=32), small_imdb)
+    assert other.splits["train"]["input_ids"].shape[1] == 32
+    assert len((Path(tiny_cfg.cache_dir) / "builds.log").read_text().splitlines()) == 3  # new key: one new build
+
+
+def test_corrupted_cache_entry_is_rebuilt(tmp_path):
+    load_or_build(tmp_path, "x", lambda: {"v": torch.ones(3)})
+    (tmp_path / "x.pt").write_bytes(b"truncated")
+    assert torch.equal(load_or_build(tmp_path, "x", lambda: {"v": torch.zeros(3)})["v"], torch.zeros(3))
+
+
+def test_same_seed_same_metrics(tiny_cfg, small_imdb):
+    a = train(tiny_cfg, dataset=small_imdb, progress=False)
+    b = train(tiny_cfg, dataset=small_imdb, progress=False)
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in hist]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    c = train(dataclasses.replace(tiny_cfg, seed=1), dataset=small_imdb, progress=False)
+    assert strip(c.history) != strip(a.history)
+
+
+def test_resume_matches_uninterrupted_run(tiny_cfg, small_imdb, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, epochs=3)
+    full = train(cfg, dataset=small_imdb, progress=False)
+    saved = {}
+
+    def keep(metrics, ckpt):
+        if metrics["epoch"] == 1:
+            import shutil
+            shutil.copytree(ckpt, tmp_path / "ckpt")
+            saved["m"] = metrics
+
+    train(dataclasses.replace(cfg, epochs=1), dataset=small_imdb, progress=False, on_epoch=keep)
+    resumed = train(cfg, dataset=small_imdb, progress=False, resume_from=tmp_path / "ckpt")
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(full.history, resumed.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+
+
+def test_early_stopping_restores_best_epoch(tiny_cfg, small_imdb):
+    cfg = dataclasses.replace(tiny_cfg, epochs=6, patience=1, lr=0.5, optimizer="sgd")
+    result = train(cfg, dataset=small_imdb, progress=False)
+    best = max(h["val_accuracy"] for h in result.history)
+    assert result.history[result.best_epoch - 1]["val_accuracy"] == best
+    assert result.val["val_accuracy"] == pytest.approx(best)
+
+
+def test_tfidf_baseline_runs_through_train(small_imdb, tmp_path):
+    cfg = TrialConfig(model="tfidf_lr", cache_dir=str(tmp_path), model_args={"min_df": 1})
+    result = train(cfg, dataset=small_imdb, evaluate_test=True, progress=False)
+    assert result.test["test_accuracy"] > 0.6 and len(result.history) == 1
+
+
+def test_unknown_model_and_parameter_are_refused():
+    with pytest.raises(UserError, match="unknown model 'bert_large'; known models: attention_lstm"):
+        TrialConfig.from_flat({"model": "bert_large"})
+    with pytest.raises(UserError, match="model 'gru' has no parameter 'kernel_sizes'"):
+        TrialConfig.from_flat({"model": "gru", "kernel_sizes": (3,)})
+    assert TrialConfig.from_flat({"model": "gru", "kernel_sizes": (3,)}, strict=False).model_args == {}
+
+
+def test_train_command_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--model", "cnn", "--n-train", "300", "--n-test", "200", "--epochs", "2",
+                 "--max-len", "64", "--embed-dim", "16", "--num-filters", "8", "--kernel-sizes", "2,3",
+                 "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run), "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test_accuracy" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_args"] == {"num_filters": 8, "kernel_sizes": [2, 3]}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and 0 <= metrics["summary"]["test_accuracy"] <= 1
+    assert (run / "checkpoint" / "checkpoint.pt").exists()
+    # resume a finished run: nothing left to train, same final metrics
+    assert main(["train", "--model", "cnn", "--n-train", "300", "--n-test", "200", "--epochs", "2",
+                 "--max-len", "64", "--embed-dim", "16", "--num-filters", "8", "--kernel-sizes", "2,3",
+                 "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run), "--quiet", "--resume"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "nope"], "unknown model 'nope'"),
+    (["train", "--model", "gru", "--kernel-sizes", "3"], "unknown option --kernel-sizes"),
+    (["train", "--lr", "-1"], "lr=-1.0 must be > 0"),
+    (["train", "--optimizer", "lion"], "optimizer='lion' is not one of"),
+    (["train", "--resume", "--run-dir", "/nonexistent/run"], "--resume: /nonexistent/run/checkpoint does not exist"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_cli_errors_are_one_line_exit_2(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_models_command_lists_parameters(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm", "tfidf_lr"):
+        assert name in out
+    assert "--kernel-sizes" in out and "default (3, 4, 5)" in out
