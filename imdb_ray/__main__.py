@@ -131,6 +131,52 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ sweep
+def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.sweep import load_sweep, plan, run_sweep
+
+    sweep = load_sweep(args.file)
+    if args.address and not (args.address == "auto" or args.address.startswith(("ray://", "localhost:", "127.0.0.1:"))
+                             or ":" in args.address):
+        raise UserError(f"--address {args.address!r}: use 'auto', 'ray://HOST:10001' or HOST:PORT")
+    if args.storage and "://" not in args.storage and not os.path.isabs(os.path.expanduser(args.storage)):
+        raise UserError(f"--storage {args.storage!r} must be absolute (or s3://, gs://...): Tune changes the working "
+                        "directory of trials")
+    if args.num_samples is not None and args.num_samples < 1:
+        raise UserError("--num-samples must be >= 1")
+    if args.dry_run:
+        import os as _os
+
+        print(plan(sweep, {"CPU": _os.cpu_count() or 1, "GPU": 0}))
+        return 0
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    summary = run_sweep(sweep, address=args.address, storage=args.storage or str(Path("ray_results").resolve()),
+                        tracking_uri=uri, resume=args.resume, num_samples=args.num_samples,
+                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir)
+    print(f"\n== {sweep.name}: {summary['trials']} trials, {summary['errors']} errored ==")
+    for row in summary["leaderboard"]:
+        if row["status"] == "ok":
+            print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
+        else:
+            print(f"  FAILED {row['trial']}: {row['error']}")
+    if "test" in summary:
+        t = summary["test"]
+        print(f"best trial ({summary['best_config']['model']}): {sweep.metric} {summary['best_val']:.4f}, "
+              f"test_accuracy {t['test_accuracy']:.4f}, test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
+    print(f"MLflow: parent run {summary['parent_run_id']} in {uri}  (python -m imdb_ray ui)")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}")
+    return os.spawnvp(os.P_WAIT, sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                                                  "--host", args.host, "--port", str(args.port)])
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
         print(f"error: {message} (see --help)", file=sys.stderr)
@@ -143,10 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train one model locally; model parameters as --name value")
     add_train_args(p_train)
     sub.add_parser("models", help="list the registered models and their parameters")
+    p_sweep = sub.add_parser("sweep", help="run a sweep file (sweeps/*.py) on Ray Tune")
+    p_sweep.add_argument("file")
+    where = p_sweep.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="start a local Ray (the default)")
+    where.add_argument("--address", help="join a cluster: auto | ray://HOST:10001 | HOST:PORT")
+    p_sweep.add_argument("--storage", help="absolute path or s3://... for checkpoints and results (default ./ray_results)")
+    p_sweep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
+    p_sweep.add_argument("--cache-dir", default=".cache/imdb_ray", help="shared preprocessing cache")
+    p_sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
+    p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
+    p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
+    p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
+    p_ui.add_argument("--tracking-uri")
+    p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
+    p_ui.add_argument("--port", type=int, default=5000)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models}
+COMMANDS = {"train": cmd_train, "models": cmd_models, "sweep": cmd_sweep, "ui": cmd_ui}
+DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def main(argv: list[str] | None = None) -> int:

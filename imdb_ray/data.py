@@ -195,10 +195,10 @@ def load_dataset(
     n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
     """
     train, test = _load_raw(source, text_column, label_column)
-    if clean:
-        train, test = (Split([clean_text(t) for t in s.texts], s.labels) for s in (train, test))
     train = stratified_subset(train, n_train, seed)
     test = stratified_subset(test, n_test, seed)
+    if clean:  # after subsetting: a quick run cleans only the rows it uses
+        train, test = (Split([clean_text(t) for t in s.texts], s.labels) for s in (train, test))
     n_val = max(2, round(len(train) * val_fraction))
     if len(train) - n_val < 2:
         raise UserError(f"n_train={len(train)} is too small to carve a validation split of {val_fraction:.0%}")

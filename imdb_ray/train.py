@@ -60,6 +60,12 @@ def pick_device(name: str) -> torch.device:
 
 
 # ------------------------------------------------------------------------------------- data
+def load_trial_data(cfg: TrialConfig) -> Dataset:
+    return load_dataset(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
+                        val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
+                        clean=cfg.clean_html, seed=cfg.seed)
+
+
 def _trim_collate(rows):
     """Stack a batch and cut the padding columns no row in it uses (padding never matters)."""
     ids, lengths, labels = (torch.stack(x) for x in zip(*rows))
@@ -156,10 +162,7 @@ def train(
     # Vanishing RNN gradients become denormal floats, which make CPU backward ~10x slower.
     torch.set_flush_denormal(True)
     set_seed(cfg.seed)
-    if dataset is None:
-        dataset = load_dataset(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
-                               val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
-                               clean=cfg.clean_html, seed=cfg.seed)
+    dataset = dataset or load_trial_data(cfg)
     if cfg.family == "baseline":
         return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
 
@@ -273,3 +276,17 @@ def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: b
         result.test = metrics(dataset.test, "test")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, split: str = "test") -> dict:
+    """The one evaluation of a finished trial on the test split, from its checkpoint's best weights."""
+    dataset = load_trial_data(cfg)
+    if cfg.family == "baseline" or checkpoint_dir is None:  # no weights to load: refit (deterministic)
+        return train(cfg, dataset=dataset, evaluate_test=True, progress=False).test
+    device = pick_device(cfg.device)
+    loaders, build_args = make_loaders(cfg, dataset)
+    model = build_model(cfg, build_args)
+    state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["best_model"])
+    metrics, _ = evaluate(model.to(device), loaders[split], device, split)
+    return metrics

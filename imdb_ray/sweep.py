@@ -1,0 +1,466 @@
+"""Sweep files -> a Ray Tune run. Each trial runs the one training loop, either inside Ray Train
+workers (`trainer="ray_train"`, DDP-ready, ~20 s fixed cost) or in the Tune trial process itself
+(`trainer="direct"`, for cheap single-device trials).
+
+Conditional parameters: a sweep space is flat. A key that is a TrialConfig field applies to every
+trial; any other key is a model parameter and is passed only to the models that take it (so
+`hidden` reaches the RNNs and is ignored by `cnn`). Every such key must belong to at least one
+model the space can pick; Optuna samples it in every trial, which TPE handles fine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import runpy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.errors import UserError
+from imdb_ray.models import get_model
+
+SEARCHES = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
+TRAINERS = ("ray_train", "direct")
+
+
+@dataclass
+class Sweep:
+    """Everything a sweep file declares. `space` uses Ray Tune's search-space API."""
+
+    name: str
+    space: dict[str, Any]
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    search: str = "optuna"  # optuna (seeded TPE) | random | grid (tune.grid_search values)
+    scheduler: str = "asha"  # asha | fifo
+    num_samples: int = 8
+    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: int = 2
+    trainer: str = "ray_train"  # ray_train | direct
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # fractions share a GPU: 0.25 packs four small trials on one
+    max_concurrent: int | None = None  # None: as many as the cluster's resources allow
+    time_budget_s: float | None = None
+    max_failures: int = 1  # retries of a failed trial, from its last checkpoint
+    seed: int = 0
+    source: Path | None = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------------------- validation
+    def validate(self) -> "Sweep":
+        where = str(self.source or self.name)
+
+        def fail(msg: str):
+            raise UserError(f"{where}: {msg}")
+
+        if not isinstance(self.space, dict) or not self.space:
+            fail("the search space is empty; give at least 'model'")
+        for name, options in (("search", SEARCHES), ("scheduler", SCHEDULERS), ("trainer", TRAINERS),
+                              ("mode", ("min", "max"))):
+            if getattr(self, name) not in options:
+                fail(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
+        if self.metric not in ("val_accuracy", "val_f1", "val_loss"):
+            fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
+        if self.num_samples < 1 or self.workers_per_trial < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            fail(f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number")
+        grid_keys = [k for k, v in self.space.items() if _is_grid(v)]
+        if grid_keys and self.search == "optuna":
+            fail(f"tune.grid_search on {', '.join(grid_keys)} needs search='grid' (Optuna samples, it does not enumerate)")
+        if self.search == "grid" and not grid_keys:
+            fail("search='grid' but the space has no tune.grid_search values")
+
+        values = {k: _candidates(k, v, fail) for k, v in self.space.items()}
+        models = values.get("model", ["gru"])
+        fields = TrialConfig.fields()
+        for key in self.space:
+            if key not in fields and not any(key in get_model(m).params for m in models):
+                fail(f"space[{key!r}]: no model in {models} has this parameter, and it is no config field "
+                     "(see `python -m imdb_ray models`)")
+        base = {k: v[0] for k, v in values.items()}
+        for model in models:
+            for key, options in values.items():
+                for option in options:
+                    sample = {**base, "model": model, key: option}
+                    try:
+                        TrialConfig.from_flat(sample, strict=False)
+                    except UserError as e:
+                        fail(f"space[{key!r}] value {option!r}: {e}")
+        return self
+
+    def trial_resources(self) -> dict[str, float]:
+        """What one trial holds. In ray_train mode the Tune function itself only needs a sliver of
+        CPU: the workers' resources are claimed by Ray Train's own placement group."""
+        if self.trainer == "direct":
+            return {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}
+        return {"CPU": 0.01}
+
+    def concurrency(self, cluster: dict[str, float]) -> int:
+        """Trials that fit at once, counting the Train workers, so workers never starve behind
+        Tune functions holding the CPUs (the 2-CPU deadlock)."""
+        cpu_per_trial = self.workers_per_trial * self.cpus_per_worker + (0.01 if self.trainer == "ray_train" else 0)
+        fits = math.floor(cluster.get("CPU", 1) / cpu_per_trial + 1e-9)
+        gpu = self.workers_per_trial * self.gpus_per_worker
+        if gpu > 0:
+            fits = min(fits, math.floor(cluster.get("GPU", 0) / gpu + 1e-9))
+        if fits < 1:
+            raise UserError(f"{self.source or self.name}: one trial needs {cpu_per_trial:g} CPU and {gpu:g} GPU; "
+                            f"the cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} GPU")
+        limit = self.max_concurrent or fits
+        return max(1, min(fits, limit, self.num_samples * max(1, _grid_size(self.space))))
+
+
+def _is_grid(value) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _grid_size(space: dict) -> int:
+    n = 1
+    for v in space.values():
+        if _is_grid(v):
+            n *= len(v["grid_search"])
+    return n
+
+
+def _candidates(key: str, value, fail) -> list:
+    """Representative values of one space entry: every category, a numeric range's two ends."""
+    from ray.tune.search.sample import Categorical, Domain, Float, Integer
+
+    if _is_grid(value):
+        options = list(value["grid_search"])
+    elif isinstance(value, Categorical):
+        options = list(value.categories)
+    elif isinstance(value, Float):
+        options = [value.lower, value.upper]
+    elif isinstance(value, Integer):
+        options = [value.lower, value.upper - 1]
+    elif isinstance(value, Domain):
+        fail(f"space[{key!r}]: {type(value).__name__} domains cannot be checked; use choice/uniform/loguniform/randint")
+    else:
+        options = [value]
+    if not options:
+        fail(f"space[{key!r}]: empty choice")
+    return options
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Run the sweep file (it is Python: only run files you trust) and validate its `sweep`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: sweep file not found")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__sweep__")
+    except SyntaxError as e:
+        raise UserError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}: {type(e).__name__} while loading: {e}") from None
+    sweep = namespace.get("sweep")
+    if not isinstance(sweep, Sweep):
+        raise UserError(f"{path}: define `sweep = Sweep(...)` (from imdb_ray.sweep import Sweep)")
+    sweep.source = path.resolve()
+    return sweep.validate()
+
+
+# --------------------------------------------------------------------------------- trials
+def _train_worker(config: dict) -> None:
+    """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune)."""
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    from imdb_ray.train import train
+
+    cfg = TrialConfig(**config)
+    ctx = ray.train.get_context()
+    resume = ray.train.get_checkpoint()
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        ckpt = Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    with (resume.as_directory() if resume else _nullpath()) as resume_dir:
+        train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
+              wrap_model=ray.train.torch.prepare_model if ctx.get_world_size() > 1 else None,
+              wrap_loader=ray.train.torch.prepare_data_loader if ctx.get_world_size() > 1 else None)
+
+
+class _nullpath:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def make_trial(sweep: Sweep, storage: str):
+    """The Tune function trainable for this sweep."""
+    trainer, workers = sweep.trainer, sweep.workers_per_trial
+    cpus, gpus, max_failures = sweep.cpus_per_worker, sweep.gpus_per_worker, sweep.max_failures
+
+    def trial(config: dict) -> None:
+        from ray import tune
+
+        cfg = TrialConfig.from_flat(config, strict=False)
+        if trainer == "direct":
+            from imdb_ray.train import train
+
+            def report(metrics: dict, ckpt_dir: str | None) -> None:
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+
+            resume = tune.get_checkpoint()
+            with (resume.as_directory() if resume else _nullpath()) as resume_dir:
+                train(cfg, on_epoch=report, resume_from=resume_dir, progress=False)
+            return
+
+        import ray.train
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        context = tune.get_context()
+        TorchTrainer(
+            _train_worker,
+            train_loop_config=cfg.to_dict(),
+            torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                                   resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+            run_config=ray.train.RunConfig(
+                name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
+                callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+        ).fit()
+
+    return trial
+
+
+# --------------------------------------------------------------------------------- the run
+def prepare_shared_data(sweep: Sweep) -> list[str]:
+    """Tokenise and train Word2Vec once, before any trial, for every data setting the space can
+    produce from fixed/categorical values; trials then hit the cache (locked, so never twice)."""
+    from imdb_ray.text import prepare_word_data
+    from imdb_ray.train import load_trial_data
+
+    data_keys = ("data", "text_column", "label_column", "n_train", "n_test", "val_fraction", "clean_html", "seed",
+                 "max_len", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm", "w2v_window",
+                 "w2v_min_count", "w2v_epochs", "cache_dir", "workers")
+    from ray.tune.search.sample import Domain
+
+    if any(isinstance(sweep.space.get(k), Domain) and not hasattr(sweep.space[k], "categories") for k in data_keys):
+        return []  # continuous data settings: trials build on demand, still once per key
+    combos = [{}]
+    for key in data_keys:
+        if key in sweep.space:
+            value = sweep.space[key]
+            options = value["grid_search"] if _is_grid(value) else getattr(value, "categories", [value])
+            combos = [{**c, key: o} for c in combos for o in options]
+    models = _candidates("model", sweep.space.get("model", "gru"), lambda m: None)
+    done = []
+    for combo in combos:
+        cfg = TrialConfig.from_flat({"model": models[0], **combo}, strict=False)
+        if all(get_model(m).family == "baseline" for m in models):
+            break
+        dataset = load_trial_data(cfg)
+        prepare_word_data(cfg, dataset)
+        done.append(dataset.fingerprint())
+    return done
+
+
+def absolute_space(space: dict, cache_dir: str) -> dict:
+    """Pin relative paths in the space (Tune changes each trial's working directory)."""
+    space = dict(space)
+    space.setdefault("cache_dir", cache_dir)
+    for key in ("cache_dir", "data", "embeddings"):
+        value = space.get(key)
+        if isinstance(value, str) and value not in ("word2vec", "random") and (key == "cache_dir" or Path(value.split(",")[0]).exists()):
+            space[key] = ",".join(str(Path(p.strip()).resolve()) for p in value.split(","))
+    return space
+
+
+def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
+    experiment_path = os.path.join(storage, sweep.name)
+    if resume:
+        if not tune.Tuner.can_restore(experiment_path):
+            raise UserError(f"--resume: no interrupted sweep at {experiment_path}; run without --resume to start one")
+        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+
+    epochs = sweep.space.get("epochs", TrialConfig.epochs)
+    max_t = max(_candidates("epochs", epochs, lambda m: None)) if not isinstance(epochs, int) else epochs
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=sweep.grace_period,
+                               reduction_factor=sweep.reduction_factor)
+                 if sweep.scheduler == "asha" else FIFOScheduler())
+    if sweep.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(sampler=TPESampler(seed=sweep.seed))
+    else:
+        search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrency)
+    return tune.Tuner(
+        trainable,
+        param_space=sweep.space,
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search, scheduler=scheduler,
+                                    num_samples=sweep.num_samples, max_concurrent_trials=concurrency,
+                                    time_budget_s=sweep.time_budget_s),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
+    )
+
+
+def best_checkpoint(result):
+    """The best trial's last checkpoint (it holds the best epoch's weights), local or remote."""
+    from ray.tune import Checkpoint
+
+    if result.checkpoint is not None:
+        return result.checkpoint
+    path = result.metrics.get("checkpoint_path")  # ray_train mode: Train's own checkpoint
+    return Checkpoint(path) if path else None
+
+
+def best_value(result, sweep: Sweep) -> float:
+    """A trial's best epoch (the weights it keeps), not its last one."""
+    values = result.metrics_dataframe[sweep.metric]
+    return float(values.max() if sweep.mode == "max" else values.min())
+
+
+def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
+    rows = []
+    for r in results:
+        if r.metrics is None or sweep.metric not in (r.metrics or {}):
+            rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed",
+                         "error": str(r.error).splitlines()[0] if r.error else ""})
+            continue
+        cfg = TrialConfig.from_flat(r.config, strict=False)
+        varied = {k: r.config[k] for k in sweep.space if k != "model" and k in r.config and
+                  (k in TrialConfig.fields() or k in cfg.model_args) and not isinstance(sweep.space[k], (int, float, str, bool, type(None)))}
+        rows.append({"trial": r.metrics.get("trial_id", "?"), "model": cfg.model, "params": varied,
+                     sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("training_iteration"),
+                     "status": "ok"})
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r[sweep.metric], reverse=sweep.mode == "max")
+    return ok[:top] + [r for r in rows if r["status"] != "ok"]
+
+
+def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: str, resume: bool = False,
+              num_samples: int | None = None, max_concurrent: int | None = None, cache_dir: str = ".cache/imdb_ray") -> dict:
+    """Validate, prepare shared data, run the trials, evaluate the best on test; returns a summary."""
+    import ray
+
+    from imdb_ray import tracking
+    from imdb_ray.train import evaluate_checkpoint
+
+    if num_samples is not None:
+        sweep.num_samples = num_samples
+    if max_concurrent is not None:
+        sweep.max_concurrent = max_concurrent
+    storage = _absolute_storage(storage)
+    tracking.check_reachable(tracking_uri)
+    sweep.space = absolute_space(sweep.space, str(Path(cache_dir).resolve()))
+    sweep.validate()
+
+    experiment_dir = Path(storage) / sweep.name if "://" not in storage else None
+    parent_file = experiment_dir / "mlflow_parent_run_id" if experiment_dir else None
+    if resume and (parent_file is None or not parent_file.exists()):
+        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}")
+    print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
+    start = time.perf_counter()
+    prepared = prepare_shared_data(sweep)
+    print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
+
+    if address:
+        ray.init(address=address)
+    else:
+        import torch
+
+        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), dashboard_host="127.0.0.1",
+                 include_dashboard=False, log_to_driver=False)
+    try:
+        concurrency = sweep.concurrency(ray.cluster_resources())
+        settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
+        parent = tracking.start_parent_run(tracking_uri, sweep.name, sweep.source, {**settings, "concurrency": concurrency},
+                                           run_id=parent_file.read_text().strip() if resume else None)
+        if experiment_dir is not None:
+            experiment_dir.mkdir(parents=True, exist_ok=True)
+            parent_file.write_text(parent)
+        print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
+              f"MLflow parent run {parent} in {tracking_uri}", flush=True)
+        callbacks = [tracking.trial_callback(tracking_uri, sweep.name, parent)]
+        tuner = build_tuner(sweep, storage, concurrency, callbacks, resume)
+        results = tuner.fit()
+        summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
+                   "leaderboard": leaderboard(results, sweep)}
+        best = results.get_best_result(sweep.metric, sweep.mode, scope="all", filter_nan_and_inf=True)
+        if best is not None and best.metrics:
+            cfg = TrialConfig.from_flat(best.config, strict=False)
+            ckpt = best_checkpoint(best)
+            with (ckpt.as_directory() if ckpt else _nullpath()) as ckpt_dir:
+                test = evaluate_checkpoint(cfg, ckpt_dir)
+            summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=test)
+            _log_test_metrics(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), test)
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri).set_terminated(parent, "FINISHED")
+        return summary
+    finally:
+        ray.shutdown()
+
+
+def _log_test_metrics(uri: str, experiment: str, parent: str, trial_id: str | None, test: dict) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for k, v in test.items():
+        client.log_metric(parent, f"best_{k}", v)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.trial_id = '{trial_id}'") if trial_id else []
+    for run in runs[:1]:
+        for k, v in test.items():
+            client.log_metric(run.info.run_id, k, v)
+        client.set_tag(run.info.run_id, "best_trial", "true")
+
+
+def _absolute_storage(storage: str) -> str:
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def describe(value) -> str:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    if _is_grid(value):
+        return f"grid_search({value['grid_search']})"
+    if isinstance(value, Categorical):
+        return f"choice({value.categories})"
+    if isinstance(value, (Float, Integer)):
+        log = "log" if type(value.sampler).__name__ == "_LogUniform" else ""
+        return f"{type(value).__name__.lower()}[{value.lower}, {value.upper}] {log}".rstrip()
+    return repr(value)
+
+
+def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
+    """What --dry-run prints: the settings and the space, no Ray started."""
+    lines = [f"sweep {sweep.name} ({sweep.source})",
+             f"  search={sweep.search} scheduler={sweep.scheduler} num_samples={sweep.num_samples} "
+             f"metric={sweep.metric} ({sweep.mode}) trainer={sweep.trainer}",
+             f"  per trial: {sweep.workers_per_trial} worker(s) x {sweep.cpus_per_worker:g} CPU, {sweep.gpus_per_worker:g} GPU"]
+    if cluster:
+        try:
+            fits = sweep.concurrency(cluster)
+        except UserError as e:
+            fits = f"none, {str(e).split(': ', 1)[-1]} (needs a cluster: --address)"
+        lines.append(f"  trials at once on this machine ({cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU): {fits}")
+    lines.append("  space:")
+    for k, v in sweep.space.items():
+        lines.append(f"    {k} = {describe(v)}")
+    return "\n".join(lines)

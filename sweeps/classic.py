@@ -1,0 +1,29 @@
+"""All seven classic models (and the TF-IDF baseline) on the full official split, with the GRU
+learning rate among the axes. Sized for a GPU box or a cluster; on a 2-core CPU it takes hours.
+
+    python -m imdb_ray sweep sweeps/classic.py
+"""
+from ray import tune
+
+from imdb_ray.sweep import Sweep
+
+sweep = Sweep(
+    name="classic",
+    space={
+        "model": tune.choice(["cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm", "tfidf_lr"]),
+        "lr": tune.loguniform(1e-4, 3e-3),        # for every neural model, GRU included
+        "hidden": tune.choice([64, 128, 256]),    # lstm, gru, cnn_lstm, attention_lstm, capsule_lstm
+        "dropout": tune.uniform(0.1, 0.5),        # every neural model
+        "kernel_sizes": tune.choice([(3, 4, 5), (2, 3, 4)]),  # cnn
+        "d_model": tune.choice([128, 256]),       # transformer
+        "freeze_embeddings": tune.choice([False, True]),
+        "schedule": tune.choice(["constant", "linear"]),
+        "epochs": 6,
+        "patience": 2,
+        "max_len": 256,
+    },
+    metric="val_accuracy", mode="max",
+    search="optuna", scheduler="asha", grace_period=2, reduction_factor=3,
+    num_samples=40,
+    trainer="ray_train", workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=0.25,
+)

@@ -1,0 +1,27 @@
+"""Tiny sweep for the tests: real IMDB reviews, small GRU/CNN, 2 epochs, ASHA. About a minute on 2 CPUs."""
+from ray import tune
+
+from imdb_ray.sweep import Sweep
+
+sweep = Sweep(
+    name="smoke",
+    space={
+        "model": tune.choice(["gru", "cnn"]),
+        "hidden": 16,               # RNN models only
+        "num_filters": 16,          # CNN only
+        "lr": tune.loguniform(1e-4, 3e-2),
+        "epochs": 3,
+        "batch_size": 32,
+        "n_train": 300,
+        "n_test": 200,
+        "max_len": 64,
+        "embed_dim": 16,
+        "w2v_epochs": 1,
+        "workers": 1,
+    },
+    metric="val_accuracy", mode="max",
+    search="optuna", scheduler="asha", grace_period=1, reduction_factor=2,
+    num_samples=6,
+    trainer="direct",
+    cpus_per_worker=0.95,
+)

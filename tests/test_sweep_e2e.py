@@ -1,0 +1,115 @@
+"""`sweeps/smoke.py` end to end on a local Ray with the machine's CPUs, each run a subprocess with a
+time limit (a killed driver must not leave Ray running inside pytest)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run_sweep(tmp_path, sweep_file, *extra, timeout=600):
+    cmd = [sys.executable, "-m", "imdb_ray", "sweep", str(sweep_file), "--storage", str(tmp_path / "ray"),
+           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"), *extra]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def child_runs(tmp_path, experiment):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("imdb_ray.kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def steps(client, run, metric="val_accuracy"):
+    return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+
+
+def test_smoke_sweep_direct_mode(tmp_path):
+    out = run_sweep(tmp_path, ROOT / "sweeps" / "smoke.py")
+    assert "== smoke: 6 trials, 0 errored ==" in out and "test_accuracy" in out
+    client, parents, children = child_runs(tmp_path, "smoke")
+    assert len(parents) == 1 and len(children) == 6
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    histories = [steps(client, c) for c in children]
+    assert all(h == list(range(1, len(h) + 1)) for h in histories)  # one point per epoch, no gaps, no repeats
+    assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
+    assert any(len(h) == 3 for h in histories)
+    best = [c for c in children if c.data.tags.get("best_trial") == "true"]
+    assert len(best) == 1 and 0 <= best[0].data.metrics["test_accuracy"] <= 1
+    assert "best_test_accuracy" in parents[0].data.metrics
+    assert children[0].data.params["model"] in ("gru", "cnn")
+    # shared preprocessing: encoded data and word vectors built once for all six trials
+    builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
+    assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
+
+
+def test_smoke_sweep_ray_train_mode(tmp_path):
+    text = (ROOT / "sweeps" / "smoke.py").read_text()
+    text = (text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
+            .replace("num_samples=6", "num_samples=2").replace('scheduler="asha"', 'scheduler="fifo"'))
+    sweep_file = tmp_path / "smoke_train.py"
+    sweep_file.write_text(text)
+    out = run_sweep(tmp_path, sweep_file)
+    assert "== smoke_train: 2 trials, 0 errored ==" in out
+    client, parents, children = child_runs(tmp_path, "smoke_train")
+    assert len(children) == 2 and all(steps(client, c) == [1, 2, 3] for c in children)
+    assert any("test_accuracy" in c.data.metrics for c in children)
+
+
+def test_killed_driver_resumes_without_rerunning(tmp_path):
+    text = (ROOT / "sweeps" / "smoke.py").read_text().replace('name="smoke"', 'name="resumable"')
+    text = text.replace("num_samples=6", "num_samples=4").replace("max_concurrent=None", "")
+    sweep_file = tmp_path / "resumable.py"
+    sweep_file.write_text(text)
+    cmd = [sys.executable, "-m", "imdb_ray", "sweep", str(sweep_file), "--storage", str(tmp_path / "ray"),
+           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"),
+           "--max-concurrent", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        client = None
+        while time.time() < deadline:  # wait for the first finished trial, then kill everything
+            time.sleep(3)
+            if (tmp_path / "mlflow.db").exists():
+                try:
+                    client, _, children = child_runs(tmp_path, "resumable")
+                except Exception:
+                    continue
+                if any(c.info.status == "FINISHED" for c in children):
+                    break
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in child_runs(tmp_path, "resumable")[2]
+                       if c.info.status == "FINISHED"}
+    out = run_sweep(tmp_path, sweep_file, "--resume")
+    assert "== resumable: 4 trials" in out
+    client, parents, children = child_runs(tmp_path, "resumable")
+    assert len(parents) == 1 and len(children) == 4  # continued, not duplicated
+    for c in children:
+        h = steps(client, c)
+        assert h == list(range(1, len(h) + 1)), f"duplicated or missing steps {h}"
+        if c.data.tags["trial_id"] in finished_before:
+            assert h == finished_before[c.data.tags["trial_id"]]  # not rerun
+
+
+def test_resume_with_nothing_to_resume(tmp_path):
+    cmd = [sys.executable, "-m", "imdb_ray", "sweep", str(ROOT / "sweeps" / "smoke.py"), "--storage", str(tmp_path),
+           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--resume"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--resume: no interrupted sweep 'smoke'" in proc.stderr
