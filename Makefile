@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 quickstart: $(VENV)/.installed
-	$(BIN)/python -m imdb_ray train --model gru --n-train 5000 --n-test 5000 --epochs 3
+	$(BIN)/python -m imdb_ray sweep sweeps/quickstart.py
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import json
 import os
 import shutil
@@ -36,11 +35,6 @@ def _parse_value(text: str, like=None):
     if isinstance(like, float) and isinstance(value, int):
         return float(value)
     return value
-
-
-def _field_type(f: dataclasses.Field):
-    hints = typing.get_type_hints(__import__("imdb_ray.config", fromlist=["TrialConfig"]).TrialConfig)
-    return hints[f.name]
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -103,8 +97,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from imdb_ray.config import TrialConfig
 
+    hints = typing.get_type_hints(TrialConfig)
     for name, f in TrialConfig.fields().items():
-        kind = _field_type(f)
+        kind = hints[name]
         default = f.default
         help_text = f"default: {default}"
         if kind is bool:
@@ -146,9 +141,9 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be >= 1")
     if args.dry_run:
-        import os as _os
+        import torch
 
-        print(plan(sweep, {"CPU": _os.cpu_count() or 1, "GPU": 0}))
+        print(plan(sweep, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}))
         return 0
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     summary = run_sweep(sweep, address=args.address, storage=args.storage or str(Path("ray_results").resolve()),

@@ -342,8 +342,9 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
                          "error": str(r.error).splitlines()[0] if r.error else ""})
             continue
         cfg = TrialConfig.from_flat(r.config, strict=False)
-        varied = {k: r.config[k] for k in sweep.space if k != "model" and k in r.config and
-                  (k in TrialConfig.fields() or k in cfg.model_args) and not isinstance(sweep.space[k], (int, float, str, bool, type(None)))}
+        searched = [k for k, v in sweep.space.items() if k != "model" and not isinstance(v, (int, float, str, bool, type(None)))]
+        applied = {**cfg.to_dict(), **cfg.model_args}
+        varied = {k: r.config[k] for k in searched if k in applied}
         rows.append({"trial": r.metrics.get("trial_id", "?"), "model": cfg.model, "params": varied,
                      sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("training_iteration"),
                      "status": "ok"})
@@ -407,6 +408,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                 test = evaluate_checkpoint(cfg, ckpt_dir)
             summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=test)
             _log_test_metrics(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), test)
+        tracking.close_orphaned_runs(tracking_uri, sweep.name, parent, {r.metrics.get("trial_id") for r in results})
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri).set_terminated(parent, "FINISHED")

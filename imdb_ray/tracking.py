@@ -49,7 +49,6 @@ def git_commit() -> str:
 
 def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict, run_id: str | None = None) -> str:
     """Create (or, on --resume, reopen) the sweep's parent run; returns its id."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -63,7 +62,6 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
     for k, v in safe_params(settings).items():
         client.log_param(run.info.run_id, k, str(v)[:500])
     client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")
-    del mlflow
     return run.info.run_id
 
 
@@ -100,3 +98,19 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
                                          step=int(result.get("epoch", iteration)))
 
     return NestedTrialRuns(tracking_uri=uri, experiment_name=experiment)
+
+
+def close_orphaned_runs(uri: str, experiment: str, parent_run_id: str, trial_ids: set) -> int:
+    """A driver killed between Tune's experiment snapshots loses trials that had already started;
+    `--resume` samples replacements. Their child runs keep what they logged, marked KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    orphans = [r for r in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+               if r.data.tags.get("trial_id") not in trial_ids]
+    for run in orphans:
+        client.set_tag(run.info.run_id, "imdb_ray.orphaned",
+                       "driver killed before Ray Tune snapshotted this trial; --resume ran a replacement")
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(orphans)

@@ -200,7 +200,7 @@ def train(
         net.train()
         epoch_start = time.perf_counter()
         sums: dict[str, float] = {}
-        correct = seen = 0
+        seen = 0
         bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
         for inputs, y in bar:
             inputs, y = {k: v.to(device) for k, v in inputs.items()}, y.to(device)

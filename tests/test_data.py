@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import gzip
-import json
 
-import numpy as np
 import pandas as pd
 import pytest
 

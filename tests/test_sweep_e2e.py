@@ -100,8 +100,12 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     out = run_sweep(tmp_path, sweep_file, "--resume")
     assert "== resumable: 4 trials" in out
     client, parents, children = child_runs(tmp_path, "resumable")
-    assert len(parents) == 1 and len(children) == 4  # continued, not duplicated
-    for c in children:
+    # Trials Tune had not yet snapshotted when the driver died are re-sampled; their partial runs
+    # stay in MLflow, marked KILLED. Every other trial continues its own run.
+    live = [c for c in children if c.info.status != "KILLED"]
+    assert len(parents) == 1 and len(live) == 4
+    assert all("imdb_ray.orphaned" in c.data.tags for c in children if c.info.status == "KILLED")
+    for c in live:
         h = steps(client, c)
         assert h == list(range(1, len(h) + 1)), f"duplicated or missing steps {h}"
         if c.data.tags["trial_id"] in finished_before:

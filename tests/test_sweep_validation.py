@@ -75,6 +75,8 @@ def test_concurrency_leaves_room_for_train_workers():
     (["sweep", "sweeps/smoke.py", "--storage", "relative/dir"], "must be absolute"),
     (["sweep", "sweeps/smoke.py", "--address", "nowhere"], "--address 'nowhere'"),
     (["sweep", "sweeps/smoke.py", "--bogus"], "unrecognized arguments: --bogus"),
+    (["sweep", "sweeps/smoke.py", "--storage", "/tmp/imdb_ray_unreachable", "--tracking-uri", "http://127.0.0.1:9"],
+     "MLflow tracking store http://127.0.0.1:9 is not reachable"),
 ])
 def test_sweep_cli_errors(argv, message):
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)

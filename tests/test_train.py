@@ -134,3 +134,18 @@ def test_models_command_lists_parameters(capsys):
     for name in ("cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm", "tfidf_lr"):
         assert name in out
     assert "--kernel-sizes" in out and "default (3, 4, 5)" in out
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["word2vec_text", "glove"])
+def test_vectors_file_through_keyedvectors(tiny_cfg, small_imdb, tmp_path, header):
+    words = {"the": [1.0, 0.0, 0.0, 0.0], "movie": [0.0, 2.0, 0.0, 0.0], "bad": [0.0, 0.0, 3.0, 0.0]}
+    path = tmp_path / ("vectors.txt" if header else "glove.txt")
+    lines = ([f"{len(words)} 4"] if header else []) + [f"{w} {' '.join(map(str, v))}" for w, v in words.items()]
+    path.write_text("\n".join(lines) + "\n")
+    cfg = dataclasses.replace(tiny_cfg, embeddings=str(path), embed_dim=4).validate()
+    data = prepare_word_data(cfg, small_imdb)
+    for word, vec in words.items():
+        assert data.vectors[data.vocab.index(word)].tolist() == vec
+    assert data.vectors[PAD_ID].abs().sum() == 0 and 0.9 < data.oov_rate < 1.0
+    frozen = train(dataclasses.replace(cfg, freeze_embeddings=True, epochs=1), dataset=small_imdb, progress=False)
+    assert torch.equal(frozen.model.embedding.weight.detach(), data.vectors)  # frozen: unchanged by training
