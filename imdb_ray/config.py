@@ -60,6 +60,10 @@ class TrialConfig:
     epochs: int = 5
     patience: int = 0  # early stopping on `metric`; 0 = off
     metric: str = "val_accuracy"
+    # training strategies (losses that compose with every model)
+    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes; 0 = off
+    supcon_weight: float = 0.0  # supervised contrastive loss weight; 0 = off
+    supcon_tau: float = 0.1  # its temperature
     # runtime
     seed: int = 0
     device: str = "auto"
@@ -106,7 +110,9 @@ class TrialConfig:
             raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        for name in ("weight_decay", "grad_clip", "patience"):
+        if not self.supcon_tau > 0:
+            raise UserError(f"supcon_tau={self.supcon_tau} must be > 0")
+        for name in ("weight_decay", "grad_clip", "patience", "rdrop_alpha", "supcon_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name}={getattr(self, name)} must be >= 0")
         if self.embeddings not in ("word2vec", "random") and not Path(self.embeddings).exists():
@@ -114,6 +120,12 @@ class TrialConfig:
         return self
 
     # ------------------------------------------------------------------ views
+    @property
+    def strategy(self) -> str:
+        """A short name for the loss: ce, rdrop, supcon or rdrop+supcon."""
+        parts = [name for name, on in (("rdrop", self.rdrop_alpha > 0), ("supcon", self.supcon_weight > 0)) if on]
+        return "+".join(parts) or "ce"
+
     @property
     def family(self) -> str:
         return get_model(self.model).family

@@ -82,7 +82,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
                     f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial.trial_id}'")
                 cfg = TrialConfig.from_flat(trial.config, strict=False)
                 tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id, "trial_name": str(trial),
-                        "model": cfg.model, "family": cfg.family, "seed": str(cfg.seed)}
+                        "model": cfg.model, "family": cfg.family, "strategy": cfg.strategy, "seed": str(cfg.seed)}
                 if existing:
                     run_id = existing[0].info.run_id
                     client.update_run(run_id, status="RUNNING")
