@@ -21,6 +21,12 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "metric": ("val_accuracy", "val_f1", "val_loss"),
     "w2v_algorithm": ("skipgram", "cbow"),
+    "truncation": ("head", "tail", "head+tail"),
+}
+# Training recipes as presets over the optimisation fields (not code paths).
+RECIPES = {
+    "native": {"optimizer": "adamw", "schedule": "constant", "warmup_ratio": 0.0, "weight_decay": 0.0, "grad_clip": 0.0},
+    "tuned": {"optimizer": "adamw", "schedule": "linear", "warmup_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 1.0},
 }
 
 
@@ -38,7 +44,8 @@ class TrialConfig:
     val_fraction: float = 0.1
     clean_html: bool = True
     # word pipeline
-    max_len: int = 256
+    max_len: int = 256  # words for word models, tokenizer tokens for Hugging Face models
+    truncation: str = "head"  # head | tail | head+tail, for texts longer than max_len
     min_freq: int = 2
     max_vocab: int = 50_000
     embeddings: str = "word2vec"  # "word2vec" (trained on the train split), "random", or a vectors file path
@@ -59,6 +66,8 @@ class TrialConfig:
     batch_size: int = 64
     epochs: int = 5
     patience: int = 0  # early stopping on `metric`; 0 = off
+    recipe: str | None = None  # "native" | "tuned": sets the five fields above it (see RECIPES)
+    layer_decay: float = 1.0  # layer-wise lr decay for Hugging Face models; 1 = off
     metric: str = "val_accuracy"
     # training strategies (losses that compose with every model)
     rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes; 0 = off
@@ -87,6 +96,10 @@ class TrialConfig:
         kwargs = {k: v for k, v in flat.items() if k in known}
         model_args = dict(flat.get("model_args") or {})
         model_args.update({k: v for k, v in flat.items() if k not in known and k != "model_args"})
+        if kwargs.get("recipe") is not None:
+            if kwargs["recipe"] not in RECIPES:
+                raise UserError(f"recipe={kwargs['recipe']!r} is not one of {', '.join(RECIPES)}")
+            kwargs.update(RECIPES[kwargs["recipe"]])
         cfg = cls(**kwargs)
         if not strict:
             params = get_model(cfg.model).params
@@ -110,6 +123,8 @@ class TrialConfig:
             raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if not 0 < self.layer_decay <= 1:
+            raise UserError(f"layer_decay={self.layer_decay} must be in (0, 1]")
         if not self.supcon_tau > 0:
             raise UserError(f"supcon_tau={self.supcon_tau} must be > 0")
         for name in ("weight_decay", "grad_clip", "patience", "rdrop_alpha", "supcon_weight"):

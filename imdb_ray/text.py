@@ -29,13 +29,27 @@ def build_vocab(token_lists: Iterable[list[str]], min_freq: int = 2, max_size: i
     return [PAD, UNK] + words[: max_size - 2]
 
 
-def encode(token_lists: list[list[str]], vocab: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (N, max_len) right-padded with 0, lengths (N,) >= 1). Long texts keep their head."""
+def truncate(seq: list, n: int, strategy: str = "head") -> list:
+    """Keep n items: the head, the tail, or head+tail (a quarter head, the rest tail; Sun et al. 2019
+    found head+tail best on long IMDB reviews)."""
+    if len(seq) <= n:
+        return seq
+    if strategy == "tail":
+        return seq[len(seq) - n:]
+    if strategy == "head+tail":
+        k = n // 4
+        return seq[:k] + seq[len(seq) - (n - k):]
+    return seq[:n]
+
+
+def encode(token_lists: list[list[str]], vocab: list[str], max_len: int,
+           truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (N, max_len) right-padded with 0, lengths (N,) >= 1)."""
     index = {w: i for i, w in enumerate(vocab)}
     ids = torch.zeros(len(token_lists), max_len, dtype=torch.long)
     lengths = torch.ones(len(token_lists), dtype=torch.long)
     for row, toks in enumerate(token_lists):
-        seq = [index.get(t, UNK_ID) for t in toks[:max_len]] or [UNK_ID]  # an all-punctuation text is one <unk>
+        seq = [index.get(t, UNK_ID) for t in truncate(toks, max_len, truncation)] or [UNK_ID]  # all punctuation: one <unk>
         ids[row, : len(seq)] = torch.tensor(seq)
         lengths[row] = len(seq)
     return ids, lengths
@@ -54,14 +68,14 @@ def prepare_word_data(cfg, dataset: Dataset) -> WordData:
     from imdb_ray.embeddings import embedding_matrix
 
     fingerprint = dataset.fingerprint()
-    text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len)
+    text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len, cfg.truncation)
 
     def build() -> dict:
         tokens = {name: [tokenize(t) for t in split.texts] for name, split in _splits(dataset).items()}
         vocab = build_vocab(tokens["train"], cfg.min_freq, cfg.max_vocab)  # train only: no test words leak in
         out = {"vocab": vocab}
         for name, split in _splits(dataset).items():
-            ids, lengths = encode(tokens[name], vocab, cfg.max_len)
+            ids, lengths = encode(tokens[name], vocab, cfg.max_len, cfg.truncation)
             out[name] = {"input_ids": ids, "lengths": lengths, "labels": torch.from_numpy(split.labels)}
         return out
 
@@ -72,3 +86,41 @@ def prepare_word_data(cfg, dataset: Dataset) -> WordData:
 
 def _splits(dataset: Dataset) -> dict[str, Split]:
     return {"train": dataset.train, "val": dataset.val, "test": dataset.test}
+
+
+def prepare_hf_data(cfg, dataset: Dataset, checkpoint: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Splits tokenised with the checkpoint's fast tokenizer (special tokens added after truncation),
+    right-padded to max_len, cached like the word pipeline."""
+    from imdb_ray.models.hf import resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation)
+
+    def build() -> dict:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tokenizer.model_max_length = 10**9  # we truncate ourselves; silence the length warning
+        prefix, suffix = _special_tokens(tokenizer)
+        budget = cfg.max_len - len(prefix) - len(suffix)
+        out = {}
+        for name, split in _splits(dataset).items():
+            pieces = tokenizer(split.texts, add_special_tokens=False, truncation=False)["input_ids"]
+            ids = torch.full((len(pieces), cfg.max_len), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros(len(pieces), cfg.max_len, dtype=torch.long)
+            for row, seq in enumerate(pieces):
+                full = prefix + truncate(seq, budget, cfg.truncation) + suffix
+                ids[row, : len(full)] = torch.tensor(full)
+                mask[row, : len(full)] = 1
+            out[name] = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(split.labels)}
+        return out
+
+    return load_or_build(cfg.cache_dir, f"hf-{key}", build)
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text ([CLS] ... [SEP], <s> ... </s>)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(full)) if full[i:i + len(bare)] == bare)
+    return full[:start], full[start + len(bare):]

@@ -6,7 +6,6 @@ epoch (Ray reporting lives there), `resume_from` a checkpoint folder, and `wrap_
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -73,18 +72,31 @@ def _trim_collate(rows):
     return {"input_ids": ids[:, :width], "lengths": lengths}, labels
 
 
+def _trim_mask_collate(rows):
+    """Hugging Face batches: cut the columns that are padding in every row."""
+    ids, mask, labels = (torch.stack(x) for x in zip(*rows))
+    width = int(mask.sum(1).max())
+    return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width]}, labels
+
+
 def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict]:
     """Loaders yielding (model inputs dict, labels) per split, and the model's build arguments."""
-    from imdb_ray.text import prepare_word_data
+    from imdb_ray.text import prepare_hf_data, prepare_word_data
 
-    words = prepare_word_data(cfg, dataset)
+    if cfg.family == "hf":
+        splits = prepare_hf_data(cfg, dataset, cfg.resolved_model_args()["checkpoint"])
+        fields, collate, build_args = ("input_ids", "attention_mask", "labels"), _trim_mask_collate, {}
+    else:
+        words = prepare_word_data(cfg, dataset)
+        splits = words.splits
+        fields, collate = ("input_ids", "lengths", "labels"), _trim_collate
+        build_args = {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}
     loaders = {}
-    for name, tensors in words.splits.items():
-        ds = TensorDataset(tensors["input_ids"], tensors["lengths"], tensors["labels"])
+    for name, tensors in splits.items():
+        ds = TensorDataset(*(tensors[f] for f in fields))
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
-                                   collate_fn=_trim_collate)
-    build_args = {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}
+                                   collate_fn=collate)
     return loaders, build_args
 
 
@@ -97,12 +109,17 @@ def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
 
 # ------------------------------------------------------------------------------- optimisation
 def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on biases and norms (standard AdamW practice).
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Per-layer learning rates (layer-wise decay) where the model defines them, else one group;
+    # no weight decay on biases and norms (standard AdamW practice).
+    base = (model.parameter_groups(cfg.lr, cfg.layer_decay) if hasattr(model, "parameter_groups")
+            else [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}])
+    groups = []
+    for group in base:
+        decay = [p for p in group["params"] if p.ndim >= 2]
+        no_decay = [p for p in group["params"] if p.ndim < 2]
+        groups += [{"params": decay, "lr": group["lr"], "weight_decay": cfg.weight_decay},
+                   {"params": no_decay, "lr": group["lr"], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -133,6 +150,23 @@ def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
     pred = (p >= 0.5).astype(np.int64)
     return {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
             f"{prefix}_f1": float(f1_score(y, pred, average="macro"))}, p
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the parameters training can change. Frozen ones (PEFT bases, frozen embeddings,
+    quantized weights that cannot be reloaded on CPU) are rebuilt from their source instead."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise UserError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
+    with torch.no_grad():
+        for n, value in state.items():
+            params[n].copy_(value)
 
 
 def _better(cfg: TrialConfig, new: float, old: float | None) -> bool:
@@ -171,6 +205,8 @@ def train(
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)
+    param_counts = {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    "total_params": sum(p.numel() for p in model.parameters())}
     scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(loaders["train"]))
     loss_fn = build_loss(cfg)
     amp_dtype = None
@@ -182,7 +218,7 @@ def train(
     best_state, best_value, bad_epochs, first_epoch = None, None, 0, 1
     if resume_from is not None:
         state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        load_trainable_state(model, state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -224,10 +260,11 @@ def train(
 
         val_metrics, _ = evaluate(model, loaders["val"], device, "val")
         metrics = {"epoch": epoch, **{f"train_{k}": v / seen for k, v in sums.items()}, **val_metrics,
-                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": train_seconds}
+                   "lr": max(scheduler.get_last_lr()), "epoch_seconds": train_seconds,
+                   "samples_per_second": seen / train_seconds, **param_counts}
         result.history.append(metrics)
         if _better(cfg, metrics[cfg.metric], best_value):
-            best_value, best_state, bad_epochs = metrics[cfg.metric], copy.deepcopy(model.state_dict()), 0
+            best_value, best_state, bad_epochs = metrics[cfg.metric], trainable_state(model), 0
             result.best_epoch = epoch
         else:
             bad_epochs += 1
@@ -237,7 +274,7 @@ def train(
                   f"val_acc {metrics['val_accuracy']:.4f}  ({train_seconds:.1f}s)", flush=True)
         if on_epoch is not None:
             with tempfile.TemporaryDirectory(prefix="imdb_ray_ckpt_") as ckpt:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                             "rng": torch.get_rng_state(), "epoch": epoch, "best_model": best_state,
                             "best_value": best_value, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
@@ -246,7 +283,7 @@ def train(
         if stop:
             break
 
-    model.load_state_dict(best_state)
+    load_trainable_state(model, best_state)
     result.val, _ = evaluate(model, loaders["val"], device, "val")
     if evaluate_test:
         result.test, _ = evaluate(model, loaders["test"], device, "test")
@@ -287,6 +324,6 @@ def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, spl
     loaders, build_args = make_loaders(cfg, dataset)
     model = build_model(cfg, build_args)
     state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["best_model"])
+    load_trainable_state(model, state["best_model"])
     metrics, _ = evaluate(model.to(device), loaders[split], device, split)
     return metrics

@@ -5,6 +5,7 @@ defaults; that signature is the single source of truth for `models`, the CLI and
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,20 +17,24 @@ from imdb_ray.errors import UserError
 class ModelEntry:
     name: str
     build: Callable[..., Any]
-    family: str  # "word" (word vectors + our tokenizer) or "baseline" (not a torch model)
+    family: str  # "word" (word vectors + our tokenizer), "hf" (its own tokenizer) or "baseline" (not torch)
     params: dict[str, Any]  # tunable parameter -> default
     doc: str
+    check: Callable[..., None] | None = None  # raises UserError for argument combinations that cannot work
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str = "word"):
+def register_model(name: str, family: str = "word", defaults: dict[str, Any] | None = None):
+    """Register `cls` under `name`; `defaults` overrides some parameter defaults for this name."""
     def wrap(cls):
         sig = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls)
         params = {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        params.update(defaults or {})
         doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
-        MODELS[name] = ModelEntry(name, cls, family, params, doc)
+        build = functools.partial(cls, **defaults) if defaults else cls
+        MODELS[name] = ModelEntry(name, build, family, params, doc, getattr(cls, "validate_args", None))
         return cls
 
     return wrap
@@ -53,8 +58,10 @@ def check_model_args(name: str, args: dict[str, Any]) -> None:
     if unknown:
         raise UserError(f"model '{name}' has no parameter {', '.join(map(repr, unknown))}; "
                         f"its parameters: {', '.join(entry.params) or '(none)'}")
+    if entry.check is not None:
+        entry.check(**{**entry.params, **args})
 
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_model decorators.
-    from imdb_ray.models import baselines, classic  # noqa: F401
+    from imdb_ray.models import baselines, classic, hf  # noqa: F401

