@@ -241,16 +241,16 @@ def make_trial(sweep: Sweep, storage: str):
 
 # --------------------------------------------------------------------------------- the run
 def prepare_shared_data(sweep: Sweep) -> list[str]:
-    """Tokenise and train Word2Vec once, before any trial, for every data setting the space can
+    """Tokenise (and train Word2Vec) once, before any trial, for every data setting the space can
     produce from fixed/categorical values; trials then hit the cache (locked, so never twice)."""
-    from imdb_ray.text import prepare_word_data
+    from ray.tune.search.sample import Domain
+
+    from imdb_ray.text import prepare_hf_data, prepare_word_data
     from imdb_ray.train import load_trial_data
 
     data_keys = ("data", "text_column", "label_column", "n_train", "n_test", "val_fraction", "clean_html", "seed",
-                 "max_len", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm", "w2v_window",
-                 "w2v_min_count", "w2v_epochs", "cache_dir", "workers")
-    from ray.tune.search.sample import Domain
-
+                 "max_len", "truncation", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm",
+                 "w2v_window", "w2v_min_count", "w2v_epochs", "cache_dir", "workers", "model", "checkpoint")
     if any(isinstance(sweep.space.get(k), Domain) and not hasattr(sweep.space[k], "categories") for k in data_keys):
         return []  # continuous data settings: trials build on demand, still once per key
     combos = [{}]
@@ -259,16 +259,18 @@ def prepare_shared_data(sweep: Sweep) -> list[str]:
             value = sweep.space[key]
             options = value["grid_search"] if _is_grid(value) else getattr(value, "categories", [value])
             combos = [{**c, key: o} for c in combos for o in options]
-    models = _candidates("model", sweep.space.get("model", "gru"), lambda m: None)
-    done = []
+    done = set()
     for combo in combos:
-        cfg = TrialConfig.from_flat({"model": models[0], **combo}, strict=False)
-        if all(get_model(m).family == "baseline" for m in models):
-            break
+        cfg = TrialConfig.from_flat(combo, strict=False)
+        if cfg.family == "baseline":
+            continue
         dataset = load_trial_data(cfg)
-        prepare_word_data(cfg, dataset)
-        done.append(dataset.fingerprint())
-    return done
+        if cfg.family == "hf":
+            prepare_hf_data(cfg, dataset, cfg.resolved_model_args()["checkpoint"])
+        else:
+            prepare_word_data(cfg, dataset)
+        done.add(dataset.fingerprint())
+    return sorted(done)
 
 
 def absolute_space(space: dict, cache_dir: str) -> dict:

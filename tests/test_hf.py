@@ -157,3 +157,24 @@ def test_minilm_lora_learns_real_reviews(tmp_path):
                       cache_dir=str(tmp_path / "cache"), seed=0)
     result = train(cfg, progress=False)
     assert result.val["val_accuracy"] >= 0.70, result.history
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_tuning_refusal_table_matches_peft(arch):
+    """The validation table says which architectures cannot take prefix tuning; peft agrees."""
+    from transformers import AutoModelForSequenceClassification
+
+    from imdb_ray.models.hf import NO_PREFIX_TUNING, _wrap_peft
+
+    model = AutoModelForSequenceClassification.from_config(tiny_config(arch))
+
+    def wrap():
+        wrapped = _wrap_peft(model, "prefix_tuning", arch, set(), "none", lora_r=8, lora_alpha=16, lora_dropout=0.1,
+                             num_virtual_tokens=4, prompt_init_text=None, tokenizer_path="", encoder_hidden_size=16)
+        wrapped(input_ids=torch.randint(1, 100, (2, 8)), attention_mask=torch.ones(2, 8, dtype=torch.long))
+
+    if arch in NO_PREFIX_TUNING:
+        with pytest.raises(ValueError, match="past key values"):
+            wrap()
+    else:
+        wrap()

@@ -117,3 +117,24 @@ def test_resume_with_nothing_to_resume(tmp_path):
            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--resume"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--resume: no interrupted sweep 'smoke'" in proc.stderr
+
+
+def test_peft_sweep_on_real_minilm(tmp_path):
+    """PEFT methods on real pretrained weights through the sweep engine (small)."""
+    text = (ROOT / "sweeps" / "peft_cpu.py").read_text()
+    for old, new in (('"n_train": 2000', '"n_train": 80'), ('"n_test": 2000', '"n_test": 40'), ('"max_len": 128', '"max_len": 48'),
+                     ('"epochs": 2', '"epochs": 1'), ('name="peft_cpu"', 'name="peft_small"'),
+                     ('["lora", "prompt_tuning", "p_tuning", "prefix_tuning"]', '["lora", "prompt_tuning", "prefix_tuning"]')):
+        assert old in text
+        text = text.replace(old, new)
+    sweep_file = tmp_path / "peft_small.py"
+    sweep_file.write_text(text)
+    out = run_sweep(tmp_path, sweep_file)
+    assert "== peft_small: 3 trials, 0 errored ==" in out
+    client, parents, children = child_runs(tmp_path, "peft_small")
+    assert sorted(c.data.params["peft"] for c in children) == ["lora", "prefix_tuning", "prompt_tuning"]
+    for c in children:
+        assert c.data.tags["family"] == "hf"
+        assert 0 < c.data.metrics["trainable_params"] < c.data.metrics["total_params"]
+    builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
+    assert [b.split("-")[0] for b in builds] == ["hf"]  # tokenised once for the three trials
