@@ -178,3 +178,17 @@ def test_prefix_tuning_refusal_table_matches_peft(arch):
             wrap()
     else:
         wrap()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_unsloth_refused_without_a_gpu(monkeypatch):
+    with pytest.raises(UserError, match="engine='unsloth' needs an NVIDIA GPU with CUDA, and none is visible here"):
+        TrialConfig.from_flat({"model": "modernbert", "peft": "lora", "engine": "unsloth"})
+    # refused at sweep validation too, before Ray starts; and nothing imported unsloth
+    import sys
+
+    from imdb_ray.sweep import Sweep
+
+    with pytest.raises(UserError, match="needs an NVIDIA GPU"):
+        Sweep(name="u", space={"model": "modernbert", "peft": "lora", "engine": "unsloth"}).validate()
+    assert "unsloth" not in sys.modules

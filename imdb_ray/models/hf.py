@@ -68,14 +68,16 @@ class HFClassifier(nn.Module):
     def __init__(self, num_classes: int = 2, *, checkpoint: str = "bert-base-uncased", init: str = "pretrained",
                  peft: str = "none", lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.1,
                  num_virtual_tokens: int = 20, prompt_init_text: str | None = None, encoder_hidden_size: int = 128,
-                 quantization: str = "none"):
+                 quantization: str = "none", engine: str = "torch"):
         super().__init__()
-        self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization)
+        self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization, engine=engine)
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         path = resolve_checkpoint(checkpoint)
         try:
-            if init == "scratch":
+            if engine == "unsloth":
+                model, new_modules = _load_unsloth(path, num_classes, quantization, lora_r, lora_alpha, lora_dropout), set()
+            elif init == "scratch":
                 config = AutoConfig.from_pretrained(path, num_labels=num_classes)
                 model = AutoModelForSequenceClassification.from_config(config)
                 new_modules: set[str] = set()
@@ -91,7 +93,7 @@ class HFClassifier(nn.Module):
         self.model_type = model.config.model_type
         self.num_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", 0)
         head = _classifier_linear(model, num_classes)
-        if peft != "none":
+        if peft != "none" and engine != "unsloth":
             model = _wrap_peft(model, peft, self.model_type, new_modules, quantization, lora_r=lora_r,
                                lora_alpha=lora_alpha, lora_dropout=lora_dropout, num_virtual_tokens=num_virtual_tokens,
                                prompt_init_text=prompt_init_text, tokenizer_path=path,
@@ -115,6 +117,16 @@ class HFClassifier(nn.Module):
         if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:
             raise UserError(f"peft='prefix_tuning' does not work with {checkpoint} ({model_type}: its attention takes no "
                             "past key/values); use lora, prompt_tuning or p_tuning")
+        engine = args.get("engine", "torch")
+        if engine not in ("torch", "unsloth"):
+            raise UserError(f"engine={engine!r} is not one of torch, unsloth")
+        if engine == "unsloth":
+            if not torch.cuda.is_available():
+                raise UserError("engine='unsloth' needs an NVIDIA GPU with CUDA, and none is visible here; use engine='torch'")
+            if importlib.util.find_spec("unsloth") is None:
+                raise UserError("engine='unsloth' needs unsloth: pip install -e '.[gpu]' on the GPU machine (README: Unsloth)")
+            if peft != "lora" or init != "pretrained" or quant == "int8":
+                raise UserError("engine='unsloth' is a LoRA path: use peft='lora', init='pretrained', quantization none or nf4")
         if quant not in ("none", "int8", "nf4"):
             raise UserError(f"quantization={quant!r} is not one of none, int8, nf4")
         if quant != "none":
@@ -137,6 +149,20 @@ class HFClassifier(nn.Module):
             depth = int(match.group(1)) + 1 if match else (0 if "embed" in name else self.num_layers + 1)
             groups.setdefault(lr * layer_decay ** (self.num_layers + 1 - depth), []).append(p)
         return [{"params": ps, "lr": group_lr} for group_lr, ps in groups.items()]
+
+
+def _load_unsloth(path: str, num_classes: int, quantization: str, lora_r: int, lora_alpha: int, lora_dropout: float):
+    """Unsloth's fast LoRA path (NVIDIA GPUs only; imported only when asked for, since importing it
+    patches transformers). Same LoRA hyper-parameters as the peft path."""
+    import unsloth  # noqa: F401  (must come before transformers' model classes are used)
+    from transformers import AutoModelForSequenceClassification
+    from unsloth import FastModel
+
+    model, _tokenizer = FastModel.from_pretrained(model_name=path, auto_model=AutoModelForSequenceClassification,
+                                                  num_labels=num_classes, load_in_4bit=quantization == "nf4",
+                                                  full_finetuning=False)
+    return FastModel.get_peft_model(model, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                                    task_type="SEQ_CLS", use_gradient_checkpointing=False)
 
 
 def _classifier_linear(model: nn.Module, num_classes: int) -> nn.Linear:
