@@ -9,14 +9,14 @@ sweep = Sweep(
         "model": tune.choice(["gru", "cnn"]),
         "hidden": 16,               # RNN models only
         "num_filters": 16,          # CNN only
-        "lr": tune.loguniform(1e-4, 3e-2),
+        "lr": tune.loguniform(1e-3, 3e-2),
         "epochs": 3,
         "batch_size": 32,
-        "n_train": 300,
+        "n_train": 600,
         "n_test": 200,
         "max_len": 64,
         "embed_dim": 16,
-        "w2v_epochs": 1,
+        "w2v_epochs": 3,
         "workers": 1,
     },
     metric="val_accuracy", mode="max",

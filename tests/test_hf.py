@@ -162,3 +162,16 @@ def test_unsloth_refused_without_a_gpu(monkeypatch):
     with pytest.raises(UserError, match="needs an NVIDIA GPU"):
         Sweep(name="u", space={"model": "modernbert", "peft": "lora", "engine": "unsloth"}).validate()
     assert "unsloth" not in sys.modules
+
+
+def test_prompt_tuning_text_init(tiny_checkpoints, small_imdb, tmp_path):
+    """Virtual tokens initialised from the embeddings of a text, not at random."""
+    text = "is this review positive or negative"
+    cfg = hf_cfg(tmp_path, tiny_checkpoints["bert"], peft="prompt_tuning", num_virtual_tokens=6, prompt_init_text=text)
+    model = build_model(cfg, {})
+    prompt = model.model.prompt_encoder["default"].embedding.weight.detach()
+    word_embeddings = model.model.base_model.bert.embeddings.word_embeddings.weight.detach()
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tiny_checkpoints["bert"])(text)["input_ids"][:6]  # peft keeps [CLS]
+    torch.testing.assert_close(prompt, word_embeddings[ids])
