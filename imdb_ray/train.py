@@ -226,6 +226,8 @@ def train(
         best_state, best_value, bad_epochs = state["best_model"], state["best_value"], state["bad_epochs"]
         result.history, result.best_epoch = json.loads(state["history"]), state["best_epoch"]
         first_epoch = state["epoch"] + 1
+        if cfg.patience > 0 and bad_epochs >= cfg.patience:
+            first_epoch = cfg.epochs + 1  # it had stopped early: nothing left to train
 
     net = wrap_model(model) if wrap_model else model
     train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]
@@ -242,6 +244,8 @@ def train(
             inputs, y = {k: v.to(device) for k, v in inputs.items()}, y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss, parts = loss_fn(net, inputs, y)
+            if not math.isfinite(loss.item()):  # before the step: never write NaN into the weights
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr (now {cfg.lr})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -250,8 +254,6 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr (now {cfg.lr})")
             for k, v in {"loss": loss.detach(), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(y)
             seen += len(y)
