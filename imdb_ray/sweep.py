@@ -290,10 +290,8 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
-    experiment_path = os.path.join(storage, sweep.name)
+    experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
     if resume:
-        if not tune.Tuner.can_restore(experiment_path):
-            raise UserError(f"--resume: no interrupted sweep at {experiment_path}; run without --resume to start one")
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
 
     epochs = sweep.space.get("epochs", TrialConfig.epochs)
@@ -371,10 +369,14 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     sweep.space = absolute_space(sweep.space, str(Path(cache_dir).resolve()))
     sweep.validate()
 
-    experiment_dir = Path(storage) / sweep.name if "://" not in storage else None
-    parent_file = experiment_dir / "mlflow_parent_run_id" if experiment_dir else None
-    if resume and (parent_file is None or not parent_file.exists()):
-        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}")
+    experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
+    parent_id = None
+    if resume:
+        from ray import tune
+
+        parent_id = tracking.find_parent_run(tracking_uri, sweep.name, experiment_path)
+        if parent_id is None or not tune.Tuner.can_restore(experiment_path):
+            raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
     print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
     start = time.perf_counter()
     prepared = prepare_shared_data(sweep)
@@ -391,10 +393,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         concurrency = sweep.concurrency(ray.cluster_resources())
         settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
         parent = tracking.start_parent_run(tracking_uri, sweep.name, sweep.source, {**settings, "concurrency": concurrency},
-                                           run_id=parent_file.read_text().strip() if resume else None)
-        if experiment_dir is not None:
-            experiment_dir.mkdir(parents=True, exist_ok=True)
-            parent_file.write_text(parent)
+                                           experiment_path, run_id=parent_id)
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
         callbacks = [tracking.trial_callback(tracking_uri, sweep.name, parent)]
@@ -402,7 +401,9 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
                    "leaderboard": leaderboard(results, sweep)}
-        best = results.get_best_result(sweep.metric, sweep.mode, scope="all", filter_nan_and_inf=True)
+        best = None
+        if results.num_errors < len(results):
+            best = results.get_best_result(sweep.metric, sweep.mode, scope="all", filter_nan_and_inf=True)
         if best is not None and best.metrics:
             cfg = TrialConfig.from_flat(best.config, strict=False)
             ckpt = best_checkpoint(best)

@@ -47,7 +47,21 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict, run_id: str | None = None) -> str:
+def find_parent_run(uri: str, experiment: str, experiment_path: str) -> str | None:
+    """The newest parent run of the sweep stored at experiment_path (for --resume)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], f"tags.`imdb_ray.experiment_path` = '{experiment_path}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict, experiment_path: str,
+                     run_id: str | None = None) -> str:
     """Create (or, on --resume, reopen) the sweep's parent run; returns its id."""
     from mlflow.tracking import MlflowClient
 
@@ -58,7 +72,8 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     run = client.create_run(exp_id, run_name=f"sweep:{experiment}",
-                            tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file), "git_commit": git_commit()})
+                            tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file), "git_commit": git_commit(),
+                                  "imdb_ray.experiment_path": experiment_path})
     for k, v in safe_params(settings).items():
         client.log_param(run.info.run_id, k, str(v)[:500])
     client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")
