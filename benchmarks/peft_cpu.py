@@ -24,6 +24,8 @@ RUNS = {  # row -> (settings, flags); lr chosen per method family before looking
     "full": (MAIN, ["--lr", "5e-5", "--recipe", "tuned"]),
     "lora_r8": (MAIN, ["--peft", "lora", "--lora-r", "8", "--lr", "3e-3"]),
     "lora_r32": (MAIN, ["--peft", "lora", "--lora-r", "32", "--lora-alpha", "64", "--lr", "3e-3"]),
+    # r32 at the r8 rate collapsed to one class (see its row); the same rank at a third of the rate:
+    "lora_r32_lr1e-3": (MAIN, ["--peft", "lora", "--lora-r", "32", "--lora-alpha", "64", "--lr", "1e-3"]),
     "prompt_tuning": (MAIN, ["--peft", "prompt_tuning", "--num-virtual-tokens", "20", "--lr", "3e-2"]),
     "p_tuning": (MAIN, ["--peft", "p_tuning", "--num-virtual-tokens", "20", "--lr", "3e-3"]),
     "prefix_tuning": (MAIN, ["--peft", "prefix_tuning", "--num-virtual-tokens", "20", "--lr", "3e-3"]),
