@@ -53,7 +53,7 @@ def main() -> None:
         "BiGRU (hidden 64, Word2Vec 100 d trained on the train split), 5,000 reviews (4,500 train / 500 val, seeded, "
         "stratified), 5,000 official-test reviews (seeded subset), 200 words, 3 epochs, lr 2e-3. Best validation epoch "
         "restored, test evaluated once. Mean ± sample standard deviation over seeds 0, 1, 2; epoch time is training only, "
-        "averaged over all epochs of the three seeds. 2 CPU cores, shared with other jobs while this ran.", "",
+        "averaged over all epochs of the three seeds. 2 CPU cores, no GPU.", "",
         "Produced by `.venv/bin/python benchmarks/strategies_cpu.py`.", "",
         "| strategy | test accuracy (mean ± sd) | per seed | s / epoch | epoch time vs CE | command |",
         "|---|---|---|---|---|---|", *rows])
