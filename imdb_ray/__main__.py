@@ -132,8 +132,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.sweep import load_sweep, plan, run_sweep
 
     sweep = load_sweep(args.file)
-    if args.address and not (args.address == "auto" or args.address.startswith(("ray://", "localhost:", "127.0.0.1:"))
-                             or ":" in args.address):
+    if args.address and not (args.address == "auto" or ":" in args.address):  # auto, ray://HOST:PORT, HOST:PORT
         raise UserError(f"--address {args.address!r}: use 'auto', 'ray://HOST:10001' or HOST:PORT")
     if args.storage and "://" not in args.storage and not os.path.isabs(os.path.expanduser(args.storage)):
         raise UserError(f"--storage {args.storage!r} must be absolute (or s3://, gs://...): Tune changes the working "

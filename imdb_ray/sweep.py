@@ -10,6 +10,7 @@ model the space can pick; Optuna samples it in every trial, which TPE handles fi
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 import math
 import os
 import runpy
@@ -185,18 +186,10 @@ def _train_worker(config: dict) -> None:
         ckpt = Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
         ray.train.report(metrics, checkpoint=ckpt)
 
-    with (resume.as_directory() if resume else _nullpath()) as resume_dir:
+    with (resume.as_directory() if resume else nullcontext()) as resume_dir:
         train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
               wrap_model=ray.train.torch.prepare_model if ctx.get_world_size() > 1 else None,
               wrap_loader=ray.train.torch.prepare_data_loader if ctx.get_world_size() > 1 else None)
-
-
-class _nullpath:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def make_trial(sweep: Sweep, storage: str):
@@ -215,7 +208,7 @@ def make_trial(sweep: Sweep, storage: str):
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
             resume = tune.get_checkpoint()
-            with (resume.as_directory() if resume else _nullpath()) as resume_dir:
+            with (resume.as_directory() if resume else nullcontext()) as resume_dir:
                 train(cfg, on_epoch=report, resume_from=resume_dir, progress=False)
             return
 
@@ -407,7 +400,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         if best is not None and best.metrics:
             cfg = TrialConfig.from_flat(best.config, strict=False)
             ckpt = best_checkpoint(best)
-            with (ckpt.as_directory() if ckpt else _nullpath()) as ckpt_dir:
+            with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
                 test = evaluate_checkpoint(cfg, ckpt_dir)
             summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=test)
             _log_test_metrics(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), test)
