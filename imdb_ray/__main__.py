@@ -1,4 +1,4 @@
-"""Command line: `python -m imdb_ray {train,models,sweep,ui}`.
+"""Command line: `python -m imdb_ray {train,models,sweep,predict,ui}`.
 
 Every bad input ends in one line `error: ...` and exit code 2, before any work starts.
 """
@@ -41,7 +41,7 @@ def _parse_value(text: str, like=None):
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.config import TrialConfig
     from imdb_ray.models import get_model
-    from imdb_ray.train import train
+    from imdb_ray.train import load_trial_data, train
 
     flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
     # Anything else on the command line is a model parameter: --hidden 256 --bidirectional false
@@ -69,6 +69,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         if not (run_dir / "checkpoint").exists():
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+    dataset = load_trial_data(cfg)  # bad data fails here, before the run folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
     print(f"run folder: {run_dir}")
@@ -83,11 +84,16 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
             os.replace(tmp, run_dir / "checkpoint")
 
-    result = train(cfg, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
+    result = train(cfg, dataset=dataset, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
                    resume_from=run_dir / "checkpoint" if args.resume else None)
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
+    if cfg.family != "baseline":
+        from imdb_ray.bundle import save_bundle
+
+        save_bundle(result.model, cfg, run_dir / "model", result.vocab)
+        print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")")
     print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "
           f"test_accuracy {result.test['test_accuracy']:.4f}  test_f1 {result.test['test_f1']:.4f}  "
           f"({result.seconds:.0f}s)")
@@ -158,7 +164,39 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
         t = summary["test"]
         print(f"best trial ({summary['best_config']['model']}): {sweep.metric} {summary['best_val']:.4f}, "
               f"test_accuracy {t['test_accuracy']:.4f}, test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
-    print(f"MLflow: parent run {summary['parent_run_id']} in {uri}  (python -m imdb_ray ui)")
+    if "best_files" in summary:
+        print(f"best trial's test predictions and model: {Path(summary['best_files']['predictions']).parent}"
+              f"  (python -m imdb_ray predict sweep:{sweep.name} \"a review\")")
+    if summary["mlflow_unwritten"]:
+        print(f"warning: MLflow {uri} did not answer; {summary['mlflow_unwritten']} trial event(s) are not in it. "
+              f"Nothing is lost: every trial's metrics are in {summary['experiment_path']} (result.json per trial)",
+              file=sys.stderr)
+    else:
+        print(f"MLflow: parent run {summary['parent_run_id']} in {uri}  (python -m imdb_ray ui)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.bundle import LABELS, Predictor, resolve_model_source
+
+    if args.file and not Path(args.file).is_file():
+        raise UserError(f"--file {args.file}: no such file")
+    folder = resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri))
+    predictor = Predictor(folder)
+    if args.file:
+        texts = Path(args.file).read_text(encoding="utf-8").splitlines()
+    elif args.texts and args.texts != ["-"]:
+        texts = args.texts
+    else:
+        texts = sys.stdin.read().splitlines()
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UserError("no text to classify: give texts as arguments, --file FILE (one per line), or lines on stdin")
+    for text, p in zip(texts, predictor.predict_proba(texts)):
+        label = LABELS[int(p >= 0.5)]
+        print(f"{label}\t{max(p, 1 - p):.4f}\t{text[:80]}")
     return 0
 
 
@@ -195,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
+    p_pred = sub.add_parser("predict", help="classify texts with a trained model")
+    p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, or sweep:NAME (its best trial)")
+    p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")
+    p_pred.add_argument("--file", help="a file with one text per line")
+    p_pred.add_argument("--tracking-uri", help=f"MLflow store for run ids and sweep:NAME (default {DEFAULT_URI})")
     p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
     p_ui.add_argument("--tracking-uri")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
@@ -202,13 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models, "sweep": cmd_sweep, "ui": cmd_ui}
+COMMANDS = {"train": cmd_train, "models": cmd_models, "sweep": cmd_sweep, "predict": cmd_predict, "ui": cmd_ui}
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "predict":  # texts after an option arrive as extras: they are texts too
+        args.texts += [e for e in extra if not e.startswith("--")]
+        extra = [e for e in extra if e.startswith("--")]
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

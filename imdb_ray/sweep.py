@@ -331,8 +331,10 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
     rows = []
     for r in results:
         if r.metrics is None or sweep.metric not in (r.metrics or {}):
+            from imdb_ray.tracking import error_summary
+
             rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed",
-                         "error": str(r.error).splitlines()[0] if r.error else ""})
+                         "error": error_summary(r.error) if r.error else "no result reported"})
             continue
         cfg = TrialConfig.from_flat(r.config, strict=False)
         searched = [k for k, v in sweep.space.items() if k != "model" and not isinstance(v, (int, float, str, bool, type(None)))]
@@ -361,6 +363,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     tracking.check_reachable(tracking_uri)
     sweep.space = absolute_space(sweep.space, str(Path(cache_dir).resolve()))
     sweep.validate()
+    if not address:  # a local Ray gets this machine's resources: refuse what can never fit, now
+        sweep.concurrency(local_resources())
 
     experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
     parent_id = None
@@ -378,9 +382,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     if address:
         ray.init(address=address)
     else:
-        import torch
-
-        ray.init(num_cpus=os.cpu_count(), num_gpus=torch.cuda.device_count(), dashboard_host="127.0.0.1",
+        local = local_resources()
+        ray.init(num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
                  include_dashboard=False, log_to_driver=False)
     try:
         concurrency = sweep.concurrency(ray.cluster_resources())
@@ -389,11 +392,11 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                                            experiment_path, run_id=parent_id)
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
-        callbacks = [tracking.trial_callback(tracking_uri, sweep.name, parent)]
-        tuner = build_tuner(sweep, storage, concurrency, callbacks, resume)
+        callback = tracking.trial_callback(tracking_uri, sweep.name, parent)
+        tuner = build_tuner(sweep, storage, concurrency, [callback], resume)
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
-                   "leaderboard": leaderboard(results, sweep)}
+                   "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path}
         best = None
         if results.num_errors < len(results):
             best = results.get_best_result(sweep.metric, sweep.mode, scope="all", filter_nan_and_inf=True)
@@ -401,30 +404,69 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             cfg = TrialConfig.from_flat(best.config, strict=False)
             ckpt = best_checkpoint(best)
             with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
-                test = evaluate_checkpoint(cfg, ckpt_dir)
-            summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=test)
-            _log_test_metrics(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), test)
-        tracking.close_orphaned_runs(tracking_uri, sweep.name, parent, {r.metrics.get("trial_id") for r in results})
-        from mlflow.tracking import MlflowClient
+                evaluation = evaluate_checkpoint(cfg, ckpt_dir)
+            summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=evaluation.metrics)
+            results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
+            summary["best_files"] = _save_best(results_dir / "best_trial", cfg, evaluation)
+        unwritten = callback.finish(wait_s=30)
+        try:
+            if "best_files" in summary:
+                _log_best_trial(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), summary)
+            tracking.close_orphaned_runs(tracking_uri, sweep.name, parent, {r.metrics.get("trial_id") for r in results})
+            from mlflow.tracking import MlflowClient
 
-        MlflowClient(tracking_uri).set_terminated(parent, "FINISHED")
+            MlflowClient(tracking_uri).set_terminated(parent, "FINISHED")
+        except Exception as e:  # the store went away at the very end: say where everything is
+            unwritten += 1
+            print(f"[imdb_ray] warning: MLflow {tracking_uri}: {type(e).__name__} while closing the sweep", flush=True)
+        summary["mlflow_unwritten"] = unwritten
         return summary
     finally:
         ray.shutdown()
 
 
-def _log_test_metrics(uri: str, experiment: str, parent: str, trial_id: str | None, test: dict) -> None:
+def local_resources() -> dict[str, float]:
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def _save_best(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
+    """The best trial's test predictions (for bootstrap intervals) and its model bundle, on disk
+    next to Ray's results first, so nothing depends on the tracking store being up."""
+    import csv
+
+    from imdb_ray.bundle import save_bundle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"predictions": str(folder / "test_predictions.csv")}
+    with open(files["predictions"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "prob_positive"])
+        writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
+    if cfg.family != "baseline":
+        files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
+    return files
+
+
+def _log_best_trial(uri: str, experiment: str, parent: str, trial_id: str | None, summary: dict) -> None:
+    """Test metrics to the parent and the best child run; predictions and model to the child."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
+    test = summary["test"]
     for k, v in test.items():
         client.log_metric(parent, f"best_{k}", v)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], f"tags.trial_id = '{trial_id}'") if trial_id else []
     for run in runs[:1]:
+        run_id = run.info.run_id
         for k, v in test.items():
-            client.log_metric(run.info.run_id, k, v)
-        client.set_tag(run.info.run_id, "best_trial", "true")
+            client.log_metric(run_id, k, v)
+        client.log_artifact(run_id, summary["best_files"]["predictions"])
+        if "model" in summary["best_files"]:
+            client.log_artifacts(run_id, summary["best_files"]["model"], "model")
+        client.set_tag(run_id, "best_trial", "true")
 
 
 def _absolute_storage(storage: str) -> str:

@@ -97,25 +97,36 @@ def prepare_hf_data(cfg, dataset: Dataset, checkpoint: str) -> dict[str, dict[st
     key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation)
 
     def build() -> dict:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-        tokenizer.model_max_length = 10**9  # we truncate ourselves; silence the length warning
-        prefix, suffix = _special_tokens(tokenizer)
-        budget = cfg.max_len - len(prefix) - len(suffix)
+        tokenizer = load_tokenizer(path)
         out = {}
         for name, split in _splits(dataset).items():
-            pieces = tokenizer(split.texts, add_special_tokens=False, truncation=False)["input_ids"]
-            ids = torch.full((len(pieces), cfg.max_len), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros(len(pieces), cfg.max_len, dtype=torch.long)
-            for row, seq in enumerate(pieces):
-                full = prefix + truncate(seq, budget, cfg.truncation) + suffix
-                ids[row, : len(full)] = torch.tensor(full)
-                mask[row, : len(full)] = 1
+            ids, mask = encode_hf(tokenizer, split.texts, cfg.max_len, cfg.truncation)
             out[name] = {"input_ids": ids, "attention_mask": mask, "labels": torch.from_numpy(split.labels)}
         return out
 
     return load_or_build(cfg.cache_dir, f"hf-{key}", build)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    tokenizer.model_max_length = 10**9  # we truncate ourselves; silence the length warning
+    return tokenizer
+
+
+def encode_hf(tokenizer, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask), both (N, max_len): special tokens added after our truncation, right-padded."""
+    prefix, suffix = _special_tokens(tokenizer)
+    budget = max_len - len(prefix) - len(suffix)
+    pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    ids = torch.full((len(pieces), max_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(pieces), max_len, dtype=torch.long)
+    for row, seq in enumerate(pieces):
+        full = prefix + truncate(seq, budget, truncation) + suffix
+        ids[row, : len(full)] = torch.tensor(full)
+        mask[row, : len(full)] = 1
+    return ids, mask
 
 
 def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:

@@ -3,7 +3,9 @@ told to nest, to log the trial's resolved config, and to use the epoch as the st
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +36,24 @@ def check_reachable(uri: str) -> None:
                         "start the server or pass --tracking-uri sqlite:///mlflow.db") from None
 
 
+# Well-known token shapes: Hugging Face, OpenAI-style, AWS access keys, GitHub, Slack.
+SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abps]-[A-Za-z0-9-]{10,}")
+
+
+def looks_secret(name: str, value: Any) -> bool:
+    """A secret-like name, a token-shaped value, or the value of a secret-named environment variable."""
+    if any(w in name.lower() for w in SECRET_WORDS):
+        return True
+    text = str(value)
+    if SECRET_VALUE.search(text):
+        return True
+    env = (v for k, v in os.environ.items() if any(w in k.lower() for w in SECRET_WORDS) and len(v) >= 8)
+    return any(v in text for v in env)
+
+
 def safe_params(params: dict[str, Any]) -> dict[str, Any]:
     """Drop anything that looks like a secret; MLflow params are visible to everyone with the UI."""
-    return {k: v for k, v in params.items() if not any(w in k.lower() for w in SECRET_WORDS)}
+    return {k: v for k, v in params.items() if not looks_secret(k, v)}
 
 
 def git_commit() -> str:
@@ -80,37 +97,124 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
     return run.info.run_id
 
 
+RETRY_S = 10.0  # how often a buffering callback tries the tracking store again
+
+
+def error_summary(text: str) -> str:
+    """The line of a traceback that says what went wrong ("OutOfMemoryError: ...")."""
+    lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0].split(".")[-1]
+        if head.endswith(("Error", "Exception", "Interrupt")) or head in ("Killed", "MemoryError"):
+            return line[:300]
+    return (lines[-1] if lines else "unknown error")[:300]
+
+
 def trial_callback(uri: str, experiment: str, parent_run_id: str):
-    """A Ray Tune MLflowLoggerCallback whose runs are children of the sweep's parent run."""
+    """A Ray Tune MLflowLoggerCallback whose runs are children of the sweep's parent run.
+
+    When the tracking store stops answering mid-sweep, trials go on: every event (run start,
+    epoch metrics, end) is kept in order and written when the store answers again; `finish()`
+    says what could not be written (Ray keeps every result in the experiment folder anyway).
+    """
     from mlflow.tracking import MlflowClient
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     from imdb_ray.config import TrialConfig
 
     class NestedTrialRuns(MLflowLoggerCallback):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.pending: list[tuple[str, tuple]] = []
+            self.down_since: float | None = None
+            self._last_try = 0.0
+
+        # Tune's hooks: never let a tracking failure reach Tune (it would end the sweep).
         def log_trial_start(self, trial):
-            if trial not in self._trial_runs:
-                client = MlflowClient(uri)
-                # A resumed or retried trial continues its own child run (no duplicate runs).
-                existing = client.search_runs(
-                    [client.get_experiment_by_name(experiment).experiment_id],
-                    f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial.trial_id}'")
-                cfg = TrialConfig.from_flat(trial.config, strict=False)
-                tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id, "trial_name": str(trial),
-                        "model": cfg.model, "family": cfg.family, "strategy": cfg.strategy, "seed": str(cfg.seed)}
-                if existing:
-                    run_id = existing[0].info.run_id
-                    client.update_run(run_id, status="RUNNING")
-                else:
-                    run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
-                    self.mlflow_util.log_params(run_id=run_id, params_to_log=safe_params(cfg.flat()))
-                    client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
-                self._trial_runs[trial] = run_id
+            self._guard("_start", trial)
 
         def log_trial_result(self, iteration, trial, result):
+            self._guard("_result", trial, dict(result), iteration)
+
+        def log_trial_end(self, trial, failed: bool = False):
+            error = None
+            if failed and trial.error_file and os.path.exists(trial.error_file):
+                error = Path(trial.error_file).read_text(errors="replace")
+            self._guard("_end", trial, failed, error)
+
+        def _guard(self, event: str, *args) -> None:
+            if self.pending and not self.flush():
+                self.pending.append((event, args))  # keep the order: older events first
+                return
+            try:
+                getattr(self, event)(*args)
+            except Exception as e:
+                if self.down_since is None:
+                    self.down_since = time.time()
+                    print(f"[imdb_ray] warning: MLflow {uri} stopped answering ({type(e).__name__}); trials go on, "
+                          f"their logs are kept and written when it answers again", flush=True)
+                self._last_try = time.monotonic()
+                self.pending.append((event, args))
+
+        def flush(self, force: bool = False) -> bool:
+            """Write buffered events; True when none is left."""
+            if not force and time.monotonic() - self._last_try < RETRY_S:
+                return False
+            self._last_try = time.monotonic()
+            while self.pending:
+                event, args = self.pending[0]
+                try:
+                    getattr(self, event)(*args)
+                except Exception:
+                    return False
+                self.pending.pop(0)
+            if self.down_since is not None:
+                print(f"[imdb_ray] MLflow {uri} answers again: buffered trial logs written", flush=True)
+                self.down_since = None
+            return True
+
+        def finish(self, wait_s: float = 30.0) -> int:
+            """At the end of the sweep: try for up to wait_s; returns how many events stay unwritten."""
+            deadline = time.monotonic() + wait_s
+            while not self.flush(force=True) and time.monotonic() < deadline:
+                time.sleep(2)
+            return len(self.pending)
+
+        # The MLflow writes themselves.
+        def _start(self, trial) -> None:
+            if trial in self._trial_runs:
+                return
+            client = MlflowClient(uri)
+            # A resumed or retried trial continues its own child run (no duplicate runs).
+            existing = client.search_runs(
+                [client.get_experiment_by_name(experiment).experiment_id],
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial.trial_id}'")
+            cfg = TrialConfig.from_flat(trial.config, strict=False)
+            if existing:
+                run_id = existing[0].info.run_id
+                client.update_run(run_id, status="RUNNING")
+            else:
+                tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id, "trial_name": str(trial),
+                        "model": cfg.model, "family": cfg.family, "strategy": cfg.strategy, "seed": str(cfg.seed),
+                        "peft": str(cfg.model_args.get("peft", "none"))}
+                run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
+            if not existing or not existing[0].data.params:
+                self.mlflow_util.log_params(run_id=run_id, params_to_log=safe_params(cfg.flat()))
+                client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
+            self._trial_runs[trial] = run_id
+
+        def _result(self, trial, result: dict, iteration: int) -> None:
             metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics,
                                          step=int(result.get("epoch", iteration)))
+
+        def _end(self, trial, failed: bool, error: str | None) -> None:
+            run_id = self._trial_runs[trial]
+            if error:
+                client = MlflowClient(uri)
+                client.log_text(run_id, error, "error.txt")
+                client.set_tag(run_id, "error", error_summary(error))
+            self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "FINISHED")
 
     return NestedTrialRuns(tracking_uri=uri, experiment_name=experiment)
 

@@ -40,7 +40,19 @@ class TrainResult:
     val: dict = field(default_factory=dict)  # metrics of the restored best epoch
     test: dict = field(default_factory=dict)  # filled only when evaluate_test=True
     model: object = None
+    vocab: list[str] | None = None  # word models: the vocabulary the model's ids index
     seconds: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """One split scored by a restored model: metrics, per-review P(positive) and true labels."""
+
+    metrics: dict
+    probs: np.ndarray
+    labels: np.ndarray
+    model: object = None
+    vocab: list[str] | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -79,25 +91,27 @@ def _trim_mask_collate(rows):
     return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width]}, labels
 
 
-def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict]:
-    """Loaders yielding (model inputs dict, labels) per split, and the model's build arguments."""
+def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
+    """Loaders yielding (model inputs dict, labels) per split, the model's build arguments, and the
+    vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's)."""
     from imdb_ray.text import prepare_hf_data, prepare_word_data
 
     if cfg.family == "hf":
         splits = prepare_hf_data(cfg, dataset, cfg.resolved_model_args()["checkpoint"])
-        fields, collate, build_args = ("input_ids", "attention_mask", "labels"), _trim_mask_collate, {}
+        fields, collate, build_args, vocab = ("input_ids", "attention_mask", "labels"), _trim_mask_collate, {}, None
     else:
         words = prepare_word_data(cfg, dataset)
         splits = words.splits
         fields, collate = ("input_ids", "lengths", "labels"), _trim_collate
         build_args = {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}
+        vocab = words.vocab
     loaders = {}
     for name, tensors in splits.items():
         ds = TensorDataset(*(tensors[f] for f in fields))
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
                                    collate_fn=collate)
-    return loaders, build_args
+    return loaders, build_args, vocab
 
 
 def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
@@ -201,7 +215,7 @@ def train(
         return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
 
     device = pick_device(cfg.device)
-    loaders, build_args = make_loaders(cfg, dataset)
+    loaders, build_args, vocab = make_loaders(cfg, dataset)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)
@@ -289,7 +303,7 @@ def train(
     result.val, _ = evaluate(model, loaders["val"], device, "val")
     if evaluate_test:
         result.test, _ = evaluate(model, loaders["test"], device, "test")
-    result.model = model
+    result.model, result.vocab = model, vocab
     result.seconds = time.perf_counter() - start
     return result
 
@@ -317,15 +331,18 @@ def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: b
     return result
 
 
-def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, split: str = "test") -> dict:
+def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, split: str = "test") -> Evaluation:
     """The one evaluation of a finished trial on the test split, from its checkpoint's best weights."""
     dataset = load_trial_data(cfg)
+    labels = getattr(dataset, split).labels
     if cfg.family == "baseline" or checkpoint_dir is None:  # no weights to load: refit (deterministic)
-        return train(cfg, dataset=dataset, evaluate_test=True, progress=False).test
+        result = train(cfg, dataset=dataset, evaluate_test=True, progress=False)
+        probs = result.model.predict_proba(getattr(dataset, split).texts)[:, 1]
+        return Evaluation(result.test, probs, labels, result.model)
     device = pick_device(cfg.device)
-    loaders, build_args = make_loaders(cfg, dataset)
+    loaders, build_args, vocab = make_loaders(cfg, dataset)
     model = build_model(cfg, build_args)
     state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     load_trainable_state(model, state["best_model"])
-    metrics, _ = evaluate(model.to(device), loaders[split], device, split)
-    return metrics
+    metrics, probs = evaluate(model.to(device), loaders[split], device, split)
+    return Evaluation(metrics, probs, labels, model, vocab)

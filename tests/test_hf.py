@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -50,7 +49,7 @@ def test_training_step_every_architecture_and_method(tiny_checkpoints, small_imd
 
 def test_features_are_the_classifier_input(tiny_checkpoints, small_imdb, tmp_path):
     cfg = hf_cfg(tmp_path, tiny_checkpoints["bert"])
-    loaders, build_args = make_loaders(cfg, small_imdb)
+    loaders, build_args, _ = make_loaders(cfg, small_imdb)
     model = build_model(cfg, build_args).eval()
     inputs, _ = next(iter(loaders["val"]))
     logits, features = model(**inputs)

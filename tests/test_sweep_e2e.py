@@ -50,6 +50,15 @@ def test_smoke_sweep_direct_mode(tmp_path):
     best = [c for c in children if c.data.tags.get("best_trial") == "true"]
     assert len(best) == 1 and 0 <= best[0].data.metrics["test_accuracy"] <= 1
     assert "best_test_accuracy" in parents[0].data.metrics
+    # the best trial's test predictions (for confidence intervals) and its model are logged
+    artifacts = {a.path for a in client.list_artifacts(best[0].info.run_id)}
+    assert {"test_predictions.csv", "model", "trial_config.json"} <= artifacts
+    lines = [ln for ln in open(client.download_artifacts(best[0].info.run_id, "test_predictions.csv", str(tmp_path)))]
+    assert lines[0].strip() == "index,label,prob_positive" and len(lines) == 1 + 200
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "predict", "sweep:smoke", "--tracking-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split("\t")[0] in ("positive", "negative"), proc.stderr
     assert children[0].data.params["model"] in ("gru", "cnn")
     # shared preprocessing: encoded data and word vectors built once for all six trials
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()

@@ -1,0 +1,128 @@
+"""A trained model as a folder that loads without the sweep, the cache or the training data.
+
+    config.json    the TrialConfig that trained it
+    weights.pt     tensors (torch.save of plain dicts: loads with weights_only=True)
+    vocab.json     word models: the vocabulary their ids index (the embedding table is in weights.pt)
+    tokenizer/     Hugging Face models: the checkpoint's tokenizer
+
+Word models store every tensor. Hugging Face models store the tensors training changed; the frozen
+rest (a PEFT base, quantized weights) is read again from the checkpoint named in config.json, so
+that checkpoint must be reachable (hub cache, local folder or IMDB_RAY_HF_MIRROR) where you predict.
+`train` writes one to <run folder>/model; a sweep logs its best trial's as the MLflow artifact `model`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.data import clean_text
+from imdb_ray.errors import UserError
+
+LABELS = ("negative", "positive")
+
+
+def save_bundle(model: torch.nn.Module, cfg: TrialConfig, folder: str | Path, vocab: list[str] | None = None) -> Path:
+    from imdb_ray.train import trainable_state
+
+    folder = Path(folder)
+    if cfg.family == "baseline":
+        raise UserError(f"model '{cfg.model}' is a scikit-learn pipeline: it has no tensor bundle (refit it with train)")
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.save(folder / "config.json")
+    if cfg.family == "hf":
+        from imdb_ray.models.hf import resolve_checkpoint
+        from imdb_ray.text import load_tokenizer
+
+        load_tokenizer(resolve_checkpoint(cfg.resolved_model_args()["checkpoint"])).save_pretrained(folder / "tokenizer")
+        weights = {"trainable": trainable_state(model)}
+    else:
+        embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        weights = {"state": model.state_dict(), "vectors_shape": list(embedding.weight.shape)}
+    torch.save(weights, folder / "weights.pt")
+    return folder
+
+
+class Predictor:
+    """P(positive) for raw review texts, with the exact text pipeline the model was trained with."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu"):
+        from imdb_ray.train import build_model, load_trainable_state
+
+        folder = Path(folder)
+        missing = [f for f in ("config.json", "weights.pt") if not (folder / f).is_file()]
+        if missing:
+            raise UserError(f"{folder}: not a model folder (missing {', '.join(missing)}); give a `train` run folder, "
+                            "an MLflow run id, or sweep:NAME")
+        self.cfg = TrialConfig(**json.loads((folder / "config.json").read_text()))
+        weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+        self.device = torch.device(device)
+        if self.cfg.family == "hf":
+            from imdb_ray.text import load_tokenizer
+
+            self.tokenizer, self.vocab = load_tokenizer(str(folder / "tokenizer")), None
+            self.model = build_model(self.cfg, {})
+            load_trainable_state(self.model, weights["trainable"])
+        else:
+            self.tokenizer, self.vocab = None, json.loads((folder / "vocab.json").read_text())
+            vectors = torch.zeros(*weights["vectors_shape"])
+            self.model = build_model(self.cfg, {"vectors": vectors, "freeze_embeddings": self.cfg.freeze_embeddings})
+            self.model.load_state_dict(weights["state"])
+        self.model.to(self.device).eval()
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        from imdb_ray.text import encode, encode_hf, tokenize
+
+        texts = [clean_text(t) if self.cfg.clean_html else t for t in texts]
+        if self.tokenizer is not None:
+            ids, mask = encode_hf(self.tokenizer, texts, self.cfg.max_len, self.cfg.truncation)
+            return {"input_ids": ids, "attention_mask": mask}
+        ids, lengths = encode([tokenize(t) for t in texts], self.vocab, self.cfg.max_len, self.cfg.truncation)
+        return {"input_ids": ids, "lengths": lengths}
+
+    @torch.no_grad()
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        probs = []
+        for i in range(0, len(texts), batch_size):
+            inputs = {k: v.to(self.device) for k, v in self.encode(texts[i:i + batch_size]).items()}
+            logits, _ = self.model(**inputs)
+            probs.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
+        return torch.cat(probs).numpy() if probs else np.zeros(0)
+
+
+def resolve_model_source(source: str, tracking_uri: str) -> Path:
+    """A model folder from: a folder (a bundle or a `train` run folder), an MLflow run id, or
+    sweep:NAME (the best trial of that sweep's newest run)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path / "model" if (path / "model" / "config.json").is_file() else path
+    from mlflow.tracking import MlflowClient
+
+    from imdb_ray.tracking import check_reachable
+
+    if source.startswith("sweep:"):
+        check_reachable(tracking_uri)
+        client = MlflowClient(tracking_uri)
+        name = source[len("sweep:"):]
+        exp = client.get_experiment_by_name(name)
+        runs = client.search_runs([exp.experiment_id], "tags.best_trial = 'true'", order_by=["attributes.start_time DESC"],
+                                  max_results=1) if exp else []
+        if not runs:
+            raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
+        run_id = runs[0].info.run_id
+    elif len(source) == 32 and all(c in "0123456789abcdef" for c in source):
+        check_reachable(tracking_uri)
+        run_id = source
+    else:
+        raise UserError(f"{source}: no such folder, and not an MLflow run id or sweep:NAME")
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=tracking_uri))
+    except Exception as e:
+        raise UserError(f"run {run_id} has no model artifact in {tracking_uri} ({type(e).__name__}); "
+                        "sweeps log the best trial's model") from None
