@@ -153,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     summary = run_sweep(sweep, address=args.address, storage=args.storage or str(Path("ray_results").resolve()),
                         tracking_uri=uri, resume=args.resume, num_samples=args.num_samples,
-                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir)
+                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir, dashboard=args.dashboard)
     print(f"\n== {sweep.name}: {summary['trials']} trials, {summary['errors']} errored ==")
     for row in summary["leaderboard"]:
         if row["status"] == "ok":
@@ -226,10 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     where = p_sweep.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="start a local Ray (the default)")
     where.add_argument("--address", help="join a cluster: auto | ray://HOST:10001 | HOST:PORT")
-    p_sweep.add_argument("--storage", help="absolute path or s3://... for checkpoints and results (default ./ray_results)")
+    p_sweep.add_argument("--storage", default=os.environ.get("IMDB_RAY_STORAGE"),
+                         help="absolute path or s3://... for checkpoints and results (default $IMDB_RAY_STORAGE or ./ray_results)")
     p_sweep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
-    p_sweep.add_argument("--cache-dir", default=".cache/imdb_ray", help="shared preprocessing cache")
+    p_sweep.add_argument("--cache-dir", default=os.environ.get("IMDB_RAY_CACHE", ".cache/imdb_ray"),
+                         help="shared preprocessing cache (default $IMDB_RAY_CACHE or .cache/imdb_ray)")
     p_sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
+    p_sweep.add_argument("--dashboard", action="store_true", help="local Ray: start its dashboard on 127.0.0.1:8265")
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")

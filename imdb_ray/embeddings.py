@@ -2,6 +2,7 @@
 from a word2vec / GloVe file through KeyedVectors, or random. Cached like the encoded data."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,19 @@ from imdb_ray.data import Dataset
 from imdb_ray.errors import UserError
 
 
+def stable_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_count: int, epochs: int,
                    skipgram: bool, workers: int, seed: int):
     from gensim.models import Word2Vec
 
+    # gensim seeds each word's initial vector with hashfxn(word + seed); Python's own hash differs per
+    # process, so a stable hash makes the init the same on every node. With workers=1 the whole
+    # training is bit-reproducible; more workers reorder updates (faster, not bitwise equal).
     model = Word2Vec(sentences=token_lists, vector_size=dim, window=window, min_count=min_count, epochs=epochs,
-                     sg=int(skipgram), workers=workers, seed=seed)
+                     sg=int(skipgram), workers=workers, seed=seed, hashfxn=stable_hash)
     return model.wv
 
 

@@ -45,6 +45,7 @@ class Sweep:
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0  # fractions share a GPU: 0.25 packs four small trials on one
+    gpus_per_trial: float | None = None  # alternative spelling: split evenly over workers_per_trial
     max_concurrent: int | None = None  # None: as many as the cluster's resources allow
     time_budget_s: float | None = None
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
@@ -57,6 +58,11 @@ class Sweep:
 
         def fail(msg: str):
             raise UserError(f"{where}: {msg}")
+
+        if self.gpus_per_trial is not None:
+            if self.gpus_per_worker not in (0, self.gpus_per_trial / max(1, self.workers_per_trial)):
+                fail("give gpus_per_trial or gpus_per_worker, not both")
+            self.gpus_per_worker = self.gpus_per_trial / max(1, self.workers_per_trial)
 
         if not isinstance(self.space, dict) or not self.space:
             fail("the search space is empty; give at least 'model'")
@@ -184,7 +190,7 @@ def _train_worker(config: dict) -> None:
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         ckpt = Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
-        ray.train.report(metrics, checkpoint=ckpt)
+        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=ckpt)
 
     with (resume.as_directory() if resume else nullcontext()) as resume_dir:
         train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
@@ -192,19 +198,31 @@ def _train_worker(config: dict) -> None:
               wrap_loader=ray.train.torch.prepare_data_loader if ctx.get_world_size() > 1 else None)
 
 
+def scaling_config(sweep: Sweep):
+    """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU/GPU share."""
+    import ray.train
+
+    gpus = sweep.gpus_per_worker
+    return ray.train.ScalingConfig(num_workers=sweep.workers_per_trial, use_gpu=gpus > 0,
+                                   resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
+
+
 def make_trial(sweep: Sweep, storage: str):
     """The Tune function trainable for this sweep."""
-    trainer, workers = sweep.trainer, sweep.workers_per_trial
-    cpus, gpus, max_failures = sweep.cpus_per_worker, sweep.gpus_per_worker, sweep.max_failures
+    trainer, gpus, max_failures = sweep.trainer, sweep.gpus_per_worker, sweep.max_failures
+    scaling = scaling_config(sweep) if trainer == "ray_train" else None
 
     def trial(config: dict) -> None:
         from ray import tune
 
         cfg = TrialConfig.from_flat(config, strict=False)
         if trainer == "direct":
+            import ray
+
             from imdb_ray.train import train
 
             def report(metrics: dict, ckpt_dir: str | None) -> None:
+                metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}  # placement, for the record
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
             resume = tune.get_checkpoint()
@@ -221,8 +239,7 @@ def make_trial(sweep: Sweep, storage: str):
             _train_worker,
             train_loop_config=cfg.to_dict(),
             torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
-            scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
-                                                   resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+            scaling_config=scaling,
             run_config=ray.train.RunConfig(
                 name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
                 callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
@@ -348,7 +365,8 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
 
 
 def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: str, resume: bool = False,
-              num_samples: int | None = None, max_concurrent: int | None = None, cache_dir: str = ".cache/imdb_ray") -> dict:
+              num_samples: int | None = None, max_concurrent: int | None = None, cache_dir: str = ".cache/imdb_ray",
+              dashboard: bool = False) -> dict:
     """Validate, prepare shared data, run the trials, evaluate the best on test; returns a summary."""
     import ray
 
@@ -360,11 +378,11 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     if max_concurrent is not None:
         sweep.max_concurrent = max_concurrent
     storage = _absolute_storage(storage)
-    tracking.check_reachable(tracking_uri)
     sweep.space = absolute_space(sweep.space, str(Path(cache_dir).resolve()))
     sweep.validate()
     if not address:  # a local Ray gets this machine's resources: refuse what can never fit, now
         sweep.concurrency(local_resources())
+    tracking.check_reachable(tracking_uri)
 
     experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
     parent_id = None
@@ -383,8 +401,9 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         ray.init(address=address)
     else:
         local = local_resources()
+        # The dashboard (off by default: it costs a core's worth on a laptop) never leaves localhost.
         ray.init(num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
-                 include_dashboard=False, log_to_driver=False)
+                 include_dashboard=dashboard, log_to_driver=False)
     try:
         concurrency = sweep.concurrency(ray.cluster_resources())
         settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
@@ -408,7 +427,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=evaluation.metrics)
             results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
             summary["best_files"] = _save_best(results_dir / "best_trial", cfg, evaluation)
-        unwritten = callback.finish(wait_s=30)
+        unwritten = callback.finish()
         try:
             if "best_files" in summary:
                 _log_best_trial(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), summary)

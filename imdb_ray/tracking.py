@@ -2,6 +2,7 @@
 told to nest, to log the trial's resolved config, and to use the epoch as the step)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ def check_reachable(uri: str) -> None:
     """Fail before any trial runs when the tracking store cannot be used."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
     from mlflow.tracking import MlflowClient
 
     try:
@@ -98,6 +100,7 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
 
 
 RETRY_S = 10.0  # how often a buffering callback tries the tracking store again
+FINISH_WAIT_S = float(os.environ.get("IMDB_RAY_MLFLOW_WAIT_S", 30))  # at the end of a sweep, before giving up
 
 
 def error_summary(text: str) -> str:
@@ -126,6 +129,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.pending: list[tuple[str, tuple]] = []
+            self._nodes: dict = {}
             self.down_since: float | None = None
             self._last_try = 0.0
 
@@ -139,7 +143,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
         def log_trial_end(self, trial, failed: bool = False):
             error = None
             if failed and trial.error_file and os.path.exists(trial.error_file):
-                error = Path(trial.error_file).read_text(errors="replace")
+                error = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colours
             self._guard("_end", trial, failed, error)
 
         def _guard(self, event: str, *args) -> None:
@@ -164,7 +168,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
             while self.pending:
                 event, args = self.pending[0]
                 try:
-                    getattr(self, event)(*args)
+                    getattr(self, event)(*args, replay=True)
                 except Exception:
                     return False
                 self.pending.pop(0)
@@ -173,7 +177,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
                 self.down_since = None
             return True
 
-        def finish(self, wait_s: float = 30.0) -> int:
+        def finish(self, wait_s: float = FINISH_WAIT_S) -> int:
             """At the end of the sweep: try for up to wait_s; returns how many events stay unwritten."""
             deadline = time.monotonic() + wait_s
             while not self.flush(force=True) and time.monotonic() < deadline:
@@ -181,7 +185,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
             return len(self.pending)
 
         # The MLflow writes themselves.
-        def _start(self, trial) -> None:
+        def _start(self, trial, replay: bool = False) -> None:
             if trial in self._trial_runs:
                 return
             client = MlflowClient(uri)
@@ -203,12 +207,20 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
                 client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
             self._trial_runs[trial] = run_id
 
-        def _result(self, trial, result: dict, iteration: int) -> None:
+        def _result(self, trial, result: dict, iteration: int, replay: bool = False) -> None:
             metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=metrics,
-                                         step=int(result.get("epoch", iteration)))
+            run_id, step = self._trial_runs[trial], int(result.get("epoch", iteration))
+            if replay and metrics:  # the store may have applied it before the connection broke: at most once
+                key = "epoch" if "epoch" in metrics else next(iter(metrics))
+                if any(m.step == step for m in MlflowClient(uri).get_metric_history(run_id, key)):
+                    return
+            self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=metrics, step=step)
+            node = result.get("node_id")
+            if node and self._nodes.get(trial) != node:  # where the trial runs (changes when retried elsewhere)
+                MlflowClient(uri).set_tag(run_id, "node_id", node)
+                self._nodes[trial] = node
 
-        def _end(self, trial, failed: bool, error: str | None) -> None:
+        def _end(self, trial, failed: bool, error: str | None, replay: bool = False) -> None:
             run_id = self._trial_runs[trial]
             if error:
                 client = MlflowClient(uri)

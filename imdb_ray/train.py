@@ -119,6 +119,12 @@ def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
         return get_model(cfg.model).build(**build_args, **cfg.model_args)
     except ValueError as e:
         raise UserError(f"model '{cfg.model}': {e}") from None
+    except RuntimeError as e:  # the CPU allocator's refusal, said plainly (CUDA's OutOfMemoryError already is)
+        if "can't allocate memory" not in str(e):
+            raise
+        wanted = str(e).split("allocate ")[-1].split(" bytes")[0]
+        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory (asked for {wanted} bytes); "
+                          "make it smaller") from None
 
 
 # ------------------------------------------------------------------------------- optimisation
