@@ -51,21 +51,40 @@ def trial_placement(experiment: Path) -> dict[str, list[str]]:
     return out
 
 
-def run_once(workers: int, workdir: Path) -> dict:
+def _epochs_logged(db: Path) -> list[int]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return [r[0] for r in con.execute("select max(step) from metrics where key='val_accuracy' group by run_uuid")]
+    except sqlite3.Error:
+        return []
+
+
+def run_once(workers: int, workdir: Path, kill_one: bool = False) -> dict:
+    """The sweep on `workers` nodes; with kill_one, the last node dies once every trial has logged an epoch."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     with simulated_cluster(workers) as (cluster, nodes):
-        start = time.perf_counter()
-        proc = subprocess.run(sweep_command(cluster.address, ROOT / "sweeps" / "cluster_sim.py", workdir), cwd=workdir,
-                              capture_output=True, text=True, timeout=1200)
-        seconds = time.perf_counter() - start
         node_names = {n.node_id: f"worker-{i + 1}" for i, n in enumerate(nodes)}
+        start = time.perf_counter()
+        proc = subprocess.Popen(sweep_command(cluster.address, ROOT / "sweeps" / "cluster_sim.py", workdir), cwd=workdir,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        killed_at = None
+        if kill_one:
+            while proc.poll() is None and not (len(_epochs_logged(workdir / "mlflow.db")) == 4
+                                               and min(_epochs_logged(workdir / "mlflow.db")) >= 1):
+                time.sleep(0.5)
+            killed_at = time.perf_counter() - start
+            cluster.remove_node(nodes[-1], allow_graceful=False)
+        out, _ = proc.communicate(timeout=1200)
+        seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(out[-4000:])
     placement = trial_placement(workdir / "shared" / "ray" / "cluster_sim")
-    return {"workers": workers, "seconds": seconds,
-            "placement": {t: [node_names.get(n, n[:8]) for n in ns] for t, ns in placement.items()},
-            "summary": [ln for ln in proc.stdout.splitlines() if ln.startswith("== ") or "best trial" in ln]}
+    return {"workers": workers, "seconds": seconds, "killed_at": killed_at,
+            "placement": {t.split("_20")[0]: [node_names.get(n, n[:8]) for n in ns] for t, ns in placement.items()},
+            "summary": [ln for ln in out.splitlines() if ln.startswith("== ") or ln.startswith("best trial (")]}
 
 
 def peft_estimate() -> list[str]:
@@ -101,25 +120,29 @@ def peft_estimate() -> list[str]:
 
 
 def main() -> None:
-    rows = [run_once(workers, Path("/tmp/imdb_ray_cluster_sim") / f"{workers}-node") for workers in (1, 2)]
-    one, two = rows
+    base = Path("/tmp/imdb_ray_cluster_sim")
+    rows = [run_once(1, base / "1-node"), run_once(2, base / "2-node"), run_once(2, base / "2-node-kill", kill_one=True)]
+    one, two, _ = rows
     lines = ["# Simulated cluster", "",
              "Command: `.venv/bin/python benchmarks/cluster_sim.py`. `ray.cluster_utils.Cluster` on this 2-core machine: a",
              "head node with 0 CPUs (the sweep driver) and worker nodes of 2 CPUs + 1 logical GPU each. The sweep is",
              "`sweeps/cluster_sim.py`: 4 GRU trials (600 reviews, 4 epochs), each holding 1 CPU and half a GPU,",
              "with storage and preprocessing cache on one path every node reads (standing in for NFS or a bucket).", "",
-             "| worker nodes | trials at once | wall time (s) | trials per node |", "|---|---|---|---|"]
+             "| worker nodes | trials at once | wall time (s) | first node of each trial | event |", "|---|---|---|---|---|"]
     for r in rows:
         per_node = Counter(nodes[0] for nodes in r["placement"].values())
+        event = (f"worker-2 killed at {r['killed_at']:.0f} s; its trials finished on worker-1" if r["killed_at"] else "")
         lines.append(f"| {r['workers']} | {2 * r['workers']} | {r['seconds']:.1f} | "
-                     f"{', '.join(f'{k}: {v}' for k, v in sorted(per_node.items()))} |")
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(per_node.items()))} | {event} |")
     lines += ["", f"2 nodes / 1 node wall time: {two['seconds'] / one['seconds']:.2f}. All nodes share the same 2 cores, so",
               "twice the concurrency cannot run faster here; on real machines each node brings its own cores and GPU.", "",
-              "Placement per trial (node of each epoch):", ""]
+              "Placement per trial (node of each reported epoch):", ""]
     for r in rows:
+        label = f"{r['workers']} node(s)" + (", one killed" if r["killed_at"] else "")
         for trial, nodes in r["placement"].items():
-            lines.append(f"- {r['workers']} node(s), {trial}: {' '.join(nodes)}")
-    lines += ["", "Sweep output:", ""] + [f"- {r['workers']} node(s): {s}" for r in rows for s in r["summary"]]
+            lines.append(f"- {label}, {trial}: {' '.join(nodes)}")
+    lines += ["", "Sweep output:", ""] + [f"- {r['workers']} node(s){', one killed' if r['killed_at'] else ''}: {s}"
+                                          for r in rows for s in r["summary"]]
     lines += ["", "## On paper: `sweeps/peft.py` on a 4-GPU cluster (an estimate, not a measurement)", "",
               "No GPU was available to measure this; every input below is stated so it can be replaced by a measurement.", ""]
     lines += peft_estimate()
