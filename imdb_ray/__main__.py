@@ -1,4 +1,4 @@
-"""Command line: `python -m imdb_ray {train,models,sweep,predict,ui}`.
+"""Command line: `python -m imdb_ray {train,models,sweep,predict,report,ui}`.
 
 Every bad input ends in one line `error: ...` and exit code 2, before any work starts.
 """
@@ -200,6 +200,17 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.report import report
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    for path in report(uri, args.sweep, args.out):
+        print(path)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
 
@@ -241,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")
     p_pred.add_argument("--file", help="a file with one text per line")
     p_pred.add_argument("--tracking-uri", help=f"MLflow store for run ids and sweep:NAME (default {DEFAULT_URI})")
+    p_rep = sub.add_parser("report", help="leaderboards with test confidence intervals, and plots, from MLflow")
+    p_rep.add_argument("--sweep", action="append", help="a sweep name (repeatable; default: every sweep in the store)")
+    p_rep.add_argument("--out", default="results", help="folder for the files (default results/)")
+    p_rep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
     p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
     p_ui.add_argument("--tracking-uri")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
@@ -248,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"train": cmd_train, "models": cmd_models, "sweep": cmd_sweep, "predict": cmd_predict, "ui": cmd_ui}
+COMMANDS = {"train": cmd_train, "models": cmd_models, "sweep": cmd_sweep, "predict": cmd_predict, "report": cmd_report, "ui": cmd_ui}
 DEFAULT_URI = "sqlite:///mlflow.db"
 
 

@@ -49,6 +49,7 @@ class Sweep:
     max_concurrent: int | None = None  # None: as many as the cluster's resources allow
     time_budget_s: float | None = None
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
+    test_top: int = 3  # after the sweep, the best N trials by validation are evaluated once on test
     seed: int = 0
     source: Path | None = field(default=None, repr=False)
 
@@ -72,6 +73,8 @@ class Sweep:
                 fail(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
         if self.metric not in ("val_accuracy", "val_f1", "val_loss"):
             fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
+        if self.test_top < 1:
+            fail("test_top must be >= 1 (the best trial is always evaluated on test)")
         if self.num_samples < 1 or self.workers_per_trial < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
             fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
@@ -411,26 +414,33 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                                            experiment_path, run_id=parent_id)
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
-        callback = tracking.trial_callback(tracking_uri, sweep.name, parent)
+        devices = (("GPU", sweep.workers_per_trial * sweep.gpus_per_worker) if sweep.gpus_per_worker > 0
+                   else ("CPU", sweep.workers_per_trial * sweep.cpus_per_worker))
+        callback = tracking.trial_callback(tracking_uri, sweep.name, parent, devices)
         tuner = build_tuner(sweep, storage, concurrency, [callback], resume)
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
                    "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path}
-        best = None
-        if results.num_errors < len(results):
-            best = results.get_best_result(sweep.metric, sweep.mode, scope="all", filter_nan_and_inf=True)
-        if best is not None and best.metrics:
-            cfg = TrialConfig.from_flat(best.config, strict=False)
-            ckpt = best_checkpoint(best)
+        # The top trials by validation, evaluated once each on test (reported, never used to choose).
+        ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
+                        key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+        results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
+        tested = []
+        for rank, result in enumerate(ranked[:sweep.test_top]):
+            cfg = TrialConfig.from_flat(result.config, strict=False)
+            ckpt = best_checkpoint(result)
+            print(f"[imdb_ray] test evaluation {rank + 1}/{min(sweep.test_top, len(ranked))}: {cfg.model}", flush=True)
             with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
                 evaluation = evaluate_checkpoint(cfg, ckpt_dir)
-            summary.update(best_config=cfg.to_dict(), best_val=best_value(best, sweep), test=evaluation.metrics)
-            results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
-            summary["best_files"] = _save_best(results_dir / "best_trial", cfg, evaluation)
+            trial_id = result.metrics.get("trial_id")
+            folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
+            tested.append((trial_id, evaluation.metrics, _save_tested(folder, cfg, evaluation, with_model=rank == 0)))
+            if rank == 0:
+                summary.update(best_config=cfg.to_dict(), best_val=best_value(result, sweep), test=evaluation.metrics,
+                               best_files=tested[0][2])
         unwritten = callback.finish()
         try:
-            if "best_files" in summary:
-                _log_best_trial(tracking_uri, sweep.name, parent, best.metrics.get("trial_id"), summary)
+            _log_tested(tracking_uri, sweep.name, parent, tested)
             tracking.close_orphaned_runs(tracking_uri, sweep.name, parent, {r.metrics.get("trial_id") for r in results})
             from mlflow.tracking import MlflowClient
 
@@ -450,9 +460,9 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
-def _save_best(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
-    """The best trial's test predictions (for bootstrap intervals) and its model bundle, on disk
-    next to Ray's results first, so nothing depends on the tracking store being up."""
+def _save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) -> dict[str, str]:
+    """A tested trial's per-review test predictions (for bootstrap intervals) and, for the best, its
+    model bundle: on disk next to Ray's results first, so nothing depends on the tracking store."""
     import csv
 
     from imdb_ray.bundle import save_bundle
@@ -463,29 +473,31 @@ def _save_best(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
         writer = csv.writer(f)
         writer.writerow(["index", "label", "prob_positive"])
         writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
-    if cfg.family != "baseline":
+    if with_model and cfg.family != "baseline":
         files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
     return files
 
 
-def _log_best_trial(uri: str, experiment: str, parent: str, trial_id: str | None, summary: dict) -> None:
-    """Test metrics to the parent and the best child run; predictions and model to the child."""
+def _log_tested(uri: str, experiment: str, parent: str, tested: list[tuple[str, dict, dict]]) -> None:
+    """Test metrics and predictions to each tested trial's run; the best's also to the parent, with its model."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    test = summary["test"]
-    for k, v in test.items():
-        client.log_metric(parent, f"best_{k}", v)
     exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.trial_id = '{trial_id}'") if trial_id else []
-    for run in runs[:1]:
-        run_id = run.info.run_id
-        for k, v in test.items():
-            client.log_metric(run_id, k, v)
-        client.log_artifact(run_id, summary["best_files"]["predictions"])
-        if "model" in summary["best_files"]:
-            client.log_artifacts(run_id, summary["best_files"]["model"], "model")
-        client.set_tag(run_id, "best_trial", "true")
+    for rank, (trial_id, test, files) in enumerate(tested):
+        if rank == 0:
+            for k, v in test.items():
+                client.log_metric(parent, f"best_{k}", v)
+        runs = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and tags.trial_id = '{trial_id}'")
+        for run in runs[:1]:
+            run_id = run.info.run_id
+            for k, v in test.items():
+                client.log_metric(run_id, k, v)
+            client.log_artifact(run_id, files["predictions"])
+            if "model" in files:
+                client.log_artifacts(run_id, files["model"], "model")
+            if rank == 0:
+                client.set_tag(run_id, "best_trial", "true")
 
 
 def _absolute_storage(storage: str) -> str:

@@ -113,12 +113,13 @@ def error_summary(text: str) -> str:
     return (lines[-1] if lines else "unknown error")[:300]
 
 
-def trial_callback(uri: str, experiment: str, parent_run_id: str):
+def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple[str, float] = ("CPU", 1.0)):
     """A Ray Tune MLflowLoggerCallback whose runs are children of the sweep's parent run.
 
     When the tracking store stops answering mid-sweep, trials go on: every event (run start,
     epoch metrics, end) is kept in order and written when the store answers again; `finish()`
     says what could not be written (Ray keeps every result in the experiment folder anyway).
+    At a trial's end it logs wall_seconds and device_seconds (wall time x the devices it held).
     """
     from mlflow.tracking import MlflowClient
     from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -144,7 +145,8 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
             error = None
             if failed and trial.error_file and os.path.exists(trial.error_file):
                 error = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colours
-            self._guard("_end", trial, failed, error)
+            wall = (trial.last_result or {}).get("time_total_s")
+            self._guard("_end", trial, failed, error, wall)
 
         def _guard(self, event: str, *args) -> None:
             if self.pending and not self.flush():
@@ -220,8 +222,14 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str):
                 MlflowClient(uri).set_tag(run_id, "node_id", node)
                 self._nodes[trial] = node
 
-        def _end(self, trial, failed: bool, error: str | None, replay: bool = False) -> None:
+        def _end(self, trial, failed: bool, error: str | None, wall: float | None, replay: bool = False) -> None:
             run_id = self._trial_runs[trial]
+            if wall:
+                kind, count = devices
+                client = MlflowClient(uri)
+                client.log_metric(run_id, "wall_seconds", wall)
+                client.log_metric(run_id, "device_seconds", wall * count)
+                client.set_tag(run_id, "device_kind", kind)
             if error:
                 client = MlflowClient(uri)
                 client.log_text(run_id, error, "error.txt")

@@ -52,6 +52,31 @@ def test_smoke_sweep_direct_mode(tmp_path):
     assert {"test_predictions.csv", "model", "trial_config.json"} <= artifacts
     lines = [ln for ln in open(client.download_artifacts(best[0].info.run_id, "test_predictions.csv", str(tmp_path)))]
     assert lines[0].strip() == "index,label,prob_positive" and len(lines) == 1 + 200
+    # the top three by validation were evaluated on test, each with its predictions logged
+    tested = [c for c in child_runs(tmp_path, "smoke")[2] if "test_accuracy" in c.data.metrics]
+    assert len(tested) == 3
+    assert all("test_predictions.csv" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in tested)
+    assert all(c.data.metrics["device_seconds"] > 0 and c.data.tags["device_kind"] == "CPU" for c in children)
+    # the report: leaderboard with bootstrap intervals, plots, an index
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", "smoke", "--out", str(out),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"smoke_leaderboard.md", "smoke_leaderboard.csv", "smoke_pareto.png",
+                                               "smoke_curves.png", "smoke_asha.png", "README.md"}
+    import csv
+
+    rows = list(csv.DictReader(open(out / "smoke_leaderboard.csv")))
+    assert len(rows) == 6 and [int(r["rank"]) for r in rows] == list(range(1, 7))
+    vals = [float(r["val_accuracy"]) for r in rows]
+    assert vals == sorted(vals, reverse=True)
+    with_ci = [r for r in rows if r["test_ci95"]]
+    assert len(with_ci) == 3
+    for r in with_ci:
+        low, high = (float(x) for x in r["test_ci95"].strip("[]").split(","))
+        assert low <= float(r["test_accuracy"]) <= high and high - low < 0.2
+    assert "smoke_leaderboard.md" in (out / "README.md").read_text()
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", "predict", "sweep:smoke", "--tracking-uri",
                            f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)

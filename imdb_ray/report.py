@@ -1,0 +1,286 @@
+"""`python -m imdb_ray report`: leaderboards, confidence intervals and plots from the MLflow store.
+
+Per sweep (the newest parent run of each experiment) it writes into the output folder:
+  <sweep>_leaderboard.md / .csv   one row per trial, best validation first; test accuracy with a 95%
+                                  bootstrap interval where the trial's test predictions were logged
+  <sweep>_pareto.png              accuracy vs device-seconds and vs trainable parameters, Pareto fronts
+  <sweep>_curves.png              validation accuracy per epoch of the top trials
+  <sweep>_asha.png                how many epochs each trial ran (early stops and failures visible)
+Selection is always on validation; test numbers are reported, never used to choose.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imdb_ray.errors import UserError
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+def bootstrap_ci(labels: np.ndarray, probs: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """Accuracy and its percentile bootstrap interval over reviews (resampled with replacement)."""
+    correct = ((probs >= 0.5).astype(int) == labels).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(correct), size=(samples, len(correct)))
+    means = correct[idx].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(correct.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats on both (lower cost, higher value), by cost."""
+    order = np.argsort(cost, kind="stable")
+    front, best = [], -np.inf
+    for i in order:
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return np.array(front, dtype=int)
+
+
+@dataclass
+class TrialRow:
+    run_id: str
+    name: str
+    status: str
+    model: str
+    strategy: str
+    peft: str
+    params: dict = field(default_factory=dict)  # the parameters that differ between this sweep's trials
+    val_accuracy: float | None = None  # the best epoch's (the weights the trial keeps)
+    epochs: int = 0
+    curve: list[float] = field(default_factory=list)
+    test_accuracy: float | None = None
+    test_ci: tuple[float, float] | None = None
+    test_f1: float | None = None
+    trainable_params: float | None = None
+    total_params: float | None = None
+    wall_seconds: float | None = None
+    device_seconds: float | None = None
+    device: str = ""
+    error: str = ""
+
+
+def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
+    """The newest sweep of `experiment`: its parent run's params and one row per child run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise UserError(f"no sweep named '{experiment}' in {uri}")
+    parents = client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise UserError(f"experiment '{experiment}' in {uri} has no imdb_ray sweep run")
+    parent = parents[0]
+    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                  max_results=5000)
+    children = [c for c in children if c.info.status != "KILLED"]  # orphans of a killed driver, rerun elsewhere
+    varying = _varying_params([c.data.params for c in children])
+    rows = []
+    for c in children:
+        m, tags = c.data.metrics, c.data.tags
+        curve = [h.value for h in sorted(client.get_metric_history(c.info.run_id, "val_accuracy"), key=lambda h: h.step)]
+        row = TrialRow(run_id=c.info.run_id, name=c.info.run_name or c.info.run_id[:8], status=c.info.status,
+                       model=tags.get("model", c.data.params.get("model", "?")), strategy=tags.get("strategy", "ce"),
+                       peft=c.data.params.get("peft", "-"), params={k: c.data.params.get(k) for k in varying},
+                       val_accuracy=max(curve) if curve else None, epochs=len(curve), curve=curve,
+                       test_accuracy=m.get("test_accuracy"), test_f1=m.get("test_f1"),
+                       trainable_params=m.get("trainable_params"), total_params=m.get("total_params"),
+                       wall_seconds=m.get("wall_seconds"), device_seconds=m.get("device_seconds"),
+                       device=tags.get("device_kind", ""), error=tags.get("error", ""))
+        if "test_accuracy" in m:
+            preds = _predictions(client, c.info.run_id)
+            if preds is not None:
+                acc, low, high = bootstrap_ci(*preds)
+                row.test_accuracy, row.test_ci = acc, (low, high)
+        rows.append(row)
+    rows.sort(key=lambda r: (r.val_accuracy is None, -(r.val_accuracy or 0)))
+    return {"run_id": parent.info.run_id, **parent.data.params}, rows
+
+
+def _varying_params(params: list[dict]) -> list[str]:
+    keys = sorted({k for p in params for k in p})
+    skip = {"cache_dir", "data", "checkpoint", "seed"}
+    return [k for k in keys if k not in skip and len({p.get(k) for p in params}) > 1]
+
+
+def _predictions(client, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "test_predictions.csv", tmp)
+        except Exception:  # older runs: no predictions logged, so no interval
+            return None
+        table = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    return np.array([int(r["label"]) for r in table]), np.array([float(r["prob_positive"]) for r in table])
+
+
+# ------------------------------------------------------------------------------------------- writing
+COLUMNS = ["rank", "trial", "status", "model", "strategy", "peft", "params", "val_accuracy", "test_accuracy",
+           "test_ci95", "test_f1", "trainable_params", "total_params", "epochs", "wall_s", "device_s"]
+
+
+def _fmt(value, spec: str = ".4f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _short(value: str) -> str:
+    """3 significant digits for floats (a sampled lr of 0.0012732945 reads as 0.00127)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return str(value) if number.is_integer() else f"{number:.3g}"
+
+
+def table_rows(rows: list[TrialRow]) -> list[dict]:
+    out = []
+    for rank, r in enumerate(rows, 1):
+        out.append({
+            "rank": rank, "trial": r.name, "status": r.status.lower() + (f": {r.error}" if r.error else ""),
+            "model": r.model, "strategy": r.strategy, "peft": r.peft,
+            "params": " ".join(f"{k}={_short(v)}" for k, v in r.params.items() if v not in (None, "None") and k != "model"),
+            "val_accuracy": _fmt(r.val_accuracy), "test_accuracy": _fmt(r.test_accuracy),
+            "test_ci95": f"[{r.test_ci[0]:.4f}, {r.test_ci[1]:.4f}]" if r.test_ci else "",
+            "test_f1": _fmt(r.test_f1), "trainable_params": _fmt(r.trainable_params, ",.0f"),
+            "total_params": _fmt(r.total_params, ",.0f"), "epochs": r.epochs,
+            "wall_s": _fmt(r.wall_seconds, ".0f"),
+            "device_s": (_fmt(r.device_seconds, ".0f") + (f" {r.device}" if r.device else "")) if r.device_seconds else "",
+        })
+    return out
+
+
+def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, uri: str) -> list[Path]:
+    table = table_rows(rows)
+    csv_path, md_path = out / f"{name}_leaderboard.csv", out / f"{name}_leaderboard.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    tested = sum(r.test_accuracy is not None for r in rows)
+    lines = [f"# Sweep `{name}`: leaderboard", "",
+             f"Command: `python -m imdb_ray report --sweep {name}` (MLflow parent run {parent['run_id']}). "
+             f"{len(rows)} trials, ranked by their best validation accuracy (the selection metric). "
+             f"{tested} trial(s) evaluated once on the test split; the interval is a 95% percentile bootstrap over "
+             f"test reviews ({BOOTSTRAP_SAMPLES} resamples, seed 0). device_s = wall seconds x devices held.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
+    md_path.write_text("\n".join(lines) + "\n")
+    return [md_path, csv_path]
+
+
+def write_plots(name: str, rows: list[TrialRow], out: Path, top: int = 5) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    done = [r for r in rows if r.val_accuracy is not None]
+    # accuracy vs cost, with the Pareto front (the trials nothing else beats on both)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, attr, label in ((axes[0], "device_seconds", "device-seconds"), (axes[1], "trainable_params", "trainable parameters")):
+        pts = [(getattr(r, attr), r.val_accuracy, r.model) for r in done if getattr(r, attr)]
+        if pts:
+            cost, acc = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+            for model in sorted({p[2] for p in pts}):
+                sel = [i for i, p in enumerate(pts) if p[2] == model]
+                ax.scatter(cost[sel], acc[sel], label=model, alpha=0.8)
+            front = pareto_front(cost, acc)
+            ax.plot(cost[front], acc[front], "k--", lw=1, label="Pareto front")
+            if cost.max() > 10 * cost.min():
+                ax.set_xscale("log")
+                label += " (log)"
+            else:
+                ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        ax.set_xlabel(label)
+        ax.set_ylabel("best validation accuracy")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{name}: accuracy vs cost")
+    fig.tight_layout()
+    paths.append(out / f"{name}_pareto.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    # learning curves of the top trials
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in done[:top]:
+        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=f"{r.name} ({r.model})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{name}: top {min(top, len(done))} trials")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / f"{name}_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    # which trial ran how many epochs (ASHA's early stops, failures)
+    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(rows) + 1.5))
+    most = max((r.epochs for r in rows), default=1) or 1
+    colours = {"FINISHED": "tab:green", "FAILED": "tab:red"}
+    for i, r in enumerate(rows):
+        stopped = r.status == "FINISHED" and r.epochs < most
+        ax.barh(i, r.epochs, color="tab:orange" if stopped else colours.get(r.status, "tab:gray"))
+    ax.set_yticks(range(len(rows)), [f"{r.name} ({r.model})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("epochs run (green: all, orange: stopped early by the scheduler, red: failed)")
+    ax.set_title(f"{name}: epochs per trial, best validation first")
+    fig.tight_layout()
+    paths.append(out / f"{name}_asha.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def sweeps_in(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    names = []
+    for exp in client.search_experiments():
+        if client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'", max_results=1):
+            names.append(exp.name)
+    return sorted(names)
+
+
+def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
+    """Write every file for each sweep (all sweeps in the store when none are named)."""
+    from imdb_ray.tracking import check_reachable
+
+    check_reachable(uri)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = sweeps or sweeps_in(uri)
+    if not names:
+        raise UserError(f"no imdb_ray sweeps in {uri}; run one first (python -m imdb_ray sweep ...)")
+    written = []
+    for name in names:
+        parent, rows = collect(uri, name)
+        files = write_leaderboard(name, parent, rows, out, uri) + write_plots(name, rows, out)
+        index_row(out, name, files, rows)
+        written += files
+    return written
+
+
+def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow]) -> None:
+    """Add (or replace) this sweep's line in <out>/README.md, the index of results files."""
+    index = out / "README.md"
+    text = index.read_text() if index.exists() else (
+        "# results/\n\nEvery file here was written by a command in this repository; rerun the command to reproduce it.\n\n"
+        "| file | what | command |\n|---|---|---|\n")
+    key = f"| `{name}_leaderboard.md`"
+    lines = [ln for ln in text.rstrip("\n").splitlines() if not ln.startswith(key)]
+    extra = ", ".join(f"`{p.name}`" for p in files[1:])
+    lines.append(f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% bootstrap intervals, "
+                 f"Pareto, learning-curve and ASHA plots | `python -m imdb_ray report --sweep {name}` |")
+    index.write_text("\n".join(lines) + "\n")
