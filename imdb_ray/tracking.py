@@ -89,7 +89,9 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
         client.update_run(run_id, status="RUNNING")
         return run_id
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    # "custom model development": MLflow's UI then opens on the runs table, not its GenAI pages
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        experiment, tags={"mlflow.experimentKind": "custom_model_development"})
     run = client.create_run(exp_id, run_name=f"sweep:{experiment}",
                             tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file), "git_commit": git_commit(),
                                   "imdb_ray.experiment_path": experiment_path})

@@ -34,8 +34,15 @@ def steps(client, run, metric="val_accuracy"):
     return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
 
 
-def test_smoke_sweep_direct_mode(tmp_path):
-    out = run_sweep(tmp_path, ROOT / "sweeps" / "smoke.py")
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory):
+    """sweeps/smoke.py run once (direct trials); its folder holds mlflow.db, ray/ and cache/."""
+    tmp_path = tmp_path_factory.mktemp("smoke")
+    return tmp_path, run_sweep(tmp_path, ROOT / "sweeps" / "smoke.py")
+
+
+def test_smoke_sweep_direct_mode(smoke_store):
+    tmp_path, out = smoke_store
     assert "== smoke: 6 trials, 0 errored ==" in out and "test_accuracy" in out
     client, parents, children = child_runs(tmp_path, "smoke")
     assert len(parents) == 1 and len(children) == 6
@@ -119,3 +126,68 @@ def test_peft_sweep_on_real_minilm(tmp_path):
         assert 0 < c.data.metrics["trainable_params"] < c.data.metrics["total_params"]
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
     assert [b.split("-")[0] for b in builds] == ["hf"]  # tokenised once for the three trials
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
+    """`python -m imdb_ray ui` in a real headless browser: the parent sweep run, its nested trials,
+    and MLflow's compare view of the trials with their metrics. Screenshots go to results/."""
+    import json
+    import socket
+
+    from playwright.sync_api import sync_playwright
+
+    tmp_path, _ = smoke_store
+    client, parents, children = child_runs(tmp_path, "smoke")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen([sys.executable, "-m", "imdb_ray", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+                           "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    exp_id = parents[0].info.experiment_id
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+            page = browser.new_page(viewport={"width": 1500, "height": 900})
+            for _ in range(60):  # the server takes a few seconds to start
+                try:
+                    page.goto(f"{base}/#/experiments/{exp_id}/runs", timeout=5000)
+                    break
+                except Exception:
+                    import time
+
+                    time.sleep(1)
+            page.get_by_text("sweep:smoke").wait_for(timeout=60000)
+            if page.get_by_role("button", name="Close").count():
+                page.get_by_role("button", name="Close").first.click()  # MLflow's assistant side panel
+            parent_row = page.locator("[role=row]", has_text="sweep:smoke").first
+            parent_row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand the nested runs
+            names = [c.info.run_name for c in children]
+            for name in names:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30000)
+            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_sweep.png"))
+
+            ids = json.dumps([c.info.run_id for c in children])
+            page.goto(f'{base}/#/compare-runs?runs={ids}&experiments=["{exp_id}"]')
+            page.get_by_text("val_accuracy").first.wait_for(timeout=60000)
+            body = page.inner_text("body")
+            assert f"Comparing {len(children)} Runs" in body
+            assert all(name in body for name in names)
+            assert all(metric in body for metric in ("val_accuracy", "train_loss", "device_seconds"))
+            page.set_viewport_size({"width": 1500, "height": 2400})  # the page scrolls inside: grow it to show the metrics
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_compare.png"))
+            browser.close()
+    finally:
+        import os
+        import signal
+
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
