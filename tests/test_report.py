@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imdb_ray.report import bootstrap_ci, pareto_front
+from imdb_ray.report import TrialRow, bootstrap_ci, pareto_front, write_comparison
 
 
 def test_bootstrap_interval_matches_the_binomial_width():
@@ -26,3 +26,19 @@ def test_pareto_front_keeps_only_undominated_points():
     cost = np.array([10, 20, 30, 15, 40])
     value = np.array([0.80, 0.85, 0.84, 0.79, 0.90])
     assert pareto_front(cost, value).tolist() == [0, 1, 4]  # 15/0.79 and 30/0.84 are beaten
+
+
+def test_comparison_puts_our_best_matching_trial_beside_theirs(tmp_path):
+    def row(name, model, val, peft="none", strategy="ce", **params):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model=model, strategy=strategy, peft=peft,
+                        all_params={"peft": peft, "n_test": "25000", **params}, val_accuracy=val, sweep="s")
+
+    rows = [row("a", "gru", 0.85), row("b", "gru", 0.88), row("c", "gru", 0.90, strategy="rdrop"),
+            row("d", "bert", 0.93, recipe="tuned"), row("e", "deberta_v3", 0.95, peft="lora")]
+    rows[1].test_accuracy, rows[1].test_ci = 0.87, (0.866, 0.874)
+    text = write_comparison(rows, tmp_path).read_text()
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
+    assert "88.00%" in lines["GRU"] and "87.00% [86.60%, 87.40%]" in lines["GRU"] and "s / b" in lines["GRU"]  # R-Drop's c is not plain GRU
+    assert "93.00%" in lines["BERT_Trainer"] and "s / d" in lines["BERT_Trainer"]
+    assert lines["BERT_Native"].endswith("|  |  |  |  |")  # recipe differs: no match
+    assert "s / e" in lines["Deberta_LoRA"] and "s / e" not in lines["Deberta_unsloth"]

@@ -15,7 +15,7 @@ HEADER = "from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
 
 
 def test_shipped_sweeps_validate():
-    for name in ("quickstart", "smoke", "classic", "gru_lr", "pretrained", "peft", "peft_cpu", "strategies"):
+    for name in ("quickstart", "smoke", "classic", "gru_lr", "pretrained", "peft", "peft_cpu", "strategies", "strategies_cpu", "cluster_sim"):
         sweep = load_sweep(ROOT / "sweeps" / f"{name}.py")
         assert sweep.name == name and sweep.space
 
