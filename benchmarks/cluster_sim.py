@@ -51,7 +51,8 @@ def trial_placement(experiment: Path) -> dict[str, list[str]]:
     return out
 
 
-def _epochs_logged(db: Path) -> list[int]:
+def epochs_logged(db: Path) -> list[int]:
+    """The last epoch each trial's MLflow run has logged so far (read straight from the sqlite store)."""
     import sqlite3
 
     try:
@@ -72,8 +73,8 @@ def run_once(workers: int, workdir: Path, kill_one: bool = False) -> dict:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed_at = None
         if kill_one:
-            while proc.poll() is None and not (len(_epochs_logged(workdir / "mlflow.db")) == 4
-                                               and min(_epochs_logged(workdir / "mlflow.db")) >= 1):
+            while proc.poll() is None and not (len(epochs_logged(workdir / "mlflow.db")) == 4
+                                               and min(epochs_logged(workdir / "mlflow.db")) >= 1):
                 time.sleep(0.5)
             killed_at = time.perf_counter() - start
             cluster.remove_node(nodes[-1], allow_graceful=False)

@@ -2,7 +2,6 @@
 and a sweep on a simulated 2-node cluster spreads its trials and survives losing a node."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from imdb_ray.sweep import Sweep, load_sweep, scaling_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from cluster_sim import simulated_cluster, sweep_command, trial_placement  # noqa: E402
+from cluster_sim import epochs_logged, simulated_cluster, sweep_command, trial_placement  # noqa: E402
 
 
 def ray_up_check(config: dict) -> None:
@@ -62,14 +61,6 @@ def test_gpu_fractions_map_onto_ray_resources():
     assert load_sweep(ROOT / "sweeps" / "cluster_sim.py").gpus_per_worker == 0.5
 
 
-def _epochs_logged(db: Path) -> list[int]:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return [r[0] for r in con.execute("select max(step) from metrics where key='val_accuracy' group by run_uuid")]
-    except sqlite3.Error:
-        return []
-
-
 @pytest.mark.slow
 def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
     from mlflow.tracking import MlflowClient
@@ -78,10 +69,10 @@ def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
         proc = subprocess.Popen(sweep_command(cluster.address, ROOT / "sweeps" / "cluster_sim.py", tmp_path), cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600
-        while not (len(_epochs_logged(tmp_path / "mlflow.db")) == 4 and min(_epochs_logged(tmp_path / "mlflow.db")) >= 1):
+        while not (len(epochs_logged(tmp_path / "mlflow.db")) == 4 and min(epochs_logged(tmp_path / "mlflow.db")) >= 1):
             assert proc.poll() is None and time.time() < deadline, "the four trials never all got going"
             time.sleep(0.5)
-        assert max(_epochs_logged(tmp_path / "mlflow.db")) < 4, "too late to interrupt anything"
+        assert max(epochs_logged(tmp_path / "mlflow.db")) < 4, "too late to interrupt anything"
         lost = nodes[1]
         cluster.remove_node(lost, allow_graceful=False)  # its raylet and every trial process on it die
         out, _ = proc.communicate(timeout=900)
