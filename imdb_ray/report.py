@@ -106,7 +106,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                 row.test_accuracy, row.test_ci = acc, (low, high)
         rows.append(row)
     rows.sort(key=lambda r: (r.val_accuracy is None, -(r.val_accuracy or 0)))
-    return {"run_id": parent.info.run_id, **parent.data.params}, rows
+    return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""), **parent.data.params}, rows
 
 
 def _varying_params(params: list[dict]) -> list[str]:
@@ -151,7 +151,7 @@ def table_rows(rows: list[TrialRow]) -> list[dict]:
         out.append({
             "rank": rank, "trial": r.name, "status": r.status.lower() + (f": {r.error}" if r.error else ""),
             "model": r.model, "strategy": r.strategy, "peft": r.peft,
-            "params": " ".join(f"{k}={_short(v)}" for k, v in r.params.items() if v not in (None, "None") and k != "model"),
+            "params": " ".join(f"{k}={_short(v)}" for k, v in r.params.items() if v not in (None, "None") and k not in ("model", "peft")),
             "val_accuracy": _fmt(r.val_accuracy), "test_accuracy": _fmt(r.test_accuracy),
             "test_ci95": f"[{r.test_ci[0]:.4f}, {r.test_ci[1]:.4f}]" if r.test_ci else "",
             "test_f1": _fmt(r.test_f1), "trainable_params": _fmt(r.trainable_params, ",.0f"),
@@ -191,8 +191,10 @@ def write_plots(name: str, rows: list[TrialRow], out: Path, top: int = 5) -> lis
     done = [r for r in rows if r.val_accuracy is not None]
     # accuracy vs cost, with the Pareto front (the trials nothing else beats on both)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    # colour by what the sweep varies most visibly: the model, else the PEFT method, else the strategy
+    group = next((g for g in ("model", "peft", "strategy") if len({getattr(r, g) for r in done}) > 1), "model")
     for ax, attr, label in ((axes[0], "device_seconds", "device-seconds"), (axes[1], "trainable_params", "trainable parameters")):
-        pts = [(getattr(r, attr), r.val_accuracy, r.model) for r in done if getattr(r, attr)]
+        pts = [(getattr(r, attr), r.val_accuracy, getattr(r, group)) for r in done if getattr(r, attr)]
         if pts:
             cost, acc = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
             for model in sorted({p[2] for p in pts}):
@@ -271,11 +273,10 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     for name in names:
         parent, rows = collect(uri, name)
         files = write_leaderboard(name, parent, rows, out, uri) + write_plots(name, rows, out)
-        index_row(out, name, files, rows)
+        index_row(out, name, files, rows, parent.get("sweep_file", ""))
         written += files
         everything += rows
-    if not sweeps:  # the comparison spans every sweep in the store
-        written.append(write_comparison(everything, out))
+    written.append(write_comparison(everything, out, names))
     return written
 
 
@@ -289,13 +290,14 @@ def _matches(row: TrialRow, want: dict) -> bool:
     return row.val_accuracy is not None
 
 
-def write_comparison(rows: list[TrialRow], out: Path) -> Path:
+def write_comparison(rows: list[TrialRow], out: Path, sweeps: list[str] | None = None) -> Path:
     """The original study's reported numbers beside our best matching trial (selected on validation)."""
     from imdb_ray.reference import ORIGINAL, SOURCE
 
     pct = lambda v: "" if v is None else f"{v:.2%}"  # noqa: E731
     lines = ["# Our runs beside the original study", "",
-             f"Command: `python -m imdb_ray report` (every sweep in the store). Theirs: {SOURCE}. Their accuracies are",
+             f"Command: `python -m imdb_ray report{''.join(f' --sweep {n}' for n in sweeps or [])}` (our trials from "
+             f"sweeps: {', '.join(sweeps or sorted({r.sweep for r in rows}))}). Theirs: {SOURCE}. Their accuracies are",
              "train and **validation** accuracy on a random split of the labelled training data (their README gives",
              "no seed), and their Kaggle column is the competition's ROC AUC, not accuracy. Ours: the trial with the",
              "best validation accuracy among our runs that match the row (same model, method, recipe, strategy),",
@@ -319,7 +321,16 @@ def write_comparison(rows: list[TrialRow], out: Path) -> Path:
     return path
 
 
-def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow]) -> None:
+def _sweep_command(sweep_file: str) -> str:
+    """`python -m imdb_ray sweep sweeps/x.py`, then: the command that produced the runs, when known."""
+    if not sweep_file:
+        return ""
+    path = Path(sweep_file)
+    shown = f"sweeps/{path.name}" if path.parent.name == "sweeps" else str(path)
+    return f"`python -m imdb_ray sweep {shown}`, then "
+
+
+def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow], sweep_file: str = "") -> None:
     """Add (or replace) this sweep's line in <out>/README.md, the index of results files."""
     index = out / "README.md"
     text = index.read_text() if index.exists() else (
@@ -329,5 +340,5 @@ def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow]) -> 
     lines = [ln for ln in text.rstrip("\n").splitlines() if not ln.startswith(key)]
     extra = ", ".join(f"`{p.name}`" for p in files[1:])
     lines.append(f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% bootstrap intervals, "
-                 f"Pareto, learning-curve and ASHA plots | `python -m imdb_ray report --sweep {name}` |")
+                 f"Pareto, learning-curve and ASHA plots | {_sweep_command(sweep_file)}`python -m imdb_ray report --sweep {name}` |")
     index.write_text("\n".join(lines) + "\n")
