@@ -145,6 +145,12 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
                         "directory of trials")
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be >= 1")
+    # The same sweep file on other hardware: a GPU cluster's file on a laptop, or the reverse.
+    for name in ("cpus_per_worker", "gpus_per_worker"):
+        if getattr(args, name) is not None:
+            setattr(sweep, name, getattr(args, name))
+            sweep.gpus_per_trial = None
+    sweep.validate()
     if args.dry_run:
         import torch
 
@@ -247,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
+    p_sweep.add_argument("--cpus-per-worker", type=float, help="override the sweep file (e.g. run a GPU sweep on a CPU box)")
+    p_sweep.add_argument("--gpus-per-worker", type=float, help="override the sweep file (0: CPU only)")
     p_pred = sub.add_parser("predict", help="classify texts with a trained model")
     p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, or sweep:NAME (its best trial)")
     p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")

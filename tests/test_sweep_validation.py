@@ -90,3 +90,11 @@ def test_dry_run_prints_plan():
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0
     assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in proc.stdout
+
+
+def test_resource_overrides_fit_a_gpu_sweep_on_this_machine():
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "sweep", "sweeps/classic.py", "--dry-run", "--cpus-per-worker", "1",
+                           "--gpus-per-worker", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in proc.stdout
+    assert "trials at once on this machine" in proc.stdout and "none" not in proc.stdout.split("trials at once")[1].splitlines()[0]
