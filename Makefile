@@ -6,12 +6,13 @@ BIN    := $(VENV)/bin
 .PHONY: quickstart test install clean-cache
 
 # torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
-# on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU.
+# on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU. --no-deps on
+# the local wheel: its dependencies come with the project install, from the normal index.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install torch==2.13.0; \
-	else $(BIN)/pip install --no-index torch==2.13.0 2>/dev/null \
+	else $(BIN)/pip install --no-index --no-deps torch==2.13.0 2>/dev/null \
 	  || $(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; fi
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
