@@ -51,19 +51,40 @@ def trial_placement(experiment: Path) -> dict[str, list[str]]:
     return out
 
 
-def epochs_logged(db: Path) -> list[int]:
-    """The last epoch each trial's MLflow run has logged so far (read straight from the sqlite store)."""
+def epochs_by_node(db: Path) -> dict[str, list[int]]:
+    """node id -> the last epoch each trial running there has logged so far (read straight from the
+    sqlite store: the MLflow callback tags each trial's run with its node)."""
     import sqlite3
 
     try:
         with sqlite3.connect(db, timeout=1) as con:
-            return [r[0] for r in con.execute("select max(step) from metrics where key='val_accuracy' group by run_uuid")]
+            rows = con.execute("select t.value, max(m.step) from metrics m join tags t on t.run_uuid = m.run_uuid "
+                               "where m.key = 'val_accuracy' and t.key = 'node_id' group by m.run_uuid").fetchall()
     except sqlite3.Error:
-        return []
+        return {}
+    out: dict[str, list[int]] = {}
+    for node, step in rows:
+        out.setdefault(node, []).append(step)
+    return out
+
+
+def wait_to_kill(proc: subprocess.Popen, db: Path, node_id: str, trials_there: int = 2, timeout: float = 600) -> None:
+    """Until every trial on node_id has a checkpointed epoch and none has finished: the moment a node
+    loss costs each of them work in progress and leaves them something to resume from."""
+    deadline = time.time() + timeout
+    while True:
+        steps = epochs_by_node(db).get(node_id, [])
+        if len(steps) == trials_there and min(steps) >= 1:
+            if max(steps) >= 4:
+                raise RuntimeError(f"a trial on the node finished before the kill: {steps}")
+            return
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError("the trials on the node never got going")
+        time.sleep(0.3)
 
 
 def run_once(workers: int, workdir: Path, kill_one: bool = False) -> dict:
-    """The sweep on `workers` nodes; with kill_one, the last node dies once every trial has logged an epoch."""
+    """The sweep on `workers` nodes; with kill_one, the last node dies once each trial on it has logged an epoch."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     with simulated_cluster(workers) as (cluster, nodes):
@@ -73,9 +94,7 @@ def run_once(workers: int, workdir: Path, kill_one: bool = False) -> dict:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed_at = None
         if kill_one:
-            while proc.poll() is None and not (len(epochs_logged(workdir / "mlflow.db")) == 4
-                                               and min(epochs_logged(workdir / "mlflow.db")) >= 1):
-                time.sleep(0.5)
+            wait_to_kill(proc, workdir / "mlflow.db", nodes[-1].node_id)
             killed_at = time.perf_counter() - start
             cluster.remove_node(nodes[-1], allow_graceful=False)
         out, _ = proc.communicate(timeout=1200)

@@ -133,6 +133,8 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
             super().__init__(**kwargs)
             self.pending: list[tuple[str, tuple]] = []
             self._nodes: dict = {}
+            self._last_step: dict = {}  # per trial: the last epoch written, so a rerun epoch is never written twice
+            self._reruns: dict = {}
             self.down_since: float | None = None
             self._last_try = 0.0
 
@@ -201,6 +203,7 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
             if existing:
                 run_id = existing[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
+                self._last_step[trial] = max((m.step for m in client.get_metric_history(run_id, "epoch")), default=0)
             else:
                 tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id, "trial_name": str(trial),
                         "model": cfg.model, "family": cfg.family, "strategy": cfg.strategy, "seed": str(cfg.seed),
@@ -214,11 +217,18 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
         def _result(self, trial, result: dict, iteration: int, replay: bool = False) -> None:
             metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             run_id, step = self._trial_runs[trial], int(result.get("epoch", iteration))
+            if step <= self._last_step.get(trial, 0):
+                # A retried trial restored from an older checkpoint than its last report (its node died
+                # between the two) trains that epoch again: keep the first record, say it was rerun.
+                self._reruns.setdefault(trial, []).append(step)
+                MlflowClient(uri).set_tag(run_id, "imdb_ray.rerun_epochs", ",".join(map(str, self._reruns[trial])))
+                return
             if replay and metrics:  # the store may have applied it before the connection broke: at most once
                 key = "epoch" if "epoch" in metrics else next(iter(metrics))
                 if any(m.step == step for m in MlflowClient(uri).get_metric_history(run_id, key)):
                     return
             self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=metrics, step=step)
+            self._last_step[trial] = step
             node = result.get("node_id")
             if node and self._nodes.get(trial) != node:  # where the trial runs (changes when retried elsewhere)
                 MlflowClient(uri).set_tag(run_id, "node_id", node)

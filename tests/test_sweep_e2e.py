@@ -71,7 +71,7 @@ def test_smoke_sweep_direct_mode(smoke_store):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p.name for p in out.iterdir()} == {"smoke_leaderboard.md", "smoke_leaderboard.csv", "smoke_pareto.png",
-                                               "smoke_curves.png", "smoke_asha.png", "README.md"}
+                                               "smoke_curves.png", "smoke_asha.png", "README.md", "comparison.md"}
     import csv
 
     rows = list(csv.DictReader(open(out / "smoke_leaderboard.csv")))
