@@ -110,6 +110,12 @@ class Sweep:
             return {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}
         return {"CPU": 0.01}
 
+    def devices_per_trial(self) -> tuple[str, float]:
+        """The devices a trial's cost is counted in: its GPUs if it has any, else its CPUs."""
+        if self.gpus_per_worker > 0:
+            return "GPU", self.workers_per_trial * self.gpus_per_worker
+        return "CPU", self.workers_per_trial * self.cpus_per_worker
+
     def concurrency(self, cluster: dict[str, float]) -> int:
         """Trials that fit at once, counting the Train workers, so workers never starve behind
         Tune functions holding the CPUs (the 2-CPU deadlock)."""
@@ -414,9 +420,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                                            experiment_path, run_id=parent_id)
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
-        devices = (("GPU", sweep.workers_per_trial * sweep.gpus_per_worker) if sweep.gpus_per_worker > 0
-                   else ("CPU", sweep.workers_per_trial * sweep.cpus_per_worker))
-        callback = tracking.trial_callback(tracking_uri, sweep.name, parent, devices)
+        callback = tracking.trial_callback(tracking_uri, sweep.name, parent, sweep.devices_per_trial())
         tuner = build_tuner(sweep, storage, concurrency, [callback], resume)
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,

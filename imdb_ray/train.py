@@ -318,23 +318,24 @@ def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: b
     """Scikit-learn baselines: one fit, reported as a single epoch so sweeps treat them alike."""
     pipeline = get_model(cfg.model).build(**cfg.model_args)
     pipeline.fit(dataset.train.texts, dataset.train.labels)
-
-    def metrics(split, prefix):
-        proba = pipeline.predict_proba(split.texts)
-        pred = proba.argmax(1)
-        loss = float(-np.log(np.clip(proba[np.arange(len(pred)), split.labels], 1e-12, 1)).mean())
-        return {f"{prefix}_loss": loss, f"{prefix}_accuracy": float((pred == split.labels).mean()),
-                f"{prefix}_f1": float(f1_score(split.labels, pred, average="macro"))}
-
     result = TrainResult(cfg, best_epoch=1, model=pipeline)
-    result.val = metrics(dataset.val, "val")
+    result.val, _ = _baseline_metrics(pipeline, dataset.val, "val")
     result.history = [{"epoch": 1, **result.val, "epoch_seconds": time.perf_counter() - start}]
     if on_epoch is not None:
         on_epoch(result.history[0], None)
     if evaluate_test:
-        result.test = metrics(dataset.test, "test")
+        result.test, _ = _baseline_metrics(pipeline, dataset.test, "test")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _baseline_metrics(pipeline, split, prefix: str) -> tuple[dict, np.ndarray]:
+    """A fitted scikit-learn pipeline scored on one split: metrics and P(positive) per review."""
+    proba = pipeline.predict_proba(split.texts)
+    pred = proba.argmax(1)
+    loss = float(-np.log(np.clip(proba[np.arange(len(pred)), split.labels], 1e-12, 1)).mean())
+    return {f"{prefix}_loss": loss, f"{prefix}_accuracy": float((pred == split.labels).mean()),
+            f"{prefix}_f1": float(f1_score(split.labels, pred, average="macro"))}, proba[:, 1]
 
 
 def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, split: str = "test") -> Evaluation:
@@ -342,9 +343,9 @@ def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, spl
     dataset = load_trial_data(cfg)
     labels = getattr(dataset, split).labels
     if cfg.family == "baseline" or checkpoint_dir is None:  # no weights to load: refit (deterministic)
-        result = train(cfg, dataset=dataset, evaluate_test=True, progress=False)
-        probs = result.model.predict_proba(getattr(dataset, split).texts)[:, 1]
-        return Evaluation(result.test, probs, labels, result.model)
+        result = train(cfg, dataset=dataset, progress=False)
+        metrics, probs = _baseline_metrics(result.model, getattr(dataset, split), split)
+        return Evaluation(metrics, probs, labels, result.model)
     device = pick_device(cfg.device)
     loaders, build_args, vocab = make_loaders(cfg, dataset)
     model = build_model(cfg, build_args)
