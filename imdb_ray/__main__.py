@@ -17,6 +17,19 @@ from pathlib import Path
 from imdb_ray.errors import UserError
 
 
+def parse_duration(text: str) -> float:
+    """'90' (seconds), '90s', '45m' or '2h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise UserError(f"--time-budget {text!r}: give seconds, or a number with s, m or h (e.g. 90m)") from None
+    if seconds <= 0:
+        raise UserError(f"--time-budget {text!r} must be positive")
+    return seconds
+
+
 def _parse_value(text: str, like=None):
     """CLI string -> Python value, guided by the default it replaces (bool/tuple/number/str)."""
     low = text.lower()
@@ -145,6 +158,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
                         "directory of trials")
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be >= 1")
+    if args.time_budget is not None:  # Tune stops starting and running trials after this; finished work is kept
+        sweep.time_budget_s = parse_duration(args.time_budget)
     # The same sweep file on other hardware: a GPU cluster's file on a laptop, or the reverse.
     for name in ("cpus_per_worker", "gpus_per_worker"):
         if getattr(args, name) is not None:
@@ -161,6 +176,10 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
                         tracking_uri=uri, resume=args.resume, num_samples=args.num_samples,
                         max_concurrent=args.max_concurrent, cache_dir=args.cache_dir, dashboard=args.dashboard)
     print(f"\n== {sweep.name}: {summary['trials']} trials, {summary['errors']} errored ==")
+    if summary["cut_short"]:
+        print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary['trials']} of {sweep.num_samples} "
+              f"samples started; {len(summary['cut_short'])} stopped mid-training (MLflow status KILLED, tag "
+              "imdb_ray.stopped), ranked on the epochs they finished")
     for row in summary["leaderboard"]:
         if row["status"] == "ok":
             print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
@@ -253,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
+    p_sweep.add_argument("--time-budget", help="stop the sweep after this long, e.g. 5400, 90m, 2h (override the sweep file)")
     p_sweep.add_argument("--cpus-per-worker", type=float, help="override the sweep file (e.g. run a GPU sweep on a CPU box)")
     p_sweep.add_argument("--gpus-per-worker", type=float, help="override the sweep file (0: CPU only)")
     p_pred = sub.add_parser("predict", help="classify texts with a trained model")

@@ -84,7 +84,8 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     parent = parents[0]
     children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
                                   max_results=5000)
-    children = [c for c in children if c.info.status != "KILLED"]  # orphans of a killed driver, rerun elsewhere
+    # orphans of a killed driver were rerun as other trials; trials cut by the time budget stay (KILLED)
+    children = [c for c in children if "imdb_ray.orphaned" not in c.data.tags]
     varying = _varying_params([c.data.params for c in children])
     rows = []
     for c in children:
@@ -98,7 +99,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                        test_accuracy=m.get("test_accuracy"), test_f1=m.get("test_f1"),
                        trainable_params=m.get("trainable_params"), total_params=m.get("total_params"),
                        wall_seconds=m.get("wall_seconds"), device_seconds=m.get("device_seconds"),
-                       device=tags.get("device_kind", ""), error=tags.get("error", ""))
+                       device=tags.get("device_kind", ""), error=tags.get("error") or tags.get("imdb_ray.stopped", ""))
         if "test_accuracy" in m:
             preds = _predictions(client, c.info.run_id)
             if preds is not None:
@@ -239,7 +240,8 @@ def write_plots(name: str, rows: list[TrialRow], out: Path, top: int = 5) -> lis
         ax.barh(i, r.epochs, color="tab:orange" if stopped else colours.get(r.status, "tab:gray"))
     ax.set_yticks(range(len(rows)), [f"{r.name} ({r.model})" for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("epochs run (green: all, orange: stopped early by the scheduler, red: failed)")
+    ax.set_xlabel("epochs run (green: all, orange: stopped early by the scheduler, red: failed,\n"
+                  "gray: cut when the sweep ended)")
     ax.set_title(f"{name}: epochs per trial, best validation first")
     fig.tight_layout()
     paths.append(out / f"{name}_asha.png")

@@ -424,7 +424,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         tuner = build_tuner(sweep, storage, concurrency, [callback], resume)
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
-                   "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path}
+                   "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path,
+                   "cut_short": list(callback.cut_short)}
         # The top trials by validation, evaluated once each on test (reported, never used to choose).
         ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
                         key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
@@ -527,7 +528,8 @@ def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
     """What --dry-run prints: the settings and the space, no Ray started."""
     lines = [f"sweep {sweep.name} ({sweep.source})",
              f"  search={sweep.search} scheduler={sweep.scheduler} num_samples={sweep.num_samples} "
-             f"metric={sweep.metric} ({sweep.mode}) trainer={sweep.trainer}",
+             f"metric={sweep.metric} ({sweep.mode}) trainer={sweep.trainer}"
+             + (f" time_budget={sweep.time_budget_s:g}s" if sweep.time_budget_s else ""),
              f"  per trial: {sweep.workers_per_trial} worker(s) x {sweep.cpus_per_worker:g} CPU, {sweep.gpus_per_worker:g} GPU"]
     if cluster:
         try:

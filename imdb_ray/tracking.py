@@ -137,6 +137,8 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
             self._reruns: dict = {}
             self.down_since: float | None = None
             self._last_try = 0.0
+            self.ended: set = set()
+            self.cut_short: list[str] = []  # trials still running when the sweep ended (its time budget)
 
         # Tune's hooks: never let a tracking failure reach Tune (it would end the sweep).
         def log_trial_start(self, trial):
@@ -151,6 +153,15 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
                 error = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colours
             wall = (trial.last_result or {}).get("time_total_s")
             self._guard("_end", trial, failed, error, wall)
+
+        def on_experiment_end(self, trials, **info):
+            # Tune ends the trials it stops at the sweep's time budget without a trial-end event:
+            # close their runs here (KILLED, with what they reached), or they would stay RUNNING.
+            for trial in [t for t in self._trial_runs if t not in self.ended]:
+                epoch = (trial.last_result or {}).get("epoch", 0)
+                self.cut_short.append(trial.trial_id)
+                self._guard("_end", trial, False, None, (trial.last_result or {}).get("time_total_s"),
+                            f"sweep ended (time budget or interrupt) after epoch {epoch}")
 
         def _guard(self, event: str, *args) -> None:
             if self.pending and not self.flush():
@@ -234,8 +245,10 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
                 MlflowClient(uri).set_tag(run_id, "node_id", node)
                 self._nodes[trial] = node
 
-        def _end(self, trial, failed: bool, error: str | None, wall: float | None, replay: bool = False) -> None:
+        def _end(self, trial, failed: bool, error: str | None, wall: float | None, cut: str | None = None,
+                 replay: bool = False) -> None:
             run_id = self._trial_runs[trial]
+            self.ended.add(trial)
             if wall:
                 kind, count = devices
                 client = MlflowClient(uri)
@@ -246,7 +259,9 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
                 client = MlflowClient(uri)
                 client.log_text(run_id, error, "error.txt")
                 client.set_tag(run_id, "error", error_summary(error))
-            self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "FINISHED")
+            if cut:
+                MlflowClient(uri).set_tag(run_id, "imdb_ray.stopped", cut)
+            self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "KILLED" if cut else "FINISHED")
 
     return NestedTrialRuns(tracking_uri=uri, experiment_name=experiment)
 
