@@ -62,6 +62,8 @@ BAD_INPUTS = [
     ("CLI: unknown flag", {}, ["sweep", "sweeps/smoke.py", "--bogus"], "unrecognized arguments: --bogus"),
     ("CLI: bad --address", {}, ["sweep", "sweeps/smoke.py", "--address", "nowhere"], "--address 'nowhere'"),
     ("CLI: relative --storage", {}, ["sweep", "sweeps/smoke.py", "--storage", "relative/dir"], "must be absolute"),
+    ("CLI: malformed --time-budget", {}, ["sweep", "sweeps/smoke.py", "--time-budget", "2x"],
+     "--time-budget '2x': give seconds, or a number with s, m or h"),
     ("CLI: --resume with nothing to resume", {}, ["sweep", "sweeps/smoke.py", "--resume"],
      "--resume: no interrupted sweep 'smoke'"),
     ("MLflow tracking server unreachable at start", {},
@@ -371,6 +373,35 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
                    "nothing (the good trial finished and was evaluated)"))
 
 
+@pytest_slow
+def test_time_budget_ends_the_sweep_and_keeps_what_finished(tmp_path):
+    sweep = _write_sweep(tmp_path, "budget", {**GRU, "epochs": 50}, search="random", scheduler="fifo", num_samples=6,
+                         trainer="direct", cpus_per_worker=0.95)
+    proc = subprocess.run(_sweep_cmd(tmp_path, sweep, "--time-budget", "40s"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sweep ended early (time budget 40s)" in proc.stdout
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client, children = _runs(uri, "budget")
+    assert children and all(c.info.status == "KILLED" for c in children)  # none can run 50 epochs in 40 s
+    assert all(c.data.tags["imdb_ray.stopped"].startswith("sweep ended (time budget or interrupt) after epoch") for c in children)
+    reached = [_steps(client, c) for c in children]
+    assert any(reached) and all(h == list(range(1, len(h) + 1)) for h in reached)
+    # what they finished still counts: the best by validation was evaluated on test, and the report lists them
+    best = [c for c in children if c.data.tags.get("best_trial") == "true"]
+    assert len(best) == 1 and "test_accuracy" in best[0].data.metrics
+    out = tmp_path / "results"
+    report = subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", "budget", "--out", str(out),
+                             "--tracking-uri", uri], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    rows = (out / "budget_leaderboard.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(children) and all("killed: sweep ended" in r for r in rows)
+    REPORT.append(("Fault", "the sweep's time budget (`--time-budget 40s`) runs out while trials are training",
+                   f"Tune stopped them; {len(children)} child runs closed as KILLED with an `imdb_ray.stopped` tag "
+                   f"(epochs reached: {sorted(len(h) for h in reached)}); the best was evaluated on test; the report "
+                   "ranks them on the epochs they finished", "the unfinished epochs and the samples never started"))
+
+
 def test_cache_entry_killed_while_writing_is_never_used(tmp_path):
     code = ("import sys, time, torch\nfrom imdb_ray.cache import load_or_build\n"
             "def build():\n    print('building', flush=True)\n    time.sleep(60)\n    return {'v': torch.ones(3)}\n"
@@ -450,7 +481,7 @@ def test_readme_says_sweep_files_are_code():
 
 
 # ---------------------------------------------------------------------------------- the record
-N_FAULT_ROWS = 6  # worker kill, driver kill, two outages, failing trials, cache
+N_FAULT_ROWS = 7  # worker kill, driver kill, two outages, failing trials, time budget, cache
 N_DEFAULT_ROWS = 4
 
 
