@@ -134,6 +134,19 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _test_only(sweep, args: argparse.Namespace) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.sweep import evaluate_finished_sweep
+
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    summary = evaluate_finished_sweep(sweep, args.storage or str(Path("ray_results").resolve()), uri)
+    print(f"== {sweep.name}: {len(summary['tested'])} trial(s) evaluated on test now, "
+          f"{summary['already_tested']} had been before ==")
+    for trial_id, metrics, _files, _best in summary["tested"]:
+        print(f"  {trial_id}: test_accuracy {metrics['test_accuracy']:.4f}, test_f1 {metrics['test_f1']:.4f}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.models import list_models
@@ -166,6 +179,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
             setattr(sweep, name, getattr(args, name))
             sweep.gpus_per_trial = None
     sweep.validate()
+    if args.test_only:
+        return _test_only(sweep, args)
     if args.dry_run:
         import torch
 
@@ -272,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
+    p_sweep.add_argument("--test-only", action="store_true",
+                         help="run no trials: evaluate on test the finished sweep's selected trials (test_top, test_each) "
+                              "that have no test result yet")
     p_sweep.add_argument("--time-budget", help="stop the sweep after this long, e.g. 5400, 90m, 2h (override the sweep file)")
     p_sweep.add_argument("--cpus-per-worker", type=float, help="override the sweep file (e.g. run a GPU sweep on a CPU box)")
     p_sweep.add_argument("--gpus-per-worker", type=float, help="override the sweep file (0: CPU only)")

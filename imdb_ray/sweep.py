@@ -50,6 +50,7 @@ class Sweep:
     time_budget_s: float | None = None
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     test_top: int = 3  # after the sweep, the best N trials by validation are evaluated once on test
+    test_each: str | None = None  # ... and the best trial of each value of this parameter (e.g. "model")
     seed: int = 0
     source: Path | None = field(default=None, repr=False)
 
@@ -71,6 +72,8 @@ class Sweep:
                               ("mode", ("min", "max"))):
             if getattr(self, name) not in options:
                 fail(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
+        if self.test_each is not None and self.test_each not in self.space:
+            fail(f"test_each={self.test_each!r} is not a key of the search space")
         if self.metric not in ("val_accuracy", "val_f1", "val_loss"):
             fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
         if self.test_top < 1:
@@ -380,7 +383,6 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     import ray
 
     from imdb_ray import tracking
-    from imdb_ray.train import evaluate_checkpoint
 
     if num_samples is not None:
         sweep.num_samples = num_samples
@@ -426,26 +428,10 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
                    "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path,
                    "cut_short": list(callback.cut_short)}
-        # The top trials by validation, evaluated once each on test (reported, never used to choose).
-        ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
-                        key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
-        results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
-        tested = []
-        for rank, result in enumerate(ranked[:sweep.test_top]):
-            cfg = TrialConfig.from_flat(result.config, strict=False)
-            ckpt = best_checkpoint(result)
-            print(f"[imdb_ray] test evaluation {rank + 1}/{min(sweep.test_top, len(ranked))}: {cfg.model}", flush=True)
-            with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
-                evaluation = evaluate_checkpoint(cfg, ckpt_dir)
-            trial_id = result.metrics.get("trial_id")
-            folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
-            tested.append((trial_id, evaluation.metrics, _save_tested(folder, cfg, evaluation, with_model=rank == 0)))
-            if rank == 0:
-                summary.update(best_config=cfg.to_dict(), best_val=best_value(result, sweep), test=evaluation.metrics,
-                               best_files=tested[0][2])
+        summary.update(evaluate_on_test(sweep, results, experiment_path, tracking_uri, parent, log=False))
         unwritten = callback.finish()
         try:
-            _log_tested(tracking_uri, sweep.name, parent, tested)
+            _log_tested(tracking_uri, sweep.name, parent, summary.pop("tested"))
             tracking.close_orphaned_runs(tracking_uri, sweep.name, parent, {r.metrics.get("trial_id") for r in results})
             from mlflow.tracking import MlflowClient
 
@@ -457,6 +443,77 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         return summary
     finally:
         ray.shutdown()
+
+
+def select_for_test(results, sweep: Sweep) -> list:
+    """The top `test_top` trials by validation, then the best of each `test_each` value not among them."""
+    ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
+                    key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+    chosen = ranked[:sweep.test_top]
+    if sweep.test_each:
+        seen = {r.config.get(sweep.test_each) for r in chosen}
+        for r in ranked[sweep.test_top:]:
+            if r.config.get(sweep.test_each) not in seen:
+                seen.add(r.config.get(sweep.test_each))
+                chosen.append(r)
+    return chosen
+
+
+def evaluate_on_test(sweep: Sweep, results, experiment_path: str, tracking_uri: str, parent: str, log: bool = True,
+                skip: set | None = None) -> dict:
+    """Evaluate the selected trials once each on test (reported, never used to choose). Files go next
+    to Ray's results first; `log` also writes them to MLflow (else the caller does, in "tested")."""
+    from imdb_ray.train import evaluate_checkpoint
+
+    chosen = select_for_test(results, sweep)
+    results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
+    summary: dict = {"tested": []}
+    for rank, result in enumerate(chosen):
+        cfg = TrialConfig.from_flat(result.config, strict=False)
+        trial_id = result.metrics.get("trial_id")
+        if skip and trial_id in skip:
+            continue
+        print(f"[imdb_ray] test evaluation {rank + 1}/{len(chosen)}: {cfg.model} ({trial_id})", flush=True)
+        ckpt = best_checkpoint(result)
+        with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
+            evaluation = evaluate_checkpoint(cfg, ckpt_dir)
+        folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
+        files = _save_tested(folder, cfg, evaluation, with_model=rank == 0)
+        summary["tested"].append((trial_id, evaluation.metrics, files, rank == 0))
+        if rank == 0:
+            summary.update(best_config=cfg.to_dict(), best_val=best_value(result, sweep), test=evaluation.metrics,
+                           best_files=files)
+    if log:
+        _log_tested(tracking_uri, sweep.name, parent, summary["tested"])
+    return summary
+
+
+def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> dict:
+    """`sweep FILE --test-only`: evaluate a finished sweep's selected trials that have no test result
+    yet (after raising test_top or adding test_each); runs no trial and starts no Ray."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from imdb_ray import tracking
+
+    experiment_path = f"{_absolute_storage(storage).rstrip('/')}/{sweep.name}"
+    tracking.check_reachable(tracking_uri)
+    parent = tracking.find_parent_run(tracking_uri, sweep.name, experiment_path)
+    if parent is None or not _experiment_exists(experiment_path):
+        raise UserError(f"--test-only: no sweep '{sweep.name}' under {storage} with an MLflow parent run in {tracking_uri}")
+    results = ResultGrid(ExperimentAnalysis(experiment_path))
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(sweep.name)
+    done = {r.data.tags.get("trial_id") for r in client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=5000) if "test_accuracy" in r.data.metrics}
+    summary = evaluate_on_test(sweep, results, experiment_path, tracking_uri, parent, skip=done)
+    return {**summary, "already_tested": len(done), "parent_run_id": parent}
+
+
+def _experiment_exists(path: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
 
 
 def local_resources() -> dict[str, float]:
@@ -483,14 +540,14 @@ def _save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) -
     return files
 
 
-def _log_tested(uri: str, experiment: str, parent: str, tested: list[tuple[str, dict, dict]]) -> None:
+def _log_tested(uri: str, experiment: str, parent: str, tested: list[tuple[str, dict, dict, bool]]) -> None:
     """Test metrics and predictions to each tested trial's run; the best's also to the parent, with its model."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    for rank, (trial_id, test, files) in enumerate(tested):
-        if rank == 0:
+    for trial_id, test, files, is_best in tested:
+        if is_best:
             for k, v in test.items():
                 client.log_metric(parent, f"best_{k}", v)
         runs = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and tags.trial_id = '{trial_id}'")
@@ -501,7 +558,7 @@ def _log_tested(uri: str, experiment: str, parent: str, tested: list[tuple[str, 
             client.log_artifact(run_id, files["predictions"])
             if "model" in files:
                 client.log_artifacts(run_id, files["model"], "model")
-            if rank == 0:
+            if is_best:
                 client.set_tag(run_id, "best_trial", "true")
 
 

@@ -25,5 +25,6 @@ sweep = Sweep(
     metric="val_accuracy", mode="max",
     search="optuna", scheduler="asha", grace_period=2, reduction_factor=3,
     num_samples=40,
+    test_each="model",  # besides the top 3, the best trial of every model is evaluated on test
     trainer="ray_train", workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=0.25,
 )

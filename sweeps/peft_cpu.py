@@ -30,5 +30,6 @@ sweep = Sweep(
     },
     metric="val_accuracy", mode="max",
     search="grid", scheduler="fifo", num_samples=1,
+    test_each="peft",  # every method's trial is evaluated on test
     trainer="direct", cpus_per_worker=1,
 )

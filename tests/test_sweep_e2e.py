@@ -191,3 +191,20 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
 
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_test_only_evaluates_the_trials_left_out(smoke_store):
+    """Last in this module: it adds test results to the shared smoke store. Raising test_top after the
+    sweep, `--test-only` evaluates the trials without a test result and skips the three that have one."""
+    tmp_path, _ = smoke_store
+    variant = tmp_path / "smoke_all.py"
+    variant.write_text((ROOT / "sweeps" / "smoke.py").read_text().replace("num_samples=6,", "num_samples=6, test_top=6,"))
+    trial_dirs = sorted(p.name for p in (tmp_path / "ray" / "smoke").glob("trial_*"))
+    out = run_sweep(tmp_path, variant, "--test-only")
+    assert "== smoke: 3 trial(s) evaluated on test now, 3 had been before ==" in out
+    client, parents, children = child_runs(tmp_path, "smoke")
+    assert all("test_accuracy" in c.data.metrics for c in children)
+    assert all("test_predictions.csv" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in children)
+    assert sum(c.data.tags.get("best_trial") == "true" for c in children) == 1
+    assert len(parents) == 1 and len(children) == 6  # no new sweep run, no new trials
+    assert sorted(p.name for p in (tmp_path / "ray" / "smoke").glob("trial_*")) == trial_dirs

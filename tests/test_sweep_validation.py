@@ -32,6 +32,7 @@ BAD = [
     ("bad_search", "sweep = Sweep(name='x', space={'model': 'gru'}, search='bayes')\n", "search='bayes'"),
     ("grid_with_optuna", "sweep = Sweep(name='x', space={'model': 'gru', 'lr': tune.grid_search([1e-3])})\n", "needs search='grid'"),
     ("test_metric", "sweep = Sweep(name='x', space={'model': 'gru'}, metric='test_accuracy')\n", "validation metrics only"),
+    ("bad_test_each", "sweep = Sweep(name='x', space={'model': 'gru'}, test_each='modle')\n", "test_each='modle' is not a key"),
     ("bad_model_value", "sweep = Sweep(name='x', space={'model': 'gru', 'pooling': 'median'})\n", ""),
 ]
 
@@ -98,3 +99,23 @@ def test_resource_overrides_fit_a_gpu_sweep_on_this_machine():
     assert proc.returncode == 0, proc.stderr
     assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in proc.stdout
     assert "trials at once on this machine" in proc.stdout and "none" not in proc.stdout.split("trials at once")[1].splitlines()[0]
+
+
+def test_select_for_test_takes_the_top_and_the_best_of_each_model():
+    import pandas as pd
+
+    from imdb_ray.sweep import select_for_test
+
+    class Result:  # the parts of a Ray Tune Result that the selection reads
+        def __init__(self, model, accuracies):
+            self.config, self.metrics = {"model": model}, {"val_accuracy": accuracies[-1]}
+            self.metrics_dataframe = pd.DataFrame({"val_accuracy": accuracies})
+
+    results = [Result("tfidf_lr", [0.90]), Result("tfidf_lr", [0.89]), Result("gru", [0.80, 0.88]),
+               Result("cnn", [0.87, 0.70]), Result("cnn", [0.86]), Result("lstm", [0.5])]
+    sweep = Sweep(name="x", space={"model": "gru"}, test_top=2)
+    assert [r.config["model"] for r in select_for_test(results, sweep)] == ["tfidf_lr", "tfidf_lr"]
+    sweep.test_each = "model"  # then the best of each other model, by its best epoch (cnn's 0.87, not its last 0.70)
+    chosen = select_for_test(results, sweep)
+    assert [(r.config["model"], r.metrics_dataframe["val_accuracy"].max()) for r in chosen] == [
+        ("tfidf_lr", 0.90), ("tfidf_lr", 0.89), ("gru", 0.88), ("cnn", 0.87), ("lstm", 0.5)]
