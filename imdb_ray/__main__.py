@@ -8,6 +8,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -189,7 +190,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     summary = run_sweep(sweep, address=args.address, storage=args.storage or str(Path("ray_results").resolve()),
                         tracking_uri=uri, resume=args.resume, num_samples=args.num_samples,
-                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir, dashboard=args.dashboard)
+                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir, dashboard=args.dashboard,
+                        command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]))
     print(f"\n== {sweep.name}: {summary['trials']} trials, {summary['errors']} errored ==")
     if summary["cut_short"]:
         print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary['trials']} of {sweep.num_samples} "

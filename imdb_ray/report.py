@@ -107,7 +107,8 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                 row.test_accuracy, row.test_ci = acc, (low, high)
         rows.append(row)
     rows.sort(key=lambda r: (r.val_accuracy is None, -(r.val_accuracy or 0)))
-    return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""), **parent.data.params}, rows
+    return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""),
+            "command": parent.data.tags.get("imdb_ray.command", ""), **parent.data.params}, rows
 
 
 def _varying_params(params: list[dict]) -> list[str]:
@@ -171,8 +172,10 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
         writer.writeheader()
         writer.writerows(table)
     tested = sum(r.test_accuracy is not None for r in rows)
+    ran = _sweep_command(parent.get("sweep_file", ""), parent.get("command", "")).removesuffix(", then ")
     lines = [f"# Sweep `{name}`: leaderboard", "",
-             f"Command: `python -m imdb_ray report --sweep {name}` (MLflow parent run {parent['run_id']}). "
+             (f"Sweep: {ran}; this file: " if ran else "Command: ") +
+             f"`python -m imdb_ray report --sweep {name}` (MLflow parent run {parent['run_id']}). "
              f"{len(rows)} trials, ranked by their best validation accuracy (the selection metric). "
              f"{tested} trial(s) evaluated once on the test split; the interval is a 95% percentile bootstrap over "
              f"test reviews ({BOOTSTRAP_SAMPLES} resamples, seed 0). device_s = wall seconds x devices held.", "",
@@ -275,7 +278,7 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     for name in names:
         parent, rows = collect(uri, name)
         files = write_leaderboard(name, parent, rows, out, uri) + write_plots(name, rows, out)
-        index_row(out, name, files, rows, parent.get("sweep_file", ""))
+        index_row(out, name, files, rows, parent.get("sweep_file", ""), parent.get("command", ""))
         written += files
         everything += rows
     written.append(write_comparison(everything, out, names))
@@ -323,8 +326,10 @@ def write_comparison(rows: list[TrialRow], out: Path, sweeps: list[str] | None =
     return path
 
 
-def _sweep_command(sweep_file: str) -> str:
+def _sweep_command(sweep_file: str, command: str = "") -> str:
     """`python -m imdb_ray sweep sweeps/x.py`, then: the command that produced the runs, when known."""
+    if command:
+        return f"`{command}`, then "
     if not sweep_file:
         return ""
     path = Path(sweep_file)
@@ -332,7 +337,8 @@ def _sweep_command(sweep_file: str) -> str:
     return f"`python -m imdb_ray sweep {shown}`, then "
 
 
-def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow], sweep_file: str = "") -> None:
+def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow], sweep_file: str = "",
+              command: str = "") -> None:
     """Add (or replace) this sweep's line in <out>/README.md, the index of results files."""
     index = out / "README.md"
     text = index.read_text() if index.exists() else (
@@ -342,5 +348,5 @@ def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow], swe
     lines = [ln for ln in text.rstrip("\n").splitlines() if not ln.startswith(key)]
     extra = ", ".join(f"`{p.name}`" for p in files[1:])
     lines.append(f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% bootstrap intervals, "
-                 f"Pareto, learning-curve and ASHA plots | {_sweep_command(sweep_file)}`python -m imdb_ray report --sweep {name}` |")
+                 f"Pareto, learning-curve and ASHA plots | {_sweep_command(sweep_file, command)}`python -m imdb_ray report --sweep {name}` |")
     index.write_text("\n".join(lines) + "\n")

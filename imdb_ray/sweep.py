@@ -378,7 +378,7 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
 
 def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: str, resume: bool = False,
               num_samples: int | None = None, max_concurrent: int | None = None, cache_dir: str = ".cache/imdb_ray",
-              dashboard: bool = False) -> dict:
+              dashboard: bool = False, command: str = "") -> dict:
     """Validate, prepare shared data, run the trials, evaluate the best on test; returns a summary."""
     import ray
 
@@ -419,7 +419,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         concurrency = sweep.concurrency(ray.cluster_resources())
         settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
         parent = tracking.start_parent_run(tracking_uri, sweep.name, sweep.source, {**settings, "concurrency": concurrency},
-                                           experiment_path, run_id=parent_id)
+                                           experiment_path, run_id=parent_id, command=command)
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
         callback = tracking.trial_callback(tracking_uri, sweep.name, parent, sweep.devices_per_trial())

@@ -80,7 +80,7 @@ def find_parent_run(uri: str, experiment: str, experiment_path: str) -> str | No
 
 
 def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict, experiment_path: str,
-                     run_id: str | None = None) -> str:
+                     run_id: str | None = None, command: str = "") -> str:
     """Create (or, on --resume, reopen) the sweep's parent run; returns its id."""
     from mlflow.tracking import MlflowClient
 
@@ -94,7 +94,8 @@ def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict
         experiment, tags={"mlflow.experimentKind": "custom_model_development"})
     run = client.create_run(exp_id, run_name=f"sweep:{experiment}",
                             tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file), "git_commit": git_commit(),
-                                  "imdb_ray.experiment_path": experiment_path})
+                                  "imdb_ray.experiment_path": experiment_path,
+                                  **({"imdb_ray.command": command} if command else {})})
     for k, v in safe_params(settings).items():
         client.log_param(run.info.run_id, k, str(v)[:500])
     client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")

@@ -83,7 +83,10 @@ def test_smoke_sweep_direct_mode(smoke_store):
     for r in with_ci:
         low, high = (float(x) for x in r["test_ci95"].strip("[]").split(","))
         assert low <= float(r["test_accuracy"]) <= high and high - low < 0.2
-    assert "smoke_leaderboard.md" in (out / "README.md").read_text()
+    # the exact sweep command (with its overrides) is recorded on the parent run and shown with the results
+    index = (out / "README.md").read_text()
+    assert "smoke_leaderboard.md" in index and "`python -m imdb_ray sweep " in index and " --storage " in index
+    assert "Sweep: `python -m imdb_ray sweep " in (out / "smoke_leaderboard.md").read_text()
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", "predict", "sweep:smoke", "--tracking-uri",
                            f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
