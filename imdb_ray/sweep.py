@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.models import get_model
@@ -200,14 +202,53 @@ def _train_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     resume = ray.train.get_checkpoint()
 
+    group = ray.util.get_current_placement_group()  # the worker group's, for ReleaseTrainPlacementGroups
+
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         ckpt = Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
-        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id()}, checkpoint=ckpt)
+        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
+                          "train_placement_group": group.id.hex() if group else ""}, checkpoint=ckpt)
 
     with (resume.as_directory() if resume else nullcontext()) as resume_dir:
         train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
               wrap_model=ray.train.torch.prepare_model if ctx.get_world_size() > 1 else None,
               wrap_loader=ray.train.torch.prepare_data_loader if ctx.get_world_size() > 1 else None)
+
+
+class ReleaseTrainPlacementGroups(Callback):
+    """When Tune stops a trial whose Ray Train run is still going (ASHA's early stop, a retry),
+    Ray 2.60 leaves that run's worker placement group reserved: its CPUs/GPUs stay taken for the
+    rest of the sweep and later trials wait for workers forever. Each trial reports its group;
+    when the trial ends or restarts, the group is removed (a no-op if Train already did)."""
+
+    def __init__(self):
+        self.groups: dict[str, set[str]] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("train_placement_group"):
+            self.groups.setdefault(trial.trial_id, set()).add(result["train_placement_group"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        release_placement_groups(self.groups.pop(trial.trial_id, set()))
+
+    on_trial_error = on_trial_recover = on_trial_complete
+
+
+def release_placement_groups(hex_ids) -> int:
+    """Remove the placement groups that still exist among these; returns how many were removed."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    removed = 0
+    for hex_id in hex_ids:
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+        try:
+            if placement_group_table(group).get("state") not in (None, "REMOVED"):
+                remove_placement_group(group)
+                removed += 1
+        except Exception:  # gone already, or the cluster is shutting down: nothing left to free
+            pass
+    return removed
 
 
 def scaling_config(sweep: Sweep):
@@ -423,7 +464,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent} in {tracking_uri}", flush=True)
         callback = tracking.trial_callback(tracking_uri, sweep.name, parent, sweep.devices_per_trial())
-        tuner = build_tuner(sweep, storage, concurrency, [callback], resume)
+        callbacks = [callback] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        tuner = build_tuner(sweep, storage, concurrency, callbacks, resume)
         results = tuner.fit()
         summary = {"parent_run_id": parent, "trials": len(results), "errors": results.num_errors,
                    "leaderboard": leaderboard(results, sweep), "experiment_path": experiment_path,
