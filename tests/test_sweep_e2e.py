@@ -98,15 +98,18 @@ def test_smoke_sweep_direct_mode(smoke_store):
 
 
 def test_smoke_sweep_ray_train_mode(tmp_path):
+    """Six Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
+    trial's worker placement group reserved, so after two early stops the sweep waited forever."""
     text = (ROOT / "sweeps" / "smoke.py").read_text()
-    text = (text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
-            .replace("num_samples=6", "num_samples=2").replace('scheduler="asha"', 'scheduler="fifo"'))
+    text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
-    out = run_sweep(tmp_path, sweep_file)
-    assert "== smoke_train: 2 trials, 0 errored ==" in out
+    out = run_sweep(tmp_path, sweep_file, timeout=420)
+    assert "== smoke_train: 6 trials, 0 errored ==" in out
     client, parents, children = child_runs(tmp_path, "smoke_train")
-    assert len(children) == 2 and all(steps(client, c) == [1, 2, 3] for c in children)
+    histories = [steps(client, c) for c in children]
+    assert len(children) == 6 and all(h == list(range(1, len(h) + 1)) for h in histories)
+    assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
     assert any("test_accuracy" in c.data.metrics for c in children)
 
 
