@@ -318,7 +318,9 @@ def write_comparison(rows: list[TrialRow], out: Path, sweeps: list[str] | None =
             test = f"{best.test_accuracy:.2%}" if best.test_accuracy is not None else "(not tested)"
             if best.test_ci:
                 test += f" [{best.test_ci[0]:.2%}, {best.test_ci[1]:.2%}]"
-            ours = [pct(best.val_accuracy), test, best.all_params.get("n_test", ""), f"{best.sweep} / {best.name}"]
+            n_test = best.all_params.get("n_test")
+            n_test = "25000 (all)" if n_test in (None, "None") else n_test  # no n_test: the whole official split
+            ours = [pct(best.val_accuracy), test, n_test, f"{best.sweep} / {best.name}"]
         note = "their run: not supported by the model" if val_acc is None else ""
         lines.append(f"| {name} | {pct(train_acc)} | {pct(val_acc) or note} | {kaggle or ''} | " + " | ".join(map(str, ours)) + " |")
     path = out / "comparison.md"
