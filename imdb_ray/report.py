@@ -236,21 +236,34 @@ def write_plots(name: str, rows: list[TrialRow], out: Path, top: int = 5) -> lis
     plt.close(fig)
     # which trial ran how many epochs (ASHA's early stops, failures)
     fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(rows) + 1.5))
-    most = max((r.epochs for r in rows), default=1) or 1
     colours = {"FINISHED": "tab:green", "FAILED": "tab:red"}
     for i, r in enumerate(rows):
-        stopped = r.status == "FINISHED" and r.epochs < most
+        stopped = r.status == "FINISHED" and not ran_to_its_end(r)
         ax.barh(i, r.epochs, color="tab:orange" if stopped else colours.get(r.status, "tab:gray"))
     ax.set_yticks(range(len(rows)), [f"{r.name} ({r.model})" for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("epochs run (green: all, orange: stopped early by the scheduler, red: failed,\n"
-                  "gray: cut when the sweep ended)")
+    ax.set_xlabel("epochs run (green: ran to its end, all epochs or its own patience stop;\n"
+                  "orange: stopped by the scheduler; red: failed; gray: cut when the sweep ended)", fontsize=8)
     ax.set_title(f"{name}: epochs per trial, best validation first")
     fig.tight_layout()
     paths.append(out / f"{name}_asha.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def ran_to_its_end(r: TrialRow) -> bool:
+    """Did the trial end by itself (all its epochs, a one-fit baseline, or the loop's own `patience`
+    stop: no better validation accuracy in its last `patience` epochs), not by the scheduler?"""
+    from imdb_ray.models import list_models
+
+    if r.model in {m.name for m in list_models() if m.family == "baseline"}:
+        return True
+    epochs, patience = int(r.all_params.get("epochs", 0) or 0), int(r.all_params.get("patience", 0) or 0)
+    if not r.curve or len(r.curve) >= epochs:
+        return bool(r.curve)
+    best = r.curve.index(max(r.curve))
+    return patience > 0 and len(r.curve) - 1 - best >= patience
 
 
 def sweeps_in(uri: str) -> list[str]:

@@ -42,3 +42,18 @@ def test_comparison_puts_our_best_matching_trial_beside_theirs(tmp_path):
     assert "93.00%" in lines["BERT_Trainer"] and "s / d" in lines["BERT_Trainer"]
     assert lines["BERT_Native"].endswith("|  |  |  |  |")  # recipe differs: no match
     assert "s / e" in lines["Deberta_LoRA"] and "s / e" not in lines["Deberta_unsloth"]
+
+
+def test_ran_to_its_end_tells_the_scheduler_from_the_loops_own_stops():
+    from imdb_ray.report import TrialRow, ran_to_its_end
+
+    def row(model, curve, epochs=6, patience=2):
+        return TrialRow(run_id="r", name="t", status="FINISHED", model=model, strategy="ce", peft="-", params={},
+                        all_params={"epochs": str(epochs), "patience": str(patience)}, sweep="s", curve=curve,
+                        epochs=len(curve), val_accuracy=max(curve))
+
+    assert ran_to_its_end(row("gru", [0.8, 0.85, 0.86, 0.87, 0.88, 0.89]))       # all its epochs
+    assert ran_to_its_end(row("gru", [0.8, 0.9, 0.89, 0.88]))                     # patience 2: its own stop
+    assert not ran_to_its_end(row("gru", [0.8, 0.85]))                            # cut at ASHA's rung 2
+    assert not ran_to_its_end(row("gru", [0.8, 0.9, 0.89, 0.88], patience=0))     # no patience: the scheduler
+    assert ran_to_its_end(row("tfidf_lr", [0.9056]))                              # a baseline fits once
