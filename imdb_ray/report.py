@@ -291,10 +291,18 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     for name in names:
         parent, rows = collect(uri, name)
         files = write_leaderboard(name, parent, rows, out, uri) + write_plots(name, rows, out)
-        index_row(out, name, files, rows, parent.get("sweep_file", ""), parent.get("command", ""))
+        key = f"| `{name}_leaderboard.md`"
+        extra = ", ".join(f"`{p.name}`" for p in files[1:])
+        index_row(out, key, f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% "
+                  f"bootstrap intervals, Pareto, learning-curve and ASHA plots | "
+                  f"{_sweep_command(parent.get('sweep_file', ''), parent.get('command', ''))}"
+                  f"`python -m imdb_ray report --sweep {name}` |")
         written += files
         everything += rows
     written.append(write_comparison(everything, out, names))
+    index_row(out, "| `comparison.md` |", "| `comparison.md` | the original study's reported numbers beside our best "
+              "matching trial (from the sweeps reported) | "
+              f"`python -m imdb_ray report{''.join(f' --sweep {n}' for n in names)}` |")
     return written
 
 
@@ -352,16 +360,11 @@ def _sweep_command(sweep_file: str, command: str = "") -> str:
     return f"`python -m imdb_ray sweep {shown}`, then "
 
 
-def index_row(out: Path, name: str, files: list[Path], rows: list[TrialRow], sweep_file: str = "",
-              command: str = "") -> None:
-    """Add (or replace) this sweep's line in <out>/README.md, the index of results files."""
+def index_row(out: Path, key: str, line: str) -> None:
+    """Add (or replace) the line starting with `key` in <out>/README.md, the index of results files."""
     index = out / "README.md"
     text = index.read_text() if index.exists() else (
         "# results/\n\nEvery file here was written by a command in this repository; rerun the command to reproduce it.\n\n"
         "| file | what | command |\n|---|---|---|\n")
-    key = f"| `{name}_leaderboard.md`"
     lines = [ln for ln in text.rstrip("\n").splitlines() if not ln.startswith(key)]
-    extra = ", ".join(f"`{p.name}`" for p in files[1:])
-    lines.append(f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% bootstrap intervals, "
-                 f"Pareto, learning-curve and ASHA plots | {_sweep_command(sweep_file, command)}`python -m imdb_ray report --sweep {name}` |")
-    index.write_text("\n".join(lines) + "\n")
+    index.write_text("\n".join(lines + [line]) + "\n")
