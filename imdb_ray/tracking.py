@@ -138,11 +138,13 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
             self._reruns: dict = {}
             self.down_since: float | None = None
             self._last_try = 0.0
+            self.started: dict = {}  # in start order; Tune's view, whether or not MLflow has been written yet
             self.ended: set = set()
             self.cut_short: list[str] = []  # trials still running when the sweep ended (its time budget)
 
         # Tune's hooks: never let a tracking failure reach Tune (it would end the sweep).
         def log_trial_start(self, trial):
+            self.started[trial] = True
             self._guard("_start", trial)
 
         def log_trial_result(self, iteration, trial, result):
@@ -153,12 +155,14 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
             if failed and trial.error_file and os.path.exists(trial.error_file):
                 error = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colours
             wall = (trial.last_result or {}).get("time_total_s")
+            self.ended.add(trial)  # now, not when written: the write may wait in the buffer
             self._guard("_end", trial, failed, error, wall)
 
         def on_experiment_end(self, trials, **info):
             # Tune ends the trials it stops at the sweep's time budget without a trial-end event:
             # close their runs here (KILLED, with what they reached), or they would stay RUNNING.
-            for trial in [t for t in self._trial_runs if t not in self.ended]:
+            for trial in [t for t in self.started if t not in self.ended]:
+                self.ended.add(trial)
                 epoch = (trial.last_result or {}).get("epoch", 0)
                 self.cut_short.append(trial.trial_id)
                 self._guard("_end", trial, False, None, (trial.last_result or {}).get("time_total_s"),
@@ -249,7 +253,6 @@ def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple
         def _end(self, trial, failed: bool, error: str | None, wall: float | None, cut: str | None = None,
                  replay: bool = False) -> None:
             run_id = self._trial_runs[trial]
-            self.ended.add(trial)
             if wall:
                 kind, count = devices
                 client = MlflowClient(uri)
