@@ -534,6 +534,7 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> di
     """`sweep FILE --test-only`: evaluate a finished sweep's selected trials that have no test result
     yet (after raising test_top or adding test_each); runs no trial and starts no Ray."""
     from mlflow.tracking import MlflowClient
+    from ray import tune
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     from imdb_ray import tracking
@@ -541,7 +542,7 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> di
     experiment_path = f"{_absolute_storage(storage).rstrip('/')}/{sweep.name}"
     tracking.check_reachable(tracking_uri)
     parent = tracking.find_parent_run(tracking_uri, sweep.name, experiment_path)
-    if parent is None or not _experiment_exists(experiment_path):
+    if parent is None or not tune.Tuner.can_restore(experiment_path):
         raise UserError(f"--test-only: no sweep '{sweep.name}' under {storage} with an MLflow parent run in {tracking_uri}")
     results = ResultGrid(ExperimentAnalysis(experiment_path))
     client = MlflowClient(tracking_uri)
@@ -550,12 +551,6 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> di
         [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'", max_results=5000) if "test_accuracy" in r.data.metrics}
     summary = evaluate_on_test(sweep, results, experiment_path, tracking_uri, parent, skip=done)
     return {**summary, "already_tested": len(done), "parent_run_id": parent}
-
-
-def _experiment_exists(path: str) -> bool:
-    from ray import tune
-
-    return tune.Tuner.can_restore(path)
 
 
 def local_resources() -> dict[str, float]:
