@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
-    if cfg.family != "baseline":
+    if cfg.family.has_bundle:
         from imdb_ray.bundle import save_bundle
 
         save_bundle(result.model, cfg, run_dir / "model", result.vocab)
@@ -135,19 +135,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _test_only(sweep, args: argparse.Namespace) -> int:
-    from imdb_ray import tracking
-    from imdb_ray.sweep import evaluate_finished_sweep
-
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    summary = evaluate_finished_sweep(sweep, args.storage or str(Path("ray_results").resolve()), uri)
-    print(f"== {sweep.name}: {len(summary['tested'])} trial(s) evaluated on test now, "
-          f"{summary['already_tested']} had been before ==")
-    for trial_id, metrics, _files, _best in summary["tested"]:
-        print(f"  {trial_id}: test_accuracy {metrics['test_accuracy']:.4f}, test_f1 {metrics['test_f1']:.4f}")
-    return 0
-
-
 # ----------------------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.models import list_models
@@ -162,9 +149,8 @@ def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
 # ------------------------------------------------------------------------------------------ sweep
 def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
-    from imdb_ray.sweep import load_sweep, plan, run_sweep
+    from imdb_ray.sweep import load_sweep, plan
 
-    sweep = load_sweep(args.file)
     if args.address and not (args.address == "auto" or ":" in args.address):  # auto, ray://HOST:PORT, HOST:PORT
         raise UserError(f"--address {args.address!r}: use 'auto', 'ray://HOST:10001' or HOST:PORT")
     if args.storage and "://" not in args.storage and not os.path.isabs(os.path.expanduser(args.storage)):
@@ -172,50 +158,59 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
                         "directory of trials")
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be >= 1")
-    if args.time_budget is not None:  # Tune stops starting and running trials after this; finished work is kept
-        sweep.time_budget_s = parse_duration(args.time_budget)
-    # The same sweep file on other hardware: a GPU cluster's file on a laptop, or the reverse.
-    for name in ("cpus_per_worker", "gpus_per_worker"):
-        if getattr(args, name) is not None:
-            setattr(sweep, name, getattr(args, name))
-            sweep.gpus_per_trial = None
-    sweep.validate()
+    # The same sweep file on other hardware (a GPU cluster's file on a laptop), shorter, or bounded in time.
+    sweep = load_sweep(args.file, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+                       cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                       time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None)
+    storage = args.storage or str(Path("ray_results").resolve())
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if args.test_only:
-        return _test_only(sweep, args)
+        from imdb_ray.sweep.evaluate import evaluate_finished_sweep
+
+        summary = evaluate_finished_sweep(sweep, storage, uri)
+        print(f"== {sweep.name}: {len(summary.tested)} trial(s) evaluated on test now, "
+              f"{summary.already_tested} had been before ==")
+        for t in summary.tested:
+            print(f"  {t.trial_id}: test_accuracy {t.metrics['test_accuracy']:.4f}, test_f1 {t.metrics['test_f1']:.4f}")
+        return 0
     if args.dry_run:
         import torch
 
         print(plan(sweep, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}))
         return 0
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    summary = run_sweep(sweep, address=args.address, storage=args.storage or str(Path("ray_results").resolve()),
-                        tracking_uri=uri, resume=args.resume, num_samples=args.num_samples,
-                        max_concurrent=args.max_concurrent, cache_dir=args.cache_dir, dashboard=args.dashboard,
+    from imdb_ray.sweep.runner import run_sweep
+
+    summary = run_sweep(sweep, address=args.address, storage=storage, tracking_uri=uri, resume=args.resume,
+                        cache_dir=args.cache_dir, dashboard=args.dashboard,
                         command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]))
-    print(f"\n== {sweep.name}: {summary['trials']} trials, {summary['errors']} errored ==")
-    if summary["cut_short"]:
-        print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary['trials']} of {sweep.num_samples} "
-              f"samples started; {len(summary['cut_short'])} stopped mid-training (MLflow status KILLED, tag "
+    print_summary(sweep, summary, uri)
+    return 0
+
+
+def print_summary(sweep, summary, uri: str) -> None:
+    print(f"\n== {sweep.name}: {summary.trials} trials, {summary.errors} errored ==")
+    if summary.cut_short:
+        print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary.trials} of {sweep.num_samples} "
+              f"samples started; {len(summary.cut_short)} stopped mid-training (MLflow status KILLED, tag "
               "imdb_ray.stopped), ranked on the epochs they finished")
-    for row in summary["leaderboard"]:
+    for row in summary.leaderboard:
         if row["status"] == "ok":
             print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
         else:
             print(f"  FAILED {row['trial']}: {row['error']}")
-    if "test" in summary:
-        t = summary["test"]
-        print(f"best trial ({summary['best_config']['model']}): {sweep.metric} {summary['best_val']:.4f}, "
-              f"test_accuracy {t['test_accuracy']:.4f}, test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
-    if "best_files" in summary:
-        print(f"best trial's test predictions and model: {Path(summary['best_files']['predictions']).parent}"
+    best = summary.best
+    if best is not None:
+        t = best.metrics
+        print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
+              f"test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
+        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}"
               f"  (python -m imdb_ray predict sweep:{sweep.name} \"a review\")")
-    if summary["mlflow_unwritten"]:
-        print(f"warning: MLflow {uri} did not answer; {summary['mlflow_unwritten']} trial event(s) are not in it. "
-              f"Nothing is lost: every trial's metrics are in {summary['experiment_path']} (result.json per trial)",
+    if summary.mlflow_unwritten:
+        print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
+              f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",
               file=sys.stderr)
     else:
-        print(f"MLflow: parent run {summary['parent_run_id']} in {uri}  (python -m imdb_ray ui)")
-    return 0
+        print(f"MLflow: parent run {summary.parent_run_id} in {uri}  (python -m imdb_ray ui)")
 
 
 # ---------------------------------------------------------------------------------------- predict

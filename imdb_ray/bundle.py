@@ -26,24 +26,12 @@ LABELS = ("negative", "positive")
 
 
 def save_bundle(model: torch.nn.Module, cfg: TrialConfig, folder: str | Path, vocab: list[str] | None = None) -> Path:
-    from imdb_ray.train import trainable_state
-
     folder = Path(folder)
-    if cfg.family == "baseline":
+    if not cfg.family.has_bundle:
         raise UserError(f"model '{cfg.model}' is a scikit-learn pipeline: it has no tensor bundle (refit it with train)")
     folder.mkdir(parents=True, exist_ok=True)
     cfg.save(folder / "config.json")
-    if cfg.family == "hf":
-        from imdb_ray.models.hf import resolve_checkpoint
-        from imdb_ray.text import load_tokenizer
-
-        load_tokenizer(resolve_checkpoint(cfg.resolved_model_args()["checkpoint"])).save_pretrained(folder / "tokenizer")
-        weights = {"trainable": trainable_state(model)}
-    else:
-        embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
-        (folder / "vocab.json").write_text(json.dumps(vocab))
-        weights = {"state": model.state_dict(), "vectors_shape": list(embedding.weight.shape)}
-    torch.save(weights, folder / "weights.pt")
+    torch.save(cfg.family.save_bundle(model, cfg, folder, vocab), folder / "weights.pt")
     return folder
 
 
@@ -51,8 +39,6 @@ class Predictor:
     """P(positive) for raw review texts, with the exact text pipeline the model was trained with."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
-        from imdb_ray.train import build_model, load_trainable_state
-
         folder = Path(folder)
         missing = [f for f in ("config.json", "weights.pt") if not (folder / f).is_file()]
         if missing:
@@ -61,28 +47,11 @@ class Predictor:
         self.cfg = TrialConfig(**json.loads((folder / "config.json").read_text()))
         weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         self.device = torch.device(device)
-        if self.cfg.family == "hf":
-            from imdb_ray.text import load_tokenizer
-
-            self.tokenizer, self.vocab = load_tokenizer(str(folder / "tokenizer")), None
-            self.model = build_model(self.cfg, {})
-            load_trainable_state(self.model, weights["trainable"])
-        else:
-            self.tokenizer, self.vocab = None, json.loads((folder / "vocab.json").read_text())
-            vectors = torch.zeros(*weights["vectors_shape"])
-            self.model = build_model(self.cfg, {"vectors": vectors, "freeze_embeddings": self.cfg.freeze_embeddings})
-            self.model.load_state_dict(weights["state"])
+        self.model, self._encode = self.cfg.family.load_bundle(self.cfg, folder, weights)
         self.model.to(self.device).eval()
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        from imdb_ray.text import encode, encode_hf, tokenize
-
-        texts = [clean_text(t) if self.cfg.clean_html else t for t in texts]
-        if self.tokenizer is not None:
-            ids, mask = encode_hf(self.tokenizer, texts, self.cfg.max_len, self.cfg.truncation)
-            return {"input_ids": ids, "attention_mask": mask}
-        ids, lengths = encode([tokenize(t) for t in texts], self.vocab, self.cfg.max_len, self.cfg.truncation)
-        return {"input_ids": ids, "lengths": lengths}
+        return self._encode([clean_text(t) if self.cfg.clean_html else t for t in texts])
 
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -100,20 +69,14 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path / "model" if (path / "model" / "config.json").is_file() else path
-    from mlflow.tracking import MlflowClient
-
-    from imdb_ray.tracking import check_reachable
+    from imdb_ray.tracking import SweepRuns, check_reachable
 
     if source.startswith("sweep:"):
         check_reachable(tracking_uri)
-        client = MlflowClient(tracking_uri)
         name = source[len("sweep:"):]
-        exp = client.get_experiment_by_name(name)
-        runs = client.search_runs([exp.experiment_id], "tags.best_trial = 'true'", order_by=["attributes.start_time DESC"],
-                                  max_results=1) if exp else []
-        if not runs:
+        run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
+        if run_id is None:
             raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
-        run_id = runs[0].info.run_id
     elif len(source) == 32 and all(c in "0123456789abcdef" for c in source):
         check_reachable(tracking_uri)
         run_id = source

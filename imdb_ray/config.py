@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from imdb_ray.errors import UserError
-from imdb_ray.models import check_model_args, get_model
+from imdb_ray.models import FAMILIES, Family, check_model_args, get_model
 
 CHOICES = {
     "optimizer": ("adamw", "sgd"),
@@ -142,8 +142,9 @@ class TrialConfig:
         return "+".join(parts) or "ce"
 
     @property
-    def family(self) -> str:
-        return get_model(self.model).family
+    def family(self) -> Family:
+        """How this model's data is prepared and its bundle saved (models/families.py)."""
+        return FAMILIES[get_model(self.model).family]
 
     def resolved_model_args(self) -> dict[str, Any]:
         """The model's parameters with defaults filled in: what actually ran."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from imdb_ray.cache import cache_key, load_or_build
-from imdb_ray.data import Dataset
 from imdb_ray.errors import UserError
 
 
@@ -46,10 +46,10 @@ def load_vectors(path: str):
             raise UserError(f"{path}: not a word2vec or GloVe vectors file ({e})") from None
 
 
-def embedding_matrix(cfg, dataset: Dataset, vocab: list[str], fingerprint: str) -> tuple[torch.Tensor, float]:
-    """(V, D) float matrix aligned with `vocab`, and the share of words that had no vector."""
-    from imdb_ray.text import tokenize
-
+def embedding_matrix(cfg, train_tokens: Callable[[], list[list[str]]], vocab: list[str],
+                     fingerprint: str) -> tuple[torch.Tensor, float]:
+    """(V, D) float matrix aligned with `vocab`, and the share of words that had no vector.
+    `train_tokens` gives the tokenised train split, called only when Word2Vec has to be trained."""
     source = cfg.embeddings
     params = (cfg.embed_dim, cfg.w2v_algorithm, cfg.w2v_window, cfg.w2v_min_count, cfg.w2v_epochs, cfg.seed)
     if source not in ("word2vec", "random"):
@@ -61,7 +61,7 @@ def embedding_matrix(cfg, dataset: Dataset, vocab: list[str], fingerprint: str) 
         if source == "random":
             return {"vectors": torch.from_numpy(_random_rows(rng, len(vocab), cfg.embed_dim)), "oov": 1.0}
         if source == "word2vec":
-            kv = train_word2vec([tokenize(t) for t in dataset.train.texts], dim=cfg.embed_dim, window=cfg.w2v_window,
+            kv = train_word2vec(train_tokens(), dim=cfg.embed_dim, window=cfg.w2v_window,
                                 min_count=cfg.w2v_min_count, epochs=cfg.w2v_epochs,
                                 skipgram=cfg.w2v_algorithm == "skipgram", workers=cfg.workers, seed=cfg.seed)
         else:

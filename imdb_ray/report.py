@@ -71,19 +71,15 @@ class TrialRow:
 
 def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     """The newest sweep of `experiment`: its parent run's params and one row per child run."""
-    from mlflow.tracking import MlflowClient
+    from imdb_ray.tracking import SweepRuns
 
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    runs = SweepRuns(uri, experiment)
+    if runs.experiment_id() is None:
         raise UserError(f"no sweep named '{experiment}' in {uri}")
-    parents = client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
+    parent = runs.parent()
+    if parent is None:
         raise UserError(f"experiment '{experiment}' in {uri} has no imdb_ray sweep run")
-    parent = parents[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  max_results=5000)
+    client, children = runs.client, runs.trials(parent.info.run_id)
     # orphans of a killed driver were rerun as other trials; trials cut by the time budget stay (KILLED)
     children = [c for c in children if "imdb_ray.orphaned" not in c.data.tags]
     varying = _varying_params([c.data.params for c in children])
@@ -255,9 +251,9 @@ def write_plots(name: str, rows: list[TrialRow], out: Path, top: int = 5) -> lis
 def ran_to_its_end(r: TrialRow) -> bool:
     """Did the trial end by itself (all its epochs, a one-fit baseline, or the loop's own `patience`
     stop: no better validation accuracy in its last `patience` epochs), not by the scheduler?"""
-    from imdb_ray.models import list_models
+    from imdb_ray.models import FAMILIES, list_models
 
-    if r.model in {m.name for m in list_models() if m.family == "baseline"}:
+    if r.model in {m.name for m in list_models() if not FAMILIES[m.family].neural}:  # one fit, reported as one epoch
         return True
     epochs, patience = int(r.all_params.get("epochs", 0) or 0), int(r.all_params.get("patience", 0) or 0)
     if not r.curve or len(r.curve) >= epochs:

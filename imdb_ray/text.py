@@ -11,6 +11,7 @@ import torch
 
 from imdb_ray.cache import cache_key, load_or_build
 from imdb_ray.data import Dataset, Split
+from imdb_ray.embeddings import embedding_matrix
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -65,8 +66,6 @@ class WordData:
 
 def prepare_word_data(cfg, dataset: Dataset) -> WordData:
     """Encoded splits + word vectors for `cfg`, from the cache when the same settings ran before."""
-    from imdb_ray.embeddings import embedding_matrix
-
     fingerprint = dataset.fingerprint()
     text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len, cfg.truncation)
 
@@ -80,7 +79,7 @@ def prepare_word_data(cfg, dataset: Dataset) -> WordData:
         return out
 
     encoded = load_or_build(cfg.cache_dir, f"words-{text_key}", build)
-    vectors, oov = embedding_matrix(cfg, dataset, encoded["vocab"], fingerprint)
+    vectors, oov = embedding_matrix(cfg, lambda: [tokenize(t) for t in dataset.train.texts], encoded["vocab"], fingerprint)
     return WordData(encoded["vocab"], vectors, {k: encoded[k] for k in ("train", "val", "test")}, oov)
 
 
@@ -88,12 +87,9 @@ def _splits(dataset: Dataset) -> dict[str, Split]:
     return {"train": dataset.train, "val": dataset.val, "test": dataset.test}
 
 
-def prepare_hf_data(cfg, dataset: Dataset, checkpoint: str) -> dict[str, dict[str, torch.Tensor]]:
-    """Splits tokenised with the checkpoint's fast tokenizer (special tokens added after truncation),
-    right-padded to max_len, cached like the word pipeline."""
-    from imdb_ray.models.hf import resolve_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
+def prepare_hf_data(cfg, dataset: Dataset, path: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Splits tokenised with the fast tokenizer of the checkpoint at `path` (a hub name or a folder;
+    special tokens added after truncation), right-padded to max_len, cached like the word pipeline."""
     key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation)
 
     def build() -> dict:

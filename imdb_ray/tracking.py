@@ -1,5 +1,10 @@
-"""MLflow: one parent run per sweep, one nested child run per trial (Ray's MLflowLoggerCallback,
-told to nest, to log the trial's resolved config, and to use the epoch as the step)."""
+"""MLflow: the one module that writes to it. No Ray here (Tune's callback in sweep/callbacks.py only
+translates Tune's events into calls on `TrialLog`).
+
+A sweep is one MLflow experiment holding one parent run per sweep and one nested child run per
+trial. `SweepRuns` reads and writes the runs of a sweep; `TrialLog` writes a trial's run start,
+per-epoch metrics and end, and keeps them in order while the store does not answer.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,13 +12,16 @@ import os
 import re
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from imdb_ray.errors import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SECRET_WORDS = ("token", "secret", "password", "key", "credential")
+RETRY_S = 10.0  # how often a buffering TrialLog tries the tracking store again
+FINISH_WAIT_S = float(os.environ.get("IMDB_RAY_MLFLOW_WAIT_S", 30))  # at the end of a sweep, before giving up
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -66,46 +74,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def find_parent_run(uri: str, experiment: str, experiment_path: str) -> str | None:
-    """The newest parent run of the sweep stored at experiment_path (for --resume)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs([exp.experiment_id], f"tags.`imdb_ray.experiment_path` = '{experiment_path}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def start_parent_run(uri: str, experiment: str, sweep_file: Path, settings: dict, experiment_path: str,
-                     run_id: str | None = None, command: str = "") -> str:
-    """Create (or, on --resume, reopen) the sweep's parent run; returns its id."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    if run_id is not None:
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    exp = client.get_experiment_by_name(experiment)
-    # "custom model development": MLflow's UI then opens on the runs table, not its GenAI pages
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        experiment, tags={"mlflow.experimentKind": "custom_model_development"})
-    run = client.create_run(exp_id, run_name=f"sweep:{experiment}",
-                            tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file), "git_commit": git_commit(),
-                                  "imdb_ray.experiment_path": experiment_path,
-                                  **({"imdb_ray.command": command} if command else {})})
-    for k, v in safe_params(settings).items():
-        client.log_param(run.info.run_id, k, str(v)[:500])
-    client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")
-    return run.info.run_id
-
-
-RETRY_S = 10.0  # how often a buffering callback tries the tracking store again
-FINISH_WAIT_S = float(os.environ.get("IMDB_RAY_MLFLOW_WAIT_S", 30))  # at the end of a sweep, before giving up
-
-
 def error_summary(text: str) -> str:
     """The line of a traceback that says what went wrong ("OutOfMemoryError: ...")."""
     lines = [l.strip() for l in str(text).splitlines() if l.strip()]
@@ -116,171 +84,249 @@ def error_summary(text: str) -> str:
     return (lines[-1] if lines else "unknown error")[:300]
 
 
-def trial_callback(uri: str, experiment: str, parent_run_id: str, devices: tuple[str, float] = ("CPU", 1.0)):
-    """A Ray Tune MLflowLoggerCallback whose runs are children of the sweep's parent run.
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
 
-    When the tracking store stops answering mid-sweep, trials go on: every event (run start,
-    epoch metrics, end) is kept in order and written when the store answers again; `finish()`
-    says what could not be written (Ray keeps every result in the experiment folder anyway).
-    At a trial's end it logs wall_seconds and device_seconds (wall time x the devices it held).
+    return MlflowClient(uri)
+
+
+# ------------------------------------------------------------------------------ a sweep's runs
+@dataclass
+class Tested:
+    """One trial evaluated on test after the sweep: its metrics and the files written for it."""
+
+    __test__ = False  # not a pytest class, whatever its name
+
+    trial_id: str
+    metrics: dict[str, float]
+    files: dict[str, str]  # "predictions" (always), "model" (the best trial's bundle)
+    is_best: bool
+    model: str = ""
+    val: float | None = None  # its best validation value, the one it was selected on
+
+
+class SweepRuns:
+    """The runs of one sweep (an MLflow experiment named after it): its parent and its trials."""
+
+    def __init__(self, uri: str, experiment: str, client=None):
+        self.uri, self.experiment = uri, experiment
+        self.client = client or _client(uri)
+
+    def experiment_id(self) -> str | None:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        return exp.experiment_id if exp else None
+
+    def parent(self, experiment_path: str | None = None):
+        """The newest parent run (of the sweep stored at experiment_path, when given), or None."""
+        exp_id = self.experiment_id()
+        if exp_id is None:
+            return None
+        where = (f"tags.`imdb_ray.experiment_path` = '{experiment_path}'" if experiment_path
+                 else "tags.`imdb_ray.kind` = 'sweep'")
+        runs = self.client.search_runs([exp_id], where, order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0] if runs else None
+
+    def trials(self, parent_id: str, trial_id: str | None = None) -> list:
+        """The child runs of a parent run (the one query for "runs of this sweep"), or of one trial."""
+        exp_id = self.experiment_id()
+        where = f"tags.`mlflow.parentRunId` = '{parent_id}'" + (f" and tags.trial_id = '{trial_id}'" if trial_id else "")
+        return self.client.search_runs([exp_id], where, max_results=5000) if exp_id else []
+
+    def start_parent(self, sweep_file: Path, settings: dict, experiment_path: str, command: str = "") -> str:
+        """Create the sweep's parent run (and its experiment on first use); returns its id."""
+        exp_id = self.experiment_id() or self.client.create_experiment(
+            # "custom model development": MLflow's UI then opens on the runs table, not its GenAI pages
+            self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+        run = self.client.create_run(exp_id, run_name=f"sweep:{self.experiment}",
+                                     tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file),
+                                           "git_commit": git_commit(), "imdb_ray.experiment_path": experiment_path,
+                                           **({"imdb_ray.command": command} if command else {})})
+        _log_params(self.client, run.info.run_id, settings)
+        self.client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")
+        return run.info.run_id
+
+    def reopen_parent(self, run_id: str) -> str:
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def finish_parent(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def tested_trial_ids(self, parent_id: str) -> set[str]:
+        return {r.data.tags.get("trial_id") for r in self.trials(parent_id) if "test_accuracy" in r.data.metrics}
+
+    def log_tested(self, parent_id: str, tested: list[Tested]) -> None:
+        """Test metrics and predictions to each tested trial's run; the best's also to the parent, with its model."""
+        for t in tested:
+            if t.is_best:
+                for k, v in t.metrics.items():
+                    self.client.log_metric(parent_id, f"best_{k}", v)
+            for run in self.trials(parent_id, t.trial_id)[:1]:
+                run_id = run.info.run_id
+                for k, v in t.metrics.items():
+                    self.client.log_metric(run_id, k, v)
+                self.client.log_artifact(run_id, t.files["predictions"])
+                if "model" in t.files:
+                    self.client.log_artifacts(run_id, t.files["model"], "model")
+                if t.is_best:
+                    self.client.set_tag(run_id, "best_trial", "true")
+
+    def close_orphans(self, parent_id: str, trial_ids: set) -> int:
+        """A driver killed between Tune's experiment snapshots loses trials that had already started;
+        `--resume` samples replacements. Their child runs keep what they logged, marked KILLED."""
+        orphans = [r for r in self.trials(parent_id) if r.data.tags.get("trial_id") not in trial_ids]
+        for run in orphans:
+            self.client.set_tag(run.info.run_id, "imdb_ray.orphaned",
+                                "driver killed before Ray Tune snapshotted this trial; --resume ran a replacement")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(orphans)
+
+    def best_trial_run_id(self) -> str | None:
+        """The best trial of this sweep's newest run that has one (what `predict sweep:NAME` loads)."""
+        exp_id = self.experiment_id()
+        runs = self.client.search_runs([exp_id], "tags.best_trial = 'true'", order_by=["attributes.start_time DESC"],
+                                       max_results=1) if exp_id else []
+        return runs[0].info.run_id if runs else None
+
+
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Params in one request, secrets dropped (MLflow params are visible to everyone with the UI)."""
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in safe_params(params).items()])
+
+
+# ------------------------------------------------------------------------------ a trial's run
+class TrialLog:
+    """Writes each trial's child run: start (tags, params, config), one batch of metrics per epoch
+    (the epoch is the step), end (status, wall and device seconds, error).
+
+    When the tracking store stops answering mid-sweep, trials go on: every event is kept in order
+    and written when the store answers again (tried every `retry_s`); `finish()` says what could
+    not be written. A replayed epoch is written at most once (the store may have applied a request
+    whose answer was lost), and an epoch a trial trains again after a restore from an older
+    checkpoint is never written twice (the run gets the tag `imdb_ray.rerun_epochs`).
     """
-    from mlflow.tracking import MlflowClient
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from imdb_ray.config import TrialConfig
+    def __init__(self, uri: str, experiment: str, parent_id: str, devices: tuple[str, float] = ("CPU", 1.0), *,
+                 client=None, retry_s: float = RETRY_S, clock: Callable[[], float] = time.monotonic):
+        self.uri, self.parent_id, self.devices = uri, parent_id, devices
+        self.runs = SweepRuns(uri, experiment, client)
+        self.client = self.runs.client
+        self.retry_s, self.clock = retry_s, clock
+        self.pending: list[tuple[Callable, tuple]] = []
+        self.run_ids: dict[str, str] = {}  # trial id -> its MLflow run
+        self.last_step: dict[str, int] = {}
+        self.reruns: dict[str, list[int]] = {}
+        self.nodes: dict[str, str] = {}
+        self.down_since: float | None = None
+        self.last_try = -float("inf")
 
-    class NestedTrialRuns(MLflowLoggerCallback):
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.pending: list[tuple[str, tuple]] = []
-            self._nodes: dict = {}
-            self._last_step: dict = {}  # per trial: the last epoch written, so a rerun epoch is never written twice
-            self._reruns: dict = {}
-            self.down_since: float | None = None
-            self._last_try = 0.0
-            self.started: dict = {}  # in start order; Tune's view, whether or not MLflow has been written yet
-            self.ended: set = set()
-            self.cut_short: list[str] = []  # trials still running when the sweep ended (its time budget)
+    # The events. Each is kept when it cannot be written now; none ever raises.
+    def start(self, trial_id: str, name: str, config: dict) -> None:
+        self._submit(self._start, trial_id, name, dict(config))
 
-        # Tune's hooks: never let a tracking failure reach Tune (it would end the sweep).
-        def log_trial_start(self, trial):
-            self.started[trial] = True
-            self._guard("_start", trial)
+    def result(self, trial_id: str, result: dict, step: int) -> None:
+        self._submit(self._result, trial_id, dict(result), step)
 
-        def log_trial_result(self, iteration, trial, result):
-            self._guard("_result", trial, dict(result), iteration)
+    def end(self, trial_id: str, *, failed: bool = False, error: str | None = None, wall: float | None = None,
+            cut: str | None = None) -> None:
+        self._submit(self._end, trial_id, failed, error, wall, cut)
 
-        def log_trial_end(self, trial, failed: bool = False):
-            error = None
-            if failed and trial.error_file and os.path.exists(trial.error_file):
-                error = re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colours
-            wall = (trial.last_result or {}).get("time_total_s")
-            self.ended.add(trial)  # now, not when written: the write may wait in the buffer
-            self._guard("_end", trial, failed, error, wall)
+    def _submit(self, write: Callable, *args) -> None:
+        if self.pending and not self.flush():
+            self.pending.append((write, args))  # keep the order: older events first
+            return
+        try:
+            write(*args)
+        except Exception as e:
+            if self.down_since is None:
+                self.down_since = time.time()
+                print(f"[imdb_ray] warning: MLflow {self.uri} stopped answering ({type(e).__name__}); trials go on, "
+                      f"their logs are kept and written when it answers again", flush=True)
+            self.last_try = self.clock()
+            self.pending.append((write, args))
 
-        def on_experiment_end(self, trials, **info):
-            # Tune ends the trials it stops at the sweep's time budget without a trial-end event:
-            # close their runs here (KILLED, with what they reached), or they would stay RUNNING.
-            for trial in [t for t in self.started if t not in self.ended]:
-                self.ended.add(trial)
-                epoch = (trial.last_result or {}).get("epoch", 0)
-                self.cut_short.append(trial.trial_id)
-                self._guard("_end", trial, False, None, (trial.last_result or {}).get("time_total_s"),
-                            f"sweep ended (time budget or interrupt) after epoch {epoch}")
-
-        def _guard(self, event: str, *args) -> None:
-            if self.pending and not self.flush():
-                self.pending.append((event, args))  # keep the order: older events first
-                return
+    def flush(self, force: bool = False) -> bool:
+        """Write buffered events; True when none is left."""
+        if not force and self.clock() - self.last_try < self.retry_s:
+            return False
+        self.last_try = self.clock()
+        while self.pending:
+            write, args = self.pending[0]
             try:
-                getattr(self, event)(*args)
-            except Exception as e:
-                if self.down_since is None:
-                    self.down_since = time.time()
-                    print(f"[imdb_ray] warning: MLflow {uri} stopped answering ({type(e).__name__}); trials go on, "
-                          f"their logs are kept and written when it answers again", flush=True)
-                self._last_try = time.monotonic()
-                self.pending.append((event, args))
-
-        def flush(self, force: bool = False) -> bool:
-            """Write buffered events; True when none is left."""
-            if not force and time.monotonic() - self._last_try < RETRY_S:
+                write(*args, replay=True)
+            except Exception:
                 return False
-            self._last_try = time.monotonic()
-            while self.pending:
-                event, args = self.pending[0]
-                try:
-                    getattr(self, event)(*args, replay=True)
-                except Exception:
-                    return False
-                self.pending.pop(0)
-            if self.down_since is not None:
-                print(f"[imdb_ray] MLflow {uri} answers again: buffered trial logs written", flush=True)
-                self.down_since = None
-            return True
+            self.pending.pop(0)
+        if self.down_since is not None:
+            print(f"[imdb_ray] MLflow {self.uri} answers again: buffered trial logs written", flush=True)
+            self.down_since = None
+        return True
 
-        def finish(self, wait_s: float = FINISH_WAIT_S) -> int:
-            """At the end of the sweep: try for up to wait_s; returns how many events stay unwritten."""
-            deadline = time.monotonic() + wait_s
-            while not self.flush(force=True) and time.monotonic() < deadline:
-                time.sleep(2)
-            return len(self.pending)
+    def finish(self, wait_s: float = FINISH_WAIT_S) -> int:
+        """At the end of the sweep: try for up to wait_s; returns how many events stay unwritten."""
+        deadline = time.monotonic() + wait_s
+        while not self.flush(force=True) and time.monotonic() < deadline:
+            time.sleep(2)
+        return len(self.pending)
 
-        # The MLflow writes themselves.
-        def _start(self, trial, replay: bool = False) -> None:
-            if trial in self._trial_runs:
-                return
-            client = MlflowClient(uri)
-            # A resumed or retried trial continues its own child run (no duplicate runs).
-            existing = client.search_runs(
-                [client.get_experiment_by_name(experiment).experiment_id],
-                f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.trial_id = '{trial.trial_id}'")
-            cfg = TrialConfig.from_flat(trial.config, strict=False)
-            if existing:
-                run_id = existing[0].info.run_id
-                client.update_run(run_id, status="RUNNING")
-                self._last_step[trial] = max((m.step for m in client.get_metric_history(run_id, "epoch")), default=0)
-            else:
-                tags = {"mlflow.parentRunId": parent_run_id, "trial_id": trial.trial_id, "trial_name": str(trial),
-                        "model": cfg.model, "family": cfg.family, "strategy": cfg.strategy, "seed": str(cfg.seed),
-                        "peft": str(cfg.model_args.get("peft", "none"))}
-                run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
-            if not existing or not existing[0].data.params:
-                self.mlflow_util.log_params(run_id=run_id, params_to_log=safe_params(cfg.flat()))
-                client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
-            self._trial_runs[trial] = run_id
+    # The writes themselves.
+    def _start(self, trial_id: str, name: str, config: dict, replay: bool = False) -> None:
+        from imdb_ray.config import TrialConfig
 
-        def _result(self, trial, result: dict, iteration: int, replay: bool = False) -> None:
-            metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            run_id, step = self._trial_runs[trial], int(result.get("epoch", iteration))
-            if step <= self._last_step.get(trial, 0):
-                # A retried trial restored from an older checkpoint than its last report (its node died
-                # between the two) trains that epoch again: keep the first record, say it was rerun.
-                self._reruns.setdefault(trial, []).append(step)
-                MlflowClient(uri).set_tag(run_id, "imdb_ray.rerun_epochs", ",".join(map(str, self._reruns[trial])))
-                return
-            if replay and metrics:  # the store may have applied it before the connection broke: at most once
-                key = "epoch" if "epoch" in metrics else next(iter(metrics))
-                if any(m.step == step for m in MlflowClient(uri).get_metric_history(run_id, key)):
-                    return
-            self.mlflow_util.log_metrics(run_id=run_id, metrics_to_log=metrics, step=step)
-            self._last_step[trial] = step
-            node = result.get("node_id")
-            if node and self._nodes.get(trial) != node:  # where the trial runs (changes when retried elsewhere)
-                MlflowClient(uri).set_tag(run_id, "node_id", node)
-                self._nodes[trial] = node
+        if trial_id in self.run_ids:
+            return
+        existing = self.runs.trials(self.parent_id, trial_id)  # a resumed or retried trial continues its own run
+        cfg = TrialConfig.from_flat(config, strict=False)
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.last_step[trial_id] = max((m.step for m in self.client.get_metric_history(run_id, "epoch")), default=0)
+        else:
+            tags = {"mlflow.parentRunId": self.parent_id, "trial_id": trial_id, "trial_name": name, "model": cfg.model,
+                    "family": cfg.family.name, "strategy": cfg.strategy, "seed": str(cfg.seed),
+                    "peft": str(cfg.model_args.get("peft", "none"))}
+            run_id = self.client.create_run(self.runs.experiment_id(), tags=tags, run_name=name).info.run_id
+        if not existing or not existing[0].data.params:
+            _log_params(self.client, run_id, cfg.flat())
+            self.client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
+        self.run_ids[trial_id] = run_id
 
-        def _end(self, trial, failed: bool, error: str | None, wall: float | None, cut: str | None = None,
-                 replay: bool = False) -> None:
-            run_id = self._trial_runs[trial]
-            if wall:
-                kind, count = devices
-                client = MlflowClient(uri)
-                client.log_metric(run_id, "wall_seconds", wall)
-                client.log_metric(run_id, "device_seconds", wall * count)
-                client.set_tag(run_id, "device_kind", kind)
-            if error:
-                client = MlflowClient(uri)
-                client.log_text(run_id, error, "error.txt")
-                client.set_tag(run_id, "error", error_summary(error))
-            if cut:
-                MlflowClient(uri).set_tag(run_id, "imdb_ray.stopped", cut)
-            self.mlflow_util.end_run(run_id=run_id, status="FAILED" if failed else "KILLED" if cut else "FINISHED")
+    def _result(self, trial_id: str, result: dict, step: int, replay: bool = False) -> None:
+        from mlflow.entities import Metric
 
-    return NestedTrialRuns(tracking_uri=uri, experiment_name=experiment)
+        run_id = self.run_ids[trial_id]
+        if step <= self.last_step.get(trial_id, 0):
+            # A retried trial restored from an older checkpoint than its last report (its node died
+            # between the two) trains that epoch again: keep the first record, say it was rerun.
+            self.reruns.setdefault(trial_id, []).append(step)
+            self.client.set_tag(run_id, "imdb_ray.rerun_epochs", ",".join(map(str, self.reruns[trial_id])))
+            return
+        metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        # One request per epoch: all of its metrics are written, or none (so "epoch" alone tells a replay).
+        key = "epoch" if "epoch" in metrics else next(iter(metrics), None)
+        if replay and key and any(m.step == step for m in self.client.get_metric_history(run_id, key)):
+            return
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.last_step[trial_id] = step
+        node = result.get("node_id")
+        if node and self.nodes.get(trial_id) != node:  # where the trial runs (changes when retried elsewhere)
+            self.client.set_tag(run_id, "node_id", node)
+            self.nodes[trial_id] = node
 
-
-def close_orphaned_runs(uri: str, experiment: str, parent_run_id: str, trial_ids: set) -> int:
-    """A driver killed between Tune's experiment snapshots loses trials that had already started;
-    `--resume` samples replacements. Their child runs keep what they logged, marked KILLED."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    orphans = [r for r in client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-               if r.data.tags.get("trial_id") not in trial_ids]
-    for run in orphans:
-        client.set_tag(run.info.run_id, "imdb_ray.orphaned",
-                       "driver killed before Ray Tune snapshotted this trial; --resume ran a replacement")
-        client.set_terminated(run.info.run_id, "KILLED")
-    return len(orphans)
+    def _end(self, trial_id: str, failed: bool, error: str | None, wall: float | None, cut: str | None,
+             replay: bool = False) -> None:
+        run_id = self.run_ids[trial_id]
+        if wall:
+            kind, count = self.devices
+            self.client.log_metric(run_id, "wall_seconds", wall)
+            self.client.log_metric(run_id, "device_seconds", wall * count)
+            self.client.set_tag(run_id, "device_kind", kind)
+        if error:
+            self.client.log_text(run_id, error, "error.txt")
+            self.client.set_tag(run_id, "error", error_summary(error))
+        if cut:
+            self.client.set_tag(run_id, "imdb_ray.stopped", cut)
+        self.client.set_terminated(run_id, "FAILED" if failed else "KILLED" if cut else "FINISHED")

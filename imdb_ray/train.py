@@ -26,7 +26,7 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.data import Dataset, load_dataset
 from imdb_ray.errors import UserError
 from imdb_ray.losses import build_loss
-from imdb_ray.models import get_model
+from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
 
 CHECKPOINT_FILE = "checkpoint.pt"
 EpochCallback = Callable[[dict, "str | None"], None]
@@ -77,54 +77,18 @@ def load_trial_data(cfg: TrialConfig) -> Dataset:
                         clean=cfg.clean_html, seed=cfg.seed)
 
 
-def _trim_collate(rows):
-    """Stack a batch and cut the padding columns no row in it uses (padding never matters)."""
-    ids, lengths, labels = (torch.stack(x) for x in zip(*rows))
-    width = int(lengths.max())
-    return {"input_ids": ids[:, :width], "lengths": lengths}, labels
-
-
-def _trim_mask_collate(rows):
-    """Hugging Face batches: cut the columns that are padding in every row."""
-    ids, mask, labels = (torch.stack(x) for x in zip(*rows))
-    width = int(mask.sum(1).max())
-    return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width]}, labels
-
-
 def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
     """Loaders yielding (model inputs dict, labels) per split, the model's build arguments, and the
     vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's)."""
-    from imdb_ray.text import prepare_hf_data, prepare_word_data
-
-    if cfg.family == "hf":
-        splits = prepare_hf_data(cfg, dataset, cfg.resolved_model_args()["checkpoint"])
-        fields, collate, build_args, vocab = ("input_ids", "attention_mask", "labels"), _trim_mask_collate, {}, None
-    else:
-        words = prepare_word_data(cfg, dataset)
-        splits = words.splits
-        fields, collate = ("input_ids", "lengths", "labels"), _trim_collate
-        build_args = {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}
-        vocab = words.vocab
+    family = cfg.family
+    prepared = family.prepare(cfg, dataset)
     loaders = {}
-    for name, tensors in splits.items():
-        ds = TensorDataset(*(tensors[f] for f in fields))
+    for name, tensors in prepared.splits.items():
+        ds = TensorDataset(*(tensors[f] for f in (*family.input_fields, "labels")))
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
-                                   collate_fn=collate)
-    return loaders, build_args, vocab
-
-
-def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
-    try:
-        return get_model(cfg.model).build(**build_args, **cfg.model_args)
-    except ValueError as e:
-        raise UserError(f"model '{cfg.model}': {e}") from None
-    except RuntimeError as e:  # the CPU allocator's refusal, said plainly (CUDA's OutOfMemoryError already is)
-        if "can't allocate memory" not in str(e):
-            raise
-        wanted = str(e).split("allocate ")[-1].split(" bytes")[0]
-        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory (asked for {wanted} bytes); "
-                          "make it smaller") from None
+                                   collate_fn=family.collate)
+    return loaders, prepared.build_args, prepared.vocab
 
 
 # ------------------------------------------------------------------------------- optimisation
@@ -172,41 +136,67 @@ def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
             f"{prefix}_f1": float(f1_score(y, pred, average="macro"))}, p
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the parameters training can change. Frozen ones (PEFT bases, frozen embeddings,
-    quantized weights that cannot be reloaded on CPU) are rebuilt from their source instead."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+@dataclass
+class Progress:
+    """The loop's own state beyond the model and optimiser: what a checkpoint must carry to resume."""
+
+    epoch: int = 0  # the last finished epoch
+    history: list[dict] = field(default_factory=list)
+    best_state: dict | None = None  # the best epoch's trainable tensors
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best (early stopping)
+
+    def record(self, cfg: TrialConfig, metrics: dict, model: torch.nn.Module) -> None:
+        self.epoch = metrics["epoch"]
+        self.history.append(metrics)
+        value = metrics[cfg.metric]
+        better = self.best_value is None or (value < self.best_value if cfg.metric.endswith("loss") else value > self.best_value)
+        if better:
+            self.best_value, self.best_state, self.best_epoch, self.bad_epochs = value, trainable_state(model), self.epoch, 0
+        else:
+            self.bad_epochs += 1
+
+    def stopped(self, cfg: TrialConfig) -> bool:
+        return self.epoch >= cfg.epochs or (cfg.patience > 0 and self.bad_epochs >= cfg.patience)
 
 
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
-    unknown = [n for n in state if n not in params]
-    if missing or unknown:
-        raise UserError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
-    with torch.no_grad():
-        for n, value in state.items():
-            params[n].copy_(value)
+def save_checkpoint(folder: str, model, optimizer, scheduler, scaler, progress: Progress) -> None:
+    torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": progress.epoch,
+                "best_model": progress.best_state, "best_value": progress.best_value, "bad_epochs": progress.bad_epochs,
+                "best_epoch": progress.best_epoch, "history": json.dumps(progress.history)},
+               os.path.join(folder, CHECKPOINT_FILE))
 
 
-def _better(cfg: TrialConfig, new: float, old: float | None) -> bool:
-    if old is None:
-        return True
-    return new < old if cfg.metric.endswith("loss") else new > old
+def load_checkpoint(folder: str | Path, model, optimizer, scheduler, scaler) -> Progress:
+    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    load_trainable_state(model, state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    return Progress(epoch=state["epoch"], history=json.loads(state["history"]), best_state=state["best_model"],
+                    best_value=state["best_value"], best_epoch=state["best_epoch"], bad_epochs=state["bad_epochs"])
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": sum(p.numel() for p in model.parameters())}
+
+
+def _mixed_precision(cfg: TrialConfig, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """bfloat16 where the GPU has it, else float16 with a loss scaler; full precision on CPU."""
+    dtype = None
+    if cfg.amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
 # ----------------------------------------------------------------------------------- the loop
-def train(
-    cfg: TrialConfig,
-    *,
-    dataset: Dataset | None = None,
-    on_epoch: EpochCallback | None = None,
-    resume_from: str | Path | None = None,
-    evaluate_test: bool = False,
-    wrap_model: Callable | None = None,
-    wrap_loader: Callable | None = None,
-    progress: bool = True,
-) -> TrainResult:
+def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCallback | None = None,
+          resume_from: str | Path | None = None, evaluate_test: bool = False, wrap_model: Callable | None = None,
+          wrap_loader: Callable | None = None, progress: bool = True) -> TrainResult:
     """Train `cfg`'s model; after each epoch evaluate on validation, checkpoint, call `on_epoch`.
 
     The best epoch (by cfg.metric on validation) is restored at the end. The test split is
@@ -217,7 +207,7 @@ def train(
     torch.set_flush_denormal(True)
     set_seed(cfg.seed)
     dataset = dataset or load_trial_data(cfg)
-    if cfg.family == "baseline":
+    if not cfg.family.neural:
         return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
 
     device = pick_device(cfg.device)
@@ -225,35 +215,17 @@ def train(
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)
-    param_counts = {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                    "total_params": sum(p.numel() for p in model.parameters())}
+    param_counts = count_parameters(model)
     scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(loaders["train"]))
     loss_fn = build_loss(cfg)
-    amp_dtype = None
-    if cfg.amp and device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    result = TrainResult(cfg)
-    best_state, best_value, bad_epochs, first_epoch = None, None, 0, 1
-    if resume_from is not None:
-        state = torch.load(Path(resume_from) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        load_trainable_state(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        best_state, best_value, bad_epochs = state["best_model"], state["best_value"], state["bad_epochs"]
-        result.history, result.best_epoch = json.loads(state["history"]), state["best_epoch"]
-        first_epoch = state["epoch"] + 1
-        if cfg.patience > 0 and bad_epochs >= cfg.patience:
-            first_epoch = cfg.epochs + 1  # it had stopped early: nothing left to train
-
+    amp_dtype, scaler = _mixed_precision(cfg, device)
+    state = load_checkpoint(resume_from, model, optimizer, scheduler, scaler) if resume_from is not None else Progress()
     net = wrap_model(model) if wrap_model else model
     train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]
 
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if hasattr(train_loader, "generator") and train_loader.generator is not None:
+    while not state.stopped(cfg):
+        epoch = state.epoch + 1
+        if getattr(train_loader, "generator", None) is not None:
             train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # same order when resumed
         net.train()
         epoch_start = time.perf_counter()
@@ -284,32 +256,20 @@ def train(
         metrics = {"epoch": epoch, **{f"train_{k}": v / seen for k, v in sums.items()}, **val_metrics,
                    "lr": max(scheduler.get_last_lr()), "epoch_seconds": train_seconds,
                    "samples_per_second": seen / train_seconds, **param_counts}
-        result.history.append(metrics)
-        if _better(cfg, metrics[cfg.metric], best_value):
-            best_value, best_state, bad_epochs = metrics[cfg.metric], trainable_state(model), 0
-            result.best_epoch = epoch
-        else:
-            bad_epochs += 1
-        stop = cfg.patience > 0 and bad_epochs >= cfg.patience
+        state.record(cfg, metrics, model)
         if progress:
             print(f"epoch {epoch}: train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
                   f"val_acc {metrics['val_accuracy']:.4f}  ({train_seconds:.1f}s)", flush=True)
         if on_epoch is not None:
             with tempfile.TemporaryDirectory(prefix="imdb_ray_ckpt_") as ckpt:
-                torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                            "rng": torch.get_rng_state(), "epoch": epoch, "best_model": best_state,
-                            "best_value": best_value, "bad_epochs": bad_epochs, "best_epoch": result.best_epoch,
-                            "history": json.dumps(result.history)}, os.path.join(ckpt, CHECKPOINT_FILE))
+                save_checkpoint(ckpt, model, optimizer, scheduler, scaler, state)
                 on_epoch(metrics, ckpt)
-        if stop:
-            break
 
-    load_trainable_state(model, best_state)
+    load_trainable_state(model, state.best_state)
+    result = TrainResult(cfg, history=state.history, best_epoch=state.best_epoch, model=model, vocab=vocab)
     result.val, _ = evaluate(model, loaders["val"], device, "val")
     if evaluate_test:
         result.test, _ = evaluate(model, loaders["test"], device, "test")
-    result.model, result.vocab = model, vocab
     result.seconds = time.perf_counter() - start
     return result
 
@@ -342,7 +302,7 @@ def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, spl
     """The one evaluation of a finished trial on the test split, from its checkpoint's best weights."""
     dataset = load_trial_data(cfg)
     labels = getattr(dataset, split).labels
-    if cfg.family == "baseline" or checkpoint_dir is None:  # no weights to load: refit (deterministic)
+    if not cfg.family.neural or checkpoint_dir is None:  # no weights to load: refit (deterministic)
         result = train(cfg, dataset=dataset, progress=False)
         metrics, probs = _baseline_metrics(result.model, getattr(dataset, split), split)
         return Evaluation(metrics, probs, labels, result.model)

@@ -11,7 +11,8 @@ import torch
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.train import build_model, make_loaders, train
+from imdb_ray.models import build_model
+from imdb_ray.train import make_loaders, train
 
 from conftest import ARCHS, MINILM, tiny_config
 

@@ -452,7 +452,7 @@ def test_secrets_are_never_logged(monkeypatch):
 def test_local_ray_and_ui_bind_to_localhost(monkeypatch):
     import ray
 
-    from imdb_ray import sweep as sweep_module
+    from imdb_ray.sweep import load_sweep, runner
 
     seen = {}
 
@@ -461,11 +461,11 @@ def test_local_ray_and_ui_bind_to_localhost(monkeypatch):
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(ray, "init", fake_init)
-    monkeypatch.setattr(sweep_module, "prepare_shared_data", lambda s: [])
-    monkeypatch.setattr("imdb_ray.tracking.check_reachable", lambda uri: None)
+    monkeypatch.setattr(runner, "prepare_shared_data", lambda s: [])
+    monkeypatch.setattr(runner, "check_reachable", lambda uri: None)
     with pytest.raises(RuntimeError, match="stop here"):
-        sweep_module.run_sweep(sweep_module.load_sweep(ROOT / "sweeps" / "smoke.py"), address=None, storage="/tmp/x",
-                               tracking_uri="sqlite:///:memory:")
+        runner.run_sweep(load_sweep(ROOT / "sweeps" / "smoke.py"), address=None, storage="/tmp/x",
+                         tracking_uri="sqlite:///:memory:")
     assert seen["dashboard_host"] == "127.0.0.1"
     from imdb_ray.__main__ import build_parser
 

@@ -104,7 +104,7 @@ def test_resource_overrides_fit_a_gpu_sweep_on_this_machine():
 def test_select_for_test_takes_the_top_and_the_best_of_each_model():
     import pandas as pd
 
-    from imdb_ray.sweep import select_for_test
+    from imdb_ray.sweep.evaluate import select_for_test
 
     class Result:  # the parts of a Ray Tune Result that the selection reads
         def __init__(self, model, accuracies):

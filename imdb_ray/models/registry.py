@@ -17,7 +17,7 @@ from imdb_ray.errors import UserError
 class ModelEntry:
     name: str
     build: Callable[..., Any]
-    family: str  # "word" (word vectors + our tokenizer), "hf" (its own tokenizer) or "baseline" (not torch)
+    family: str  # a key of models/families.py FAMILIES: word (our tokenizer + word vectors), hf, baseline
     params: dict[str, Any]  # tunable parameter -> default
     doc: str
     check: Callable[..., None] | None = None  # raises UserError for argument combinations that cannot work

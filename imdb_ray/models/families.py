@@ -1,0 +1,167 @@
+"""Model families: what differs between word models, Hugging Face models and scikit-learn baselines,
+in one object each, so the loop, bundles, sweeps and reports never branch on the family's name.
+
+A family says how its data is prepared (tensors per split, the model's build arguments) and
+collated, how a trained model is saved into a bundle and loaded back, and how raw texts are encoded
+for prediction. `build_model`, `trainable_state` and `load_trainable_state` are the model-side
+helpers every family shares.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from imdb_ray.errors import UserError
+from imdb_ray.models.registry import get_model
+
+Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Prepared:
+    """A family's data for one trial: tensors per split, extra build arguments, the vocabulary."""
+
+    splits: dict[str, dict[str, torch.Tensor]]  # split -> {input fields..., labels}
+    build_args: dict[str, Any]
+    vocab: list[str] | None = None  # word models: what their ids index
+
+
+class Family:
+    name = ""
+    neural = True  # trained by the torch loop; False: fitted once by scikit-learn
+    has_bundle = True  # saved as a tensor bundle (predict, MLflow model artifact)
+    input_fields: tuple[str, ...] = ()
+
+    def prepare(self, cfg, dataset) -> Prepared | None:
+        """Tensors for cfg (from the cache when the same settings ran before); None: nothing to prepare."""
+        return None
+
+    def collate(self, rows) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        raise NotImplementedError
+
+    def save_bundle(self, model, cfg, folder: Path, vocab: list[str] | None) -> dict[str, Any]:
+        """Write the family's files into folder; returns the tensors for weights.pt."""
+        raise NotImplementedError
+
+    def load_bundle(self, cfg, folder: Path, weights: dict) -> tuple[torch.nn.Module, Encoder]:
+        raise NotImplementedError
+
+
+class WordFamily(Family):
+    """Word vectors (gensim) + our tokenizer and vocabulary; inputs are ids and true lengths."""
+
+    name, input_fields = "word", ("input_ids", "lengths")
+
+    def prepare(self, cfg, dataset) -> Prepared:
+        from imdb_ray.text import prepare_word_data
+
+        words = prepare_word_data(cfg, dataset)
+        return Prepared(words.splits, {"vectors": words.vectors, "freeze_embeddings": cfg.freeze_embeddings}, words.vocab)
+
+    def collate(self, rows):
+        """Stack a batch and cut the padding columns no row in it uses (padding never matters)."""
+        ids, lengths, labels = (torch.stack(x) for x in zip(*rows))
+        return {"input_ids": ids[:, :int(lengths.max())], "lengths": lengths}, labels
+
+    def save_bundle(self, model, cfg, folder, vocab):
+        embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        return {"state": model.state_dict(), "vectors_shape": list(embedding.weight.shape)}
+
+    def load_bundle(self, cfg, folder, weights):
+        from imdb_ray.text import encode, tokenize
+
+        vectors = torch.zeros(*weights["vectors_shape"])
+        model = build_model(cfg, {"vectors": vectors, "freeze_embeddings": cfg.freeze_embeddings})
+        model.load_state_dict(weights["state"])
+        vocab = json.loads((folder / "vocab.json").read_text())
+
+        def encoder(texts: list[str]) -> dict[str, torch.Tensor]:
+            ids, lengths = encode([tokenize(t) for t in texts], vocab, cfg.max_len, cfg.truncation)
+            return {"input_ids": ids, "lengths": lengths}
+
+        return model, encoder
+
+
+class HFFamily(Family):
+    """Hugging Face encoders: the checkpoint's fast tokenizer; inputs are ids and attention mask."""
+
+    name, input_fields = "hf", ("input_ids", "attention_mask")
+
+    def prepare(self, cfg, dataset) -> Prepared:
+        from imdb_ray.models.hf import resolve_checkpoint
+        from imdb_ray.text import prepare_hf_data
+
+        return Prepared(prepare_hf_data(cfg, dataset, resolve_checkpoint(cfg.resolved_model_args()["checkpoint"])), {})
+
+    def collate(self, rows):
+        """Cut the columns that are padding in every row."""
+        ids, mask, labels = (torch.stack(x) for x in zip(*rows))
+        width = int(mask.sum(1).max())
+        return {"input_ids": ids[:, :width], "attention_mask": mask[:, :width]}, labels
+
+    def save_bundle(self, model, cfg, folder, vocab):
+        """The tensors training changed (all under full fine-tuning; adapters and head under PEFT) and
+        the tokenizer; the frozen rest is read again from the checkpoint named in the config."""
+        from imdb_ray.models.hf import resolve_checkpoint
+        from imdb_ray.text import load_tokenizer
+
+        load_tokenizer(resolve_checkpoint(cfg.resolved_model_args()["checkpoint"])).save_pretrained(folder / "tokenizer")
+        return {"trainable": trainable_state(model)}
+
+    def load_bundle(self, cfg, folder, weights):
+        from imdb_ray.text import encode_hf, load_tokenizer
+
+        model = build_model(cfg, {})
+        load_trainable_state(model, weights["trainable"])
+        tokenizer = load_tokenizer(str(folder / "tokenizer"))
+
+        def encoder(texts: list[str]) -> dict[str, torch.Tensor]:
+            ids, mask = encode_hf(tokenizer, texts, cfg.max_len, cfg.truncation)
+            return {"input_ids": ids, "attention_mask": mask}
+
+        return model, encoder
+
+
+class BaselineFamily(Family):
+    """scikit-learn pipelines on raw texts: fitted once, no tensors, no bundle."""
+
+    name, neural, has_bundle = "baseline", False, False
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (WordFamily(), HFFamily(), BaselineFamily())}
+
+
+def build_model(cfg, build_args: dict) -> torch.nn.Module:
+    """cfg's registered model with its parameters and the family's build arguments (word vectors)."""
+    try:
+        return get_model(cfg.model).build(**build_args, **cfg.model_args)
+    except ValueError as e:
+        raise UserError(f"model '{cfg.model}': {e}") from None
+    except RuntimeError as e:  # the CPU allocator's refusal, said plainly (CUDA's OutOfMemoryError already is)
+        if "can't allocate memory" not in str(e):
+            raise
+        wanted = str(e).split("allocate ")[-1].split(" bytes")[0]
+        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory (asked for {wanted} bytes); "
+                          "make it smaller") from None
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the parameters training can change. Frozen ones (PEFT bases, frozen embeddings,
+    quantized weights that cannot be reloaded on CPU) are rebuilt from their source instead."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise UserError(f"checkpoint does not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
+    with torch.no_grad():
+        for n, value in state.items():
+            params[n].copy_(value)

@@ -1,0 +1,141 @@
+"""After the search: rank the trials on validation, evaluate the selected ones once on the test split,
+save their predictions (and the best one's model) next to Ray's results, then log them to MLflow.
+
+Selection is always on validation; test numbers are reported, never used to choose.
+"""
+from __future__ import annotations
+
+import csv
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.errors import UserError
+from imdb_ray.sweep.spec import Sweep
+from imdb_ray.tracking import SweepRuns, Tested, check_reachable, error_summary
+
+
+@dataclass
+class SweepSummary:
+    """What a finished sweep (or `--test-only`) tells the command line."""
+
+    parent_run_id: str
+    experiment_path: str
+    trials: int = 0
+    errors: int = 0
+    leaderboard: list[dict] = field(default_factory=list)  # the top trials by validation, then the failures
+    cut_short: list[str] = field(default_factory=list)  # trials stopped when the sweep's time budget ran out
+    tested: list[Tested] = field(default_factory=list)  # evaluated on test by this command
+    already_tested: int = 0  # --test-only: trials that had a test result before
+    mlflow_unwritten: int = 0  # events the tracking store never took
+
+    @property
+    def best(self) -> Tested | None:
+        return next((t for t in self.tested if t.is_best), None)
+
+
+def best_value(result, sweep: Sweep) -> float:
+    """A trial's best epoch (the weights it keeps), not its last one."""
+    values = result.metrics_dataframe[sweep.metric]
+    return float(values.max() if sweep.mode == "max" else values.min())
+
+
+def best_checkpoint(result):
+    """The trial's last checkpoint (it holds the best epoch's weights), local or remote."""
+    from ray.tune import Checkpoint
+
+    if result.checkpoint is not None:
+        return result.checkpoint
+    path = result.metrics.get("checkpoint_path")  # ray_train mode: Train's own checkpoint
+    return Checkpoint(path) if path else None
+
+
+def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
+    """The best `top` trials by validation (with the parameters the space varied), then every failure."""
+    searched = [k for k, v in sweep.space.items() if k != "model" and not isinstance(v, (int, float, str, bool, type(None)))]
+    rows = []
+    for r in results:
+        if r.metrics is None or sweep.metric not in (r.metrics or {}):
+            rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed",
+                         "error": error_summary(r.error) if r.error else "no result reported"})
+            continue
+        cfg = TrialConfig.from_flat(r.config, strict=False)
+        applied = {**cfg.to_dict(), **cfg.model_args}
+        rows.append({"trial": r.metrics.get("trial_id", "?"), "model": cfg.model, "status": "ok",
+                     "params": {k: r.config[k] for k in searched if k in applied},
+                     sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("training_iteration")})
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r[sweep.metric], reverse=sweep.mode == "max")
+    return ok[:top] + [r for r in rows if r["status"] != "ok"]
+
+
+def select_for_test(results, sweep: Sweep) -> list:
+    """The top `test_top` trials by validation, then the best of each `test_each` value not among them."""
+    ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
+                    key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+    chosen = ranked[:sweep.test_top]
+    if sweep.test_each:
+        seen = {r.config.get(sweep.test_each) for r in chosen}
+        for r in ranked[sweep.test_top:]:
+            if r.config.get(sweep.test_each) not in seen:
+                seen.add(r.config.get(sweep.test_each))
+                chosen.append(r)
+    return chosen
+
+
+def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | None = None) -> list[Tested]:
+    """Evaluate the selected trials once each on test. Files go next to Ray's results (the caller
+    logs them to MLflow), so nothing depends on the tracking store."""
+    from imdb_ray.train import evaluate_checkpoint
+
+    chosen = select_for_test(results, sweep)
+    results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
+    tested = []
+    for rank, result in enumerate(chosen):
+        cfg = TrialConfig.from_flat(result.config, strict=False)
+        trial_id = result.metrics.get("trial_id")
+        if skip and trial_id in skip:
+            continue
+        print(f"[imdb_ray] test evaluation {rank + 1}/{len(chosen)}: {cfg.model} ({trial_id})", flush=True)
+        ckpt = best_checkpoint(result)
+        with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
+            evaluation = evaluate_checkpoint(cfg, ckpt_dir)
+        folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
+        tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation, with_model=rank == 0),
+                             is_best=rank == 0, model=cfg.model, val=best_value(result, sweep)))
+    return tested
+
+
+def save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) -> dict[str, str]:
+    """A tested trial's per-review test predictions (for bootstrap intervals) and, for the best, its
+    model bundle (when its family has one)."""
+    from imdb_ray.bundle import save_bundle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"predictions": str(folder / "test_predictions.csv")}
+    with open(files["predictions"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "prob_positive"])
+        writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
+    if with_model and cfg.family.has_bundle:
+        files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
+    return files
+
+
+def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> SweepSummary:
+    """`sweep FILE --test-only`: evaluate a finished sweep's selected trials that have no test result
+    yet (after raising test_top or adding test_each); runs no trial and starts no Ray."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    experiment_path = sweep.experiment_path(storage)
+    check_reachable(tracking_uri)
+    runs = SweepRuns(tracking_uri, sweep.name)
+    parent = runs.parent(experiment_path)
+    if parent is None or not tune.Tuner.can_restore(experiment_path):
+        raise UserError(f"--test-only: no sweep '{sweep.name}' under {storage} with an MLflow parent run in {tracking_uri}")
+    parent_id = parent.info.run_id
+    done = runs.tested_trial_ids(parent_id)
+    tested = evaluate_on_test(sweep, ResultGrid(ExperimentAnalysis(experiment_path)), experiment_path, skip=done)
+    runs.log_tested(parent_id, tested)
+    return SweepSummary(parent_id, experiment_path, tested=tested, already_tested=len(done))

@@ -1,0 +1,227 @@
+"""A validated Sweep -> a Ray Tune run. Each trial runs the one training loop, either inside Ray Train
+workers (`trainer="ray_train"`, DDP-ready, ~20 s fixed cost) or in the Tune trial process itself
+(`trainer="direct"`, for cheap single-device trials). After the search the selected trials are
+evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import ray
+import ray.train
+from ray import tune
+from ray.tune.search.sample import Domain
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.errors import UserError
+from imdb_ray.sweep.callbacks import MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
+from imdb_ray.sweep.evaluate import SweepSummary, evaluate_on_test, leaderboard
+from imdb_ray.sweep.spec import Sweep, absolute_storage, is_grid
+from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
+
+
+# --------------------------------------------------------------------------------- one trial
+def train_worker(config: dict) -> None:
+    """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune)."""
+    import ray.train.torch
+
+    from imdb_ray.train import train
+
+    cfg = TrialConfig(**config)
+    ctx = ray.train.get_context()
+    resume = ray.train.get_checkpoint()
+    group = current_placement_group()
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
+        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
+                          "train_placement_group": group}, checkpoint=ckpt)
+
+    distributed = ctx.get_world_size() > 1
+    with (resume.as_directory() if resume else nullcontext()) as resume_dir:
+        train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
+              wrap_model=ray.train.torch.prepare_model if distributed else None,
+              wrap_loader=ray.train.torch.prepare_data_loader if distributed else None)
+
+
+def direct_trial(config: dict) -> None:
+    """A Tune function trainable that runs the loop in its own process."""
+    from imdb_ray.train import train
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}  # placement, for the record
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
+
+    resume = tune.get_checkpoint()
+    with (resume.as_directory() if resume else nullcontext()) as resume_dir:
+        train(TrialConfig.from_flat(config, strict=False), on_epoch=report, resume_from=resume_dir, progress=False)
+
+
+def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
+    """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU/GPU share."""
+    gpus = sweep.gpus_per_worker
+    return ray.train.ScalingConfig(num_workers=sweep.workers_per_trial, use_gpu=gpus > 0,
+                                   resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
+
+
+def make_trial(sweep: Sweep, storage: str):
+    """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
+    function that builds a TorchTrainer and reports through TuneReportCallback)."""
+    if sweep.trainer == "direct":
+        return direct_trial
+    scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
+
+    def ray_train_trial(config: dict) -> None:
+        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        context = tune.get_context()
+        TorchTrainer(
+            train_worker, train_loop_config=TrialConfig.from_flat(config, strict=False).to_dict(),
+            torch_config=TorchConfig(backend=backend), scaling_config=scaling,
+            run_config=ray.train.RunConfig(
+                name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
+                callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+        ).fit()
+
+    return ray_train_trial
+
+
+# --------------------------------------------------------------------------------- before the run
+DATA_KEYS = ("data", "text_column", "label_column", "n_train", "n_test", "val_fraction", "clean_html", "seed",
+             "max_len", "truncation", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm",
+             "w2v_window", "w2v_min_count", "w2v_epochs", "cache_dir", "workers", "model", "checkpoint")
+
+
+def prepare_shared_data(sweep: Sweep) -> list[str]:
+    """Tokenise (and train Word2Vec) once, before any trial, for every data setting the space can
+    produce from fixed/categorical values; trials then hit the cache (locked, so never twice)."""
+    from imdb_ray.train import load_trial_data
+
+    space = sweep.space
+    if any(isinstance(space.get(k), Domain) and not hasattr(space[k], "categories") for k in DATA_KEYS):
+        return []  # continuous data settings: trials build on demand, still once per key
+    combos = [{}]
+    for key in (k for k in DATA_KEYS if k in space):
+        options = space[key]["grid_search"] if is_grid(space[key]) else getattr(space[key], "categories", [space[key]])
+        combos = [{**c, key: o} for c in combos for o in options]
+    done = set()
+    for combo in combos:
+        cfg = TrialConfig.from_flat(combo, strict=False)
+        if cfg.family.neural:
+            dataset = load_trial_data(cfg)
+            cfg.family.prepare(cfg, dataset)
+            done.add(dataset.fingerprint())
+    return sorted(done)
+
+
+def absolute_space(space: dict, cache_dir: str) -> dict:
+    """Pin relative paths in the space (Tune changes each trial's working directory)."""
+    space = {"cache_dir": cache_dir, **space}
+    for key in ("cache_dir", "data", "embeddings"):
+        value = space.get(key)
+        if isinstance(value, str) and value not in ("word2vec", "random") and (key == "cache_dir" or Path(value.split(",")[0]).exists()):
+            space[key] = ",".join(str(Path(p.strip()).resolve()) for p in value.split(","))
+    return space
+
+
+def local_resources() -> dict[str, float]:
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool) -> tune.Tuner:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
+    if resume:
+        return tune.Tuner.restore(sweep.experiment_path(storage), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
+                               reduction_factor=sweep.reduction_factor)
+                 if sweep.scheduler == "asha" else FIFOScheduler())
+    if sweep.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(sampler=TPESampler(seed=sweep.seed))
+    else:
+        search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrency)
+    return tune.Tuner(
+        trainable,
+        param_space=sweep.space,
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search, scheduler=scheduler,
+                                    num_samples=sweep.num_samples, max_concurrent_trials=concurrency,
+                                    time_budget_s=sweep.time_budget_s),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
+    )
+
+
+# --------------------------------------------------------------------------------- the run
+def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: str, resume: bool = False,
+              cache_dir: str = ".cache/imdb_ray", dashboard: bool = False, command: str = "") -> SweepSummary:
+    """Check what can be checked, prepare shared data, run the trials, evaluate the selected ones on
+    test, close the sweep in MLflow. `sweep` comes validated from `load_sweep`."""
+    storage, experiment_path = absolute_storage(storage), sweep.experiment_path(storage)
+    sweep = dataclasses.replace(sweep, space=absolute_space(sweep.space, str(Path(cache_dir).resolve())))
+    if not address:  # a local Ray gets this machine's resources: refuse what can never fit, now
+        sweep.concurrency(local_resources())
+    check_reachable(tracking_uri)
+    runs = SweepRuns(tracking_uri, sweep.name)
+    parent = runs.parent(experiment_path) if resume else None
+    if resume and (parent is None or not tune.Tuner.can_restore(experiment_path)):
+        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
+
+    print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
+    start = time.perf_counter()
+    prepared = prepare_shared_data(sweep)
+    print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
+    _start_ray(address, dashboard)
+    try:
+        concurrency = sweep.concurrency(ray.cluster_resources())
+        settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
+        parent_id = (runs.reopen_parent(parent.info.run_id) if parent else
+                     runs.start_parent(sweep.source, {**settings, "concurrency": concurrency}, experiment_path, command))
+        print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
+              f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
+        mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial()))
+        callbacks = [mlflow_runs] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        results = build_tuner(sweep, storage, concurrency, callbacks, resume).fit()
+        summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
+                               leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
+                               tested=evaluate_on_test(sweep, results, experiment_path))
+        summary.mlflow_unwritten = mlflow_runs.log.finish() + _close(runs, parent_id, summary.tested, results)
+        return summary
+    finally:
+        ray.shutdown()
+
+
+def _start_ray(address: str | None, dashboard: bool) -> None:
+    if address:
+        ray.init(address=address)
+        return
+    local = local_resources()
+    # The dashboard (off by default: it costs a core's worth on a laptop) never leaves localhost.
+    ray.init(num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
+             include_dashboard=dashboard, log_to_driver=False)
+
+
+def _close(runs: SweepRuns, parent_id: str, tested: list, results) -> int:
+    """Test results to MLflow, orphaned runs closed, the parent finished; 1 if the store is gone."""
+    try:
+        runs.log_tested(parent_id, tested)
+        runs.close_orphans(parent_id, {(r.metrics or {}).get("trial_id") for r in results})
+        runs.finish_parent(parent_id)
+        return 0
+    except Exception as e:  # the store went away at the very end: the caller says where everything is
+        print(f"[imdb_ray] warning: MLflow {runs.uri}: {type(e).__name__} while closing the sweep", flush=True)
+        return 1
