@@ -15,7 +15,7 @@ import time
 import typing
 from pathlib import Path
 
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, one_line
 
 
 def parse_duration(text: str) -> float:
@@ -84,6 +84,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not (run_dir / "checkpoint").exists():
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
     dataset = load_trial_data(cfg)  # bad data fails here, before the run folder exists
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
     print(f"run folder: {run_dir}")
@@ -98,8 +99,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
             os.replace(tmp, run_dir / "checkpoint")
 
-    result = train(cfg, dataset=dataset, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
-                   resume_from=run_dir / "checkpoint" if args.resume else None)
+    try:
+        result = train(cfg, dataset=dataset, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
+                       resume_from=run_dir / "checkpoint" if args.resume else None)
+    except UserError:  # refused before an epoch finished (e.g. no term left for TF-IDF): leave no empty run
+        if created and not (run_dir / "checkpoint").exists() and not (run_dir / "history.jsonl").exists():
+            shutil.rmtree(run_dir)
+        raise
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
@@ -249,17 +255,56 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
+    """`mlflow ui` in a process group of its own, which this command owns: SIGTERM or SIGINT (a
+    supervisor's `kill PID`, Ctrl-C) stop the whole server tree, never leaving a piece running."""
+    import signal
+    import subprocess
+
     from imdb_ray import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}")
-    return os.spawnvp(os.P_WAIT, sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                                                  "--host", args.host, "--port", str(args.port)])
+    # MLflow 3.17 would also start a job runner and seven job consumers (~275 MB each) for GenAI
+    # features nothing here uses; they slow the start.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+                               "--port", str(args.port)], start_new_session=True)
+    stopped_by: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        stopped_by.append(signum)
+        _stop_group(server)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = server.wait()
+    finally:
+        _stop_group(server)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + stopped_by[0] if stopped_by else code
+
+
+def _stop_group(proc, grace_s: float = 10.0) -> None:
+    """SIGTERM to a process group, SIGKILL to whatever of it is left after grace_s."""
+    import signal
+    import subprocess
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is gone
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.5)  # the leader may exit before its workers: the next round finds them
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
-        print(f"error: {message} (see --help)", file=sys.stderr)
+        print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -312,16 +357,16 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "predict":  # texts after an option arrive as extras: they are texts too
-        args.texts += [e for e in extra if not e.startswith("--")]
-        extra = [e for e in extra if e.startswith("--")]
-    if extra and args.command != "train":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        args, extra = parser.parse_known_args(argv)  # a flag's own parser may raise UserError too
+        if args.command == "predict":  # texts after an option arrive as extras: they are texts too
+            args.texts += [e for e in extra if not e.startswith("--")]
+            extra = [e for e in extra if e.startswith("--")]
+        if extra and args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return COMMANDS[args.command](args, extra)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

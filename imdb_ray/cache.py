@@ -8,6 +8,7 @@ with the same key build it once; the others wait and read it. Each build is appe
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -20,6 +21,12 @@ from filelock import FileLock
 
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def code_version(*functions: Callable) -> str:
+    """A hash of the source of the functions that build an entry: part of its key, so a change to
+    tokenisation or encoding builds new entries instead of silently reusing stale ones."""
+    return cache_key(*(inspect.getsource(f) for f in functions))
 
 
 def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -7,12 +7,15 @@ model's constructor signature.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imdb_ray import typecheck
 from imdb_ray.errors import UserError
+from imdb_ray.redact import redact
 from imdb_ray.models import FAMILIES, Family, check_model_args, get_model
 
 CHOICES = {
@@ -108,6 +111,8 @@ class TrialConfig:
         return cfg.validate()
 
     def validate(self) -> "TrialConfig":
+        for name, hint in _field_types().items():  # types first: the range checks below compare values
+            typecheck.check(name, getattr(self, name), hint)
         check_model_args(self.model, self.model_args)
         for name, options in CHOICES.items():
             if getattr(self, name) not in options:
@@ -172,4 +177,10 @@ class TrialConfig:
         return cfg
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        """config.json of a run or a model bundle, secrets replaced (it travels with the model)."""
+        Path(path).write_text(json.dumps(redact(self.to_dict()), indent=2, default=str))
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return {k: v for k, v in typecheck.hints(TrialConfig).items() if k in TrialConfig.fields()}

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from imdb_ray.cache import cache_key, load_or_build
+from imdb_ray.cache import cache_key, code_version, load_or_build
 from imdb_ray.errors import UserError
 
 
@@ -54,7 +54,8 @@ def embedding_matrix(cfg, train_tokens: Callable[[], list[list[str]]], vocab: li
     params = (cfg.embed_dim, cfg.w2v_algorithm, cfg.w2v_window, cfg.w2v_min_count, cfg.w2v_epochs, cfg.seed)
     if source not in ("word2vec", "random"):
         params = (str(Path(source).resolve()), Path(source).stat().st_mtime)
-    key = cache_key("vectors", fingerprint, vocab[:50], len(vocab), source, params)
+    key = cache_key("vectors", fingerprint, vocab[:50], len(vocab), source, params,
+                    code_version(train_word2vec, load_vectors, embedding_matrix, _random_rows))
 
     def build() -> dict:
         rng = np.random.default_rng(cfg.seed)

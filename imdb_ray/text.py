@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 
-from imdb_ray.cache import cache_key, load_or_build
+from imdb_ray.cache import cache_key, code_version, load_or_build
 from imdb_ray.data import Dataset, Split
 from imdb_ray.embeddings import embedding_matrix
 
@@ -67,7 +67,8 @@ class WordData:
 def prepare_word_data(cfg, dataset: Dataset) -> WordData:
     """Encoded splits + word vectors for `cfg`, from the cache when the same settings ran before."""
     fingerprint = dataset.fingerprint()
-    text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len, cfg.truncation)
+    text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len, cfg.truncation,
+                         code_version(tokenize, build_vocab, truncate, encode))
 
     def build() -> dict:
         tokens = {name: [tokenize(t) for t in split.texts] for name, split in _splits(dataset).items()}
@@ -90,7 +91,8 @@ def _splits(dataset: Dataset) -> dict[str, Split]:
 def prepare_hf_data(cfg, dataset: Dataset, path: str) -> dict[str, dict[str, torch.Tensor]]:
     """Splits tokenised with the fast tokenizer of the checkpoint at `path` (a hub name or a folder;
     special tokens added after truncation), right-padded to max_len, cached like the word pipeline."""
-    key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation)
+    key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation,
+                    code_version(encode_hf, _special_tokens, truncate))
 
     def build() -> dict:
         tokenizer = load_tokenizer(path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from imdb_ray.errors import UserError
+from imdb_ray.redact import redact, redact_text, safe_params
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-SECRET_WORDS = ("token", "secret", "password", "key", "credential")
-RETRY_S = 10.0  # how often a buffering TrialLog tries the tracking store again
+RETRY_S = float(os.environ.get("IMDB_RAY_MLFLOW_RETRY_S", 10))  # how often a buffering TrialLog tries the store again
 FINISH_WAIT_S = float(os.environ.get("IMDB_RAY_MLFLOW_WAIT_S", 30))  # at the end of a sweep, before giving up
 
 
@@ -44,26 +43,6 @@ def check_reachable(uri: str) -> None:
     except Exception as e:
         raise UserError(f"MLflow tracking store {uri} is not reachable ({type(e).__name__}); "
                         "start the server or pass --tracking-uri sqlite:///mlflow.db") from None
-
-
-# Well-known token shapes: Hugging Face, OpenAI-style, AWS access keys, GitHub, Slack.
-SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abps]-[A-Za-z0-9-]{10,}")
-
-
-def looks_secret(name: str, value: Any) -> bool:
-    """A secret-like name, a token-shaped value, or the value of a secret-named environment variable."""
-    if any(w in name.lower() for w in SECRET_WORDS):
-        return True
-    text = str(value)
-    if SECRET_VALUE.search(text):
-        return True
-    env = (v for k, v in os.environ.items() if any(w in k.lower() for w in SECRET_WORDS) and len(v) >= 8)
-    return any(v in text for v in env)
-
-
-def safe_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop anything that looks like a secret; MLflow params are visible to everyone with the UI."""
-    return {k: v for k, v in params.items() if not looks_secret(k, v)}
 
 
 def git_commit() -> str:
@@ -142,7 +121,7 @@ class SweepRuns:
                                            "git_commit": git_commit(), "imdb_ray.experiment_path": experiment_path,
                                            **({"imdb_ray.command": command} if command else {})})
         _log_params(self.client, run.info.run_id, settings)
-        self.client.log_text(run.info.run_id, sweep_file.read_text(), f"sweep/{sweep_file.name}")
+        self.client.log_text(run.info.run_id, redact_text(sweep_file.read_text()), f"sweep/{sweep_file.name}")
         return run.info.run_id
 
     def reopen_parent(self, run_id: str) -> str:
@@ -290,7 +269,7 @@ class TrialLog:
             run_id = self.client.create_run(self.runs.experiment_id(), tags=tags, run_name=name).info.run_id
         if not existing or not existing[0].data.params:
             _log_params(self.client, run_id, cfg.flat())
-            self.client.log_dict(run_id, cfg.to_dict(), "trial_config.json")
+            self.client.log_dict(run_id, redact(cfg.to_dict()), "trial_config.json")
         self.run_ids[trial_id] = run_id
 
     def _result(self, trial_id: str, result: dict, step: int, replay: bool = False) -> None:

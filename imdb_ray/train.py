@@ -276,8 +276,11 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
 
 def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: bool, start: float) -> TrainResult:
     """Scikit-learn baselines: one fit, reported as a single epoch so sweeps treat them alike."""
-    pipeline = get_model(cfg.model).build(**cfg.model_args)
-    pipeline.fit(dataset.train.texts, dataset.train.labels)
+    try:  # scikit-learn refuses parameters (min_df=0) and data (no term left after min_df) with ValueError
+        pipeline = get_model(cfg.model).build(**cfg.model_args)
+        pipeline.fit(dataset.train.texts, dataset.train.labels)
+    except ValueError as e:
+        raise UserError(f"model '{cfg.model}' with {cfg.model_args}: {str(e).splitlines()[0]}") from None
     result = TrainResult(cfg, best_epoch=1, model=pipeline)
     result.val, _ = _baseline_metrics(pipeline, dataset.val, "val")
     result.history = [{"epoch": 1, **result.val, "epoch_seconds": time.perf_counter() - start}]

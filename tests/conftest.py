@@ -2,19 +2,68 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
+
+# The fuzzer's examples: fixed ("ci", the default) so a failure reproduces; "explore" with
+# --hypothesis-seed N tries others. No example database is written into the repository.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile("ci")
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import load_dataset
+
+
+def pytest_configure(config):
+    """The folder the reliability rows of this session go to (test_reliability, test_ui, test_fuzz
+    record into it; a file per row, so pytest-xdist workers could share it too)."""
+    from helpers import ROWS_ENV
+
+    if not hasattr(config, "workerinput"):
+        os.environ[ROWS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_reliability_rows_")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """results/reliability.md, if every recording test ran and the session passed."""
+    from helpers import ROWS_ENV, recorded_rows
+
+    if hasattr(session.config, "workerinput") or ROWS_ENV not in os.environ:
+        return
+    rows = recorded_rows()
+    if rows:
+        from test_reliability import write_record
+
+        write_record(rows, passed=exitstatus == 0)
+    shutil.rmtree(os.environ.pop(ROWS_ENV), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def small_imdb():
     """240 real reviews (train+val, balanced, seeded) and 100 test reviews."""
     return load_dataset(n_train=240, n_test=100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """One local Ray (this machine's CPUs, one node) shared by the end-to-end sweeps that neither kill
+    nor inspect Ray's own processes: each sweep joins it with --address instead of starting and
+    stopping a Ray of its own (5-10 s each on 2 cores). Fault tests that kill workers or the driver
+    start their own."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": os.cpu_count() or 1, "num_gpus": 0,
+                                                            "include_dashboard": False})
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture

@@ -1,17 +1,14 @@
 """Reliability: injected faults, a bad-input matrix, and safe defaults.
 
-Every case appends one row to REPORT; when the whole module passes, the rows become
-results/reliability.md (what was tried, what happened, what was lost).
+Every case records one row (helpers.record_row, a file per row, so the test workers of `make test`
+can share them); when every case of the module passed in a run, the rows become results/reliability.md (what was tried, what happened, what was lost).
 """
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
-import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,12 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from mlflow.tracking import MlflowClient
 
+from helpers import (ROOT, finish, free_port, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
+                     sweep_runs, wait_for, write_sweep)
 from imdb_ray.__main__ import main
 
-ROOT = Path(__file__).resolve().parent.parent
-REPORT: list[tuple[str, str, str, str]] = []  # (section, case, what happened, what was lost)
 
 
 # ------------------------------------------------------------------------------ the bad-input matrix
@@ -87,15 +83,24 @@ BAD_INPUTS = [
      ["train", "--model", "distilbert", "--peft", "lora", "--quantization", "int8"], "quantization='int8' needs bitsandbytes"),
     ("unsloth without a GPU", {}, ["train", "--model", "distilbert", "--peft", "lora", "--engine", "unsloth"],
      "engine='unsloth' needs an NVIDIA GPU"),
+    ("sweep file: a string where a number goes", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': '1e-3'}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "space['lr'] value '1e-3': lr='1e-3' must be a finite number"),
+    ("sweep file: a wrong type inside a choice", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'hidden': tune.choice(['big', 64])}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "hidden='big' must be an integer"),
+    ("sweep file: a fraction of an epoch", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'epochs': 2.5}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "epochs=2.5 must be an integer"),
+    ("sweep file: a word for a boolean", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'clean_html': 'no'}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "clean_html='no' must be true or false"),
+    ("sweep file: a setting of the wrong type", {"sweeps/bad.py": sweep_file(SMALL, num_samples="8")},
+     ["sweep", "{ws}/sweeps/bad.py"], "num_samples='8' must be an integer"),
+    ("sweep file: a credential in the space", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'data': 'hf_" + "a" * 34 + "'}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "space['data'] holds what looks like a credential"),
+    ("train: a word for an integer model parameter", {}, ["train", "--model", "gru", "--hidden", "abc"],
+     "hidden='abc' must be an integer"),
     ("predict: model path that does not exist", {}, ["predict", "{ws}/runs/nope", "great film"],
      "no such folder, and not an MLflow run id or sweep:NAME"),
     ("predict: folder that holds no model", {}, ["predict", "{ws}/runs/earlier", "great film"], "not a model folder"),
 ]
-
-
-def _snapshot(ws: Path) -> dict[str, str]:
-    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(ws.rglob("*")) if p.is_file() and not p.name.startswith("mlflow.db")}
 
 
 @pytest.fixture
@@ -121,7 +126,7 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
             continue
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         (workspace / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
-    before = _snapshot(workspace)
+    before = snapshot(workspace)
     argv = [a.format(ws=workspace) for a in argv]
     if argv[0] == "sweep" and "--storage" not in argv:
         argv += ["--storage", str(workspace / "ray_results"), "--cache-dir", str(workspace / ".cache/imdb_ray")]
@@ -132,12 +137,12 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-    assert _snapshot(workspace) == before, "a bad input changed or created files"
+    assert snapshot(workspace) == before, "a bad input changed or created files"
     db = workspace / "mlflow.db"
     if db.exists():  # the store may be opened to check it; no run may be started
         assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
     shown = err[0].replace(str(workspace), "<workspace>")  # the same text in every run of the record
-    REPORT.append(("Bad input", case, f"exit 2: `{shown}`", "nothing (no file created or changed, no run started)"))
+    record_row("Bad input", case, f"exit 2: `{shown}`", "nothing (no file created or changed, no run started)")
 
 
 def test_the_matrix_is_big_enough():
@@ -148,57 +153,9 @@ def test_the_matrix_is_big_enough():
 pytest_slow = pytest.mark.slow
 
 
-def _sweep_cmd(tmp_path, sweep_path, *extra, uri=None):
-    return [sys.executable, "-m", "imdb_ray", "sweep", str(sweep_path), "--storage", str(tmp_path / "ray"),
-            "--tracking-uri", uri or f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"), *extra]
-
-
-def _write_sweep(tmp_path, name, space: dict, grids: dict | None = None, **settings) -> Path:
-    """A sweep file: `space` as literals, `grids` as tune.grid_search lists."""
-    entries = [f"{k!r}: {v!r}" for k, v in space.items()] + [f"{k!r}: tune.grid_search({v!r})" for k, v in (grids or {}).items()]
-    path = tmp_path / f"{name}.py"
-    path.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
-                    f"sweep = Sweep(name={name!r}, space={{{', '.join(entries)}}}, **{settings!r})\n")
-    return path
-
-
-def _runs(uri, experiment):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return client, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-
-
-def _steps(client, run, metric="val_accuracy"):
-    return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
-
-
-def _max_step(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("select coalesce(max(step), 0) from metrics where key='val_accuracy'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def _wait(predicate, timeout: float, what: str, proc=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the sweep ended before {what}: {proc.stdout.read()[-3000:] if proc.stdout else ''}")
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def _finish(proc, timeout=600) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    return out
+def trial_runs(uri, experiment):
+    client, _, children = sweep_runs(uri, experiment)
+    return client, children
 
 
 GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 1600, "n_test": 100, "max_len": 128,
@@ -207,54 +164,54 @@ GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 16
 
 @pytest_slow
 def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
-    sweep = _write_sweep(tmp_path, "worker_kill", {**GRU, "epochs": 5}, search="random", scheduler="fifo", num_samples=1,
+    sweep = write_sweep(tmp_path, "worker_kill", {**GRU, "n_train": 1000, "epochs": 5}, search="random", scheduler="fifo", num_samples=1,
                          trainer="ray_train", cpus_per_worker=1, max_failures=2)
-    proc = subprocess.Popen(_sweep_cmd(tmp_path, sweep), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     db = tmp_path / "mlflow.db"
-    _wait(lambda: _max_step(db) >= 1, 300, "the first epoch", proc)
+    wait_for(lambda: max_step(db) >= 1, 300, "the first epoch", proc)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
     assert len(workers) == 1
-    killed_after = _max_step(db)
+    killed_after = max_step(db)
     workers[0].kill()  # SIGKILL: the process dies mid-epoch, no cleanup
-    out = _finish(proc)
+    out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert killed_after < 5, "the kill came too late to interrupt the trial"
     assert "== worker_kill: 1 trials, 0 errored ==" in out
-    client, children = _runs(f"sqlite:///{db}", "worker_kill")
+    client, children = trial_runs(f"sqlite:///{db}", "worker_kill")
     assert len(children) == 1 and children[0].info.status == "FINISHED"
-    steps = _steps(client, children[0])
-    assert steps == [1, 2, 3, 4, 5], f"duplicated or missing epochs: {steps}"  # resumed, not restarted
-    REPORT.append(("Fault", "Ray Train worker SIGKILLed during epoch " + str(killed_after + 1) + " of 5",
+    logged = steps(client, children[0])
+    assert logged == [1, 2, 3, 4, 5], f"duplicated or missing epochs: {logged}"  # resumed, not restarted
+    record_row("Fault", "Ray Train worker SIGKILLed during epoch " + str(killed_after + 1) + " of 5",
                    "Train restarted the worker group from the last epoch checkpoint; the trial finished 5 epochs; "
-                   f"MLflow steps {steps}", "the interrupted part of one epoch"))
+                   f"MLflow steps {logged}", "the interrupted part of one epoch")
 
 
 @pytest_slow
 def test_killed_driver_resumes_without_rerunning(tmp_path):
-    sweep = _write_sweep(tmp_path, "resumable", {**GRU, "n_train": 600, "epochs": 3}, {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
+    sweep = write_sweep(tmp_path, "resumable", {**GRU, "n_train": 600, "epochs": 2}, {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
                          search="grid", scheduler="fifo", num_samples=1, trainer="direct", cpus_per_worker=0.95)
-    proc = subprocess.Popen(_sweep_cmd(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
     def one_finished():
         try:
-            return any(c.info.status == "FINISHED" for c in _runs(uri, "resumable")[1])
+            return any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1])
         except Exception:
             return False
 
     try:
-        _wait(one_finished, 400, "a finished trial")
+        wait_for(one_finished, 400, "a finished trial")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    client, children = _runs(uri, "resumable")
-    finished_before = {c.data.tags["trial_id"]: _steps(client, c) for c in children if c.info.status == "FINISHED"}
-    resumed = subprocess.run(_sweep_cmd(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    client, children = trial_runs(uri, "resumable")
+    finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in children if c.info.status == "FINISHED"}
+    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== resumable: 4 trials, 0 errored" in resumed.stdout
-    client, children = _runs(uri, "resumable")
+    client, children = trial_runs(uri, "resumable")
     parents = [r for r in client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
                if r.data.tags.get("imdb_ray.kind") == "sweep"]
     # Trials Tune had not snapshotted when the driver died are sampled again; their partial runs
@@ -263,68 +220,42 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     assert len(parents) == 1 and len(live) == 4
     assert all("imdb_ray.orphaned" in c.data.tags for c in children if c.info.status == "KILLED")
     for c in live:
-        h = _steps(client, c)
+        h = steps(client, c)
         assert h == list(range(1, len(h) + 1)), f"duplicated or missing steps {h}"
         if c.data.tags["trial_id"] in finished_before:
             assert h == finished_before[c.data.tags["trial_id"]]  # not rerun
-    REPORT.append(("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial",
+    record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial",
                    f"`--resume` finished the sweep: {len(finished_before)} finished trial(s) not rerun, one parent run, "
                    f"{len(live)} live child runs, {len(children) - len(live)} unsnapshotted run(s) marked KILLED",
-                   "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_server(db: Path, port: int, cwd: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def up():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    _wait(up, 60, "the MLflow server")
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+                   "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
 
 
 MLFLOW_SWEEP = {**GRU, "n_train": 600, "epochs": 3}
+OUTAGE_S = 6  # how long the store stays down in the comes-back case (the sweep retries every 2 s)
 
 
 @pytest_slow
 @pytest.mark.parametrize("comes_back", [True, False], ids=["comes-back", "never-comes-back"])
-def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back):
+def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back, ray_address):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # this test's own client: fail fast
-    db, port = tmp_path / "server.db", _free_port()
-    server = _mlflow_server(db, port, tmp_path)
+    db, port = tmp_path / "server.db", free_port()
+    server = mlflow_server(db, port, tmp_path)
     uri = f"http://127.0.0.1:{port}"
-    sweep = _write_sweep(tmp_path, "outage", MLFLOW_SWEEP, {"lr": [1e-3, 3e-3, 1e-2]}, search="grid", scheduler="fifo", num_samples=1,
+    sweep = write_sweep(tmp_path, "outage", MLFLOW_SWEEP, {"lr": [1e-3, 3e-3, 1e-2]}, search="grid", scheduler="fifo", num_samples=1,
                          trainer="direct", cpus_per_worker=0.95, max_concurrent=1)
-    env = {**os.environ, "IMDB_RAY_MLFLOW_WAIT_S": "5"}
-    proc = subprocess.Popen(_sweep_cmd(tmp_path, sweep, uri=uri), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    env = {**os.environ, "IMDB_RAY_MLFLOW_WAIT_S": "5", "IMDB_RAY_MLFLOW_RETRY_S": "2"}
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep, uri=uri, address=ray_address), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=env)
     try:
-        _wait(lambda: _max_step(db) >= 1, 300, "the first logged epoch", proc)
-        _stop(server)
-        time.sleep(12)  # trials go on while the store is down
+        wait_for(lambda: max_step(db) >= 1, 300, "the first logged epoch", proc)
+        kill_group(server)
+        time.sleep(OUTAGE_S)  # trials go on while the store is down
         if comes_back:
-            server = _mlflow_server(db, port, tmp_path)
-        out = _finish(proc)
+            server = mlflow_server(db, port, tmp_path)
+        out = finish(proc)
     finally:
         if server.poll() is None and not comes_back:
-            _stop(server)
+            kill_group(server)
     assert proc.returncode == 0, out[-3000:]
     assert "== outage: 3 trials, 0 errored ==" in out and "stopped answering" in out
     experiment = tmp_path / "ray" / "outage"
@@ -332,60 +263,61 @@ def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back):
     assert ray_epochs == [3, 3, 3]  # Ray keeps every result whatever MLflow does
     if comes_back:
         assert "answers again" in out
-        client, children = _runs(uri, "outage")
-        steps = [_steps(client, c) for c in children]
-        _stop(server)
+        client, children = trial_runs(uri, "outage")
+        logged = [steps(client, c) for c in children]
+        kill_group(server)
         assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
-        assert steps == [[1, 2, 3]] * 3, f"metrics lost or duplicated: {steps}"
-        REPORT.append(("Fault", "MLflow server killed mid-sweep, restarted 12 s later",
+        assert logged == [[1, 2, 3]] * 3, f"metrics lost or duplicated: {logged}"
+        record_row("Fault", f"MLflow server killed mid-sweep, restarted {OUTAGE_S} s later",
                        "trials went on; the buffered run starts, epoch metrics and ends were written when it answered; "
-                       "3 child runs with steps [1, 2, 3] each", "nothing"))
+                       "3 child runs with steps [1, 2, 3] each", "nothing")
     else:
         assert f"Nothing is lost: every trial's metrics are in {experiment}" in out
-        REPORT.append(("Fault", "MLflow server killed mid-sweep, never back",
+        record_row("Fault", "MLflow server killed mid-sweep, never back",
                        "the sweep finished (exit 0) and said which events are not in MLflow and where Ray keeps them "
-                       f"(result.json per trial: {ray_epochs} epochs)", "nothing (MLflow misses the events after the outage)"))
+                       f"(result.json per trial: {ray_epochs} epochs)", "nothing (MLflow misses the events after the outage)")
 
 
 @pytest_slow
-def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, ray_address):
     space = {k: v for k, v in GRU.items() if k != "hidden"}
-    sweep = _write_sweep(tmp_path, "failing", {**space, "n_train": 400, "epochs": 2},
+    sweep = write_sweep(tmp_path, "failing", {**space, "n_train": 400, "epochs": 2},
                          {"hidden": [16, 1_000_000], "pooling": ["last", "median"]}, search="grid", scheduler="fifo", num_samples=1, trainer="direct",
                          cpus_per_worker=0.95, max_failures=0)
-    proc = subprocess.run(_sweep_cmd(tmp_path, sweep), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(sweep_command(tmp_path, sweep, address=ray_address), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "== failing: 4 trials, 3 errored ==" in proc.stdout
     failed_lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("FAILED")]
     assert len(failed_lines) == 3
     assert sum("MemoryError" in ln and "does not fit in memory" in ln for ln in failed_lines) >= 1
     assert sum("pooling must be last, mean or max" in ln for ln in failed_lines) >= 1
-    client, children = _runs(f"sqlite:///{tmp_path}/mlflow.db", "failing")
+    client, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db", "failing")
     failed = [c for c in children if c.info.status == "FAILED"]
     assert len(failed) == 3 and len([c for c in children if c.info.status == "FINISHED"]) == 1
     for c in failed:
         text = Path(client.download_artifacts(c.info.run_id, "error.txt", str(tmp_path))).read_text()
         assert 'File "' in text and "imdb_ray/" in text  # the frames, down to our code
         assert c.data.tags["error"].split(":")[0] in ("MemoryError", "imdb_ray.errors.UserError") and c.data.tags["error"] in text
-    REPORT.append(("Fault", "trials that run out of memory (GRU hidden=10^6 asks for 12 TB) or raise (bad pooling)",
+    record_row("Fault", "trials that run out of memory (GRU hidden=10^6 asks for 12 TB) or raise (bad pooling)",
                    "each marked FAILED in MLflow with error.txt (traceback) and an `error` tag; the sweep went on; "
                    "the leaderboard lists them: " + "; ".join(sorted({ln.split(": ", 1)[1][:110] for ln in failed_lines})),
-                   "nothing (the good trial finished and was evaluated)"))
+                   "nothing (the good trial finished and was evaluated)")
 
 
 @pytest_slow
-def test_time_budget_ends_the_sweep_and_keeps_what_finished(tmp_path):
-    sweep = _write_sweep(tmp_path, "budget", {**GRU, "epochs": 50}, search="random", scheduler="fifo", num_samples=6,
+def test_time_budget_ends_the_sweep_and_keeps_what_finished(tmp_path, ray_address):
+    sweep = write_sweep(tmp_path, "budget", {**GRU, "epochs": 50}, search="random", scheduler="fifo", num_samples=6,
                          trainer="direct", cpus_per_worker=0.95)
-    proc = subprocess.run(_sweep_cmd(tmp_path, sweep, "--time-budget", "40s"), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(sweep_command(tmp_path, sweep, "--time-budget", "30s", address=ray_address), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "sweep ended early (time budget 40s)" in proc.stdout
+    assert "sweep ended early (time budget 30s)" in proc.stdout
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client, children = _runs(uri, "budget")
-    assert children and all(c.info.status == "KILLED" for c in children)  # none can run 50 epochs in 40 s
+    client, children = trial_runs(uri, "budget")
+    assert children and all(c.info.status == "KILLED" for c in children)  # none can run 50 epochs in 30 s
     assert all(c.data.tags["imdb_ray.stopped"].startswith("sweep ended (time budget or interrupt) after epoch") for c in children)
-    reached = [_steps(client, c) for c in children]
+    reached = [steps(client, c) for c in children]
     assert any(reached) and all(h == list(range(1, len(h) + 1)) for h in reached)
     # what they finished still counts: the best by validation was evaluated on test, and the report lists them
     best = [c for c in children if c.data.tags.get("best_trial") == "true"]
@@ -396,10 +328,10 @@ def test_time_budget_ends_the_sweep_and_keeps_what_finished(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     rows = (out / "budget_leaderboard.csv").read_text().splitlines()[1:]
     assert len(rows) == len(children) and all("killed: sweep ended" in r for r in rows)
-    REPORT.append(("Fault", "the sweep's time budget (`--time-budget 40s`) runs out while trials are training",
+    record_row("Fault", "the sweep's time budget (`--time-budget 30s`) runs out while trials are training",
                    f"Tune stopped them; {len(children)} child runs closed as KILLED with an `imdb_ray.stopped` tag "
                    f"(epochs reached: {sorted(len(h) for h in reached)}); the best was evaluated on test; the report "
-                   "ranks them on the epochs they finished", "the unfinished epochs and the samples never started"))
+                   "ranks them on the epochs they finished", "the unfinished epochs and the samples never started")
 
 
 def test_cache_entry_killed_while_writing_is_never_used(tmp_path):
@@ -419,9 +351,9 @@ def test_cache_entry_killed_while_writing_is_never_used(tmp_path):
     assert torch.equal(value["v"], torch.zeros(3))
     (tmp_path / "entry.pt").write_bytes((tmp_path / "entry.pt").read_bytes()[:40])  # truncated on disk
     assert torch.equal(load_or_build(tmp_path, "entry", lambda: {"v": torch.full((3,), 2.0)})["v"], torch.full((3,), 2.0))
-    REPORT.append(("Fault", "cache writer SIGKILLed mid-build; then an entry truncated on disk",
+    record_row("Fault", "cache writer SIGKILLed mid-build; then an entry truncated on disk",
                    "no entry under the real name after the kill (written to a temporary name, renamed when complete); "
-                   "the truncated entry failed to load and was rebuilt", "the killed build's work"))
+                   "the truncated entry failed to load and was rebuilt", "the killed build's work")
 
 
 # ---------------------------------------------------------------------------------- safe defaults
@@ -434,19 +366,19 @@ def test_checkpoints_load_with_weights_only():
                 ok = any(k.arg == "weights_only" and getattr(k.value, "value", None) is True for k in node.keywords)
                 calls.append((path.name, node.lineno, ok))
     assert calls and all(ok for *_, ok in calls), calls
-    REPORT.append(("Safe default", "torch.load", f"all {len(calls)} calls pass weights_only=True (checked in the source)", "-"))
+    record_row("Safe default", "torch.load", f"all {len(calls)} calls pass weights_only=True (checked in the source)", "-")
 
 
 def test_secrets_are_never_logged(monkeypatch):
-    from imdb_ray.tracking import safe_params
+    from imdb_ray.redact import safe_params
 
     monkeypatch.setenv("MY_SERVICE_TOKEN", "s3cr3t-value-1234")
-    params = {"lr": 0.001, "api_key": "abc", "hf_token": "x", "checkpoint": "bert-base-uncased",
+    params = {"lr": 0.001, "api_key": "abc", "hf_token": "x", "checkpoint": "bert-base-uncased", "num_virtual_tokens": 20,
               "note": "hf_" + "a" * 34, "data": "s3://bucket?sig=s3cr3t-value-1234", "aws": "AKIA" + "A" * 16}
-    assert safe_params(params) == {"lr": 0.001, "checkpoint": "bert-base-uncased"}
-    REPORT.append(("Safe default", "secret-looking parameters",
+    assert safe_params(params) == {"lr": 0.001, "checkpoint": "bert-base-uncased", "num_virtual_tokens": 20}
+    record_row("Safe default", "secret-looking parameters",
                    "dropped before MLflow: secret-like names, token-shaped values (hf_, sk-, AKIA, gh*_), values of "
-                   "secret-named environment variables", "-"))
+                   "secret-named environment variables", "-")
 
 
 def test_local_ray_and_ui_bind_to_localhost(monkeypatch):
@@ -466,38 +398,42 @@ def test_local_ray_and_ui_bind_to_localhost(monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         runner.run_sweep(load_sweep(ROOT / "sweeps" / "smoke.py"), address=None, storage="/tmp/x",
                          tracking_uri="sqlite:///:memory:")
-    assert seen["dashboard_host"] == "127.0.0.1"
+    assert seen["dashboard_host"] == "127.0.0.1" and seen["address"] == "local"  # its own Ray, never one found running
     from imdb_ray.__main__ import build_parser
 
     assert build_parser().parse_args(["ui"]).host == "127.0.0.1"
-    REPORT.append(("Safe default", "network exposure",
+    record_row("Safe default", "network exposure",
                    "local Ray: dashboard_host=127.0.0.1 (dashboard off unless --dashboard); `ui`: --host 127.0.0.1 "
-                   "(serving on it is tested in test_ui.py)", "-"))
+                   "(serving on it is tested in test_ui.py)", "-")
 
 
 def test_readme_says_sweep_files_are_code():
     assert "Sweep files are Python and therefore code: only run ones you trust." in (ROOT / "README.md").read_text()
-    REPORT.append(("Safe default", "sweep files run as Python", "the README says so where sweeps are introduced", "-"))
+    record_row("Safe default", "sweep files run as Python", "the README says so where sweeps are introduced", "-")
 
 
 # ---------------------------------------------------------------------------------- the record
 N_FAULT_ROWS = 7  # worker kill, driver kill, two outages, failing trials, time budget, cache
-N_DEFAULT_ROWS = 4
+N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
+N_FUZZ_ROWS = 3  # sweep files, data files, command lines (test_fuzz.py)
+SECTIONS = ("Fault", "Bad input", "Fuzzer", "Safe default")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def write_reliability_record(request):
-    yield
-    expected = len(BAD_INPUTS) + N_FAULT_ROWS + N_DEFAULT_ROWS
-    if request.session.testsfailed or len(REPORT) != expected:
-        return  # a partial or failing run records nothing
+def write_record(rows: list[dict], passed: bool) -> bool:
+    """results/reliability.md from this run's rows (called by conftest when the session ends), only
+    when the run passed and every case of this module recorded its row."""
+    if not passed or len(rows) != len(BAD_INPUTS) + N_FAULT_ROWS + N_DEFAULT_ROWS + N_FUZZ_ROWS:
+        return False  # a partial or failing run records nothing
+    matrix = [b[0] for b in BAD_INPUTS]
+    rows = sorted(rows, key=lambda r: (SECTIONS.index(r["section"]), matrix.index(r["case"]) if r["case"] in matrix else 0,
+                                       r["order"]))
     lines = ["# Reliability record", "",
-             "Written by the test suite (`make test`, or `.venv/bin/python -m pytest tests/test_reliability.py`) when every",
-             f"case in tests/test_reliability.py passes; last written {time.strftime('%Y-%m-%d')}. Each row is one test's",
-             "observed outcome, not a claim.", ""]
-    for section in ("Fault", "Bad input", "Safe default"):
-        rows = [r for r in REPORT if r[0] == section]
-        lines += [f"## {section}s ({len(rows)})", "", "| case | what happened | what was lost |", "|---|---|---|"]
-        lines += [f"| {case} | {what.replace('|', '/')} | {lost} |" for _, case, what, lost in rows] + [""]
+             "Written by the test suite (`make test`) when it passes with every case of tests/test_reliability.py,",
+             f"test_fuzz.py and test_ui.py; last written {time.strftime('%Y-%m-%d')}. Each row is one test's observed",
+             "outcome, not a claim.", ""]
+    for section in SECTIONS:
+        chosen = [r for r in rows if r["section"] == section]
+        lines += [f"## {section}s ({len(chosen)})", "", "| case | what happened | what was lost |", "|---|---|---|"]
+        lines += [f"| {r['case']} | {r['what'].replace('|', '/')} | {r['lost']} |" for r in chosen] + [""]
     (ROOT / "results" / "reliability.md").write_text("\n".join(lines))
-    json.dumps(REPORT)  # rows are plain strings
+    return True

@@ -17,6 +17,18 @@ def test_bootstrap_interval_matches_the_binomial_width():
     assert bootstrap_ci(labels, probs) == (acc, low, high)  # seeded
 
 
+def test_binomial_bootstrap_gives_the_intervals_of_resampling_reviews():
+    """Drawing the correct count from Binomial(n, accuracy) is the review-resampling bootstrap without
+    its samples x n index: the same interval, to Monte-Carlo noise, at the full test size."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 25_000)
+    probs = np.where(rng.random(25_000) < 0.88, labels, 1 - labels).astype(float)
+    acc, low, high = bootstrap_ci(labels, probs)
+    correct = ((probs >= 0.5).astype(int) == labels).astype(float)
+    means = np.array([correct[rng.integers(0, 25_000, 25_000)].mean() for _ in range(2000)])  # the old way
+    assert abs(low - np.percentile(means, 2.5)) < 1e-3 and abs(high - np.percentile(means, 97.5)) < 1e-3
+
+
 def test_perfect_predictions_have_no_spread():
     labels = np.array([0, 1] * 50)
     assert bootstrap_ci(labels, labels.astype(float)) == (1.0, 1.0, 1.0)

@@ -1,5 +1,5 @@
-"""`sweeps/smoke.py` end to end on a local Ray with the machine's CPUs, each run a subprocess with a
-time limit (a killed driver must not leave Ray running inside pytest)."""
+"""`sweeps/smoke.py` end to end, each sweep a subprocess with a time limit that joins the Ray shared
+by the test session (conftest.ray_address)."""
 from __future__ import annotations
 
 import subprocess
@@ -7,38 +7,40 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, free_port, run_sweep, steps, sweep_runs
+
 pytestmark = pytest.mark.slow
 
 
-def run_sweep(tmp_path, sweep_file, *extra, timeout=600):
-    cmd = [sys.executable, "-m", "imdb_ray", "sweep", str(sweep_file), "--storage", str(tmp_path / "ray"),
-           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"), *extra]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
 def child_runs(tmp_path, experiment):
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("imdb_ray.kind") == "sweep"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
-
-
-def steps(client, run, metric="val_accuracy"):
-    return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+    return sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", experiment)
 
 
 @pytest.fixture(scope="module")
-def smoke_store(tmp_path_factory):
-    """sweeps/smoke.py run once (direct trials); its folder holds mlflow.db, ray/ and cache/."""
+def smoke_store(tmp_path_factory, ray_address):
+    """sweeps/smoke.py run once (direct trials); its folder holds mlflow.db, ray/ and cache/. Two
+    secrets are planted: a token-shaped string in a comment of the sweep file, and the value of a
+    secret-named environment variable, also quoted in the file."""
     tmp_path = tmp_path_factory.mktemp("smoke")
-    return tmp_path, run_sweep(tmp_path, ROOT / "sweeps" / "smoke.py")
+    sweep_file = tmp_path / "input" / "smoke.py"
+    sweep_file.parent.mkdir()
+    sweep_file.write_text(f"# planted: {PLANTED_TOKEN} and {PLANTED_ENV_VALUE}\n" + (ROOT / "sweeps" / "smoke.py").read_text())
+    return tmp_path, run_sweep(tmp_path, sweep_file, address=ray_address, env={"SMOKE_SERVICE_TOKEN": PLANTED_ENV_VALUE})
+
+
+PLANTED_TOKEN, PLANTED_ENV_VALUE = "hf_" + "Q" * 34, "s3cr3t-smoke-4242"
+
+
+def test_no_secret_reaches_mlflow_or_ray_results(smoke_store):
+    tmp_path, _ = smoke_store
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "input" not in p.relative_to(tmp_path).parts]
+    assert any(p.name == "mlflow.db" for p in written) and any("ray" in p.parts for p in written)
+    leaks = [p for p in written if PLANTED_TOKEN.encode() in p.read_bytes() or PLANTED_ENV_VALUE.encode() in p.read_bytes()]
+    assert not leaks, leaks
+    client, parents, _ = child_runs(tmp_path, "smoke")  # the sweep file copy is there, redacted
+    copy = client.download_artifacts(parents[0].info.run_id, "sweep/smoke.py", str(tmp_path / "input"))
+    assert Path(copy).read_text().startswith("# planted: <redacted> and <redacted>")
 
 
 def test_smoke_sweep_direct_mode(smoke_store):
@@ -97,14 +99,14 @@ def test_smoke_sweep_direct_mode(smoke_store):
     assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
 
 
-def test_smoke_sweep_ray_train_mode(tmp_path):
+def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     """Six Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
     trial's worker placement group reserved, so after two early stops the sweep waited forever."""
     text = (ROOT / "sweeps" / "smoke.py").read_text()
     text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
-    out = run_sweep(tmp_path, sweep_file, timeout=420)
+    out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=420)
     assert "== smoke_train: 6 trials, 0 errored ==" in out
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
@@ -113,7 +115,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path):
     assert any("test_accuracy" in c.data.metrics for c in children)
 
 
-def test_peft_sweep_on_real_minilm(tmp_path):
+def test_peft_sweep_on_real_minilm(tmp_path, ray_address):
     """PEFT methods on real pretrained weights through the sweep engine (small)."""
     text = (ROOT / "sweeps" / "peft_cpu.py").read_text()
     for old, new in (('"n_train": 2000', '"n_train": 80'), ('"n_test": 2000', '"n_test": 40'), ('"max_len": 128', '"max_len": 48'),
@@ -123,7 +125,7 @@ def test_peft_sweep_on_real_minilm(tmp_path):
         text = text.replace(old, new)
     sweep_file = tmp_path / "peft_small.py"
     sweep_file.write_text(text)
-    out = run_sweep(tmp_path, sweep_file)
+    out = run_sweep(tmp_path, sweep_file, address=ray_address)
     assert "== peft_small: 3 trials, 0 errored ==" in out
     client, parents, children = child_runs(tmp_path, "peft_small")
     assert sorted(c.data.params["peft"] for c in children) == ["lora", "prefix_tuning", "prompt_tuning"]
@@ -142,15 +144,12 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
     """`python -m imdb_ray ui` in a real headless browser: the parent sweep run, its nested trials,
     and MLflow's compare view of the trials with their metrics. Screenshots go to results/."""
     import json
-    import socket
 
     from playwright.sync_api import sync_playwright
 
     tmp_path, _ = smoke_store
     client, parents, children = child_runs(tmp_path, "smoke")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "imdb_ray", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
                            "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)

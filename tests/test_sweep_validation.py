@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli
 from imdb_ray.errors import UserError
 from imdb_ray.sweep import Sweep, load_sweep
 
@@ -71,34 +72,52 @@ def test_concurrency_leaves_room_for_train_workers():
                  num_samples=16).concurrency({"CPU": 16, "GPU": 2}) == 8
 
 
+def test_gpu_fractions_pack_per_gpu():
+    """Ray places a fraction within one GPU: 0.3 fits three times on each (not 8 / 0.3 = 26 on eight)."""
+    def fits(fraction, gpus, workers=1):
+        return Sweep(name="x", space={"model": "gru"}, trainer="direct", gpus_per_worker=fraction, workers_per_trial=workers,
+                     num_samples=100, cpus_per_worker=0.1).concurrency({"CPU": 64, "GPU": gpus})
+
+    assert fits(0.3, 8) == 24 and fits(0.25, 2) == 8 and fits(0.5, 3) == 6 and fits(1, 8) == 8 and fits(2, 8) == 4
+    assert fits(0.3, 8, workers=2) == 12
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "sweeps/nope.py"], "sweep file not found"),
     (["sweep", "sweeps/smoke.py", "--storage", "relative/dir"], "must be absolute"),
     (["sweep", "sweeps/smoke.py", "--address", "nowhere"], "--address 'nowhere'"),
     (["sweep", "sweeps/smoke.py", "--bogus"], "unrecognized arguments: --bogus"),
-    (["sweep", "sweeps/smoke.py", "--storage", "/tmp/imdb_ray_unreachable", "--tracking-uri", "http://127.0.0.1:9"],
-     "MLflow tracking store http://127.0.0.1:9 is not reachable"),
 ])
-def test_sweep_cli_errors(argv, message):
+def test_sweep_cli_errors(argv, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err, _ = cli(argv, capsys)
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_sweep_cli_error_from_the_entry_point():
+    """`python -m imdb_ray` itself: exit 2 and one line on stderr, with nothing else (no library
+    logging) printed when the tracking store is checked and refused."""
+    argv = ["sweep", "sweeps/smoke.py", "--storage", "/tmp/imdb_ray_unreachable", "--tracking-uri", "http://127.0.0.1:9"]
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert len(lines) == 1 and "MLflow tracking store http://127.0.0.1:9 is not reachable" in lines[0], proc.stderr
 
 
-def test_dry_run_prints_plan():
-    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "sweep", "sweeps/gru_lr.py", "--dry-run"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0
-    assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in proc.stdout
+def test_dry_run_prints_plan(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err, out = cli(["sweep", "sweeps/gru_lr.py", "--dry-run"], capsys)
+    assert code == 0, err
+    assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in out
 
 
-def test_resource_overrides_fit_a_gpu_sweep_on_this_machine():
-    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "sweep", "sweeps/classic.py", "--dry-run", "--cpus-per-worker", "1",
-                           "--gpus-per-worker", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in proc.stdout
-    assert "trials at once on this machine" in proc.stdout and "none" not in proc.stdout.split("trials at once")[1].splitlines()[0]
+def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code, err, out = cli(["sweep", "sweeps/classic.py", "--dry-run", "--cpus-per-worker", "1", "--gpus-per-worker", "0"], capsys)
+    assert code == 0, err
+    assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in out
+    assert "trials at once on this machine" in out and "none" not in out.split("trials at once")[1].splitlines()[0]
 
 
 def test_select_for_test_takes_the_top_and_the_best_of_each_model():
@@ -119,3 +138,13 @@ def test_select_for_test_takes_the_top_and_the_best_of_each_model():
     chosen = select_for_test(results, sweep)
     assert [(r.config["model"], r.metrics_dataframe["val_accuracy"].max()) for r in chosen] == [
         ("tfidf_lr", 0.90), ("tfidf_lr", 0.89), ("gru", 0.88), ("cnn", 0.87), ("lstm", 0.5)]
+
+
+def test_placement_group_workaround_is_fenced_to_its_ray_version():
+    """ReleaseTrainPlacementGroups works around a Ray 2.60 leak; upgrading Ray must make someone check
+    whether it is still needed (tests/test_sweep_e2e.py::test_smoke_sweep_ray_train_mode reproduces it)."""
+    import ray
+
+    from imdb_ray.sweep.callbacks import ReleaseTrainPlacementGroups
+
+    assert ray.__version__.startswith(ReleaseTrainPlacementGroups.RAY_VERSION + "."), ray.__version__

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import cli
 from imdb_ray.__main__ import main
 from imdb_ray.cache import load_or_build
 from imdb_ray.config import TrialConfig
@@ -36,6 +37,24 @@ def test_second_identical_run_hits_the_cache(tiny_cfg, small_imdb):
     other = prepare_word_data(dataclasses.replace(tiny_cfg, max_len=32), small_imdb)
     assert other.splits["train"]["input_ids"].shape[1] == 32
     assert len((Path(tiny_cfg.cache_dir) / "builds.log").read_text().splitlines()) == 3  # new key: one new build
+
+
+def test_a_change_to_the_tokeniser_builds_new_entries(tiny_cfg, small_imdb, monkeypatch):
+    """Cache keys carry a hash of the code that built the entry: new tokenisation, new entry."""
+    import imdb_ray.text as text
+
+    prepare_word_data(tiny_cfg, small_imdb)
+    log = Path(tiny_cfg.cache_dir) / "builds.log"
+    assert len(log.read_text().splitlines()) == 2
+
+    def tokenize(t: str) -> list[str]:  # a different tokeniser (lower-cased words only)
+        return [w for w in t.lower().split() if w.isalpha()]
+
+    monkeypatch.setattr(text, "tokenize", tokenize)
+    changed = prepare_word_data(tiny_cfg, small_imdb)
+    builds = [line.split("-")[0] for line in log.read_text().splitlines()]
+    assert builds[2:] == ["words", "vectors"]  # the stale entries were not reused
+    assert all(w.isalpha() for w in changed.vocab[2:])
 
 
 def test_corrupted_cache_entry_is_rebuilt(tmp_path):
@@ -122,7 +141,16 @@ def test_train_command_end_to_end(tmp_path, capsys):
     (["train", "--resume", "--run-dir", "/nonexistent/run"], "--resume: /nonexistent/run/checkpoint does not exist"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_cli_errors_are_one_line_exit_2(argv, message):
+def test_cli_errors_are_one_line_exit_2(argv, message, capsys):
+    code, err, _ = cli(argv, capsys)
+    assert code == 2
+    assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize("argv, message", [(["train", "--model", "nope"], "unknown model 'nope'"),
+                                           (["frobnicate"], "invalid choice")])
+def test_cli_errors_from_the_entry_point(argv, message):
+    """The same through `python -m imdb_ray`: the exit code and a stderr with nothing else in it."""
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -10,18 +9,14 @@ import urllib.request
 
 from mlflow.tracking import MlflowClient
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 def test_ui_serves_the_store_on_localhost(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("ui_check"), run_name="a-trial")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "imdb_ray", "ui", "--tracking-uri", uri, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -46,3 +41,32 @@ def test_ui_serves_the_store_on_localhost(tmp_path):
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_ui_stopped_with_kill_leaves_nothing_running(tmp_path):
+    """`kill PID` of the launcher (what a supervisor or script does) stops the whole MLflow server tree."""
+    import os
+    import signal
+
+    import psutil
+
+    from helpers import port_open, record_row, wait_for
+
+    port = free_port()
+    launcher = subprocess.Popen([sys.executable, "-m", "imdb_ray", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/ui.db",
+                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_open(port), 90, "the MLflow UI")
+        tree = psutil.Process(launcher.pid).children(recursive=True)
+        assert tree, "the UI runs in child processes"
+        launcher.send_signal(signal.SIGTERM)  # the launcher alone, not its group
+        assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(tree, timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+        assert not port_open(port)
+    finally:
+        if launcher.poll() is None:
+            os.kill(launcher.pid, signal.SIGKILL)
+    record_row("Safe default", "`ui` stopped with `kill PID` (SIGTERM to the launcher only)",
+               f"the launcher stopped the server's whole process tree ({len(tree)} processes), nothing left running, "
+               "the port closed; MLflow's job consumers are not started", "-")

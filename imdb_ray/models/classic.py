@@ -2,7 +2,8 @@
 
 - takes `(input_ids, lengths)` with right padding (`<pad>` = id 0) and returns `(logits, features)`,
   where `features` is the pooled vector the classifier reads (SupCon uses it);
-- never lets padding reach the features: RNNs run on packed sequences, pooling and attention are
+- never lets padding reach the features: RNNs read each row only up to its length (the backward
+  direction runs over the row reversed within its length), pooling and attention are
   masked, convolutions only keep windows that start on a real token.
 
 Adding a model: one class with `@register_model`, its tunable knobs as keyword-only arguments.

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from imdb_ray import typecheck
 from imdb_ray.errors import UserError
 
 
@@ -21,6 +22,7 @@ class ModelEntry:
     params: dict[str, Any]  # tunable parameter -> default
     doc: str
     check: Callable[..., None] | None = None  # raises UserError for argument combinations that cannot work
+    types: dict[str, Any] = field(default_factory=dict)  # parameter -> its annotation, checked before building
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -34,7 +36,8 @@ def register_model(name: str, family: str = "word", defaults: dict[str, Any] | N
         params.update(defaults or {})
         doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
         build = functools.partial(cls, **defaults) if defaults else cls
-        MODELS[name] = ModelEntry(name, build, family, params, doc, getattr(cls, "validate_args", None))
+        types = {k: v for k, v in typecheck.hints(cls).items() if k in params}
+        MODELS[name] = ModelEntry(name, build, family, params, doc, getattr(cls, "validate_args", None), types)
         return cls
 
     return wrap
@@ -58,6 +61,9 @@ def check_model_args(name: str, args: dict[str, Any]) -> None:
     if unknown:
         raise UserError(f"model '{name}' has no parameter {', '.join(map(repr, unknown))}; "
                         f"its parameters: {', '.join(entry.params) or '(none)'}")
+    for key, value in args.items():
+        if key in entry.types:
+            typecheck.check(key, value, entry.types[key])
     if entry.check is not None:
         entry.check(**{**entry.params, **args})
 

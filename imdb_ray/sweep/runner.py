@@ -210,8 +210,10 @@ def _start_ray(address: str | None, dashboard: bool) -> None:
         ray.init(address=address)
         return
     local = local_resources()
-    # The dashboard (off by default: it costs a core's worth on a laptop) never leaves localhost.
-    ray.init(num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
+    # address="local": a Ray of its own, even when another runs on this machine (plain ray.init()
+    # would join that one). The dashboard (off by default: it costs a core's worth on a laptop)
+    # never leaves localhost.
+    ray.init(address="local", num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
              include_dashboard=dashboard, log_to_driver=False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
+from imdb_ray import typecheck
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
+from imdb_ray.redact import looks_secret
 from imdb_ray.models import get_model
 
 SEARCHES = ("optuna", "random", "grid")
@@ -60,6 +63,7 @@ class Sweep:
         """A checked, normalised copy (gpus_per_trial folded into gpus_per_worker); self is unchanged.
         Raises UserError naming the file and the problem."""
         sweep = dataclasses.replace(self)
+        sweep._check_types()
         if sweep.gpus_per_trial is not None:
             per_worker = sweep.gpus_per_trial / max(1, sweep.workers_per_trial)
             if sweep.gpus_per_worker not in (0, per_worker):
@@ -81,7 +85,17 @@ class Sweep:
     def fail(self, message: str):
         raise UserError(f"{self.source or self.name}: {message}")
 
+    def _check_types(self) -> None:
+        for name, hint in typecheck.hints(Sweep).items():
+            if name not in ("source", "return"):
+                try:
+                    typecheck.check(name, getattr(self, name), hint)
+                except UserError as e:
+                    self.fail(str(e))
+
     def _check_settings(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            self.fail(f"name={self.name!r}: use letters, digits, '_', '.' and '-' (it names folders and the MLflow experiment)")
         if not isinstance(self.space, dict) or not self.space:
             self.fail("the search space is empty; give at least 'model'")
         for name, options in (("search", SEARCHES), ("scheduler", SCHEDULERS), ("trainer", TRAINERS),
@@ -108,14 +122,24 @@ class Sweep:
         """Every key belongs to a config field or to a model the space can pick; every representative
         value (each category, each end of a range) builds a valid TrialConfig with every model."""
         values = {k: candidates(k, v, self.fail) for k, v in self.space.items()}
+        for key, options in values.items():  # Ray writes the space into its own result files: keep secrets out
+            if any(isinstance(o, str) and looks_secret("", o) for o in options):
+                self.fail(f"space[{key!r}] holds what looks like a credential; give credentials through the "
+                          "environment (e.g. HF_TOKEN), never in a sweep file")
         models = values.get("model", ["gru"])
         fields = TrialConfig.fields()
         for key in self.space:
             if key not in fields and not any(key in get_model(m).params for m in models):
                 self.fail(f"space[{key!r}]: no model in {models} has this parameter, and it is no config field "
                           "(see `python -m imdb_ray models`)")
+        for key, options in values.items():  # each value alone first, so the error names its key
+            for option, model in ((o, m) for o in options for m in models):
+                try:
+                    TrialConfig.from_flat({"model": option} if key == "model" else {"model": model, key: option}, strict=False)
+                except UserError as e:
+                    self.fail(f"space[{key!r}] value {option!r}: {e}")
         base = {k: v[0] for k, v in values.items()}
-        for model in models:
+        for model in models:  # then together (n_train with val_fraction, a vectors file with embed_dim, ...)
             for key, options in values.items():
                 for option in options:
                     try:
@@ -144,7 +168,11 @@ class Sweep:
         fits = math.floor(cluster.get("CPU", 1) / cpu_per_trial + 1e-9)
         gpu = self.workers_per_trial * self.gpus_per_worker
         if gpu > 0:
-            fits = min(fits, math.floor(cluster.get("GPU", 0) / gpu + 1e-9))
+            gpus = math.floor(cluster.get("GPU", 0) + 1e-9)
+            if self.gpus_per_worker < 1:  # Ray packs fractions per GPU: floor(1 / fraction) workers on each
+                fits = min(fits, math.floor(1 / self.gpus_per_worker + 1e-9) * gpus // self.workers_per_trial)
+            else:
+                fits = min(fits, math.floor(gpus / gpu + 1e-9))
         if fits < 1:
             raise UserError(f"{self.source or self.name}: one trial needs {cpu_per_trial:g} CPU and {gpu:g} GPU; "
                             f"the cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} GPU")
