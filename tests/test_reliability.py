@@ -189,7 +189,7 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
 
 @pytest_slow
 def test_killed_driver_resumes_without_rerunning(tmp_path):
-    sweep = write_sweep(tmp_path, "resumable", {**GRU, "n_train": 600, "epochs": 2}, {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
+    sweep = write_sweep(tmp_path, "resumable", {**GRU, "n_train": 400, "epochs": 2}, {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
                          search="grid", scheduler="fifo", num_samples=1, trainer="direct", cpus_per_worker=0.95)
     proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -230,7 +230,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
                    "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
 
 
-MLFLOW_SWEEP = {**GRU, "n_train": 600, "epochs": 3}
+MLFLOW_SWEEP = {**GRU, "n_train": 400, "epochs": 3}
 OUTAGE_S = 6  # how long the store stays down in the comes-back case (the sweep retries every 2 s)
 
 
@@ -243,7 +243,8 @@ def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back, 
     uri = f"http://127.0.0.1:{port}"
     sweep = write_sweep(tmp_path, "outage", MLFLOW_SWEEP, {"lr": [1e-3, 3e-3, 1e-2]}, search="grid", scheduler="fifo", num_samples=1,
                          trainer="direct", cpus_per_worker=0.95, max_concurrent=1)
-    env = {**os.environ, "IMDB_RAY_MLFLOW_WAIT_S": "5", "IMDB_RAY_MLFLOW_RETRY_S": "2"}
+    # coming back, the sweep may end while the store is still down: it waits for it (at most 60 s)
+    env = {**os.environ, "IMDB_RAY_MLFLOW_WAIT_S": "60" if comes_back else "5", "IMDB_RAY_MLFLOW_RETRY_S": "2"}
     proc = subprocess.Popen(sweep_command(tmp_path, sweep, uri=uri, address=ray_address), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=env)
     try:
