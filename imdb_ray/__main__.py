@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import shlex
@@ -268,18 +269,19 @@ def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-                               "--port", str(args.port)], start_new_session=True)
+                               "--port", str(args.port), "--workers", str(args.workers)], start_new_session=True)
     stopped_by: list[int] = []
 
-    def stop(signum, _frame) -> None:
+    def stop(signum, _frame) -> None:  # only signal here: the wait below returns once the server exits
         stopped_by.append(signum)
-        _stop_group(server)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         code = server.wait()
     finally:
-        _stop_group(server)
+        _stop_group(server)  # what is left of the tree, whatever ended the wait
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 128 + stopped_by[0] if stopped_by else code
@@ -348,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_ui.add_argument("--tracking-uri")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
     p_ui.add_argument("--port", type=int, default=5000)
+    p_ui.add_argument("--workers", type=int, default=1, help="server processes (default 1: one person's browser; "
+                      "MLflow's own default of 4 costs seconds of start-up per process)")
     return parser
 
 

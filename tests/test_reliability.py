@@ -416,8 +416,8 @@ def test_readme_says_sweep_files_are_code():
 # ---------------------------------------------------------------------------------- the record
 N_FAULT_ROWS = 7  # worker kill, driver kill, two outages, failing trials, time budget, cache
 N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
-N_FUZZ_ROWS = 3  # sweep files, data files, command lines (test_fuzz.py)
-SECTIONS = ("Fault", "Bad input", "Fuzzer", "Safe default")
+N_FUZZ_ROWS = 4  # sweep files, data files, command lines, what it found (test_fuzz.py)
+SECTIONS = ("Fault", "Bad input", "Fuzzer", "Safe default")  # headings: "Faults", "Bad inputs", ...
 
 
 def write_record(rows: list[dict], passed: bool) -> bool:
