@@ -44,7 +44,10 @@ class Predictor:
         if missing:
             raise UserError(f"{folder}: not a model folder (missing {', '.join(missing)}); give a `train` run folder, "
                             "an MLflow run id, or sweep:NAME")
-        self.cfg = TrialConfig(**json.loads((folder / "config.json").read_text()))
+        try:  # an edited or foreign config.json: one line saying what is wrong, not a TypeError
+            self.cfg = TrialConfig(**json.loads((folder / "config.json").read_text())).validate()
+        except (TypeError, ValueError, UserError) as e:
+            raise UserError(f"{folder / 'config.json'}: not a config this version can load ({e})") from None
         weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         self.device = torch.device(device)
         self.model, self._encode = self.cfg.family.load_bundle(self.cfg, folder, weights)

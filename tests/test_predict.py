@@ -69,3 +69,17 @@ def test_train_then_predict_from_the_command_line(tiny_cfg, tmp_path, capsys, mo
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(UserError, match="not a model folder"):
         Predictor(tmp_path)
+
+
+def test_a_bundle_config_of_the_wrong_type_is_one_line(tiny_cfg, small_imdb, tmp_path):
+    import json
+
+    result = train(tiny_cfg, dataset=small_imdb, progress=False)
+    folder = save_bundle(result.model, tiny_cfg, tmp_path / "model", result.vocab)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_len": "256"}))
+    with pytest.raises(UserError, match=r"config.json: not a config this version can load \(max_len='256' must be an integer\)"):
+        Predictor(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "colour": "red"}))
+    with pytest.raises(UserError, match="not a config this version can load"):
+        Predictor(folder)
