@@ -427,7 +427,7 @@ def write_record(rows: list[dict], passed: bool) -> bool:
         return False  # a partial or failing run records nothing
     matrix = [b[0] for b in BAD_INPUTS]
     rows = sorted(rows, key=lambda r: (SECTIONS.index(r["section"]), matrix.index(r["case"]) if r["case"] in matrix else 0,
-                                       r["order"]))
+                                       r["order"], r["case"]))
     lines = ["# Reliability record", "",
              "Written by the test suite (`make test`) when it passes with every case of tests/test_reliability.py,",
              f"test_fuzz.py and test_ui.py; last written {time.strftime('%Y-%m-%d')}. Each row is one test's observed",
