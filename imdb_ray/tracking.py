@@ -90,10 +90,14 @@ class SweepRuns:
     def __init__(self, uri: str, experiment: str, client=None):
         self.uri, self.experiment = uri, experiment
         self.client = client or _client(uri)
+        self._experiment_id: str | None = None
 
     def experiment_id(self) -> str | None:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        return exp.experiment_id if exp else None
+        """The experiment's id (looked up once it exists: every trial start and test result needs it)."""
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            self._experiment_id = exp.experiment_id if exp else None
+        return self._experiment_id
 
     def parent(self, experiment_path: str | None = None):
         """The newest parent run (of the sweep stored at experiment_path, when given), or None."""
@@ -113,7 +117,7 @@ class SweepRuns:
 
     def start_parent(self, sweep_file: Path, settings: dict, experiment_path: str, command: str = "") -> str:
         """Create the sweep's parent run (and its experiment on first use); returns its id."""
-        exp_id = self.experiment_id() or self.client.create_experiment(
+        exp_id = self._experiment_id = self.experiment_id() or self.client.create_experiment(
             # "custom model development": MLflow's UI then opens on the runs table, not its GenAI pages
             self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
         run = self.client.create_run(exp_id, run_name=f"sweep:{self.experiment}",

@@ -6,6 +6,7 @@ epoch (Ray reporting lives there), `resume_from` a checkpoint folder, and `wrap_
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -193,7 +194,22 @@ def _mixed_precision(cfg: TrialConfig, device: torch.device) -> tuple[torch.dtyp
     return dtype, torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
+class flush_denormals(contextlib.ContextDecorator):
+    """Vanishing RNN gradients become denormal floats, which make CPU backward ~10x slower: flush them
+    to zero while training, and give the process its IEEE behaviour back afterwards (others in it, such
+    as a notebook or a test runner, may rely on it)."""
+
+    def __enter__(self):
+        torch.set_flush_denormal(True)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_flush_denormal(False)
+        return False
+
+
 # ----------------------------------------------------------------------------------- the loop
+@flush_denormals()
 def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCallback | None = None,
           resume_from: str | Path | None = None, evaluate_test: bool = False, wrap_model: Callable | None = None,
           wrap_loader: Callable | None = None, progress: bool = True) -> TrainResult:
@@ -203,8 +219,6 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
     touched only when `evaluate_test` is set, once, on the restored model.
     """
     start = time.perf_counter()
-    # Vanishing RNN gradients become denormal floats, which make CPU backward ~10x slower.
-    torch.set_flush_denormal(True)
     set_seed(cfg.seed)
     dataset = dataset or load_trial_data(cfg)
     if not cfg.family.neural:

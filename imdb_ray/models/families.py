@@ -9,6 +9,7 @@ helpers every family shares.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,25 +31,27 @@ class Prepared:
     vocab: list[str] | None = None  # word models: what their ids index
 
 
-class Family:
+class Family(ABC):
     name = ""
     neural = True  # trained by the torch loop; False: fitted once by scikit-learn
     has_bundle = True  # saved as a tensor bundle (predict, MLflow model artifact)
     input_fields: tuple[str, ...] = ()
 
+    @abstractmethod
     def prepare(self, cfg, dataset) -> Prepared | None:
         """Tensors for cfg (from the cache when the same settings ran before); None: nothing to prepare."""
-        return None
 
+    @abstractmethod
     def collate(self, rows) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        raise NotImplementedError
+        """A batch of dataset rows -> (model inputs, labels)."""
 
+    @abstractmethod
     def save_bundle(self, model, cfg, folder: Path, vocab: list[str] | None) -> dict[str, Any]:
         """Write the family's files into folder; returns the tensors for weights.pt."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_bundle(self, cfg, folder: Path, weights: dict) -> tuple[torch.nn.Module, Encoder]:
-        raise NotImplementedError
+        """The model with its trained weights, and the encoder that turns raw texts into its inputs."""
 
 
 class WordFamily(Family):
@@ -131,6 +134,18 @@ class BaselineFamily(Family):
     """scikit-learn pipelines on raw texts: fitted once, no tensors, no bundle."""
 
     name, neural, has_bundle = "baseline", False, False
+
+    def prepare(self, cfg, dataset) -> None:
+        return None  # the pipeline reads raw texts: nothing to tokenise or cache
+
+    def collate(self, rows):
+        raise UserError("a scikit-learn baseline has no tensor batches (it is fitted by `train`, not the torch loop)")
+
+    def save_bundle(self, model, cfg, folder, vocab):
+        raise UserError(f"model '{cfg.model}' is a scikit-learn pipeline: it has no tensor bundle (refit it with train)")
+
+    def load_bundle(self, cfg, folder, weights):
+        raise UserError(f"{folder}: model '{cfg.model}' is a scikit-learn pipeline; there is no bundle of it to load")
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (WordFamily(), HFFamily(), BaselineFamily())}

@@ -79,8 +79,9 @@ class Sweep:
         if unknown:
             raise ValueError(f"not overridable: {sorted(unknown)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        base = self.validate()  # fold gpus_per_trial first, so a --gpus-per-worker replaces it
-        return dataclasses.replace(base, **given).validate()
+        if "gpus_per_worker" in given:  # the command line's GPU share replaces the file's, however it was spelled
+            given["gpus_per_trial"] = None
+        return dataclasses.replace(self, **given).validate()
 
     def fail(self, message: str):
         raise UserError(f"{self.source or self.name}: {message}")
