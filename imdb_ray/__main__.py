@@ -183,13 +183,23 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     if args.dry_run:
         import torch
 
-        print(plan(sweep, {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}))
+        cluster = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+        print(plan(sweep, cluster))
+        if args.estimate:
+            from imdb_ray.sweep.cost import cost_lines, estimate
+
+            print(f"  measuring each model's training speed on {sweep.name}'s settings ...", flush=True)
+            try:
+                concurrency = sweep.concurrency(cluster)
+            except UserError:
+                concurrency = None
+            print("\n".join(cost_lines(sweep, estimate(sweep), concurrency)))
         return 0
     from imdb_ray.sweep.runner import run_sweep
 
     summary = run_sweep(sweep, address=args.address, storage=storage, tracking_uri=uri, resume=args.resume,
                         cache_dir=args.cache_dir, dashboard=args.dashboard,
-                        command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]))
+                        command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]), verbose=args.verbose)
     print_summary(sweep, summary, uri)
     return 0
 
@@ -329,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Tuner.restore)")
     p_sweep.add_argument("--dashboard", action="store_true", help="local Ray: start its dashboard on 127.0.0.1:8265")
     p_sweep.add_argument("--dry-run", action="store_true", help="validate and print the plan; start nothing")
+    p_sweep.add_argument("--no-estimate", dest="estimate", action="store_false",
+                         help="--dry-run: skip measuring each model's speed for the cost estimate")
+    p_sweep.add_argument("-v", "--verbose", action="store_true", help="Ray Tune's own status tables and logs, Optuna's too")
     p_sweep.add_argument("--num-samples", type=int, help="override the sweep file")
     p_sweep.add_argument("--max-concurrent", type=int, help="override the sweep file")
     p_sweep.add_argument("--test-only", action="store_true",

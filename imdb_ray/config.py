@@ -159,9 +159,10 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """One level, model parameters (with defaults) inlined: for MLflow params and tables."""
-        d = self.to_dict()
-        d.pop("model_args")
+        """One level, model parameters (with defaults) inlined: for MLflow params and tables. Only
+        the fields the model's family uses (a baseline has no learning rate to show)."""
+        family = self.family
+        d = {k: v for k, v in self.to_dict().items() if k != "model_args" and family.uses(k)}
         d.update(self.resolved_model_args())
         return d
 

@@ -157,6 +157,8 @@ class Progress:
             self.best_value, self.best_state, self.best_epoch, self.bad_epochs = value, trainable_state(model), self.epoch, 0
         else:
             self.bad_epochs += 1
+        metrics[f"best_{cfg.metric}"] = self.best_value  # what a sweep ranks on and its searcher optimises
+        metrics["finished"] = self.stopped(cfg)  # the trial's own last epoch (a scheduler may stop it sooner)
 
     def stopped(self, cfg: TrialConfig) -> bool:
         return self.epoch >= cfg.epochs or (cfg.patience > 0 and self.bad_epochs >= cfg.patience)
@@ -297,7 +299,8 @@ def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: b
         raise UserError(f"model '{cfg.model}' with {cfg.model_args}: {str(e).splitlines()[0]}") from None
     result = TrainResult(cfg, best_epoch=1, model=pipeline)
     result.val, _ = _baseline_metrics(pipeline, dataset.val, "val")
-    result.history = [{"epoch": 1, **result.val, "epoch_seconds": time.perf_counter() - start}]
+    result.history = [{"epoch": 1, **result.val, f"best_{cfg.metric}": result.val[cfg.metric], "finished": True,
+                       "epoch_seconds": time.perf_counter() - start}]
     if on_epoch is not None:
         on_epoch(result.history[0], None)
     if evaluate_test:

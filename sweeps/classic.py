@@ -10,12 +10,20 @@ from imdb_ray.sweep import Sweep
 sweep = Sweep(
     name="classic",
     space={
-        "model": tune.choice(["cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm", "tfidf_lr"]),
-        "lr": tune.loguniform(1e-4, 3e-3),        # for every neural model, GRU included
-        "hidden": tune.choice([64, 128, 256]),    # lstm, gru, cnn_lstm, attention_lstm, capsule_lstm
-        "dropout": tune.uniform(0.1, 0.5),        # every neural model
-        "kernel_sizes": tune.choice([(3, 4, 5), (2, 3, 4)]),  # cnn
-        "d_model": tune.choice([128, 256]),       # transformer
+        # Nested by model: each trial samples only its model's keys, and TPE models each model apart.
+        "model": {
+            "cnn": {"lr": tune.loguniform(3e-4, 3e-3), "num_filters": tune.choice([100, 200]),
+                    "kernel_sizes": tune.choice([(3, 4, 5), (2, 3, 4)])},
+            "lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128, 256])},
+            "gru": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128, 256])},
+            "transformer": {"lr": tune.loguniform(1e-4, 1e-3), "d_model": tune.choice([128, 256])},
+            "cnn_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128])},
+            "attention_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128, 256])},
+            "capsule_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128])},
+            "tfidf_lr": {},  # the baseline: nothing to sample, so it runs exactly once
+        },
+        # Shared keys reach the models that use them: dropout every neural model, never tfidf_lr.
+        "dropout": tune.uniform(0.1, 0.5),
         "freeze_embeddings": tune.choice([False, True]),
         "schedule": tune.choice(["constant", "linear"]),
         "epochs": 6,

@@ -3,8 +3,9 @@ Written for a GPU cluster (small trials share a GPU four ways):
 
     python -m imdb_ray sweep sweeps/peft.py --address auto --storage s3://BUCKET/imdb_ray
 
-`lora_r` / `lora_alpha` only matter when peft == "lora", `num_virtual_tokens` only for the prompt
-methods; every trial records all of them (see README: conditional parameters). Prefix tuning is not
+One model, so no branches: `lora_r` / `lora_alpha` only matter when peft == "lora" and
+`num_virtual_tokens` only for the prompt methods, yet every trial samples all of them (branches are
+per model; see README: conditional spaces). Prefix tuning is not
 offered: DeBERTa's attention takes no past key/values, and validation would refuse it.
 """
 from ray import tune

@@ -11,10 +11,11 @@ from imdb_ray.sweep import Sweep
 sweep = Sweep(
     name="quickstart",
     space={
-        "model": tune.choice(["gru", "cnn", "attention_lstm"]),
-        "lr": tune.loguniform(3e-4, 3e-3),
-        "hidden": tune.choice([64, 128]),        # gru, attention_lstm
-        "num_filters": tune.choice([64, 128]),   # cnn
+        "model": {  # each model samples only its own keys
+            "gru": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128])},
+            "cnn": {"lr": tune.loguniform(3e-4, 3e-3), "num_filters": tune.choice([64, 128])},
+            "attention_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128])},
+        },
         "epochs": 4,
         "batch_size": 64,
         "n_train": 4000,   # train + validation (10% of it), seeded and stratified

@@ -6,10 +6,8 @@ from imdb_ray.sweep import Sweep
 sweep = Sweep(
     name="smoke",
     space={
-        "model": tune.choice(["gru", "cnn"]),
-        "hidden": 16,               # RNN models only
-        "num_filters": 16,          # CNN only
-        "lr": tune.loguniform(1e-3, 3e-2),
+        "model": {"gru": {"hidden": 16}, "cnn": {"num_filters": 16}},  # each model's own keys
+        "lr": tune.loguniform(1e-3, 3e-2),  # shared: searched separately for each model
         "epochs": 3,
         "batch_size": 32,
         "n_train": 600,

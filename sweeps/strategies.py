@@ -10,14 +10,14 @@ from imdb_ray.sweep import Sweep
 sweep = Sweep(
     name="strategies",
     space={
-        "model": tune.choice(["gru", "distilbert"]),
+        "model": {
+            "gru": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": 128},
+            "distilbert": {"lr": tune.loguniform(1e-4, 1e-3), "peft": "lora", "lora_r": 8},
+        },
+        # the strategies are losses: shared by both models
         "rdrop_alpha": tune.choice([0.0, 0.5, 1.0, 2.0]),     # 0 = off
         "supcon_weight": tune.choice([0.0, 0.1, 0.3]),       # 0 = off
         "supcon_tau": tune.loguniform(0.05, 0.5),
-        "lr": tune.loguniform(1e-4, 3e-3),
-        "hidden": 128,                                        # gru
-        "peft": "lora",                                       # distilbert
-        "lora_r": 8,
         "epochs": 4,
         "max_len": 256,
     },

@@ -130,7 +130,7 @@ def sweep_files(draw) -> str:
 @given(text=sweep_files())
 def test_fuzz_sweep_files(text, capsys):
     with workspace({"sweeps/fuzz.py": text.encode()}) as ws:
-        check("sweep files", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run"], capsys)
+        check("sweep files", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run", "--no-estimate"], capsys)
 
 
 # -------------------------------------------------------------------------------------- data files
@@ -196,7 +196,7 @@ def command_lines(draw) -> list[str]:
             argv += [flag, GOOD_VALUES[flag] if good else draw(VALUES)]
         return argv
     if command == "sweep":
-        argv = ["sweep", draw(st.sampled_from(["{ws}/sweeps/smoke.py", "{ws}/nope.py", "{ws}"])), "--dry-run"]
+        argv = ["sweep", draw(st.sampled_from(["{ws}/sweeps/smoke.py", "{ws}/nope.py", "{ws}"])), "--dry-run", "--no-estimate"]
         for flag in draw(st.lists(st.sampled_from(["--num-samples", "--max-concurrent", "--time-budget", "--cpus-per-worker",
                                                    "--gpus-per-worker", "--address", "--storage"]), max_size=2, unique=True)):
             argv += [flag, draw(VALUES)]

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 
@@ -189,8 +190,14 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
 
 @pytest_slow
 def test_killed_driver_resumes_without_rerunning(tmp_path):
-    sweep = write_sweep(tmp_path, "resumable", {**GRU, "n_train": 400, "epochs": 2}, {"lr": [1e-3, 3e-3, 1e-2, 3e-2]},
-                         search="grid", scheduler="fifo", num_samples=1, trainer="direct", cpus_per_worker=0.95)
+    """Optuna over a conditional space whose four configs are all distinct (no repeats), the driver
+    killed after the first finished trial: `--resume` continues Tune's trials and Optuna's study."""
+    base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
+    sweep = tmp_path / "resumable.py"
+    sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
+                     "sweep = Sweep(name='resumable', space={'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}, "
+                     f"**{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, search='optuna', scheduler='fifo', num_samples=4, "
+                     "trainer='direct', cpus_per_worker=0.95)\n")
     proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -208,6 +215,11 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
         proc.wait()
     client, children = trial_runs(uri, "resumable")
     finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in children if c.info.status == "FINISHED"}
+    study_file = tmp_path / "ray" / "resumable" / "optuna.sqlite"
+    (study_name,) = optuna.get_all_study_names(f"sqlite:///{study_file}")
+    told_before = {t.number: t.params for t in optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_file}").trials
+                   if t.state.is_finished()}
+    assert told_before, "the study holds no finished trial when the driver is killed"
     resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== resumable: 4 trials, 0 errored" in resumed.stdout
@@ -224,6 +236,10 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
         assert h == list(range(1, len(h) + 1)), f"duplicated or missing steps {h}"
         if c.data.tags["trial_id"] in finished_before:
             assert h == finished_before[c.data.tags["trial_id"]]  # not rerun
+    # the searcher's history survived: the same study, its earlier trials kept, every config once
+    after = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_file}").trials
+    assert all(after[n].params == p and after[n].state.is_finished() for n, p in told_before.items())
+    assert sorted(float(c.data.params["lr"]) for c in live) == [1e-3, 3e-3, 1e-2, 3e-2]
     record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial",
                    f"`--resume` finished the sweep: {len(finished_before)} finished trial(s) not rerun, one parent run, "
                    f"{len(live)} live child runs, {len(children) - len(live)} unsnapshotted run(s) marked KILLED",

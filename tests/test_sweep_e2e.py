@@ -93,7 +93,17 @@ def test_smoke_sweep_direct_mode(smoke_store):
                            f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.split("\t")[0] in ("positive", "negative"), proc.stderr
-    assert children[0].data.params["model"] in ("gru", "cnn")
+    # the conditional space: each trial got (and MLflow shows) only its own model's keys; both models ran
+    assert {c.data.params["model"] for c in children} == {"gru", "cnn"}
+    for c in children:
+        gru = c.data.params["model"] == "gru"
+        assert ("hidden" in c.data.params) == gru and ("num_filters" in c.data.params) == (not gru)
+    # the console: one line per finished trial with its own keys, a sweep line with an ETA; no Ray tables
+    console = smoke_store[1]
+    lines = [ln for ln in console.splitlines() if ln.startswith("[imdb_ray] trial ")]
+    assert len(lines) == 6 and all(" lr=" in ln and "best val_accuracy" in ln for ln in lines)
+    assert any("(stopped early)" in ln for ln in lines) and "ETA" in console and "left;" in console
+    assert "Configuration for experiment" not in console and "Trial status" not in console
     # shared preprocessing: encoded data and word vectors built once for all six trials
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
     assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
@@ -104,6 +114,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     trial's worker placement group reserved, so after two early stops the sweep waited forever."""
     text = (ROOT / "sweeps" / "smoke.py").read_text()
     text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
+    text = text.replace('metric="val_accuracy", mode="max"', 'metric="val_loss", mode="min"')  # ranked, restored on loss
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
     out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=420)
@@ -113,6 +124,12 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     assert len(children) == 6 and all(h == list(range(1, len(h) + 1)) for h in histories)
     assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
     assert any("test_accuracy" in c.data.metrics for c in children)
+    board = [float(ln.split("val_loss ")[1].split()[0]) for ln in out.split("== smoke_train")[1].splitlines() if ln.startswith("  ") and " epochs " in ln]
+    assert len(board) == 5 and board == sorted(board)  # lowest loss first
+    for c in children:  # each trial's best_val_loss is its running minimum
+        losses = [m.value for m in sorted(client.get_metric_history(c.info.run_id, "val_loss"), key=lambda m: m.step)]
+        best = [m.value for m in sorted(client.get_metric_history(c.info.run_id, "best_val_loss"), key=lambda m: m.step)]
+        assert best == pytest.approx([min(losses[:i + 1]) for i in range(len(losses))])
 
 
 def test_peft_sweep_on_real_minilm(tmp_path, ray_address):

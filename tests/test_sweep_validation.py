@@ -110,11 +110,16 @@ def test_dry_run_prints_plan(capsys, monkeypatch):
     code, err, out = cli(["sweep", "sweeps/gru_lr.py", "--dry-run"], capsys)
     assert code == 0, err
     assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in out
+    # the cost estimate: gru's epoch measured here, 6 rates x 3 seeds x 5 epochs = 90 trial-epochs
+    speed = [ln for ln in out.splitlines() if ln.strip().startswith("gru ") and "s/epoch" in ln]
+    assert len(speed) == 1 and "18.0 trial(s) x 5 epoch(s)" in speed[0] and float(speed[0].split()[-1][:-7]) > 0
+    assert "total: 90 trial-epochs" in out and "CPU-hours" in out
 
 
 def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    code, err, out = cli(["sweep", "sweeps/classic.py", "--dry-run", "--cpus-per-worker", "1", "--gpus-per-worker", "0"], capsys)
+    code, err, out = cli(["sweep", "sweeps/classic.py", "--dry-run", "--no-estimate", "--cpus-per-worker", "1",
+                          "--gpus-per-worker", "0"], capsys)
     assert code == 0, err
     assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in out
     assert "trials at once on this machine" in out and "none" not in out.split("trials at once")[1].splitlines()[0]

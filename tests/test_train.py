@@ -100,6 +100,20 @@ def test_early_stopping_restores_best_epoch(tiny_cfg, small_imdb):
     assert result.val["val_accuracy"] == pytest.approx(best)
 
 
+@pytest.mark.parametrize("metric", ["val_accuracy", "val_loss"])
+def test_the_running_best_and_the_restored_epoch_follow_cfg_metric(tiny_cfg, small_imdb, metric):
+    """What a sweep ranks on (best_<metric>, reported every epoch) and the weights a trial keeps both
+    follow cfg.metric: a val_loss sweep restores its lowest-loss epoch, not its most accurate one."""
+    cfg = dataclasses.replace(tiny_cfg, epochs=4, lr=0.05, metric=metric)
+    result = train(cfg, dataset=small_imdb, progress=False)
+    values = [h[metric] for h in result.history]
+    pick = min if metric == "val_loss" else max
+    assert [h[f"best_{metric}"] for h in result.history] == [pick(values[:i + 1]) for i in range(len(values))]
+    assert [h["finished"] for h in result.history] == [False, False, False, True]
+    assert values[result.best_epoch - 1] == pick(values)
+    assert result.val[metric] == pytest.approx(pick(values), abs=1e-6)
+
+
 def test_tfidf_baseline_runs_through_train(small_imdb, tmp_path):
     cfg = TrialConfig(model="tfidf_lr", cache_dir=str(tmp_path), model_args={"min_df": 1})
     result = train(cfg, dataset=small_imdb, evaluate_test=True, progress=False)

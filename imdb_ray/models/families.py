@@ -31,11 +31,22 @@ class Prepared:
     vocab: list[str] | None = None  # word models: what their ids index
 
 
+WORD_PIPELINE = frozenset({"min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm", "w2v_window",
+                           "w2v_min_count", "w2v_epochs", "freeze_embeddings"})
+# What a scikit-learn baseline reads of a TrialConfig: the data, the seed, the metric.
+BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_train", "n_test", "val_fraction",
+                             "clean_html", "seed", "metric", "cache_dir", "workers"})
+
+
 class Family(ABC):
     name = ""
     neural = True  # trained by the torch loop; False: fitted once by scikit-learn
     has_bundle = True  # saved as a tensor bundle (predict, MLflow model artifact)
     input_fields: tuple[str, ...] = ()
+
+    def uses(self, field: str) -> bool:
+        """Whether a TrialConfig field changes what this family computes (a sweep samples only those)."""
+        return True
 
     @abstractmethod
     def prepare(self, cfg, dataset) -> Prepared | None:
@@ -58,6 +69,9 @@ class WordFamily(Family):
     """Word vectors (gensim) + our tokenizer and vocabulary; inputs are ids and true lengths."""
 
     name, input_fields = "word", ("input_ids", "lengths")
+
+    def uses(self, field: str) -> bool:
+        return field != "layer_decay"  # per-layer rates are defined for pretrained encoders only
 
     def prepare(self, cfg, dataset) -> Prepared:
         from imdb_ray.text import prepare_word_data
@@ -94,6 +108,9 @@ class HFFamily(Family):
     """Hugging Face encoders: the checkpoint's fast tokenizer; inputs are ids and attention mask."""
 
     name, input_fields = "hf", ("input_ids", "attention_mask")
+
+    def uses(self, field: str) -> bool:
+        return field not in WORD_PIPELINE  # the checkpoint's tokenizer and embeddings replace ours
 
     def prepare(self, cfg, dataset) -> Prepared:
         from imdb_ray.models.hf import resolve_checkpoint
@@ -134,6 +151,9 @@ class BaselineFamily(Family):
     """scikit-learn pipelines on raw texts: fitted once, no tensors, no bundle."""
 
     name, neural, has_bundle = "baseline", False, False
+
+    def uses(self, field: str) -> bool:
+        return field in BASELINE_FIELDS
 
     def prepare(self, cfg, dataset) -> None:
         return None  # the pipeline reads raw texts: nothing to tokenise or cache

@@ -1,9 +1,11 @@
-"""Ray Tune callbacks: MLflow child runs per trial, and a fix for Train placement groups that Ray
-leaves reserved. Both only translate Tune's events; the MLflow writing is `tracking.TrialLog`."""
+"""Ray Tune callbacks: MLflow child runs per trial, the console lines a user reads, and a fix for
+Train placement groups that Ray leaves reserved. They only translate Tune's events; the MLflow
+writing is `tracking.TrialLog`."""
 from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import ray
@@ -96,3 +98,67 @@ def current_placement_group() -> str:
     """Called in a Train worker: its worker group's placement group, for ReleaseTrainPlacementGroups."""
     group = ray.util.get_current_placement_group()
     return group.id.hex() if group else ""
+
+
+class ConsoleProgress(Callback):
+    """What a user watches: one line per finished trial (its model, the parameters its branch
+    samples, its best metric and epochs) and a sweep line (done / running / left, ETA), also every
+    `every_s` seconds while trials run. Ray's own tables stay off unless `-v`."""
+
+    def __init__(self, metric: str, mode: str, total: int, searched: dict[str, list[str]], max_epochs: int,
+                 every_s: float = 60.0, clock=time.monotonic):
+        self.metric, self.mode, self.total, self.searched, self.max_epochs = metric, mode, total, searched, max_epochs
+        self.every_s, self.clock = every_s, clock
+        self.start = self.last_line = clock()
+        self.finished: set[str] = set()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finished(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finished(trials, trial, failed=True)
+
+    def on_step(self, iteration, trials, **info):
+        if self.clock() - self.last_line >= self.every_s:
+            self._progress(trials)
+
+    def _finished(self, trials, trial, failed: bool) -> None:
+        if trial.trial_id in self.finished:
+            return
+        self.finished.add(trial.trial_id)
+        print(f"[imdb_ray] {trial_line(trial, self.searched, self.metric, self.max_epochs, failed)}", flush=True)
+        self._progress(trials)
+
+    def _progress(self, trials) -> None:
+        self.last_line = now = self.clock()
+        running = sum(t.status == "RUNNING" for t in trials)
+        done = len(self.finished)
+        left = max(0, self.total - done - running)
+        eta = ""
+        if done and (left or running):  # finished trials per second so far, applied to what is left
+            eta = f", ETA {_duration((left + running / 2) * (now - self.start) / done)}"
+        print(f"[imdb_ray] sweep: {done} done, {running} running, {left} left; {_duration(now - self.start)} "
+              f"elapsed{eta}", flush=True)
+
+
+def trial_line(trial, searched: dict[str, list[str]], metric: str, max_epochs: int, failed: bool = False) -> str:
+    """`gru lr=0.0012 hidden=128: best val_accuracy 0.8712, 4/6 epochs (stopped early), 53s`."""
+    config, last = trial.config, trial.last_result or {}
+    params = " ".join(f"{k}={_short(config[k])}" for k in searched.get(config.get("model"), []) if k in config)
+    head = f"trial {trial.trial_id} {config.get('model')}" + (f" {params}" if params else "")
+    if failed:
+        error = _error_text(trial) or "no error file"
+        return f"{head}: FAILED ({error.strip().splitlines()[-1][:160] if error.strip() else 'see the trial log'})"
+    epochs = last.get("training_iteration", 0)
+    stopped = " (stopped early)" if last.get("finished") is False else ""
+    best = f"best {metric.removeprefix('best_')} {last[metric]:.4f}" if metric in last else "no result"
+    return f"{head}: {best}, {epochs}/{max_epochs} epochs{stopped}, {last.get('time_total_s', 0):.0f}s"
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
+from imdb_ray.sweep.space import is_searched
 from imdb_ray.sweep.spec import Sweep
 from imdb_ray.tracking import SweepRuns, Tested, check_reachable, error_summary
 
@@ -52,18 +53,17 @@ def best_checkpoint(result):
 
 
 def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
-    """The best `top` trials by validation (with the parameters the space varied), then every failure."""
-    searched = [k for k, v in sweep.space.items() if k != "model" and not isinstance(v, (int, float, str, bool, type(None)))]
+    """The best `top` trials by validation (with the parameters their model's branch samples), then every failure."""
+    searched = {m: [k for k, v in b.items() if is_searched(v)] for m, b in sweep.branches().items()}
     rows = []
     for r in results:
         if r.metrics is None or sweep.metric not in (r.metrics or {}):
             rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed",
                          "error": error_summary(r.error) if r.error else "no result reported"})
             continue
-        cfg = TrialConfig.from_flat(r.config, strict=False)
-        applied = {**cfg.to_dict(), **cfg.model_args}
-        rows.append({"trial": r.metrics.get("trial_id", "?"), "model": cfg.model, "status": "ok",
-                     "params": {k: r.config[k] for k in searched if k in applied},
+        model = r.config.get("model")
+        rows.append({"trial": r.metrics.get("trial_id", "?"), "model": model, "status": "ok",
+                     "params": {k: r.config[k] for k in searched.get(model, []) if k in r.config},
                      sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("training_iteration")})
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r[sweep.metric], reverse=sweep.mode == "max")
     return ok[:top] + [r for r in rows if r["status"] != "ok"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from ray.tune.search.sample import Domain
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.sweep.callbacks import MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
+from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
 from imdb_ray.sweep.evaluate import SweepSummary, evaluate_on_test, leaderboard
-from imdb_ray.sweep.spec import Sweep, absolute_storage, is_grid
+from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
+from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid, is_searched
+from imdb_ray.sweep.spec import Sweep, absolute_storage
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
 
 
@@ -99,34 +102,38 @@ DATA_KEYS = ("data", "text_column", "label_column", "n_train", "n_test", "val_fr
 
 
 def prepare_shared_data(sweep: Sweep) -> list[str]:
-    """Tokenise (and train Word2Vec) once, before any trial, for every data setting the space can
-    produce from fixed/categorical values; trials then hit the cache (locked, so never twice)."""
+    """Tokenise (and train Word2Vec) once, before any trial, for every data setting each model's
+    branch can produce from fixed/categorical values; trials then hit the cache (locked, so never twice)."""
     from imdb_ray.train import load_trial_data
 
-    space = sweep.space
-    if any(isinstance(space.get(k), Domain) and not hasattr(space[k], "categories") for k in DATA_KEYS):
-        return []  # continuous data settings: trials build on demand, still once per key
-    combos = [{}]
-    for key in (k for k in DATA_KEYS if k in space):
-        options = space[key]["grid_search"] if is_grid(space[key]) else getattr(space[key], "categories", [space[key]])
-        combos = [{**c, key: o} for c in combos for o in options]
     done = set()
-    for combo in combos:
-        cfg = TrialConfig.from_flat(combo, strict=False)
-        if cfg.family.neural:
-            dataset = load_trial_data(cfg)
-            cfg.family.prepare(cfg, dataset)
-            done.add(dataset.fingerprint())
+    for model, branch in sweep.branches().items():
+        if any(isinstance(branch.get(k), Domain) and not hasattr(branch[k], "categories") for k in DATA_KEYS):
+            continue  # continuous data settings: trials build on demand, still once per key
+        combos = [{"model": model}]
+        for key in (k for k in DATA_KEYS if k in branch):
+            value = branch[key]
+            options = value["grid_search"] if is_grid(value) else getattr(value, "categories", [value])
+            combos = [{**c, key: o} for c in combos for o in options]
+        for combo in combos:
+            cfg = TrialConfig.from_flat(combo, strict=False)
+            if cfg.family.neural:
+                dataset = load_trial_data(cfg)
+                cfg.family.prepare(cfg, dataset)
+                done.add(dataset.fingerprint())
     return sorted(done)
 
 
-def absolute_space(space: dict, cache_dir: str) -> dict:
-    """Pin relative paths in the space (Tune changes each trial's working directory)."""
-    space = {"cache_dir": cache_dir, **space}
+def absolute_space(space: dict, cache_dir: str | None) -> dict:
+    """Pin relative paths in the space and in each model's branch (Tune changes each trial's
+    working directory)."""
+    space = {"cache_dir": cache_dir, **space} if cache_dir else dict(space)
     for key in ("cache_dir", "data", "embeddings"):
         value = space.get(key)
         if isinstance(value, str) and value not in ("word2vec", "random") and (key == "cache_dir" or Path(value.split(",")[0]).exists()):
             space[key] = ",".join(str(Path(p.strip()).resolve()) for p in value.split(","))
+    if is_conditional(space):
+        space["model"] = {m: absolute_space(branch, None) for m, branch in space["model"].items()}
     return space
 
 
@@ -136,39 +143,51 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
-def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool) -> tune.Tuner:
+def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None = None):
+    """The sweep's searcher over its branches (sweep/search.py). `study`: the sqlite file and study
+    name that keep Optuna's history (None: in memory)."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
+    metric = f"best_{sweep.metric}"  # what selection ranks on: the best epoch so far, not the last
+    tree = sweep.branches()
+    if sweep.search == "grid":
+        return GridSearch(grid_configs(tree, sweep.num_samples, sweep.seed), metric=metric, mode=sweep.mode)
+    if sweep.search == "optuna":  # multivariate TPE over each model's own parameters; constant_liar for parallel trials
+        sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True, constant_liar=concurrency > 1)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=sweep.seed)
+    storage = optuna_storage(study[0]) if study else None
+    return SweepSearch(DefineByRun(tree), metric=metric, mode=sweep.mode, sampler=sampler, storage=storage,
+                       study_name=study[1] if study else None)
+
+
+def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,
+                study: tuple[Path, str] | None = None, verbose: int = 0) -> tune.Tuner:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
 
     trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
-    if resume:
+    if resume:  # the searcher (and its study), scheduler and trials come back from the experiment's state
         return tune.Tuner.restore(sweep.experiment_path(storage), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
                                reduction_factor=sweep.reduction_factor)
                  if sweep.scheduler == "asha" else FIFOScheduler())
-    if sweep.search == "optuna":
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        search = OptunaSearch(sampler=TPESampler(seed=sweep.seed))
-    else:
-        search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=concurrency)
     return tune.Tuner(
         trainable,
-        param_space=sweep.space,
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search, scheduler=scheduler,
-                                    num_samples=sweep.num_samples, max_concurrent_trials=concurrency,
+        tune_config=tune.TuneConfig(metric=f"best_{sweep.metric}", mode=sweep.mode, search_alg=build_search(sweep, concurrency, study),
+                                    scheduler=scheduler, num_samples=sweep.trial_count(), max_concurrent_trials=concurrency,
                                     time_budget_s=sweep.time_budget_s),
         run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose),
     )
 
 
 # --------------------------------------------------------------------------------- the run
 def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: str, resume: bool = False,
-              cache_dir: str = ".cache/imdb_ray", dashboard: bool = False, command: str = "") -> SweepSummary:
+              cache_dir: str = ".cache/imdb_ray", dashboard: bool = False, command: str = "",
+              verbose: bool = False) -> SweepSummary:
     """Check what can be checked, prepare shared data, run the trials, evaluate the selected ones on
     test, close the sweep in MLflow. `sweep` comes validated from `load_sweep`."""
     storage, experiment_path = absolute_storage(storage), sweep.experiment_path(storage)
@@ -185,7 +204,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     start = time.perf_counter()
     prepared = prepare_shared_data(sweep)
     print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
-    _start_ray(address, dashboard)
+    quiet_ray(verbose)
+    _start_ray(address, dashboard, verbose)
     try:
         concurrency = sweep.concurrency(ray.cluster_resources())
         settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
@@ -194,8 +214,11 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial()))
-        callbacks = [mlflow_runs] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
-        results = build_tuner(sweep, storage, concurrency, callbacks, resume).fit()
+        callbacks = [mlflow_runs, console(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        study = study_location(sweep, storage, parent_id)
+        if study:
+            print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
+        results = build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0).fit()
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
@@ -205,16 +228,47 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         ray.shutdown()
 
 
-def _start_ray(address: str | None, dashboard: bool) -> None:
+def console(sweep: Sweep) -> ConsoleProgress:
+    searched = {m: [k for k, v in b.items() if is_searched(v)] for m, b in sweep.branches().items()}
+    return ConsoleProgress(f"best_{sweep.metric}", sweep.mode, sweep.trial_count(), searched, sweep.max_epochs())
+
+
+def study_location(sweep: Sweep, storage: str, parent_id: str) -> tuple[Path, str] | None:
+    """The Optuna study's sqlite file beside the sweep's results, named by the sweep's MLflow parent
+    run (a rerun starts a new study in the same file; --resume continues its own). None for grid
+    search and remote storage (there the study travels in Tune's searcher checkpoint)."""
+    if sweep.search == "grid" or "://" in storage:
+        return None
+    return Path(sweep.experiment_path(storage)) / "optuna.sqlite", f"{sweep.name}-{parent_id}"
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Ray's per-trial tables and its repeated experiment-snapshot warnings, off unless -v."""
+    import logging
+
+    import optuna
+
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(level)
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if not verbose:  # Tune's newer console output prints its banner even at verbose=0; the classic one does not
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> None:
+    import logging
+
+    level = logging.INFO if verbose else logging.ERROR  # Ray's start-up notices, unless -v
     if address:
-        ray.init(address=address)
+        ray.init(address=address, logging_level=level)
         return
     local = local_resources()
     # address="local": a Ray of its own, even when another runs on this machine (plain ray.init()
     # would join that one). The dashboard (off by default: it costs a core's worth on a laptop)
     # never leaves localhost.
     ray.init(address="local", num_cpus=int(local["CPU"]), num_gpus=int(local["GPU"]), dashboard_host="127.0.0.1",
-             include_dashboard=dashboard, log_to_driver=False)
+             include_dashboard=dashboard, log_to_driver=False, logging_level=level)
 
 
 def _close(runs: SweepRuns, parent_id: str, tested: list, results) -> int:

@@ -1,9 +1,7 @@
 """What a sweep file declares (`Sweep`), its validation, and the plan `--dry-run` prints.
 
-Conditional parameters: a sweep space is flat. A key that is a TrialConfig field applies to every
-trial; any other key is a model parameter and is passed only to the models that take it (so
-`hidden` reaches the RNNs and is ignored by `cnn`). Every such key must belong to at least one
-model the space can pick; Optuna samples it in every trial, which TPE handles fine.
+The space is flat or nested by model (sweep/space.py): either way each trial gets only the keys
+its model uses, and every value of every branch is checked here, before Ray starts.
 
 Nothing here starts Ray: only Tune's search-space classes are read.
 """
@@ -17,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search.sample import Categorical, Domain, Float, Integer
-
 from imdb_ray import typecheck
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.redact import looks_secret
-from imdb_ray.models import get_model
+from imdb_ray.sweep.space import (Branches, branches, candidates, count_configs, describe, is_conditional, is_grid,
+                                   is_searched)
 
 SEARCHES = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "fifo")
@@ -103,8 +100,6 @@ class Sweep:
                               ("mode", ("min", "max"))):
             if getattr(self, name) not in options:
                 self.fail(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
-        if self.test_each is not None and self.test_each not in self.space:
-            self.fail(f"test_each={self.test_each!r} is not a key of the search space")
         if self.metric not in ("val_accuracy", "val_f1", "val_loss"):
             self.fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
         if self.test_top < 1:
@@ -113,40 +108,52 @@ class Sweep:
             self.fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             self.fail(f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number")
-        grid_keys = [k for k, v in self.space.items() if is_grid(v)]
-        if grid_keys and self.search == "optuna":
-            self.fail(f"tune.grid_search on {', '.join(grid_keys)} needs search='grid' (Optuna samples, it does not enumerate)")
+
+    def branches(self) -> Branches:
+        """The space as one branch per model (sweep/space.py), the sweep's metric in each."""
+        return {m: {**b, "metric": self.metric} for m, b in branches(self.space, self.fail).items()}  # metric: used by all
+
+    def _check_space(self) -> None:
+        """Shared keys belong to a config field or to a model of the space; in every branch each
+        representative value (each category, each end of a range) builds a valid TrialConfig for
+        that model, alone and together with the others."""
+        if self.space.get("metric", self.metric) != self.metric:
+            self.fail(f"space['metric']: every trial uses the sweep's metric={self.metric!r}; remove it from the space")
+        tree = self.branches()
+        fields = TrialConfig.fields()
+        for key in self.space:
+            if key not in ("model", "metric") and not any(key in b for b in tree.values()):
+                what = "uses this setting" if key in fields else "has this parameter, and it is no config field"
+                self.fail(f"space[{key!r}]: no model in {list(tree)} {what} (see `python -m imdb_ray models`)")
+        if self.test_each is not None and self.test_each != "model" and not any(self.test_each in b for b in tree.values()):
+            self.fail(f"test_each={self.test_each!r} is not a key of the search space")
+        own = self.space["model"] if is_conditional(self.space) else {}
+        grid_keys = ["model"] if is_grid(self.space.get("model")) else []
+        for model, branch in tree.items():
+            def label(key: str) -> str:
+                return f"space['model'][{model!r}][{key!r}]" if key in own.get(model, {}) else f"space[{key!r}]"
+
+            grid_keys += [label(k) for k, v in branch.items() if is_grid(v)]
+            self._check_branch(model, {k: candidates(label(k), v, self.fail) for k, v in branch.items()}, label)
+        if grid_keys and self.search != "grid":
+            self.fail(f"tune.grid_search on {', '.join(dict.fromkeys(grid_keys))} needs search='grid' "
+                      f"({self.search} samples, it does not enumerate)")
         if self.search == "grid" and not grid_keys:
             self.fail("search='grid' but the space has no tune.grid_search values")
 
-    def _check_space(self) -> None:
-        """Every key belongs to a config field or to a model the space can pick; every representative
-        value (each category, each end of a range) builds a valid TrialConfig with every model."""
-        values = {k: candidates(k, v, self.fail) for k, v in self.space.items()}
-        for key, options in values.items():  # Ray writes the space into its own result files: keep secrets out
+    def _check_branch(self, model: str, values: dict[str, list], label) -> None:
+        for key, options in values.items():  # Ray writes configs into its own result files: keep secrets out
             if any(isinstance(o, str) and looks_secret("", o) for o in options):
-                self.fail(f"space[{key!r}] holds what looks like a credential; give credentials through the "
+                self.fail(f"{label(key)} holds what looks like a credential; give credentials through the "
                           "environment (e.g. HF_TOKEN), never in a sweep file")
-        models = values.get("model", ["gru"])
-        fields = TrialConfig.fields()
-        for key in self.space:
-            if key not in fields and not any(key in get_model(m).params for m in models):
-                self.fail(f"space[{key!r}]: no model in {models} has this parameter, and it is no config field "
-                          "(see `python -m imdb_ray models`)")
-        for key, options in values.items():  # each value alone first, so the error names its key
-            for option, model in ((o, m) for o in options for m in models):
-                try:
-                    TrialConfig.from_flat({"model": option} if key == "model" else {"model": model, key: option}, strict=False)
-                except UserError as e:
-                    self.fail(f"space[{key!r}] value {option!r}: {e}")
         base = {k: v[0] for k, v in values.items()}
-        for model in models:  # then together (n_train with val_fraction, a vectors file with embed_dim, ...)
-            for key, options in values.items():
+        for together in (False, True):  # each value alone first, so the error names its key; then together
+            for key, options in values.items():  # (n_train with val_fraction, a vectors file with embed_dim, ...)
                 for option in options:
                     try:
-                        TrialConfig.from_flat({**base, "model": model, key: option}, strict=False)
+                        TrialConfig.from_flat({**(base if together else {}), key: option, "model": model})
                     except UserError as e:
-                        self.fail(f"space[{key!r}] value {option!r}: {e}")
+                        self.fail(f"{label(key)} value {option!r} ({model}): {e}")
 
     # ------------------------------------------------------------------------------ resources
     def trial_resources(self) -> dict[str, float]:
@@ -178,7 +185,11 @@ class Sweep:
             raise UserError(f"{self.source or self.name}: one trial needs {cpu_per_trial:g} CPU and {gpu:g} GPU; "
                             f"the cluster has {cluster.get('CPU', 0):g} CPU and {cluster.get('GPU', 0):g} GPU")
         limit = self.max_concurrent or fits
-        return max(1, min(fits, limit, self.num_samples * max(1, grid_size(self.space))))
+        return max(1, min(fits, limit, self.trial_count()))
+
+    def trial_count(self) -> int:
+        """Trials the sweep asks for (fewer run when configs repeat: each distinct config runs once)."""
+        return count_configs(self.branches(), self.search, self.num_samples)
 
     def experiment_path(self, storage: str) -> str:
         """Where Ray Tune keeps this sweep."""
@@ -186,40 +197,13 @@ class Sweep:
 
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""
-        epochs = self.space.get("epochs", TrialConfig.epochs)
-        return epochs if isinstance(epochs, int) else max(candidates("epochs", epochs, self.fail))
+        return max(max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
+                   for b in self.branches().values())
 
 
 def absolute_storage(storage: str) -> str:
     """A URI as it is, a path made absolute (Tune refuses relative storage paths)."""
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
-
-
-def is_grid(value) -> bool:
-    return isinstance(value, dict) and set(value) == {"grid_search"}
-
-
-def grid_size(space: dict) -> int:
-    return math.prod(len(v["grid_search"]) for v in space.values() if is_grid(v))
-
-
-def candidates(key: str, value, fail) -> list:
-    """Representative values of one space entry: every category, a numeric range's two ends."""
-    if is_grid(value):
-        options = list(value["grid_search"])
-    elif isinstance(value, Categorical):
-        options = list(value.categories)
-    elif isinstance(value, Float):
-        options = [value.lower, value.upper]
-    elif isinstance(value, Integer):
-        options = [value.lower, value.upper - 1]
-    elif isinstance(value, Domain):
-        fail(f"space[{key!r}]: {type(value).__name__} domains cannot be checked; use choice/uniform/loguniform/randint")
-    else:
-        options = [value]
-    if not options:
-        fail(f"space[{key!r}]: empty choice")
-    return options
 
 
 def load_sweep(path: str | Path, **overrides) -> Sweep:
@@ -242,17 +226,6 @@ def load_sweep(path: str | Path, **overrides) -> Sweep:
     return dataclasses.replace(sweep, source=path.resolve()).with_overrides(**overrides)
 
 
-def describe(value) -> str:
-    if is_grid(value):
-        return f"grid_search({value['grid_search']})"
-    if isinstance(value, Categorical):
-        return f"choice({value.categories})"
-    if isinstance(value, (Float, Integer)):
-        log = "log" if type(value.sampler).__name__ == "_LogUniform" else ""
-        return f"{type(value).__name__.lower()}[{value.lower}, {value.upper}] {log}".rstrip()
-    return repr(value)
-
-
 def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
     """What --dry-run prints: the settings and the space, no Ray started."""
     lines = [f"sweep {sweep.name} ({sweep.source})",
@@ -266,7 +239,13 @@ def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
         except UserError as e:
             fits = f"none, {str(e).split(': ', 1)[-1]} (needs a cluster: --address)"
         lines.append(f"  trials at once on this machine ({cluster.get('CPU', 0):g} CPU / {cluster.get('GPU', 0):g} GPU): {fits}")
-    lines.append("  space:")
-    for k, v in sweep.space.items():
-        lines.append(f"    {k} = {describe(v)}")
+    tree = sweep.branches()
+    lines.append(f"  space: {len(tree)} model(s); each trial gets only its model's keys")
+    for model, branch in tree.items():
+        searched = {k: v for k, v in branch.items() if is_searched(v)}
+        lines.append(f"    {model}: " + (", ".join(f"{k}={describe(v)}" for k, v in searched.items()) or "nothing to sample (runs once)"))
+    fixed = {k: v for k, v in sweep.space.items() if k != "model" and not is_searched(v)}
+    lines.append("    fixed: " + ", ".join(f"{k}={v!r}" for k, v in fixed.items()))
+    if sweep.search != "grid" and sweep.num_samples < len(tree):
+        lines.append(f"  note: num_samples={sweep.num_samples} < {len(tree)} models: only the first {sweep.num_samples} get a trial")
     return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""What `--dry-run` says a sweep will cost: each model's training speed measured here, on the
+sweep's own settings (batch size, max_len, model sizes), over a few real batches; then trial-epochs
+and device-hours for the whole sweep.
+
+The figure is an upper bound for the sweep as written: every trial running every epoch, the
+trials shared evenly between models, on a machine like this one. ASHA stops many trials sooner;
+a GPU trains many times faster than the CPU measured here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+
+from imdb_ray.config import TrialConfig
+from imdb_ray.sweep.space import candidates
+from imdb_ray.sweep.spec import Sweep
+
+MEASURE_BATCHES = 6  # training steps timed per neural model (the first one's warm-up is included)
+BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
+FULL_TRAIN_ROWS = 25_000  # the official train split
+
+
+@dataclass
+class ModelCost:
+    model: str
+    trials: float  # the model's share of the sweep's trials
+    epochs: int  # per trial, at most
+    epoch_seconds: float | None  # one training epoch, measured; None when it could not be measured
+    note: str = ""
+
+    @property
+    def device_seconds(self) -> float | None:
+        return None if self.epoch_seconds is None else self.trials * self.epochs * self.epoch_seconds
+
+
+def measure_samples_per_second(cfg: TrialConfig) -> float:
+    """Train `cfg` for one short epoch on a few batches of real reviews (a baseline: one fit on a
+    slice, its data loading included); training samples per second."""
+    from imdb_ray.train import train
+
+    rows = int(cfg.batch_size * MEASURE_BATCHES / (1 - cfg.val_fraction)) + 2 if cfg.family.neural else BASELINE_ROWS
+    with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
+        small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=1, patience=0, cache_dir=cache,
+                                    embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
+        result = train(small, progress=False)
+    if cfg.family.neural:
+        return float(result.history[-1]["samples_per_second"])
+    return rows * (1 - cfg.val_fraction) / result.seconds
+
+
+def estimate(sweep: Sweep) -> list[ModelCost]:
+    """Each model's measured epoch time and its share of the sweep's trial-epochs."""
+    tree = sweep.branches()
+    per_model = sweep.trial_count() / len(tree)
+    costs = []
+    for model, branch in tree.items():
+        base = {k: candidates(k, v, sweep.fail)[0] for k, v in branch.items()}
+        cfg = TrialConfig.from_flat({**base, "model": model})
+        epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
+        rows = (cfg.n_train or FULL_TRAIN_ROWS) * (1 - cfg.val_fraction)
+        try:
+            seconds = rows / measure_samples_per_second(cfg)
+            note = ""
+        except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
+            seconds, note = None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        costs.append(ModelCost(model, per_model, 1 if not cfg.family.neural else epochs, seconds, note))
+    return costs
+
+
+def cost_lines(sweep: Sweep, costs: list[ModelCost], concurrency: int | None) -> list[str]:
+    device, per_trial = sweep.devices_per_trial()
+    lines = ["  cost, measured on this machine (upper bound: every trial runs every epoch; ASHA stops many sooner):"]
+    for c in costs:
+        speed = f"{c.epoch_seconds:.1f}s/epoch" if c.epoch_seconds is not None else c.note
+        lines.append(f"    {c.model:15s} ~{c.trials:.1f} trial(s) x {c.epochs} epoch(s)  {speed}")
+    measured = [c.device_seconds for c in costs if c.device_seconds is not None]
+    total = sum(measured)
+    trial_epochs = sum(c.trials * c.epochs for c in costs)
+    line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
+            + (f", ~{_hours(total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
+    if len(measured) < len(costs):
+        line += " (models not measured are left out)"
+    lines.append(line)
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{seconds / 60:.0f}m"

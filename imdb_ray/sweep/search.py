@@ -1,0 +1,126 @@
+"""The searchers a sweep runs: Tune's OptunaSearch over the branches (TPE, or Optuna's random
+sampler for search="random"), and a grid. Both give every trial a config no other trial of the
+sweep has had, so a model with nothing to sample (tfidf_lr) runs once however often it is drawn.
+
+On top of Tune's OptunaSearch:
+- each model gets a trial before any model gets a second (the first round is enqueued), so no
+  branch of the space is left out;
+- a drawn config that already ran (or is running) is told to Optuna with the value it got, and the
+  least-tried model that can still give a new config is drawn instead;
+- a trial the scheduler stopped early is told as PRUNED (TPE then ranks it by the epoch it reached)
+  rather than COMPLETE;
+- the study lives in a sqlite file beside the sweep, so `--resume` keeps its history and
+  `optuna-dashboard sqlite:///...` shows it.
+"""
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from pathlib import Path
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from imdb_ray.sweep.space import DefineByRun, config_key
+
+MAX_DRAWS = 64  # asks per suggestion before the searcher gives up on finding a new config
+
+
+class SweepSearch(OptunaSearch):
+    def __init__(self, space: DefineByRun, *, metric: str, mode: str, sampler, storage=None, study_name: str | None = None):
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name,
+                         points_to_evaluate=[{"model": m} for m in space.models])
+        self.trial_keys: dict[str, str] = {}  # trial id -> its config's key
+        self.key_values: dict[str, float] = {}  # config key -> the value its trial ended with
+        self.per_model: Counter = Counter()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        import optuna
+
+        taken = set(self.trial_keys.values())
+        for _ in range(MAX_DRAWS):
+            ot_trial = self._ot_study.ask()
+            config = self._space(ot_trial)
+            key = config_key(config)
+            if key not in taken:
+                self._ot_trials[trial_id] = ot_trial
+                self.trial_keys[trial_id] = key
+                self.per_model[config["model"]] += 1
+                return config
+            value = self.key_values.get(key)  # Optuna learns what it already knows; no trial is run for it
+            if value is None:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._ot_study.tell(ot_trial, value)
+            fresh = self._unexplored(taken)
+            if fresh is None:
+                return Searcher.FINISHED
+            self._ot_study.enqueue_trial(fresh)
+        return Searcher.FINISHED
+
+    def _unexplored(self, taken: set[str]) -> dict | None:
+        """Optuna params for the least-tried model that can still give a new config (a specific unseen
+        config for a model with only choices); None when every model is exhausted."""
+        for model in sorted(self._space.models, key=lambda m: self.per_model[m]):
+            configs = self._space.finite_configs(model)
+            if configs is None:
+                return {"model": model}
+            unseen = [c for c in configs if config_key(c) not in taken]
+            if unseen:
+                return self._space.optuna_params(unseen[0])
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        import optuna
+
+        if result and self.metric in result:
+            self.key_values[self.trial_keys.get(trial_id, "")] = result[self.metric]
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if result and not error and result.get("finished") is False:  # stopped by the scheduler before its last epoch
+            try:  # Tune hands the stopping epoch to no on_trial_result: report it, so TPE ranks the trial by it
+                ot_trial = self._ot_trials[trial_id]
+                if self.metric in result:
+                    ot_trial.report(result[self.metric], result.get("training_iteration", 1))
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            except Exception:  # noqa: BLE001 (Optuna refuses a second tell of a resumed trial: nothing to add)
+                pass
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class GridSearch(Searcher):
+    """A fixed list of configs in order, each distinct config once."""
+
+    def __init__(self, configs: list[dict], *, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.configs = configs
+        self.position = 0
+        self.taken: set[str] = set()
+
+    def suggest(self, trial_id: str) -> dict | None:
+        while self.position < len(self.configs):
+            config = self.configs[self.position]
+            self.position += 1
+            if config_key(config) not in self.taken:
+                self.taken.add(config_key(config))
+                return config
+        return Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_bytes(pickle.dumps(self.__dict__))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
+
+
+def optuna_storage(path: Path):
+    """A sqlite Optuna storage at `path` (created with its folder)."""
+    import optuna
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{path}")

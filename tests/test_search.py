@@ -1,0 +1,160 @@
+"""The search engine without Ray running: conditional spaces, the searchers' no-repeat and
+every-model guarantees, pruned trials told to Optuna, the metric flowing into trials."""
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+from ray import tune
+
+from helpers import cli
+from imdb_ray.errors import UserError
+from imdb_ray.sweep import Sweep
+from imdb_ray.sweep.runner import build_search
+from imdb_ray.sweep.search import GridSearch, SweepSearch
+from imdb_ray.sweep.space import DefineByRun, config_key
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CONDITIONAL = {
+    "model": {
+        "gru": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([128, 256])},
+        "cnn": {"lr": tune.loguniform(3e-4, 3e-3), "num_filters": tune.choice([100, 200]),
+                "kernel_sizes": tune.choice([(3, 4, 5), (2, 3, 4)])},
+        "tfidf_lr": {},
+    },
+    "dropout": tune.uniform(0.1, 0.5),
+    "epochs": 6, "max_len": 256,
+}
+
+
+def drive(search, n: int, score=lambda c: random.random()) -> list[dict]:
+    """Ask for n trials one at a time, completing each with score(config) (as Tune would)."""
+    configs = []
+    for i in range(n):
+        config = search.suggest(f"t{i}")
+        if config == search.FINISHED:
+            break
+        configs.append(config)
+        search.on_trial_complete(f"t{i}", {search.metric: score(config), "finished": True, "training_iteration": 6})
+    return configs
+
+
+def test_branches_hold_only_the_keys_each_model_uses():
+    tree = Sweep(name="c", space=CONDITIONAL).validate().branches()
+    assert set(tree["gru"]) == {"lr", "hidden", "dropout", "epochs", "max_len", "metric"}
+    assert set(tree["cnn"]) == {"lr", "num_filters", "kernel_sizes", "dropout", "epochs", "max_len", "metric"}
+    assert set(tree["tfidf_lr"]) == {"metric"}  # no lr, no dropout, no epochs: a baseline uses none of them
+    flat = Sweep(name="f", space={"model": tune.choice(["gru", "cnn", "tfidf_lr"]), "hidden": 16, "num_filters": 8,
+                                  "lr": tune.loguniform(1e-3, 1e-2)}).validate().branches()
+    assert "hidden" in flat["gru"] and "hidden" not in flat["cnn"] and "num_filters" in flat["cnn"]
+    assert set(flat["tfidf_lr"]) == {"metric"}
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"model": {"gru": {"hidden": "big"}}}, "space['model']['gru']['hidden'] value 'big' (gru): hidden='big' must be an integer"),
+    ({"model": {"gru": {"hidden": tune.choice([64, "big"])}}}, "space['model']['gru']['hidden'] value 'big'"),
+    ({"model": {"cnn": {"hidden": 64}}}, "space['model']['cnn']['hidden']: cnn does not use 'hidden'"),
+    ({"model": {"tfidf_lr": {"lr": 1e-3}}}, "space['model']['tfidf_lr']['lr']: tfidf_lr does not use 'lr'"),
+    ({"model": {"nope": {}}}, "space['model']['nope']: unknown model 'nope'"),
+    ({"model": {"gru": 3}}, "space['model']['gru'] must be a dict"),
+    ({"model": {}}, "space['model'] is an empty dict"),
+    ({"model": {"tfidf_lr": {}}, "lr": 1e-3}, "space['lr']: no model in ['tfidf_lr'] uses this setting"),
+    ({"model": {"gru": {"lr": tune.grid_search([1e-3, 1e-2])}}}, "space['model']['gru']['lr'] needs search='grid'"),
+])
+def test_a_wrong_branch_is_one_line_naming_it(space, message):
+    with pytest.raises(UserError) as e:
+        Sweep(name="bad", space=space).validate()
+    assert message in str(e.value), str(e.value)
+
+
+def test_a_wrong_type_in_a_branch_is_exit_2_before_ray_starts(tmp_path, capsys):
+    sweep_file = tmp_path / "bad.py"
+    sweep_file.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
+                          "sweep = Sweep(name='bad', space={'model': {'gru': {'hidden': tune.choice([64, 'big'])}, 'cnn': {}}})\n")
+    code, err, out = cli(["sweep", str(sweep_file), "--storage", str(tmp_path / "ray")], capsys)
+    assert code == 2 and len(err) == 1 and "space['model']['gru']['hidden'] value 'big'" in err[0]
+    assert not (tmp_path / "ray").exists()  # refused before Ray or Tune wrote anything
+
+
+@pytest.mark.parametrize("search", ["optuna", "random"])
+def test_a_deterministic_branch_runs_once_and_every_model_is_drawn_first(search):
+    sweep = Sweep(name="c", space=CONDITIONAL, search=search, num_samples=20).validate()
+    searcher = build_search(sweep, concurrency=1)
+    # the baseline scores best: TPE keeps proposing it, and is given the known value instead of a new trial
+    configs = drive(searcher, 20, score=lambda c: 0.95 if c["model"] == "tfidf_lr" else random.uniform(0.5, 0.9))
+    models = [c["model"] for c in configs]
+    assert sorted(models[:3]) == ["cnn", "gru", "tfidf_lr"]  # the first round covers every branch
+    assert models.count("tfidf_lr") == 1 and len(configs) == 20
+    assert len({config_key(c) for c in configs}) == 20
+    for c in configs:  # only the branch's own keys, never another model's
+        assert ("hidden" in c) == (c["model"] == "gru") and ("num_filters" in c) == (c["model"] == "cnn")
+        assert c["metric"] == "val_accuracy"
+    assert all(c["kernel_sizes"] in [(3, 4, 5), (2, 3, 4)] for c in configs if c["model"] == "cnn")  # tuples come back
+
+
+def test_a_space_with_nothing_left_to_sample_finishes_early():
+    space = {"model": {"tfidf_lr": {}, "gru": {"hidden": tune.choice([16, 32])}}, "epochs": 1}
+    sweep = Sweep(name="c", space=space, num_samples=10).validate()
+    configs = drive(build_search(sweep, concurrency=1), 10)
+    assert sorted((c["model"], c.get("hidden")) for c in configs) == [("gru", 16), ("gru", 32), ("tfidf_lr", None)]
+
+
+def test_grid_repeats_only_what_differs():
+    space = {"model": {"gru": {"lr": tune.grid_search([1e-3, 1e-2]), "seed": tune.grid_search([0, 1])}, "tfidf_lr": {}},
+             "epochs": 2}
+    sweep = Sweep(name="g", space=space, search="grid", scheduler="fifo", num_samples=2).validate()
+    assert sweep.trial_count() == 2 * (4 + 1)
+    searcher = build_search(sweep, concurrency=1)
+    assert isinstance(searcher, GridSearch)
+    configs = drive(searcher, 10)
+    assert [c["model"] for c in configs].count("tfidf_lr") == 1 and len(configs) == 5  # the repeats were identical
+
+
+def test_a_trial_stopped_by_the_scheduler_is_pruned_in_the_study():
+    sweep = Sweep(name="c", space=CONDITIONAL, num_samples=4).validate()
+    searcher = build_search(sweep, concurrency=1)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first["model"] != second["model"]
+    searcher.on_trial_result("a", {"best_val_accuracy": 0.6, "training_iteration": 1})
+    searcher.on_trial_complete("a", {"best_val_accuracy": 0.7, "training_iteration": 2, "finished": False})
+    searcher.on_trial_complete("b", {"best_val_accuracy": 0.8, "training_iteration": 6, "finished": True})
+    a, b = searcher._ot_study.trials[:2]
+    assert a.state == optuna.trial.TrialState.PRUNED and a.value == 0.7 and a.intermediate_values == {1: 0.6, 2: 0.7}
+    assert b.state == optuna.trial.TrialState.COMPLETE and b.value == 0.8
+
+
+def test_the_sweep_metric_reaches_every_trial_and_the_searcher():
+    sweep = Sweep(name="l", space=CONDITIONAL, metric="val_loss", mode="min", num_samples=3).validate()
+    searcher = build_search(sweep, concurrency=1)
+    assert searcher.metric == "best_val_loss" and searcher.mode == "min"
+    assert all(c["metric"] == "val_loss" for c in drive(searcher, 3))
+    with pytest.raises(UserError, match="every trial uses the sweep's metric"):
+        Sweep(name="l", space={**CONDITIONAL, "metric": "val_f1"}).validate()
+
+
+def test_the_study_is_kept_in_sqlite(tmp_path):
+    sweep = Sweep(name="c", space=CONDITIONAL, num_samples=5).validate()
+    searcher = build_search(sweep, concurrency=1, study=(tmp_path / "optuna.sqlite", "c-1"))
+    configs = drive(searcher, 5)
+    study = optuna.load_study(study_name="c-1", storage=f"sqlite:///{tmp_path / 'optuna.sqlite'}")  # a new connection
+    stored = {t.number: t for t in study.trials}
+    for i, config in enumerate(configs):  # every trial that ran is in the file, complete, with its model
+        t = stored[searcher._ot_trials[f"t{i}"].number]
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.params["model"] == config["model"]
+
+
+def test_define_by_run_names_parameters_per_model():
+    space = DefineByRun(Sweep(name="c", space=CONDITIONAL).validate().branches())
+    study = optuna.create_study(direction="maximize")
+    for _ in range(6):
+        trial = study.ask()
+        config = space(trial)
+        assert set(trial.params) == {"model"} | {f"{config['model']}.{k}" for k in ("lr", "hidden", "num_filters",
+                                                                                      "kernel_sizes", "dropout") if k in config}
+        study.tell(trial, 0.5)
+
+
+def test_sweep_search_is_what_build_search_returns():
+    assert isinstance(build_search(Sweep(name="c", space=CONDITIONAL).validate(), concurrency=2), SweepSearch)
