@@ -87,7 +87,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
 
 
-def _label(value, where: str) -> int:
+def parse_label(value, where: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):
@@ -111,7 +111,7 @@ def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"{where}: empty text in column '{text_column}'")
         texts.append(text)
-        labels[i] = _label(label, where)
+        labels[i] = parse_label(label, where)
     if len(texts) == 0:
         raise UserError(f"{source}: no rows")
     classes = np.unique(labels)

@@ -60,7 +60,7 @@ def test_train_then_predict_from_the_command_line(tiny_cfg, tmp_path, capsys, mo
     texts = tmp_path / "reviews.txt"
     texts.write_text("great\n\nawful\n")
     assert main(["predict", str(run_dir), "--file", str(texts)]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # the empty line is skipped
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # the empty line is a row too (tests/test_predict_files.py)
     monkeypatch.setattr("sys.stdin", io.StringIO("loved it\n"))
     assert main(["predict", str(run_dir / "model")]) == 0
     assert capsys.readouterr().out.count("\t") == 2

@@ -162,21 +162,26 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
                        study_name=study[1] if study else None)
 
 
-def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,
-                study: tuple[Path, str] | None = None, verbose: int = 0) -> tune.Tuner:
+def build_scheduler(sweep: Sweep):
+    """ASHA on epochs (it stops a trial only at rungs, on the running best), or FIFO (every trial runs out)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    if sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
+                         reduction_factor=sweep.reduction_factor)
+
+
+def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,
+                study: tuple[Path, str] | None = None, verbose: int = 0) -> tune.Tuner:
     trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
     if resume:  # the searcher (and its study), scheduler and trials come back from the experiment's state
         return tune.Tuner.restore(sweep.experiment_path(storage), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
-                               reduction_factor=sweep.reduction_factor)
-                 if sweep.scheduler == "asha" else FIFOScheduler())
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=f"best_{sweep.metric}", mode=sweep.mode, search_alg=build_search(sweep, concurrency, study),
-                                    scheduler=scheduler, num_samples=sweep.trial_count(), max_concurrent_trials=concurrency,
+                                    scheduler=build_scheduler(sweep), num_samples=sweep.trial_count(), max_concurrent_trials=concurrency,
                                     time_budget_s=sweep.time_budget_s),
         run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
