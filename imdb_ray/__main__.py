@@ -110,11 +110,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
-    if cfg.family.has_bundle:
-        from imdb_ray.bundle import save_bundle
+    from imdb_ray.bundle import save_bundle
 
-        save_bundle(result.model, cfg, run_dir / "model", result.vocab)
-        print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")")
+    save_bundle(result.model, cfg, run_dir / "model", result.vocab)
+    print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")")
     print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "
           f"test_accuracy {result.test['test_accuracy']:.4f}  test_f1 {result.test['test_f1']:.4f}  "
           f"({result.seconds:.0f}s)")
@@ -200,34 +199,10 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     summary = run_sweep(sweep, address=args.address, storage=storage, tracking_uri=uri, resume=args.resume,
                         cache_dir=args.cache_dir, dashboard=args.dashboard,
                         command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]), verbose=args.verbose)
+    from imdb_ray.sweep.evaluate import print_summary
+
     print_summary(sweep, summary, uri)
     return 0
-
-
-def print_summary(sweep, summary, uri: str) -> None:
-    print(f"\n== {sweep.name}: {summary.trials} trials, {summary.errors} errored ==")
-    if summary.cut_short:
-        print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary.trials} of {sweep.num_samples} "
-              f"samples started; {len(summary.cut_short)} stopped mid-training (MLflow status KILLED, tag "
-              "imdb_ray.stopped), ranked on the epochs they finished")
-    for row in summary.leaderboard:
-        if row["status"] == "ok":
-            print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
-        else:
-            print(f"  FAILED {row['trial']}: {row['error']}")
-    best = summary.best
-    if best is not None:
-        t = best.metrics
-        print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
-              f"test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
-        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}"
-              f"  (python -m imdb_ray predict sweep:{sweep.name} \"a review\")")
-    if summary.mlflow_unwritten:
-        print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
-              f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",
-              file=sys.stderr)
-    else:
-        print(f"MLflow: parent run {summary.parent_run_id} in {uri}  (python -m imdb_ray ui)")
 
 
 # ---------------------------------------------------------------------------------------- predict

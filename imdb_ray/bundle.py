@@ -27,8 +27,6 @@ LABELS = ("negative", "positive")
 
 def save_bundle(model: torch.nn.Module, cfg: TrialConfig, folder: str | Path, vocab: list[str] | None = None) -> Path:
     folder = Path(folder)
-    if not cfg.family.has_bundle:
-        raise UserError(f"model '{cfg.model}' is a scikit-learn pipeline: it has no tensor bundle (refit it with train)")
     folder.mkdir(parents=True, exist_ok=True)
     cfg.save(folder / "config.json")
     torch.save(cfg.family.save_bundle(model, cfg, folder, vocab), folder / "weights.pt")
@@ -51,19 +49,19 @@ class Predictor:
         weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         self.device = torch.device(device)
         self.model, self._encode = self.cfg.family.load_bundle(self.cfg, folder, weights)
-        self.model.to(self.device).eval()
+        if isinstance(self.model, torch.nn.Module):  # a scikit-learn baseline has no device or train mode
+            self.model.to(self.device).eval()
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def encode(self, texts: list[str]):
         return self._encode([clean_text(t) if self.cfg.clean_html else t for t in texts])
 
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        probs = []
-        for i in range(0, len(texts), batch_size):
-            inputs = {k: v.to(self.device) for k, v in self.encode(texts[i:i + batch_size]).items()}
-            logits, _ = self.model(**inputs)
-            probs.append(torch.softmax(logits.float(), -1)[:, 1].cpu())
-        return torch.cat(probs).numpy() if probs else np.zeros(0)
+        """P(positive) per text, batch by batch (memory follows the batch)."""
+        family = self.cfg.family
+        probs = [family.positive_probs(self.model, self.encode(texts[i:i + batch_size]), self.device)
+                 for i in range(0, len(texts), batch_size)]
+        return np.concatenate(probs) if probs else np.zeros(0)
 
 
 def resolve_model_source(source: str, tracking_uri: str) -> Path:

@@ -114,3 +114,20 @@ def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, messa
     (tmp_path / "long.txt").write_text("1\n0\n1\n")
     code, err, _ = cli(["predict", str(run_dir), *[a.replace("{tmp}", str(tmp_path)) for a in argv]], capsys)
     assert code == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
+
+
+def test_a_tfidf_baseline_is_a_bundle_that_predicts_its_runs_test_metrics(tmp_path, capsys):
+    """The baseline's bundle: vocabulary, idf and weights as tensors (weights_only), no pickle."""
+    code, err, _ = cli(["train", "--model", "tfidf_lr", "--n-train", "240", "--n-test", "100", "--run-dir",
+                        str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 0, err
+    assert {p.name for p in (tmp_path / "run" / "model").iterdir()} == {"config.json", "weights.pt"}
+    test = load_dataset(n_train=240, n_test=100, seed=0).test
+    pd.DataFrame({"text": test.texts, "label": test.labels}).to_csv(tmp_path / "test.csv", index=False)
+    code, err, _ = cli(["predict", str(tmp_path / "run"), "--file", str(tmp_path / "test.csv"), "--label-column", "label",
+                        "--out", str(tmp_path / "scored.jsonl")], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["summary"]
+    assert any(e.startswith(f"accuracy {summary['test_accuracy']:.4f} ") and f"macro-F1 {summary['test_f1']:.4f}" in e
+               for e in err)
+    assert len(read_out(tmp_path / "scored.jsonl")) == 100

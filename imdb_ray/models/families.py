@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from imdb_ray.errors import UserError
@@ -41,7 +42,6 @@ BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_
 class Family(ABC):
     name = ""
     neural = True  # trained by the torch loop; False: fitted once by scikit-learn
-    has_bundle = True  # saved as a tensor bundle (predict, MLflow model artifact)
     input_fields: tuple[str, ...] = ()
 
     def uses(self, field: str) -> bool:
@@ -63,6 +63,11 @@ class Family(ABC):
     @abstractmethod
     def load_bundle(self, cfg, folder: Path, weights: dict) -> tuple[torch.nn.Module, Encoder]:
         """The model with its trained weights, and the encoder that turns raw texts into its inputs."""
+
+    def positive_probs(self, model, inputs, device: torch.device) -> np.ndarray:
+        """P(positive) for one encoded batch (what `predict` writes and evaluation thresholds at 0.5)."""
+        logits, _ = model(**{k: v.to(device) for k, v in inputs.items()})
+        return torch.softmax(logits.float(), -1)[:, 1].cpu().numpy()
 
 
 class WordFamily(Family):
@@ -148,9 +153,11 @@ class HFFamily(Family):
 
 
 class BaselineFamily(Family):
-    """scikit-learn pipelines on raw texts: fitted once, no tensors, no bundle."""
+    """scikit-learn pipelines on raw texts: fitted once, no tensors to train. A bundle holds the
+    fitted TF-IDF vocabulary and idf and the linear classifier's weights as plain tensors and lists
+    (no pickle, so it loads with weights_only=True like every other bundle)."""
 
-    name, neural, has_bundle = "baseline", False, False
+    name, neural = "baseline", False
 
     def uses(self, field: str) -> bool:
         return field in BASELINE_FIELDS
@@ -162,10 +169,22 @@ class BaselineFamily(Family):
         raise UserError("a scikit-learn baseline has no tensor batches (it is fitted by `train`, not the torch loop)")
 
     def save_bundle(self, model, cfg, folder, vocab):
-        raise UserError(f"model '{cfg.model}' is a scikit-learn pipeline: it has no tensor bundle (refit it with train)")
+        vectorizer, classifier = model[0], model[-1]
+        return {"terms": sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get),
+                "idf": torch.from_numpy(vectorizer.idf_), "coef": torch.from_numpy(classifier.coef_),
+                "intercept": torch.from_numpy(classifier.intercept_), "classes": torch.from_numpy(classifier.classes_)}
 
     def load_bundle(self, cfg, folder, weights):
-        raise UserError(f"{folder}: model '{cfg.model}' is a scikit-learn pipeline; there is no bundle of it to load")
+        pipeline = get_model(cfg.model).build(**cfg.model_args)  # the same, unfitted: its fitted state set below
+        vectorizer, classifier = pipeline[0], pipeline[-1]
+        vectorizer.vocabulary_ = {term: i for i, term in enumerate(weights["terms"])}
+        vectorizer.idf_ = weights["idf"].numpy()
+        classifier.coef_, classifier.intercept_ = weights["coef"].numpy(), weights["intercept"].numpy()
+        classifier.classes_ = weights["classes"].numpy()
+        return pipeline, lambda texts: texts  # the pipeline reads raw (cleaned) texts
+
+    def positive_probs(self, model, inputs, device) -> np.ndarray:
+        return model.predict_proba(inputs)[:, 1]
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (WordFamily(), HFFamily(), BaselineFamily())}

@@ -6,6 +6,7 @@ Selection is always on validation; test numbers are reported, never used to choo
 from __future__ import annotations
 
 import csv
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,7 @@ def save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) ->
         writer = csv.writer(f)
         writer.writerow(["index", "label", "prob_positive"])
         writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
-    if with_model and cfg.family.has_bundle:
+    if with_model:
         files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
     return files
 
@@ -139,3 +140,30 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> Sw
     tested = evaluate_on_test(sweep, ResultGrid(ExperimentAnalysis(experiment_path)), experiment_path, skip=done)
     runs.log_tested(parent_id, tested)
     return SweepSummary(parent_id, experiment_path, tested=tested, already_tested=len(done))
+
+
+def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
+    """What the command line prints when a sweep ends: the leaderboard, the best trial on test, where things are."""
+    print(f"\n== {sweep.name}: {summary.trials} trials, {summary.errors} errored ==")
+    if summary.cut_short:
+        print(f"sweep ended early (time budget {sweep.time_budget_s or 0:g}s): {summary.trials} of {sweep.num_samples} "
+              f"samples started; {len(summary.cut_short)} stopped mid-training (MLflow status KILLED, tag "
+              "imdb_ray.stopped), ranked on the epochs they finished")
+    for row in summary.leaderboard:
+        if row["status"] == "ok":
+            print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
+        else:
+            print(f"  FAILED {row['trial']}: {row['error']}")
+    best = summary.best
+    if best is not None:
+        t = best.metrics
+        print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
+              f"test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
+        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}"
+              f"  (python -m imdb_ray predict sweep:{sweep.name} \"a review\")")
+    if summary.mlflow_unwritten:
+        print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
+              f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",
+              file=sys.stderr)
+    else:
+        print(f"MLflow: parent run {summary.parent_run_id} in {uri}  (python -m imdb_ray ui)")
