@@ -131,3 +131,29 @@ def test_a_tfidf_baseline_is_a_bundle_that_predicts_its_runs_test_metrics(tmp_pa
     assert any(e.startswith(f"accuracy {summary['test_accuracy']:.4f} ") and f"macro-F1 {summary['test_f1']:.4f}" in e
                for e in err)
     assert len(read_out(tmp_path / "scored.jsonl")) == 100
+
+
+def test_the_mlflow_pyfunc_answers_what_predict_writes(run_dir, tmp_path, capsys):
+    """The pyfunc wraps the same Predictor: loaded in a fresh process (no training data, no cache),
+    its labels and probabilities equal `predict --out` for the same texts."""
+    import subprocess
+    import sys
+
+    from imdb_ray.pyfunc import save_pyfunc
+
+    model = save_pyfunc(run_dir / "model", tmp_path / "pyfunc")
+    assert (model / "MLmodel").is_file()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(AWKWARD) + "\n", encoding="utf-8")
+    assert cli(["predict", str(run_dir), "--file", str(texts), "--out", str(tmp_path / "out.csv")], capsys)[0] == 0
+    script = ("import json, sys, mlflow.pyfunc, pandas as pd\n"
+              "texts = json.load(open(sys.argv[2]))\n"
+              "print(mlflow.pyfunc.load_model(sys.argv[1]).predict(pd.DataFrame({'text': texts})).to_json(orient='records'))\n")
+    (tmp_path / "texts.json").write_text(json.dumps(AWKWARD))
+    proc = subprocess.run([sys.executable, "-c", script, str(model), str(tmp_path / "texts.json")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    written = read_out(tmp_path / "out.csv")
+    assert [s["label"] for s in served] == [w["label"] for w in written]
+    assert [s["prob_positive"] for s in served] == pytest.approx([float(w["prob_positive"]) for w in written], abs=1e-5)
