@@ -57,6 +57,7 @@ class TrialRow:
     all_params: dict = field(default_factory=dict)
     sweep: str = ""
     val_accuracy: float | None = None  # the best epoch's (the weights the trial keeps)
+    selection: float | None = None  # the sweep's selection metric (e.g. val_loss) at the trial's best epoch
     epochs: int = 0
     curve: list[float] = field(default_factory=list)
     test_accuracy: float | None = None
@@ -84,6 +85,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     # orphans of a killed driver were rerun as other trials; trials cut by the time budget stay (KILLED)
     children = [c for c in children if "imdb_ray.orphaned" not in c.data.tags]
     varying = _varying_params([c.data.params for c in children])
+    metric, descending = parent.data.params.get("metric", "val_accuracy"), parent.data.params.get("mode", "max") == "max"
     rows = []
     for c in children:
         m, tags = c.data.metrics, c.data.tags
@@ -97,13 +99,15 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                        trainable_params=m.get("trainable_params"), total_params=m.get("total_params"),
                        wall_seconds=m.get("wall_seconds"), device_seconds=m.get("device_seconds"),
                        device=tags.get("device_kind", ""), error=tags.get("error") or tags.get("imdb_ray.stopped", ""))
+        # runs logged before best_<metric> existed: the best of the accuracy curve (their selection metric)
+        row.selection = m.get(f"best_{metric}", row.val_accuracy if metric == "val_accuracy" else None)
         if "test_accuracy" in m:
             preds = _predictions(client, c.info.run_id)
             if preds is not None:
                 acc, low, high = bootstrap_ci(*preds)
                 row.test_accuracy, row.test_ci = acc, (low, high)
         rows.append(row)
-    rows.sort(key=lambda r: (r.val_accuracy is None, -(r.val_accuracy or 0)))
+    rows.sort(key=lambda r: (r.selection is None, -(r.selection or 0) if descending else (r.selection or 0)))
     return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""),
             "command": parent.data.tags.get("imdb_ray.command", ""), **parent.data.params}, rows
 
@@ -173,7 +177,7 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
     lines = [f"# Sweep `{name}`: leaderboard", "",
              (f"Sweep: {ran}; this file: " if ran else "Command: ") +
              f"`python -m imdb_ray report --sweep {name}` (MLflow parent run {parent['run_id']}). "
-             f"{len(rows)} trials, ranked by their best validation accuracy (the selection metric). "
+             f"{len(rows)} trials, ranked by their best {parent.get('metric', 'val_accuracy')} (the selection metric). "
              f"{tested} trial(s) evaluated once on the test split; the interval is a 95% percentile bootstrap over "
              f"test reviews ({BOOTSTRAP_SAMPLES} resamples, seed 0). device_s = wall seconds x devices held.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

@@ -173,3 +173,20 @@ def test_sweep_runs_log_tested_and_close_orphans(sweep, tmp_path):
     assert runs.close_orphans(parent, {"t1", "t2"}) == 1
     [orphan] = runs.trials(parent, "t3")
     assert orphan.info.status == "KILLED" and "imdb_ray.orphaned" in orphan.data.tags
+
+
+def test_a_report_ranks_a_val_loss_sweep_on_its_lowest_loss(store):
+    """The report ranks on the sweep's own metric and mode (from its parent run), not always on accuracy."""
+    from imdb_ray.report import collect
+
+    uri, folder = store
+    (folder / "loss.py").write_text("# a val_loss sweep\n")
+    runs = SweepRuns(uri, "loss_sweep")
+    parent = runs.start_parent(folder / "loss.py", {"metric": "val_loss", "mode": "min"}, "/ray/loss_sweep")
+    log = TrialLog(uri, "loss_sweep", parent, ("CPU", 1.0))
+    for trial, (loss, accuracy) in {"a": (0.50, 0.80), "b": (0.30, 0.70), "c": (0.40, 0.90)}.items():
+        log.start(trial, trial, CONFIG)
+        log.result(trial, {"val_loss": loss, "best_val_loss": loss, "val_accuracy": accuracy}, 1)
+        log.end(trial)
+    _, rows = collect(uri, "loss_sweep")
+    assert [r.name for r in rows] == ["b", "c", "a"] and [r.selection for r in rows] == [0.30, 0.40, 0.50]
