@@ -53,7 +53,7 @@ def test_branches_hold_only_the_keys_each_model_uses():
 
 
 @pytest.mark.parametrize("space, message", [
-    ({"model": {"gru": {"hidden": "big"}}}, "space['model']['gru']['hidden'] value 'big' (gru): hidden='big' must be an integer"),
+    ({"model": {"gru": {"hidden": "big"}}}, "space['model']['gru']['hidden'] value 'big': hidden='big' must be an integer"),
     ({"model": {"gru": {"hidden": tune.choice([64, "big"])}}}, "space['model']['gru']['hidden'] value 'big'"),
     ({"model": {"cnn": {"hidden": 64}}}, "space['model']['cnn']['hidden']: cnn does not use 'hidden'"),
     ({"model": {"tfidf_lr": {"lr": 1e-3}}}, "space['model']['tfidf_lr']['lr']: tfidf_lr does not use 'lr'"),

@@ -134,14 +134,15 @@ class Sweep:
                 return f"space['model'][{model!r}][{key!r}]" if key in own.get(model, {}) else f"space[{key!r}]"
 
             grid_keys += [label(k) for k, v in branch.items() if is_grid(v)]
-            self._check_branch(model, {k: candidates(label(k), v, self.fail) for k, v in branch.items()}, label)
+            self._check_branch(model, {k: candidates(label(k), v, self.fail) for k, v in branch.items()}, label,
+                               f" ({model})" if len(tree) > 1 else "")
         if grid_keys and self.search != "grid":
             self.fail(f"tune.grid_search on {', '.join(dict.fromkeys(grid_keys))} needs search='grid' "
                       f"({self.search} samples, it does not enumerate)")
         if self.search == "grid" and not grid_keys:
             self.fail("search='grid' but the space has no tune.grid_search values")
 
-    def _check_branch(self, model: str, values: dict[str, list], label) -> None:
+    def _check_branch(self, model: str, values: dict[str, list], label, which: str) -> None:
         for key, options in values.items():  # Ray writes configs into its own result files: keep secrets out
             if any(isinstance(o, str) and looks_secret("", o) for o in options):
                 self.fail(f"{label(key)} holds what looks like a credential; give credentials through the "
@@ -153,7 +154,7 @@ class Sweep:
                     try:
                         TrialConfig.from_flat({**(base if together else {}), key: option, "model": model})
                     except UserError as e:
-                        self.fail(f"{label(key)} value {option!r} ({model}): {e}")
+                        self.fail(f"{label(key)} value {option!r}{which}: {e}")
 
     # ------------------------------------------------------------------------------ resources
     def trial_resources(self) -> dict[str, float]:
