@@ -180,6 +180,12 @@ def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ a trial's run
+# Ray Tune's own per-result keys: not ours to chart (they crowd the UI's metric lists); epoch, wall and
+# device seconds are logged under our own names.
+RAY_BOOKKEEPING = frozenset({"pid", "timestamp", "time_this_iter_s", "time_since_restore", "time_total_s",
+                             "iterations_since_restore", "training_iteration"})
+
+
 class TrialLog:
     """Writes each trial's child run: start (tags, params, config), one batch of metrics per epoch
     (the epoch is the step), end (status, wall and device seconds, error).
@@ -286,7 +292,8 @@ class TrialLog:
             self.reruns.setdefault(trial_id, []).append(step)
             self.client.set_tag(run_id, "imdb_ray.rerun_epochs", ",".join(map(str, self.reruns[trial_id])))
             return
-        metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {k: float(v) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in RAY_BOOKKEEPING}
         # One request per epoch: all of its metrics are written, or none (so "epoch" alone tells a replay).
         key = "epoch" if "epoch" in metrics else next(iter(metrics), None)
         if replay and key and any(m.step == step for m in self.client.get_metric_history(run_id, key)):
