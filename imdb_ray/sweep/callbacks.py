@@ -131,7 +131,8 @@ class ConsoleProgress(Callback):
 
     def _progress(self, trials) -> None:
         self.last_line = now = self.clock()
-        running = sum(t.status == "RUNNING" for t in trials)
+        # a trial whose end is being reported is still RUNNING in Tune's list at that moment
+        running = sum(t.status == "RUNNING" and t.trial_id not in self.finished for t in trials)
         done = len(self.finished)
         left = max(0, self.total - done - running)
         eta = ""
