@@ -13,7 +13,6 @@ from pathlib import Path
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.sweep.space import is_searched
 from imdb_ray.sweep.spec import Sweep
 from imdb_ray.tracking import SweepRuns, Tested, check_reachable, error_summary
 
@@ -55,7 +54,7 @@ def best_checkpoint(result):
 
 def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
     """The best `top` trials by validation (with the parameters their model's branch samples), then every failure."""
-    searched = {m: [k for k, v in b.items() if is_searched(v)] for m, b in sweep.branches().items()}
+    searched = sweep.searched_keys()
     rows = []
     for r in results:
         if r.metrics is None or sweep.metric not in (r.metrics or {}):

@@ -22,7 +22,7 @@ from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
 from imdb_ray.sweep.evaluate import SweepSummary, evaluate_on_test, leaderboard
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
-from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid, is_searched
+from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
 
@@ -234,8 +234,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
 
 
 def console(sweep: Sweep) -> ConsoleProgress:
-    searched = {m: [k for k, v in b.items() if is_searched(v)] for m, b in sweep.branches().items()}
-    return ConsoleProgress(f"best_{sweep.metric}", sweep.mode, sweep.trial_count(), searched, sweep.max_epochs())
+    return ConsoleProgress(f"best_{sweep.metric}", sweep.mode, sweep.trial_count(), sweep.searched_keys(), sweep.max_epochs())
 
 
 def study_location(sweep: Sweep, storage: str, parent_id: str) -> tuple[Path, str] | None:

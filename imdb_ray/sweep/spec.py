@@ -113,6 +113,10 @@ class Sweep:
         """The space as one branch per model (sweep/space.py), the sweep's metric in each."""
         return {m: {**b, "metric": self.metric} for m, b in branches(self.space, self.fail).items()}  # metric: used by all
 
+    def searched_keys(self) -> dict[str, list[str]]:
+        """Per model, the keys its trials sample (what the console, leaderboard and reports show)."""
+        return {m: [k for k, v in b.items() if is_searched(v)] for m, b in self.branches().items()}
+
     def _check_space(self) -> None:
         """Shared keys belong to a config field or to a model of the space; in every branch each
         representative value (each category, each end of a range) builds a valid TrialConfig for
