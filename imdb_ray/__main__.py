@@ -54,6 +54,7 @@ def _parse_value(text: str, like=None):
 
 # ------------------------------------------------------------------------------------------ train
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
     from imdb_ray.config import TrialConfig
     from imdb_ray.models import get_model
     from imdb_ray.train import load_trial_data, train
@@ -84,13 +85,17 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         if not (run_dir / "checkpoint").exists():
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    tracking.check_reachable(uri)
     dataset = load_trial_data(cfg)  # bad data fails here, before the run folder exists
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
-    print(f"run folder: {run_dir}")
+    mlflow_run = tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]))
+    print(f"run folder: {run_dir}  (MLflow run {mlflow_run.run_id} in {uri})")
 
     def keep_checkpoint(metrics: dict, ckpt: str | None) -> None:
+        mlflow_run.epoch(metrics)
         with open(run_dir / "history.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if ckpt is not None:  # replace the previous epoch's checkpoint atomically
@@ -106,6 +111,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     except UserError:  # refused before an epoch finished (e.g. no term left for TF-IDF): leave no empty run
         if created and not (run_dir / "checkpoint").exists() and not (run_dir / "history.jsonl").exists():
             shutil.rmtree(run_dir)
+            mlflow_run.discard()
         raise
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
@@ -113,7 +119,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.bundle import save_bundle
 
     save_bundle(result.model, cfg, run_dir / "model", result.vocab)
-    print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")")
+    logged = mlflow_run.finish(result.test, run_dir / "model")
+    print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")"
+          + (f"; MLflow model {logged}" if logged else ""))
     print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "
           f"test_accuracy {result.test['test_accuracy']:.4f}  test_f1 {result.test['test_f1']:.4f}  "
           f"({result.seconds:.0f}s)")
@@ -139,6 +147,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", help="where config, history, checkpoint and metrics go (default runs/<time>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tracking-uri", help=f"MLflow store for the run and its model (default {DEFAULT_URI})")
+    p.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -337,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--cpus-per-worker", type=float, help="override the sweep file (e.g. run a GPU sweep on a CPU box)")
     p_sweep.add_argument("--gpus-per-worker", type=float, help="override the sweep file (0: CPU only)")
     p_pred = sub.add_parser("predict", help="classify texts with a trained model")
-    p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, or sweep:NAME (its best trial)")
+    p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, sweep:NAME (its best trial), "
+                        "or models:/imdb_ray-NAME@champion")
     p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")
     p_pred.add_argument("--file", help="one text per line (split on \\n only), or a .csv/.tsv/.jsonl/.parquet table (.gz too)")
     p_pred.add_argument("--text-column", default="text", help="the table's text column (default text)")

@@ -64,29 +64,42 @@ class Predictor:
         return np.concatenate(probs) if probs else np.zeros(0)
 
 
+def bundle_in(model_folder: Path) -> Path:
+    """The bundle inside a downloaded MLflow model folder (or the folder itself when it is a bundle)."""
+    if (model_folder / "config.json").is_file():
+        return model_folder  # a bundle logged as plain artifacts (sweeps before the pyfunc)
+    found = sorted(p.parent for p in (model_folder / "artifacts").glob("*/config.json"))
+    return found[0] if found else model_folder
+
+
 def resolve_model_source(source: str, tracking_uri: str) -> Path:
-    """A model folder from: a folder (a bundle or a `train` run folder), an MLflow run id, or
-    sweep:NAME (the best trial of that sweep's newest run)."""
+    """A model folder from: a folder (a bundle, a `train` run folder or a saved MLflow model), an MLflow
+    run id, sweep:NAME (the best trial of that sweep's newest run), or a models:/ or runs:/ URI (the
+    Model Registry: models:/imdb_ray-NAME@champion)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return path / "model" if (path / "model" / "config.json").is_file() else path
+        return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
     from imdb_ray.tracking import SweepRuns, check_reachable
 
-    if source.startswith("sweep:"):
+    if source.startswith(("models:/", "runs:/")):
+        check_reachable(tracking_uri)
+        uri = source
+    elif source.startswith("sweep:"):
         check_reachable(tracking_uri)
         name = source[len("sweep:"):]
         run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
         if run_id is None:
             raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
+        uri = f"runs:/{run_id}/model"
     elif len(source) == 32 and all(c in "0123456789abcdef" for c in source):
         check_reachable(tracking_uri)
-        run_id = source
+        uri = f"runs:/{source}/model"
     else:
-        raise UserError(f"{source}: no such folder, and not an MLflow run id or sweep:NAME")
+        raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
     import mlflow
 
+    mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs are read from the current registry
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", tracking_uri=tracking_uri))
+        return bundle_in(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
     except Exception as e:
-        raise UserError(f"run {run_id} has no model artifact in {tracking_uri} ({type(e).__name__}); "
-                        "sweeps log the best trial's model") from None
+        raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

@@ -28,6 +28,9 @@ def pytest_configure(config):
 
     if not hasattr(config, "workerinput"):
         os.environ[ROWS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_reliability_rows_")
+    # `train` logs its run to MLflow: tests that name no store share one for the session (its tables
+    # are created once), never a mlflow.db in the working directory.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -49,7 +50,7 @@ def workspace(files: dict[str, bytes]):
 
 def check(category: str, ws: Path, argv: list[str], capsys) -> int:
     """Run argv; assert the property; return the exit code."""
-    before = snapshot(ws)
+    before, runs_before = snapshot(ws), stored_runs(ws)
     code, err, _ = cli(argv, capsys)
     assert code in (0, 2), (code, err)
     counts = TRIED.setdefault(category, [0, 0, 0])
@@ -58,10 +59,14 @@ def check(category: str, ws: Path, argv: list[str], capsys) -> int:
     if code == 2:
         assert len(err) == 1 and err[0].startswith("error: "), err
         assert snapshot(ws) == before, f"a refused input changed the workspace: {err[0]}"
-        db = ws / "mlflow.db"
-        if db.exists():
-            assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
+        assert stored_runs(ws) == runs_before, f"a refused input left an MLflow run: {err[0]}"
     return code
+
+
+def stored_runs(ws: Path) -> int:
+    """Runs in the MLflow stores a command may write: the workspace's, and the session's (`train`'s default here)."""
+    stores = [ws / "mlflow.db", Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):])]
+    return sum(sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] for db in stores if db.exists())
 
 
 # ------------------------------------------------------------------------------------- sweep files

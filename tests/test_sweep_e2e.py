@@ -56,15 +56,21 @@ def test_smoke_sweep_direct_mode(smoke_store):
     best = [c for c in children if c.data.tags.get("best_trial") == "true"]
     assert len(best) == 1 and 0 <= best[0].data.metrics["test_accuracy"] <= 1
     assert "best_test_accuracy" in parents[0].data.metrics
-    # the best trial's test predictions (for confidence intervals) and its model are logged
+    # the best trial's test predictions (for confidence intervals) and its model are logged; the model
+    # is registered as the sweep's champion
     artifacts = {a.path for a in client.list_artifacts(best[0].info.run_id)}
-    assert {"test_predictions.csv", "model", "trial_config.json"} <= artifacts
+    assert {"test_predictions.csv", "trial_config.json"} <= artifacts
+    champion = client.get_model_version_by_alias("imdb_ray-smoke", "champion")
+    assert champion.run_id == best[0].info.run_id and parents[0].data.tags["imdb_ray.champion"] == "models:/imdb_ray-smoke@champion"
+    assert "registered: models:/imdb_ray-smoke@champion" in out
     lines = [ln for ln in open(client.download_artifacts(best[0].info.run_id, "test_predictions.csv", str(tmp_path)))]
     assert lines[0].strip() == "index,label,prob_positive" and len(lines) == 1 + 200
     # the top three by validation were evaluated on test, each with its predictions logged
     tested = [c for c in child_runs(tmp_path, "smoke")[2] if "test_accuracy" in c.data.metrics]
     assert len(tested) == 3
     assert all("test_predictions.csv" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in tested)
+    assert all(len(c.outputs.model_outputs) == 1 for c in tested)  # each tested trial logs its pyfunc model
+    assert not any(c.outputs and c.outputs.model_outputs for c in children if "test_accuracy" not in c.data.metrics)
     assert all(c.data.metrics["device_seconds"] > 0 and c.data.tags["device_kind"] == "CPU" for c in children)
     assert not any(set(c.data.metrics) & {"pid", "timestamp", "time_total_s", "training_iteration"} for c in children)
     # the report: leaderboard with bootstrap intervals, plots, an index
@@ -154,13 +160,61 @@ def test_peft_sweep_on_real_minilm(tmp_path, ray_address):
     assert [b.split("-")[0] for b in builds] == ["hf"]  # tokenised once for the three trials
 
 
+def test_mlflow_models_serve_answers_what_predict_does(smoke_store):
+    """The sweep's champion from the Model Registry behind `mlflow models serve` (a real server on a
+    free port): two reviews POSTed to /invocations get predict's labels and probabilities."""
+    import json
+    import os
+    import signal
+    import urllib.request
+
+    from helpers import SERVER_ENV, wait_for
+
+    tmp_path, _ = smoke_store
+    uri, champion = f"sqlite:///{tmp_path}/mlflow.db", "models:/imdb_ray-smoke@champion"
+    reviews = ["One of the best films I have seen, moving and funny.", "Dull, far too long, and badly acted."]
+    (tmp_path / "two.txt").write_text("\n".join(reviews) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "predict", champion, "--file", str(tmp_path / "two.txt"),
+                           "--out", str(tmp_path / "two.jsonl"), "--tracking-uri", uri], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    port = free_port()
+    env = {**SERVER_ENV, "MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", champion, "--env-manager",
+                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/ping"), timeout=120, what="mlflow models serve")
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
+                                         data=json.dumps({"dataframe_records": [{"text": t} for t in reviews]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        served = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert [s["label"] for s in served] == [e["label"] for e in expected]
+    assert [s["prob_positive"] for s in served] == pytest.approx([e["prob_positive"] for e in expected], abs=1e-5)
+    assert [s["prob_negative"] for s in served] == pytest.approx([e["prob_negative"] for e in expected], abs=1e-5)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)")
 def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
     """`python -m imdb_ray ui` in a real headless browser: the parent sweep run, its nested trials,
-    and MLflow's compare view of the trials with their metrics. Screenshots go to results/."""
+    MLflow's compare view of the trials with their metrics, and the registered model with its
+    `champion` alias. Screenshots go to results/."""
     import json
 
     from playwright.sync_api import sync_playwright
@@ -208,6 +262,14 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
             missing = [m for m in ("val_accuracy", "best_val_accuracy", "train_loss", "device_seconds") if m not in body]
             assert not missing, (missing, body[-3000:])
             page.screenshot(path=str(ROOT / "results" / "mlflow_ui_compare.png"))
+
+            page.set_viewport_size({"width": 1500, "height": 900})
+            page.goto(f"{base}/#/models/imdb_ray-smoke")  # the Model Registry: the sweep's champion
+            page.get_by_text("champion").first.wait_for(timeout=60000)
+            page.wait_for_timeout(1000)
+            body = page.inner_text("body")
+            assert "imdb_ray-smoke" in body and "Version 1" in body, body[-3000:]
+            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_registry.png"))
             browser.close()
     finally:
         import os

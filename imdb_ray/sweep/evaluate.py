@@ -1,5 +1,6 @@
 """After the search: rank the trials on validation, evaluate the selected ones once on the test split,
-save their predictions (and the best one's model) next to Ray's results, then log them to MLflow.
+save their predictions and models next to Ray's results, then log them to MLflow (the best one's
+model also to the Model Registry as imdb_ray-<sweep>@champion).
 
 Selection is always on validation; test numbers are reported, never used to choose.
 """
@@ -101,14 +102,14 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
         with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
             evaluation = evaluate_checkpoint(cfg, ckpt_dir)
         folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
-        tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation, with_model=rank == 0),
+        tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation),
                              is_best=rank == 0, model=cfg.model, val=best_value(result, sweep)))
     return tested
 
 
-def save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) -> dict[str, str]:
-    """A tested trial's per-review test predictions (for bootstrap intervals) and, for the best, its
-    model bundle (when its family has one)."""
+def save_tested(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
+    """A tested trial's per-review test predictions (for bootstrap intervals) and its model bundle
+    (logged to MLflow as the trial's pyfunc model)."""
     from imdb_ray.bundle import save_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,8 +118,7 @@ def save_tested(folder: Path, cfg: TrialConfig, evaluation, with_model: bool) ->
         writer = csv.writer(f)
         writer.writerow(["index", "label", "prob_positive"])
         writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
-    if with_model:
-        files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
+    files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
     return files
 
 
@@ -141,6 +141,11 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> Sw
     return SweepSummary(parent_id, experiment_path, tested=tested, already_tested=len(done))
 
 
+def test_split(sweep: Sweep) -> str:
+    data = sweep.space.get("data")
+    return "official IMDB test split" if data is None else f"test split of {data}"
+
+
 def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
     """What the command line prints when a sweep ends: the leaderboard, the best trial on test, where things are."""
     print(f"\n== {sweep.name}: {summary.trials} trials, {summary.errors} errored ==")
@@ -157,9 +162,11 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
     if best is not None:
         t = best.metrics
         print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
-              f"test_f1 {t['test_f1']:.4f} (official test split, evaluated once)")
-        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}"
-              f"  (python -m imdb_ray predict sweep:{sweep.name} \"a review\")")
+              f"test_f1 {t['test_f1']:.4f} ({test_split(sweep)}, evaluated once)")
+        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}")
+        if best.registered:
+            print(f"registered: {best.registered}  (python -m imdb_ray predict {best.registered} \"a review\"; "
+                  f"mlflow models serve -m {best.registered} --env-manager local)")
     if summary.mlflow_unwritten:
         print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
               f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",

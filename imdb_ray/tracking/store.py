@@ -1,0 +1,108 @@
+"""The tracking store: where MLflow is and whether it answers, and the writes every kind of run shares
+(params, a model logged as pyfunc, the Model Registry)."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from imdb_ray.errors import UserError
+from imdb_ray.redact import safe_params
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Absolute sqlite paths: Tune trials and the UI may run from another working directory."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail before any trial runs when the tracking store cannot be used."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:
+        raise UserError(f"MLflow tracking store {uri} is not reachable ({type(e).__name__}); "
+                        "start the server or pass --tracking-uri sqlite:///mlflow.db") from None
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def error_summary(text: str) -> str:
+    """The line of a traceback that says what went wrong ("OutOfMemoryError: ...")."""
+    lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0].split(".")[-1]
+        if head.endswith(("Error", "Exception", "Interrupt")) or head in ("Killed", "MemoryError"):
+            return line[:300]
+    return (lines[-1] if lines else "unknown error")[:300]
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    """Params in one request, secrets dropped (MLflow params are visible to everyone with the UI)."""
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in safe_params(params).items()])
+
+
+# ------------------------------------------------------------------------------ models
+def log_model(uri: str, run_id: str, bundle: str | Path) -> str:
+    """A bundle as run_id's MLflow model `model` (pyfunc: text in; label and probabilities out), and a
+    scikit-learn baseline's fitted pipeline also as `sklearn_model` (the sklearn flavour, skops format:
+    no pickle). Returns the pyfunc's models:/ URI."""
+    import mlflow
+    from mlflow.models import Model
+
+    from imdb_ray.bundle import Predictor
+    from imdb_ray.pyfunc import pyfunc_arguments, requirements
+
+    # Model.log writes to MLflow's current store and creates the model in the current experiment: the run's own
+    # (runs:/RUN/model finds a model only there)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=_client(uri).get_run(run_id).info.experiment_id)
+    predictor = Predictor(bundle)
+    info = Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, **pyfunc_arguments(bundle, predictor))
+    if not predictor.cfg.family.neural:
+        import mlflow.sklearn
+
+        Model.log(None, name="sklearn_model", flavor=mlflow.sklearn, run_id=run_id, sk_model=predictor.model,
+                  serialization_format="skops", pip_requirements=requirements("scikit-learn", "skops"))
+    return info.model_uri
+
+
+def registered_name(sweep: str) -> str:
+    return f"imdb_ray-{sweep}"
+
+
+def register_champion(uri: str, sweep: str, model_uri: str) -> str:
+    """model_uri as a new version of `imdb_ray-<sweep>` in the Model Registry, with the alias `champion`
+    (moved from the previous sweep's version, which stays registered). Returns the alias URI."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    name = registered_name(sweep)
+    version = mlflow.register_model(model_uri, name).version
+    _client(uri).set_registered_model_alias(name, "champion", version)
+    return f"models:/{name}@champion"

@@ -1,0 +1,124 @@
+"""Models in MLflow: a `train` run logs its run and a pyfunc model (and a baseline's sklearn flavour),
+`predict` reads run ids, runs:/ and models:/ URIs, and the Model Registry keeps each sweep's champion."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import cli
+from imdb_ray.bundle import Predictor
+
+REVIEWS = ["One of the best films I have seen, moving and funny.", "Dull, far too long, and badly acted."]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small cnn trained by `train` (2 epochs) into its own MLflow store; its cache then removed."""
+    from imdb_ray.__main__ import main
+
+    folder = tmp_path_factory.mktemp("mlflow_models")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    assert main(["train", "--model", "cnn", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
+                 "--w2v-epochs", "1", "--epochs", "2", "--num-filters", "8", "--cache-dir", str(folder / "cache"),
+                 "--run-dir", str(folder / "run"), "--tracking-uri", uri, "--quiet"]) == 0
+    shutil.rmtree(folder / "cache")
+    return folder, uri, (folder / "run" / "mlflow_run_id").read_text().strip()
+
+
+def test_train_logs_its_run_metrics_and_model(trained):
+    folder, uri, run_id = trained
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "train" and run.info.status == "FINISHED"
+    assert run.data.params["model"] == "cnn" and run.data.tags["imdb_ray.run_dir"] == str(folder / "run")
+    history = json.loads((folder / "run" / "metrics.json").read_text())
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1, 2]
+    assert [m.value for m in client.get_metric_history(run_id, "best_val_accuracy")] == \
+        pytest.approx([h["best_val_accuracy"] for h in history["history"]])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(history["summary"]["test_accuracy"])
+    [output] = run.outputs.model_outputs  # one logged model: the pyfunc (a neural model has no sklearn flavour)
+    model = client.get_logged_model(output.model_id)
+    assert model.name == "model" and model.source_run_id == run_id
+
+
+def test_the_logged_pyfunc_loads_in_a_fresh_process_and_answers_what_predict_does(trained, tmp_path, capsys):
+    """No training data or cache needed; the signature says text in, label and probabilities out."""
+    folder, uri, run_id = trained
+    script = ("import json, sys, mlflow, pandas as pd\n"
+              "mlflow.set_tracking_uri(sys.argv[1])\n"
+              "model = mlflow.pyfunc.load_model(sys.argv[2])\n"
+              "print(json.dumps({'inputs': model.metadata.get_input_schema().input_names(),\n"
+              "                  'outputs': model.metadata.get_output_schema().input_names(),\n"
+              "                  'rows': model.predict(pd.DataFrame({'text': json.loads(sys.argv[3])})).to_dict('records')}))\n")
+    proc = subprocess.run([sys.executable, "-c", script, uri, f"runs:/{run_id}/model", json.dumps(REVIEWS)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["inputs"] == ["text"] and answer["outputs"] == ["label", "prob_negative", "prob_positive"]
+    expected = Predictor(folder / "run" / "model").predict_proba(REVIEWS)
+    assert [r["prob_positive"] for r in answer["rows"]] == pytest.approx(list(expected), abs=1e-5)
+    # predict takes the run id and the runs:/ URI, and answers the same as from the run folder
+    outputs = [cli(["predict", source, *REVIEWS, "--tracking-uri", uri], capsys)
+               for source in (str(folder / "run"), run_id, f"runs:/{run_id}/model")]
+    assert all(code == 0 for code, _, _ in outputs) and len({out for _, _, out in outputs}) == 1
+
+
+def test_resumed_train_continues_its_run_with_one_model(trained, capsys):
+    folder, uri, run_id = trained
+    argv = ["train", "--model", "cnn", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
+            "--w2v-epochs", "1", "--epochs", "3", "--num-filters", "8", "--cache-dir", str(folder / "cache"),
+            "--run-dir", str(folder / "run"), "--tracking-uri", uri, "--quiet", "--resume"]
+    code, err, _ = cli(argv, capsys)
+    assert code == 0, err
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
+    live = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run_id]
+    assert len(live) == 1 and live[0].model_id == run.outputs.model_outputs[-1].model_id  # the earlier one deleted
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_baseline_logs_the_pyfunc_and_the_sklearn_flavour(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    code, err, _ = cli(["train", "--model", "tfidf_lr", "--n-train", "240", "--n-test", "100", "--run-dir",
+                        str(tmp_path / "run"), "--tracking-uri", uri, "--experiment", "baselines", "--quiet"], capsys)
+    assert code == 0, err
+    run_id = (tmp_path / "run" / "mlflow_run_id").read_text().strip()
+    mlflow.set_tracking_uri(uri)
+    pipeline = mlflow.sklearn.load_model(f"runs:/{run_id}/sklearn_model")  # skops format: no pickle
+    assert (tmp_path / "run" / "mlflow_run_id").exists() and type(pipeline).__name__ == "Pipeline"
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(pd.DataFrame({"text": REVIEWS}))
+    expected = Predictor(tmp_path / "run" / "model").predict_proba(REVIEWS)
+    assert list(served["prob_positive"]) == pytest.approx(list(expected), abs=1e-9)
+    assert list(pipeline.predict_proba(REVIEWS)[:, 1]) == pytest.approx(list(expected), abs=1e-9)  # no HTML here to clean
+
+
+def test_each_registration_is_a_new_version_and_moves_the_champion_alias(trained, capsys):
+    from imdb_ray.tracking import register_champion
+
+    folder, uri, run_id = trained
+    model_uri = f"models:/{MlflowClient(uri).get_run(run_id).outputs.model_outputs[-1].model_id}"
+    assert register_champion(uri, "demo", model_uri) == "models:/imdb_ray-demo@champion"
+    register_champion(uri, "demo", model_uri)
+    client = MlflowClient(uri)
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'imdb_ray-demo'")) == [1, 2]
+    assert int(client.get_model_version_by_alias("imdb_ray-demo", "champion").version) == 2
+    code, err, out = cli(["predict", "models:/imdb_ray-demo@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
+    assert code == 0 and out.startswith(("positive\t", "negative\t")), err
+    code, err, _ = cli(["predict", "models:/imdb_ray-nope@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: models:/imdb_ray-nope@champion: no model in"), err
+
+
+def test_train_refuses_an_unreachable_store_before_any_work(tmp_path, capsys):
+    code, err, _ = cli(["train", "--model", "tfidf_lr", "--run-dir", str(tmp_path / "run"), "--tracking-uri",
+                        "http://127.0.0.1:9"], capsys)
+    assert code == 2 and "MLflow tracking store http://127.0.0.1:9 is not reachable" in err[0]
+    assert not (tmp_path / "run").exists()
