@@ -79,7 +79,7 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
-    from imdb_ray.tracking import SweepRuns, check_reachable
+    from imdb_ray.tracking import SweepRuns, check_reachable, current_store
 
     if source.startswith(("models:/", "runs:/")):
         check_reachable(tracking_uri)
@@ -98,8 +98,8 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
         raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs are read from the current registry
     try:
-        return bundle_in(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
+        with current_store(tracking_uri):  # models:/ URIs are read from the current registry
+            return bundle_in(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
     except Exception as e:
         raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

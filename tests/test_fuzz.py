@@ -64,9 +64,11 @@ def check(category: str, ws: Path, argv: list[str], capsys) -> int:
 
 
 def stored_runs(ws: Path) -> int:
-    """Runs in the MLflow stores a command may write: the workspace's, and the session's (`train`'s default here)."""
+    """Live runs in the MLflow stores a command may write: the workspace's, and the session's (`train`'s
+    default here). A `train` refused before its first epoch deletes the run it opened."""
     stores = [ws / "mlflow.db", Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):])]
-    return sum(sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] for db in stores if db.exists())
+    query = "select count(*) from runs where lifecycle_stage = 'active'"
+    return sum(sqlite3.connect(db).execute(query).fetchone()[0] for db in stores if db.exists())
 
 
 # ------------------------------------------------------------------------------------- sweep files

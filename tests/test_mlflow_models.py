@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,13 +76,14 @@ def test_resumed_train_continues_its_run_with_one_model(trained, capsys):
     argv = ["train", "--model", "cnn", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
             "--w2v-epochs", "1", "--epochs", "3", "--num-filters", "8", "--cache-dir", str(folder / "cache"),
             "--run-dir", str(folder / "run"), "--tracking-uri", uri, "--quiet", "--resume"]
+    client = MlflowClient(uri)
+    [first_model] = client.get_run(run_id).outputs.model_outputs
     code, err, _ = cli(argv, capsys)
     assert code == 0, err
-    client = MlflowClient(uri)
     run = client.get_run(run_id)
     assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
     live = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run_id]
-    assert len(live) == 1 and live[0].model_id == run.outputs.model_outputs[-1].model_id  # the earlier one deleted
+    assert len(live) == 1 and live[0].model_id != first_model.model_id  # the earlier one deleted
     assert run.info.status == "FINISHED"
     assert len(client.search_runs([run.info.experiment_id])) == 1
 
@@ -105,16 +107,31 @@ def test_each_registration_is_a_new_version_and_moves_the_champion_alias(trained
     from imdb_ray.tracking import register_champion
 
     folder, uri, run_id = trained
-    model_uri = f"models:/{MlflowClient(uri).get_run(run_id).outputs.model_outputs[-1].model_id}"
+    client = MlflowClient(uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    [live] = [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]
+    model_uri = f"models:/{live.model_id}"
     assert register_champion(uri, "demo", model_uri) == "models:/imdb_ray-demo@champion"
     register_champion(uri, "demo", model_uri)
-    client = MlflowClient(uri)
     assert sorted(int(v.version) for v in client.search_model_versions("name = 'imdb_ray-demo'")) == [1, 2]
     assert int(client.get_model_version_by_alias("imdb_ray-demo", "champion").version) == 2
     code, err, out = cli(["predict", "models:/imdb_ray-demo@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
     assert code == 0 and out.startswith(("positive\t", "negative\t")), err
     code, err, _ = cli(["predict", "models:/imdb_ray-nope@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
     assert code == 2 and len(err) == 1 and err[0].startswith("error: models:/imdb_ray-nope@champion: no model in"), err
+
+
+def test_logging_a_model_leaves_the_environment_as_it_was(trained, monkeypatch):
+    """MLflow's set_tracking_uri also sets MLFLOW_TRACKING_URI: a command run in-process must not move
+    the next one's default store."""
+    from imdb_ray.tracking import log_model
+
+    folder, uri, run_id = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent/elsewhere.db")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    log_model(uri, run_id, folder / "run" / "model")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////nonexistent/elsewhere.db"
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
 
 
 def test_train_refuses_an_unreachable_store_before_any_work(tmp_path, capsys):

@@ -99,7 +99,7 @@ BAD_INPUTS = [
     ("train: a word for an integer model parameter", {}, ["train", "--model", "gru", "--hidden", "abc"],
      "hidden='abc' must be an integer"),
     ("predict: model path that does not exist", {}, ["predict", "{ws}/runs/nope", "great film"],
-     "no such folder, and not an MLflow run id or sweep:NAME"),
+     "no such folder, and not an MLflow run id, sweep:NAME or models:/ URI"),
     ("predict: folder that holds no model", {}, ["predict", "{ws}/runs/earlier", "great film"], "not a model folder"),
 ]
 

@@ -144,7 +144,7 @@ def test_a_resumed_trial_continues_its_own_run(sweep):
     again.end("t1", cut="sweep ended (time budget or interrupt) after epoch 3")
     [run] = runs.trials(parent)
     assert steps(runs, run) == [1, 2, 3] and run.info.status == "KILLED"
-    assert run.data.tags["imdb_ray.stopped"].startswith("sweep ended")
+    assert run.data.tags["imdb_ray.stopped"].startswith("sweep ended") and run.data.tags["attempt"] == "2"
 
 
 def test_finish_reports_what_the_store_never_took(sweep):

@@ -2,11 +2,12 @@
 (params, a model logged as pyfunc, the Model Registry)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from imdb_ray.errors import UserError
 from imdb_ray.redact import safe_params
@@ -68,6 +69,25 @@ def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ models
+@contextlib.contextmanager
+def current_store(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """MLflow's model APIs (Model.log, register_model, models:/ downloads) write to its *current* store
+    and experiment, and setting those also sets MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID in the
+    environment. Set them for one call, then leave the environment as it was."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    mlflow.set_tracking_uri(uri)
+    if experiment_id is not None:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id  # read when no experiment was set in this process
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
 def log_model(uri: str, run_id: str, bundle: str | Path) -> str:
     """A bundle as run_id's MLflow model `model` (pyfunc: text in; label and probabilities out), and a
     scikit-learn baseline's fitted pipeline also as `sklearn_model` (the sklearn flavour, skops format:
@@ -78,17 +98,15 @@ def log_model(uri: str, run_id: str, bundle: str | Path) -> str:
     from imdb_ray.bundle import Predictor
     from imdb_ray.pyfunc import pyfunc_arguments, requirements
 
-    # Model.log writes to MLflow's current store and creates the model in the current experiment: the run's own
-    # (runs:/RUN/model finds a model only there)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=_client(uri).get_run(run_id).info.experiment_id)
     predictor = Predictor(bundle)
-    info = Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, **pyfunc_arguments(bundle, predictor))
-    if not predictor.cfg.family.neural:
-        import mlflow.sklearn
+    # the model goes in the run's own experiment: runs:/RUN/model finds a model only there
+    with current_store(uri, _client(uri).get_run(run_id).info.experiment_id):
+        info = Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, **pyfunc_arguments(bundle, predictor))
+        if not predictor.cfg.family.neural:
+            import mlflow.sklearn
 
-        Model.log(None, name="sklearn_model", flavor=mlflow.sklearn, run_id=run_id, sk_model=predictor.model,
-                  serialization_format="skops", pip_requirements=requirements("scikit-learn", "skops"))
+            Model.log(None, name="sklearn_model", flavor=mlflow.sklearn, run_id=run_id, sk_model=predictor.model,
+                      serialization_format="skops", pip_requirements=requirements("scikit-learn", "skops"))
     return info.model_uri
 
 
@@ -101,8 +119,8 @@ def register_champion(uri: str, sweep: str, model_uri: str) -> str:
     (moved from the previous sweep's version, which stays registered). Returns the alias URI."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
     name = registered_name(sweep)
-    version = mlflow.register_model(model_uri, name).version
+    with current_store(uri):
+        version = mlflow.register_model(model_uri, name).version
     _client(uri).set_registered_model_alias(name, "champion", version)
     return f"models:/{name}@champion"

@@ -100,14 +100,15 @@ class TrialLog:
             return
         existing = self.runs.trials(self.parent_id, trial_id)  # a resumed or retried trial continues its own run
         cfg = TrialConfig.from_flat(config, strict=False)
-        if existing:
+        if existing:  # "attempt": how often the trial started (Ray retried it, or the sweep was resumed)
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "attempt", str(int(existing[0].data.tags.get("attempt", "1")) + 1))
             self.last_step[trial_id] = max((m.step for m in self.client.get_metric_history(run_id, "epoch")), default=0)
         else:
             tags = {"mlflow.parentRunId": self.parent_id, "trial_id": trial_id, "trial_name": name, "model": cfg.model,
                     "family": cfg.family.name, "strategy": cfg.strategy, "seed": str(cfg.seed),
-                    "peft": str(cfg.model_args.get("peft", "none"))}
+                    "peft": str(cfg.model_args.get("peft", "none")), "attempt": "1"}
             run_id = self.client.create_run(self.runs.experiment_id(), tags=tags, run_name=name).info.run_id
         if not existing or not existing[0].data.params:
             _log_params(self.client, run_id, cfg.flat())
