@@ -1,5 +1,6 @@
-"""Cluster: the launcher configs pass Ray's own schema check, GPU fractions map onto Ray resources,
-and a sweep on a simulated 2-node cluster spreads its trials and survives losing a node."""
+"""Cluster: the launcher configs pass Ray's own schema check, every command the launcher runs on a host
+finds the project's ray, GPU fractions map onto Ray resources, and a sweep on a simulated 2-node
+cluster spreads its trials and survives losing a node."""
 from __future__ import annotations
 
 import subprocess
@@ -35,6 +36,47 @@ def test_cluster_configs_pass_rays_validation(name):
         ray_up_check(typo)
     text = (ROOT / name).read_text().lower()
     assert "aws_secret" not in text and "password" not in text  # no credentials in the file
+
+
+def launcher_shell(command: str, home: Path) -> subprocess.CompletedProcess:
+    """A command as Ray's launcher runs it on a host over SSH (its own wrapper: `bash --login -i`,
+    `source ~/.bashrc`), with a login environment that knows nothing of the project."""
+    from ray.autoscaler._private.command_runner import _with_interactive
+
+    return subprocess.run(" ".join(_with_interactive(command)), shell=True, capture_output=True, text=True, timeout=60,
+                          env={"HOME": str(home), "PATH": "/usr/bin:/bin", "USER": "imdb_ray", "TERM": "dumb"})
+
+
+def test_every_command_the_launcher_runs_on_a_host_finds_the_projects_ray(tmp_path):
+    """cluster-local.yaml, on a host faked without SSH: the synced repository's `make install` makes a
+    venv of stubs that record their calls; then the setup and start commands, and what the launcher and
+    the README run later (`ray stop` at `ray down`, `ray exec ... ray get-auth-token`), each in the
+    launcher's own shell. Each must reach the venv's ray (the bug: `ray down` left Ray running)."""
+    config = yaml.safe_load((ROOT / "cluster-local.yaml").read_text())
+    home, calls = tmp_path / "home", tmp_path / "calls.log"
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for tool in ("ray", "python", "mlflow"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "$0 $*" >> {calls}\n')
+        (stubs / tool).chmod(0o755)
+    (home / "imdb_ray").mkdir(parents=True)  # file_mounts: the repository, synced
+    (home / "imdb_ray" / "Makefile").write_text(f"install:\n\tmkdir -p .venv && cp -r {stubs} .venv/bin\n")
+    venv_ray = f"{home}/imdb_ray/.venv/bin/ray"
+    assert launcher_shell("ray stop", home).returncode != 0  # before setup: no ray (the test can see the bug)
+    shared = str(tmp_path / "shared")
+    for command in config["setup_commands"] + config["head_start_ray_commands"]:
+        result = launcher_shell(command.replace("/mnt/shared/imdb_ray", shared), home)
+        assert result.returncode == 0, (command, result.stdout[-1000:], result.stderr[-1000:])
+    for command in config["setup_commands"]:  # `ray up` again (an update): setup is idempotent
+        assert launcher_shell(command, home).returncode == 0
+    for command in ("ray stop", "ray get-auth-token", "python -m imdb_ray sweep sweeps/smoke.py --address auto"):
+        result = launcher_shell(command, home)
+        assert result.returncode == 0, (command, result.stderr[-1000:])
+    lines = calls.read_text().splitlines()
+    assert f"{venv_ray} start --head --port=6379 --dashboard-host=127.0.0.1 --autoscaling-config=~/ray_bootstrap_config.yaml" in lines
+    assert lines[-3:] == [f"{venv_ray} stop", f"{venv_ray} get-auth-token",
+                          f"{home}/imdb_ray/.venv/bin/python -m imdb_ray sweep sweeps/smoke.py --address auto"]
+    assert (home / ".bashrc").read_text().count("imdb_ray/.venv/bin") == 1
 
 
 def test_cloud_config_shape():

@@ -178,13 +178,14 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     if resume:  # the searcher (and its study), scheduler and trials come back from the experiment's state
         return tune.Tuner.restore(sweep.experiment_path(storage), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    # reuse_actors: a trial's process serves the next trial (same results: each trial seeds itself), so a
-    # short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep: 60 s -> 45 s)
+    # reuse_actors (direct trials): a trial's process serves the next trial (same results: each trial seeds
+    # itself), so a short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep:
+    # 60 s -> 45 s). Not for ray_train: a reused actor's next TorchTrainer never got its workers (Ray 2.60).
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=f"best_{sweep.metric}", mode=sweep.mode, search_alg=build_search(sweep, concurrency, study),
                                     scheduler=build_scheduler(sweep), num_samples=sweep.trial_count(), max_concurrent_trials=concurrency,
-                                    time_budget_s=sweep.time_budget_s, reuse_actors=True),
+                                    time_budget_s=sweep.time_budget_s, reuse_actors=sweep.trainer == "direct"),
         run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose),
