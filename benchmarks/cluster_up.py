@@ -7,8 +7,8 @@ What it does, timing each step:
      (apt installs openssh-server and rsync if they are missing: the only thing left behind);
   2. renders cluster-local.yaml for this machine: head 127.0.0.1, no worker, the throwaway user and key,
      and a local folder as the "shared" path. Every command comes from the real file;
-  3. `ray up`, then the job the README gives: the cluster's token fetched with `ray exec ... ray
-     get-auth-token`, `RAY_AUTH_MODE=token ray job submit ... sweep sweeps/smoke.py --address auto`;
+  3. `ray get-auth-token --generate` and `ray up`; checks that a wrong token is refused; then the job the
+     README gives: `RAY_AUTH_MODE=token ray job submit ... sweep sweeps/smoke.py --address auto`;
   4. checks the MLflow parent and child runs and the Ray results on the shared path;
   5. `ray down`, then checks that no process of the throwaway user is left (Ray included);
   6. stops sshd, removes the user, its home, the key and the shared folder.
@@ -82,6 +82,7 @@ def start_sshd(work: Path) -> subprocess.Popen:
 
 def make_user(work: Path) -> Path:
     sh("useradd", "-m", "-s", "/bin/bash", USER)
+    sh("usermod", "-p", "*", USER)  # no password, but not "locked" ("!"): sshd refuses locked accounts even for keys
     home = Path(pwd.getpwnam(USER).pw_dir)
     sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "id_ed25519"), "-C", "imdb_ray cluster_up (throwaway)")
     ssh = home / ".ssh"
@@ -134,18 +135,22 @@ def run() -> None:
             time.sleep(1)
             seen.append(f"sshd on {HEAD}:22, user {USER} ({home})")
         config = render(work)
+        with step("ray get-auth-token --generate") as seen:  # the README's first command: ~/.ray/auth_token, here
+            existed = (Path.home() / ".ray" / "auth_token").exists()
+            sh(str(RAY), "get-auth-token", "--generate")
+            seen.append("the token this machine had" if existed else "a new token")
         with step(f"ray up (head {HEAD})") as seen:
             sh(str(RAY), "up", "-y", "--no-config-cache", str(config), timeout=3600)
             seen.append("rsync of the repository, make install, ray start --head")
-        with step("token from the head (ray exec ... ray get-auth-token)") as seen:
-            # the README's command: ray exec CONFIG 'ray get-auth-token' 2>/dev/null | tail -n 1
-            token = sh("bash", "-c", f"{RAY} exec {config} 'ray get-auth-token' 2>/dev/null | tail -n 1").strip()
-            assert token and " " not in token, f"not a token: {token!r}"
-            seen.append(f"a {len(token)}-character token")
+        with step("token authentication is on") as seen:
+            wrong = subprocess.run([str(RAY), "job", "list", "--address", f"http://{HEAD}:8265"], capture_output=True,
+                                   text=True, env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"})
+            assert wrong.returncode != 0, "the cluster took a wrong token"
+            seen.append(f"a request with a wrong token is refused ({(wrong.stdout + wrong.stderr).strip().splitlines()[-1][:120]})")
         with step("ray job submit: sweeps/smoke.py on the cluster") as seen:
             out = sh(str(RAY), "job", "submit", "--address", f"http://{HEAD}:8265", "--", "bash", "-c",
                      "cd ~/imdb_ray && .venv/bin/python -m imdb_ray sweep sweeps/smoke.py --address auto",
-                     env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}, timeout=1800)
+                     env={"RAY_AUTH_MODE": "token"}, timeout=1800)
             summary = next((line for line in out.splitlines() if line.startswith("== smoke:")), "no summary line")
             assert "== smoke: 6 trials, 0 errored ==" in out, out[-3000:]
             seen.append(summary)
@@ -154,10 +159,13 @@ def run() -> None:
         with step("ray down") as seen:
             sh(str(RAY), "down", "-y", str(config), timeout=600)
             config = None
-            time.sleep(3)
+            deadline = time.time() + 30  # the launcher's SSH master connection lingers 10 s (ControlPersist=10s)
+            while user_processes() and time.time() < deadline:
+                time.sleep(1)
             left = user_processes()
             assert not left, f"processes left after ray down: {left}"
-            seen.append(f"no process of {USER} left (ps -u {USER} is empty)")
+            seen.append(f"no process of {USER} left, Ray's or any other (ps -u {USER} is empty "
+                        f"{time.time() - deadline + 30:.0f} s after ray down returned)")
     finally:
         if config is not None:  # a failed step: take the cluster down anyway
             subprocess.run([str(RAY), "down", "-y", str(config)], capture_output=True, timeout=600)
@@ -195,6 +203,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("cluster_up: run as root (it adds a user and starts sshd on port 22)", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still take the cluster down and clean up
     error = None
     try:
         run()

@@ -137,6 +137,27 @@ def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
             f"{prefix}_f1": float(f1_score(y, pred, average="macro"))}, p
 
 
+def reshuffle(loader: DataLoader, seed: int) -> None:
+    """A new order every epoch, the same one after a resume. Several workers: their DistributedSampler
+    is told the epoch (without it every epoch repeats one order); one worker: its shuffle is reseeded."""
+    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(seed)
+    elif getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed)
+
+
+def validate(model, loader, device) -> dict:
+    """Validation metrics. With several Train workers, rank 0 evaluates the whole split and sends its
+    numbers to every rank: they equal a single worker's (a DistributedSampler would pad the shards
+    with repeated reviews), and every rank takes the same best-epoch and early-stopping decision."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return evaluate(model, loader, device, "val")[0]
+    box = [evaluate(model, loader, device, "val")[0] if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @dataclass
 class Progress:
     """The loop's own state beyond the model and optimiser: what a checkpoint must carry to resume."""
@@ -232,17 +253,16 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)
     param_counts = count_parameters(model)
-    scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(loaders["train"]))
+    train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]  # several workers: a shard each
+    scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(train_loader))  # the steps this worker takes
     loss_fn = build_loss(cfg)
     amp_dtype, scaler = _mixed_precision(cfg, device)
     state = load_checkpoint(resume_from, model, optimizer, scheduler, scaler) if resume_from is not None else Progress()
     net = wrap_model(model) if wrap_model else model
-    train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]
 
     while not state.stopped(cfg):
         epoch = state.epoch + 1
-        if getattr(train_loader, "generator", None) is not None:
-            train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)  # same order when resumed
+        reshuffle(train_loader, cfg.seed * 1000 + epoch)
         net.train()
         epoch_start = time.perf_counter()
         sums: dict[str, float] = {}
@@ -268,7 +288,7 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
         train_seconds = time.perf_counter() - epoch_start
 
-        val_metrics, _ = evaluate(model, loaders["val"], device, "val")
+        val_metrics = validate(model, loaders["val"], device)
         metrics = {"epoch": epoch, **{f"train_{k}": v / seen for k, v in sums.items()}, **val_metrics,
                    "lr": max(scheduler.get_last_lr()), "epoch_seconds": train_seconds,
                    "samples_per_second": seen / train_seconds, **param_counts}

@@ -86,7 +86,7 @@ def test_cloud_config_shape():
     assert worker["min_workers"] == 0 and worker["max_workers"] >= 1 and config["idle_timeout_minutes"] > 0
     assert any(".[gpu]" in c for c in config["setup_commands"])
     assert "IMDB_RAY_STORAGE=s3://" in " ".join(config["head_start_ray_commands"] + config["worker_start_ray_commands"])
-    assert config["file_mounts"] == {"~/imdb_ray": "."}
+    assert config["file_mounts"] == {"~/imdb_ray": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
 
 
 def test_gpu_fractions_map_onto_ray_resources():
@@ -129,3 +129,20 @@ def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
     # the driver built the shared preprocessing once; trials on both nodes read it from the shared path
     builds = (tmp_path / "shared" / "cache" / "builds.log").read_text().splitlines()
     assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
+
+
+def test_gpu_check_plan_is_sound_without_a_gpu():
+    """benchmarks/gpu_check.py --dry-run: every check listed, every model config and command it will use
+    built or validated here; without --dry-run on a machine with no CUDA it says so and runs nothing."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run"], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0 and "plan: OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for check in ("environment", "classic gru @ 512", "bert-base @ 256", "deberta-v3-base @ 512", "modernbert-base @ 512",
+                  "packing", "ray_train nccl", "lora int8", "lora nf4", "unsloth"):
+        assert check in proc.stdout
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", "/nonexistent/x.md"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 2 and "no CUDA device here" in proc.stderr

@@ -165,25 +165,29 @@ GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 16
 
 @pytest_slow
 def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
+    """One of the two DDP workers (gloo) of a trial killed mid-epoch: Train restarts the group from the
+    last checkpoint, and no epoch is logged twice."""
     sweep = write_sweep(tmp_path, "worker_kill", {**GRU, "n_train": 1000, "epochs": 5}, search="random", scheduler="fifo", num_samples=1,
-                         trainer="ray_train", cpus_per_worker=1, max_failures=2)
+                         trainer="ray_train", workers_per_trial=2, cpus_per_worker=0.9, max_failures=2)
     proc = subprocess.Popen(sweep_command(tmp_path, sweep), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     db = tmp_path / "mlflow.db"
     wait_for(lambda: max_step(db) >= 1, 300, "the first epoch", proc)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
-    assert len(workers) == 1
+    assert len(workers) == 2
     killed_after = max_step(db)
-    workers[0].kill()  # SIGKILL: the process dies mid-epoch, no cleanup
+    workers[1].kill()  # SIGKILL: one rank dies mid-epoch, no cleanup
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     assert killed_after < 5, "the kill came too late to interrupt the trial"
     assert "== worker_kill: 1 trials, 0 errored ==" in out
     client, children = trial_runs(f"sqlite:///{db}", "worker_kill")
     assert len(children) == 1 and children[0].info.status == "FINISHED"
+    params = children[0].data.params  # batch_size is per worker; the optimiser steps on both
+    assert params["workers_per_trial"] == "2" and params["global_batch_size"] == str(2 * GRU["batch_size"])
     logged = steps(client, children[0])
     assert logged == [1, 2, 3, 4, 5], f"duplicated or missing epochs: {logged}"  # resumed, not restarted
-    record_row("Fault", "Ray Train worker SIGKILLed during epoch " + str(killed_after + 1) + " of 5",
+    record_row("Fault", "one of a trial's two Ray Train (DDP) workers SIGKILLed during epoch " + str(killed_after + 1) + " of 5",
                    "Train restarted the worker group from the last epoch checkpoint; the trial finished 5 epochs; "
                    f"MLflow steps {logged}", "the interrupted part of one epoch")
 

@@ -153,3 +153,9 @@ def test_placement_group_workaround_is_fenced_to_its_ray_version():
     from imdb_ray.sweep.callbacks import ReleaseTrainPlacementGroups
 
     assert ray.__version__.startswith(ReleaseTrainPlacementGroups.RAY_VERSION + "."), ray.__version__
+
+
+def test_several_workers_need_ray_train():
+    with pytest.raises(UserError, match="workers_per_trial=2 needs trainer='ray_train'"):
+        Sweep(name="x", space={"model": "gru"}, trainer="direct", workers_per_trial=2).validate()
+    assert Sweep(name="x", space={"model": "gru"}, trainer="ray_train", workers_per_trial=2).validate().workers_per_trial == 2

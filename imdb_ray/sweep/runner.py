@@ -221,7 +221,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                      runs.start_parent(sweep.source, {**settings, "concurrency": concurrency}, experiment_path, command))
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
-        mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial()))
+        mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
+                                                    workers=sweep.workers_per_trial))
         callbacks = [mlflow_runs, console(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
         study = study_location(sweep, storage, parent_id)
         if study:

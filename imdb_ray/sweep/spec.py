@@ -106,6 +106,8 @@ class Sweep:
             self.fail("test_top must be >= 1 (the best trial is always evaluated on test)")
         if self.num_samples < 1 or self.workers_per_trial < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
             self.fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
+        if self.trainer == "direct" and self.workers_per_trial > 1:
+            self.fail(f"workers_per_trial={self.workers_per_trial} needs trainer='ray_train' (a direct trial is one process)")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             self.fail(f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number")
 

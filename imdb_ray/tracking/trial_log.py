@@ -30,8 +30,8 @@ class TrialLog:
     """
 
     def __init__(self, uri: str, experiment: str, parent_id: str, devices: tuple[str, float] = ("CPU", 1.0), *,
-                 client=None, retry_s: float = RETRY_S, clock: Callable[[], float] = time.monotonic):
-        self.uri, self.parent_id, self.devices = uri, parent_id, devices
+                 workers: int = 1, client=None, retry_s: float = RETRY_S, clock: Callable[[], float] = time.monotonic):
+        self.uri, self.parent_id, self.devices, self.workers = uri, parent_id, devices, workers
         self.runs = SweepRuns(uri, experiment, client)
         self.client = self.runs.client
         self.retry_s, self.clock = retry_s, clock
@@ -111,7 +111,10 @@ class TrialLog:
                     "peft": str(cfg.model_args.get("peft", "none")), "attempt": "1"}
             run_id = self.client.create_run(self.runs.experiment_id(), tags=tags, run_name=name).info.run_id
         if not existing or not existing[0].data.params:
-            _log_params(self.client, run_id, cfg.flat())
+            params = cfg.flat()
+            if "batch_size" in params:  # per Train worker: each optimiser step averages all workers' batches
+                params |= {"workers_per_trial": self.workers, "global_batch_size": cfg.batch_size * self.workers}
+            _log_params(self.client, run_id, params)
             self.client.log_dict(run_id, redact(cfg.to_dict()), "trial_config.json")
         self.run_ids[trial_id] = run_id
 

