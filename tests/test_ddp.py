@@ -16,11 +16,12 @@ from imdb_ray.train import load_trial_data, make_loaders, train
 pytestmark = pytest.mark.slow
 
 # 1,600 reviews (1,440 train: even, so DistributedSampler pads no shard), real IMDB, a small GRU.
-CONFIG = dict(model="gru", n_train=1600, n_test=100, max_len=96, embed_dim=32, w2v_epochs=2, epochs=3, batch_size=16,
-              lr=3e-3, workers=1, seed=0, model_args={"hidden": 32})
-# Two workers see other reviews in other orders (and other dropout masks) than one worker does, so
-# their accuracies differ by noise: on 160 validation reviews, 4 points is about one standard error.
-TOLERANCE = 0.04
+CONFIG = dict(model="gru", n_train=1600, n_test=100, max_len=96, embed_dim=32, w2v_epochs=5, epochs=4, batch_size=16,
+              lr=1e-2, workers=1, seed=0, model_args={"hidden": 32})
+# Two workers see other reviews in other orders (and other dropout masks) than one worker does, so their
+# accuracies differ by noise. Measured for one worker with this config: best validation accuracy
+# 0.713-0.744 over seeds 0-1 and batch 16/32; one standard error on 160 reviews is 0.035. Allowed: 0.06.
+TOLERANCE = 0.06
 
 
 def fingerprint(row) -> str:
@@ -106,7 +107,7 @@ def test_each_rank_trains_on_its_own_shard_in_a_new_order_every_epoch(two_worker
 
 def test_validation_is_the_same_on_every_rank(two_workers):
     _, ranks = two_workers
-    assert ranks[0]["val_accuracy"] == ranks[1]["val_accuracy"] and len(ranks[0]["val_accuracy"]) == 3
+    assert ranks[0]["val_accuracy"] == ranks[1]["val_accuracy"] and len(ranks[0]["val_accuracy"]) == CONFIG["epochs"]
 
 
 def test_two_workers_match_one_worker_at_the_same_global_batch(two_workers):
@@ -114,5 +115,6 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(two_workers):
     one = train(dataclasses.replace(TrialConfig(**config), batch_size=32), progress=False)  # one worker, global batch 32
     two = max(ranks[0]["val_accuracy"])  # the best epoch, as a sweep selects
     single = max(h["val_accuracy"] for h in one.history)
-    assert single > 0.6 and two > 0.6, (single, two)  # both learn
+    print(f"best val_accuracy: 1 worker (batch 32) {single:.4f}, 2 workers (batch 16 each) {two:.4f}")  # -s shows it
+    assert single > 0.65 and two > 0.65, (single, two)  # both learn
     assert abs(two - single) <= TOLERANCE, (single, two)
