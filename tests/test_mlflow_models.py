@@ -129,9 +129,10 @@ def test_logging_a_model_leaves_the_environment_as_it_was(trained, monkeypatch):
     folder, uri, run_id = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nonexistent/elsewhere.db")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
     log_model(uri, run_id, folder / "run" / "model")
     assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////nonexistent/elsewhere.db"
-    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
 
 
 def test_train_refuses_an_unreachable_store_before_any_work(tmp_path, capsys):

@@ -70,13 +70,17 @@ def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------ models
 @contextlib.contextmanager
-def current_store(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+def current_store(uri: str, experiment_id: str | None = None, quiet: bool = False) -> Iterator[None]:
     """MLflow's model APIs (Model.log, register_model, models:/ downloads) write to its *current* store
     and experiment, and setting those also sets MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID in the
-    environment. Set them for one call, then leave the environment as it was."""
+    environment. Set them for one call, then leave the environment as it was. `quiet`: no progress bars
+    or per-model notices (a sweep logs several models between its own progress lines)."""
     import mlflow
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
+    if quiet:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example against model signature"
     mlflow.set_tracking_uri(uri)
     if experiment_id is not None:
         os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id  # read when no experiment was set in this process
@@ -100,7 +104,7 @@ def log_model(uri: str, run_id: str, bundle: str | Path) -> str:
 
     predictor = Predictor(bundle)
     # the model goes in the run's own experiment: runs:/RUN/model finds a model only there
-    with current_store(uri, _client(uri).get_run(run_id).info.experiment_id):
+    with current_store(uri, _client(uri).get_run(run_id).info.experiment_id, quiet=True):
         info = Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, **pyfunc_arguments(bundle, predictor))
         if not predictor.cfg.family.neural:
             import mlflow.sklearn
