@@ -90,10 +90,10 @@ def make_user(work: Path) -> Path:
     (ssh / "authorized_keys").write_text((work / "id_ed25519.pub").read_text())
     # This machine reaches PyPI through a local mirror and keeps the CPU torch wheel on disk: the
     # "remote" account gets the same pip settings a real host of this site would have.
-    for conf in (Path("/etc/pip.conf"), Path.home() / ".config/pip/pip.conf"):
-        if conf.is_file() and conf.parent != Path("/etc"):
-            (home / ".config/pip").mkdir(parents=True, exist_ok=True)
-            shutil.copy(conf, home / ".config/pip/pip.conf")
+    pip_conf = Path.home() / ".config/pip/pip.conf"
+    if pip_conf.is_file():
+        (home / ".config/pip").mkdir(parents=True, exist_ok=True)
+        shutil.copy(pip_conf, home / ".config/pip/pip.conf")
     SHARED.mkdir(parents=True, exist_ok=True)
     sh("chown", "-R", f"{USER}:{USER}", str(home), str(SHARED))
     return home

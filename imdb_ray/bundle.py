@@ -81,21 +81,17 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
         return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
     from imdb_ray.tracking import SweepRuns, check_reachable, current_store
 
-    if source.startswith(("models:/", "runs:/")):
-        check_reachable(tracking_uri)
-        uri = source
-    elif source.startswith("sweep:"):
-        check_reachable(tracking_uri)
+    is_run_id = len(source) == 32 and all(c in "0123456789abcdef" for c in source)
+    if not (source.startswith(("models:/", "runs:/", "sweep:")) or is_run_id):
+        raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
+    check_reachable(tracking_uri)
+    uri = f"runs:/{source}/model" if is_run_id else source
+    if source.startswith("sweep:"):
         name = source[len("sweep:"):]
         run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
         if run_id is None:
             raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
         uri = f"runs:/{run_id}/model"
-    elif len(source) == 32 and all(c in "0123456789abcdef" for c in source):
-        check_reachable(tracking_uri)
-        uri = f"runs:/{source}/model"
-    else:
-        raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
     import mlflow
 
     try:

@@ -140,3 +140,9 @@ def test_train_refuses_an_unreachable_store_before_any_work(tmp_path, capsys):
                         "http://127.0.0.1:9"], capsys)
     assert code == 2 and "MLflow tracking store http://127.0.0.1:9 is not reachable" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_an_empty_experiment_name_before_any_work(tmp_path, capsys):
+    code, err, _ = cli(["train", "--model", "tfidf_lr", "--run-dir", str(tmp_path / "run"), "--experiment", " "], capsys)
+    assert code == 2 and err == ["error: --experiment needs a name (the MLflow experiment the run goes to)"]
+    assert not (tmp_path / "run").exists()

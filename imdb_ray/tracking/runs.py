@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from imdb_ray.redact import redact_text
-from imdb_ray.tracking.store import _client, _log_params, git_commit, log_model, register_champion
+from imdb_ray.tracking.store import _client, _log_params, experiment_id, git_commit, log_metrics, log_model, register_champion
 
 
 @dataclass
@@ -60,9 +59,7 @@ class SweepRuns:
 
     def start_parent(self, sweep_file: Path, settings: dict, experiment_path: str, command: str = "") -> str:
         """Create the sweep's parent run (and its experiment on first use); returns its id."""
-        exp_id = self._experiment_id = self.experiment_id() or self.client.create_experiment(
-            # "custom model development": MLflow's UI then opens on the runs table, not its GenAI pages
-            self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+        exp_id = self._experiment_id = self.experiment_id() or experiment_id(self.client, self.experiment)
         run = self.client.create_run(exp_id, run_name=f"sweep:{self.experiment}",
                                      tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file),
                                            "git_commit": git_commit(), "imdb_ray.experiment_path": experiment_path,
@@ -132,21 +129,14 @@ class TrainRun:
             self.run_id = id_file.read_text().strip()
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        exp = self.client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, tags={"mlflow.experimentKind": "custom_model_development"})
         tags = {"imdb_ray.kind": "train", "imdb_ray.run_dir": str(run_dir), "model": cfg.model, "family": cfg.family.name,
                 "git_commit": git_commit(), **({"imdb_ray.command": command} if command else {})}
-        self.run_id = self.client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
+        self.run_id = self.client.create_run(experiment_id(self.client, experiment), run_name=run_dir.name, tags=tags).info.run_id
         _log_params(self.client, self.run_id, cfg.flat())
         id_file.write_text(self.run_id)
 
     def epoch(self, metrics: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
-
-        now, step = int(time.time() * 1000), int(metrics.get("epoch", 0))
-        values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._guard(lambda: self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()]))
+        self._guard(log_metrics, self.client, self.run_id, metrics, int(metrics.get("epoch", 0)))
 
     def finish(self, test_metrics: dict[str, float], bundle: Path) -> str | None:
         """Test metrics, the model, FINISHED; returns the model's runs:/ URI (None if the store is gone)."""

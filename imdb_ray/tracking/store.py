@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -61,6 +62,22 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
+def experiment_id(client, name: str) -> str:
+    """The experiment's id, created on first use ("custom model development": MLflow's UI then opens on the
+    runs table, not its GenAI pages)."""
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+
+
+def log_metrics(client, run_id: str, values: dict[str, Any], step: int) -> None:
+    """The numbers among `values` (booleans are not), in one request: all are written, or none."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()
+                                      if isinstance(v, (int, float)) and not isinstance(v, bool)])
+
+
 def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
     """Params in one request, secrets dropped (MLflow params are visible to everyone with the UI)."""
     from mlflow.entities import Param
@@ -78,9 +95,11 @@ def current_store(uri: str, experiment_id: str | None = None, quiet: bool = Fals
     import mlflow
 
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
+    notices = logging.getLogger("mlflow.pyfunc")  # "Validating input example against model signature"
+    level = notices.level
     if quiet:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example against model signature"
+        notices.setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
     if experiment_id is not None:
         os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id  # read when no experiment was set in this process
@@ -88,6 +107,7 @@ def current_store(uri: str, experiment_id: str | None = None, quiet: bool = Fals
         yield
     finally:
         mlflow.set_tracking_uri(None)
+        notices.setLevel(level)
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 

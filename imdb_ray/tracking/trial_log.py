@@ -8,7 +8,7 @@ from typing import Callable
 
 from imdb_ray.redact import redact
 from imdb_ray.tracking.runs import SweepRuns
-from imdb_ray.tracking.store import _log_params, error_summary
+from imdb_ray.tracking.store import _log_params, error_summary, log_metrics
 
 RETRY_S = float(os.environ.get("IMDB_RAY_MLFLOW_RETRY_S", 10))  # how often a buffering TrialLog tries the store again
 FINISH_WAIT_S = float(os.environ.get("IMDB_RAY_MLFLOW_WAIT_S", 30))  # at the end of a sweep, before giving up
@@ -119,8 +119,6 @@ class TrialLog:
         self.run_ids[trial_id] = run_id
 
     def _result(self, trial_id: str, result: dict, step: int, replay: bool = False) -> None:
-        from mlflow.entities import Metric
-
         run_id = self.run_ids[trial_id]
         if step <= self.last_step.get(trial_id, 0):
             # A retried trial restored from an older checkpoint than its last report (its node died
@@ -134,8 +132,7 @@ class TrialLog:
         key = "epoch" if "epoch" in metrics else next(iter(metrics), None)
         if replay and key and any(m.step == step for m in self.client.get_metric_history(run_id, key)):
             return
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        log_metrics(self.client, run_id, metrics, step)
         self.last_step[trial_id] = step
         node = result.get("node_id")
         if node and self.nodes.get(trial_id) != node:  # where the trial runs (changes when retried elsewhere)
