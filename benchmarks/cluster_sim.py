@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE = {"num_cpus": 2, "num_gpus": 1}  # per worker node: 2 CPUs, 1 (logical) GPU
+EPOCHS = 4  # sweeps/cluster_sim.py trains every trial this long
 
 
 @contextmanager
@@ -69,17 +70,18 @@ def epochs_by_node(db: Path) -> dict[str, list[int]]:
 
 
 def wait_to_kill(proc: subprocess.Popen, db: Path, node_id: str, trials_there: int = 2, timeout: float = 600) -> None:
-    """Until every trial on node_id has a checkpointed epoch and none has finished: the moment a node
-    loss costs each of them work in progress and leaves them something to resume from."""
+    """Until the trials on node_id are mid-run with a checkpointed epoch: the moment a node loss costs them
+    work in progress and leaves them something to resume from. Best when all `trials_there` are mid-run;
+    on a loaded machine one may finish before the other logs its first epoch, so kill as soon as a finished
+    trial is seen there and another is still mid-run (the caller checks what each trial lost)."""
     deadline = time.time() + timeout
     while True:
         steps = epochs_by_node(db).get(node_id, [])
-        if len(steps) == trials_there and min(steps) >= 1:
-            if max(steps) >= 4:
-                raise RuntimeError(f"a trial on the node finished before the kill: {steps}")
+        mid_run = [s for s in steps if 1 <= s < EPOCHS]
+        if mid_run and (len(mid_run) == trials_there or max(steps) >= EPOCHS):
             return
         if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError("the trials on the node never got going")
+            raise RuntimeError(f"the trials on the node never got going: {steps}")
         time.sleep(0.3)
 
 
