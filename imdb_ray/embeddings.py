@@ -22,7 +22,7 @@ def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_c
     from gensim.models import Word2Vec
 
     # gensim seeds each word's initial vector with hashfxn(word + seed); Python's own hash differs per
-    # process, so a stable hash makes the init the same on every node. With workers=1 the whole
+    # process, so a stable hash makes the init the same on every node. With one worker the whole
     # training is bit-reproducible; more workers reorder updates (faster, not bitwise equal).
     model = Word2Vec(sentences=token_lists, vector_size=dim, window=window, min_count=min_count, epochs=epochs,
                      sg=int(skipgram), workers=workers, seed=seed, hashfxn=stable_hash)
@@ -51,7 +51,8 @@ def embedding_matrix(cfg, train_tokens: Callable[[], list[list[str]]], vocab: li
     """(V, D) float matrix aligned with `vocab`, and the share of words that had no vector.
     `train_tokens` gives the tokenised train split, called only when Word2Vec has to be trained."""
     source = cfg.embeddings
-    params = (cfg.embed_dim, cfg.w2v_algorithm, cfg.w2v_window, cfg.w2v_min_count, cfg.w2v_epochs, cfg.seed)
+    params = (cfg.embed_dim, cfg.w2v_algorithm, cfg.w2v_window, cfg.w2v_min_count, cfg.w2v_epochs, cfg.seed,
+              cfg.w2v_workers == 1)  # a multi-threaded build is not the reproducible one: never served in its place
     if source not in ("word2vec", "random"):
         params = (str(Path(source).resolve()), Path(source).stat().st_mtime)
     key = cache_key("vectors", fingerprint, vocab[:50], len(vocab), source, params,
@@ -64,7 +65,7 @@ def embedding_matrix(cfg, train_tokens: Callable[[], list[list[str]]], vocab: li
         if source == "word2vec":
             kv = train_word2vec(train_tokens(), dim=cfg.embed_dim, window=cfg.w2v_window,
                                 min_count=cfg.w2v_min_count, epochs=cfg.w2v_epochs,
-                                skipgram=cfg.w2v_algorithm == "skipgram", workers=cfg.workers, seed=cfg.seed)
+                                skipgram=cfg.w2v_algorithm == "skipgram", workers=cfg.w2v_workers, seed=cfg.seed)
         else:
             kv = load_vectors(source)
         matrix = _random_rows(rng, len(vocab), kv.vector_size, scale=float(np.std(kv.vectors)))

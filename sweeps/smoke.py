@@ -15,7 +15,7 @@ sweep = Sweep(
         "max_len": 64,
         "embed_dim": 16,
         "w2v_epochs": 3,
-        "workers": 1,
+        "w2v_workers": 1,
     },
     metric="val_accuracy", mode="max",
     search="optuna", scheduler="asha", grace_period=1, reduction_factor=2,

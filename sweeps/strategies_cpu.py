@@ -20,7 +20,7 @@ sweep = Sweep(
         "n_train": 5000,
         "n_test": 5000,
         "max_len": 200,
-        "workers": 1,
+        "w2v_workers": 1,
     },
     metric="val_accuracy", mode="max",
     search="optuna", scheduler="asha", grace_period=1, reduction_factor=2,

@@ -73,7 +73,7 @@ def ray_address():
 def tiny_cfg(tmp_path):
     """A config that trains in seconds on CPU; override fields with dataclasses.replace."""
     return TrialConfig(model="gru", n_train=240, n_test=100, max_len=64, embed_dim=16, w2v_epochs=1,
-                       epochs=2, batch_size=32, cache_dir=str(tmp_path / "cache"), workers=1,
+                       epochs=2, batch_size=32, cache_dir=str(tmp_path / "cache"),
                        model_args={"hidden": 16})
 
 

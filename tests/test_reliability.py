@@ -160,7 +160,7 @@ def trial_runs(uri, experiment):
 
 
 GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 1600, "n_test": 100, "max_len": 128,
-       "embed_dim": 32, "w2v_epochs": 2, "workers": 1}
+       "embed_dim": 32, "w2v_epochs": 2, "w2v_workers": 1}
 
 
 @pytest_slow

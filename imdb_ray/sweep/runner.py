@@ -98,7 +98,7 @@ def make_trial(sweep: Sweep, storage: str):
 # --------------------------------------------------------------------------------- before the run
 DATA_KEYS = ("data", "text_column", "label_column", "n_train", "n_test", "val_fraction", "clean_html", "seed",
              "max_len", "truncation", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm",
-             "w2v_window", "w2v_min_count", "w2v_epochs", "cache_dir", "workers", "model", "checkpoint")
+             "w2v_window", "w2v_min_count", "w2v_epochs", "cache_dir", "w2v_workers", "model", "checkpoint")
 
 
 def prepare_shared_data(sweep: Sweep) -> list[str]:
