@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from imdb_ray.errors import UserError
 
@@ -31,6 +31,12 @@ LABEL_NAMES = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1,
 class Split:
     texts: list[str]
     labels: np.ndarray  # int64, values in {0, 1}
+    rows: np.ndarray | None = None  # each text's row in its source file: predictions join on it across seeds
+    groups: np.ndarray | None = None  # each text's group (IMDB: its movie), for a validation split by group
+
+    def take(self, idx: np.ndarray) -> "Split":
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Split([self.texts[i] for i in idx], self.labels[idx], pick(self.rows), pick(self.groups))
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -99,7 +105,8 @@ def parse_label(value, where: str) -> int:
     raise UserError(f"{where}: label {value!r} is not 0/1 or one of {sorted(set(LABEL_NAMES))}")
 
 
-def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_column: str = "label") -> Split:
+def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_column: str = "label",
+             group_column: str | None = None) -> Split:
     """Validate a frame row by row; every error names the source and the data row (1-based)."""
     for column in (text_column, label_column):
         if column not in frame.columns:
@@ -117,10 +124,27 @@ def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_
     classes = np.unique(labels)
     if len(classes) < 2:
         raise UserError(f"{source}: every row has label {classes[0]}; a split needs both classes")
-    return Split(texts, labels)
+    groups = None
+    if group_column is not None and group_column in frame.columns:
+        groups = frame[group_column].astype(str).to_numpy()
+    return Split(texts, labels, np.arange(len(texts)), groups)
 
 
-def _load_raw(source: str | None, text_column: str, label_column: str) -> tuple[Split, Split]:
+def _meta_groups(split: Split, table: Path, group_column: str) -> Split:
+    """Groups from a row-aligned `<split>_meta.csv(.gz)` beside the table (the bundled IMDB's movie_id)."""
+    if split.groups is not None:
+        return split
+    for meta in (table.with_name(table.name.split(".")[0] + "_meta.csv.gz"), table.with_name(table.name.split(".")[0] + "_meta.csv")):
+        if meta.is_file():
+            frame = pd.read_csv(meta, usecols=lambda c: c == group_column)
+            if group_column in frame.columns and len(frame) == len(split):
+                split.groups = frame[group_column].astype(str).to_numpy()
+            break
+    return split
+
+
+def _load_raw(source: str | None, text_column: str, label_column: str,
+              group_column: str | None = None) -> tuple[Split, Split]:
     """(train, test) from the bundled data, a file pair/dir, or a `datasets` id."""
     if source is None or source == "imdb":
         source = str(BUNDLED_IMDB)
@@ -138,14 +162,13 @@ def _load_raw(source: str | None, text_column: str, label_column: str) -> tuple[
     elif path.suffix or path.exists():
         raise UserError(f"{source}: give a folder with train.* and test.* files, or 'train_file,test_file'")
     else:
-        return _load_hub(source, text_column, label_column)
-    return (
-        to_split(read_table(train_path), str(train_path), text_column, label_column),
-        to_split(read_table(test_path), str(test_path), text_column, label_column),
-    )
+        return _load_hub(source, text_column, label_column, group_column)
+    return tuple(_meta_groups(to_split(read_table(p), str(p), text_column, label_column, group_column), p, group_column)
+                 if group_column else to_split(read_table(p), str(p), text_column, label_column)
+                 for p in (train_path, test_path))
 
 
-def _load_hub(name: str, text_column: str, label_column: str) -> tuple[Split, Split]:
+def _load_hub(name: str, text_column: str, label_column: str, group_column: str | None = None) -> tuple[Split, Split]:
     import datasets
 
     try:
@@ -155,7 +178,7 @@ def _load_hub(name: str, text_column: str, label_column: str) -> tuple[Split, Sp
                         "check the name or go online") from None
     if "train" not in ds or "test" not in ds:
         raise UserError(f"{name}: the dataset needs 'train' and 'test' splits, it has {list(ds)}")
-    return tuple(to_split(ds[s].to_pandas(), f"{name}[{s}]", text_column, label_column) for s in ("train", "test"))
+    return tuple(to_split(ds[s].to_pandas(), f"{name}[{s}]", text_column, label_column, group_column) for s in ("train", "test"))
 
 
 # ----------------------------------------------------------------------------------- cleaning
@@ -176,12 +199,29 @@ def stratified_subset(split: Split, n: int | None, seed: int) -> Split:
         idx, _ = train_test_split(idx, train_size=n, stratify=split.labels, random_state=seed)
     else:
         idx = np.random.default_rng(seed).permutation(idx)
-    return Split([split.texts[i] for i in idx], split.labels[idx])
+    return split.take(idx)
+
+
+VAL_SPLITS = ("random", "group")
+
+
+def validation_indices(split: Split, n_val: int, how: str, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) positions. "random": stratified by label. "group": whole groups go to validation (about
+    n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split."""
+    if how == "random":
+        return train_test_split(np.arange(len(split)), test_size=n_val, stratify=split.labels, random_state=seed)
+    if split.groups is None:
+        raise UserError(f"val_split='group' needs a group column: {source} has none under that name "
+                        "(set group_column to a column of the train file, or use val_split='random')")
+    groups = np.unique(split.groups)
+    if len(groups) < 2:
+        raise UserError(f"val_split='group': {source} has {len(groups)} group; a split by group needs at least 2")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=max(1, round(len(groups) * n_val / len(split))), random_state=seed)
+    return next(splitter.split(np.zeros(len(split)), split.labels, split.groups))
 
 
 def load_dataset(
     source: str | None = None,
-    *,
     text_column: str = "text",
     label_column: str = "label",
     val_fraction: float = 0.1,
@@ -189,19 +229,23 @@ def load_dataset(
     n_test: int | None = None,
     clean: bool = True,
     seed: int = 0,
+    val_split: str = "random",
+    group_column: str | None = "movie_id",
 ) -> Dataset:
-    """Official train/test, with a seeded stratified validation split carved from train.
+    """Official train/test, with a seeded validation split carved from train (stratified at random, or by group).
 
     n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
     """
-    train, test = _load_raw(source, text_column, label_column)
+    train, test = _load_raw(source, text_column, label_column, group_column)
     train = stratified_subset(train, n_train, seed)
     test = stratified_subset(test, n_test, seed)
     if clean:  # after subsetting: a quick run cleans only the rows it uses
-        train, test = (Split([clean_text(t) for t in s.texts], s.labels) for s in (train, test))
+        for s in (train, test):
+            s.texts = [clean_text(t) for t in s.texts]
     n_val = max(2, round(len(train) * val_fraction))
     if len(train) - n_val < 2:
         raise UserError(f"n_train={len(train)} is too small to carve a validation split of {val_fraction:.0%}")
-    tr_idx, val_idx = train_test_split(np.arange(len(train)), test_size=n_val, stratify=train.labels, random_state=seed)
-    pick = lambda s, idx: Split([s.texts[i] for i in idx], s.labels[idx])  # noqa: E731
-    return Dataset(train=pick(train, tr_idx), val=pick(train, val_idx), test=test)
+    tr_idx, val_idx = validation_indices(train, n_val, val_split, seed, source or "the bundled IMDB data")
+    if len(np.unique(train.labels[val_idx])) < 2 or len(np.unique(train.labels[tr_idx])) < 2:
+        raise UserError(f"the {val_split} validation split left one class on a side; raise n_train or val_fraction")
+    return Dataset(train=train.take(tr_idx), val=train.take(val_idx), test=test)

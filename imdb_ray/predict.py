@@ -45,7 +45,7 @@ class Scored:
         """Accuracy, macro-F1 and accuracy's 95% bootstrap interval, as `report` computes them."""
         from sklearn.metrics import f1_score
 
-        from imdb_ray.report import bootstrap_ci
+        from imdb_ray.compare import bootstrap_ci
 
         y, p = np.asarray(self.labels), np.asarray(self.probs)
         pred = (p >= 0.5).astype(np.int64)  # the rule train's evaluation uses: the same number, exactly

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import f1_score
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from imdb_ray.config import TrialConfig
-from imdb_ray.data import Dataset, load_dataset
+from imdb_ray.data import Dataset, Split, load_dataset
 from imdb_ray.errors import UserError
 from imdb_ray.losses import build_loss
 from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
@@ -47,13 +48,18 @@ class TrainResult:
 
 @dataclass
 class Evaluation:
-    """One split scored by a restored model: metrics, per-review P(positive) and true labels."""
+    """A restored model scored on validation and test: test metrics, and for each split one row per review
+    (`row` in the source file, `label`, `prob_positive`) for intervals, paired tests and ensembles."""
 
     metrics: dict
-    probs: np.ndarray
-    labels: np.ndarray
+    predictions: dict[str, pd.DataFrame]
     model: object = None
     vocab: list[str] | None = None
+
+
+def prediction_table(split: Split, probs: np.ndarray) -> pd.DataFrame:
+    rows = split.rows if split.rows is not None else np.arange(len(split))
+    return pd.DataFrame({"row": rows, "label": split.labels, "prob_positive": np.asarray(probs, dtype=float)})
 
 
 def set_seed(seed: int) -> None:
@@ -75,7 +81,8 @@ def pick_device(name: str) -> torch.device:
 def load_trial_data(cfg: TrialConfig) -> Dataset:
     return load_dataset(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
                         val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
-                        clean=cfg.clean_html, seed=cfg.seed)
+                        clean=cfg.clean_html, seed=cfg.split_seed, val_split=cfg.val_split,
+                        group_column=cfg.group_column)
 
 
 def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
@@ -338,18 +345,20 @@ def _baseline_metrics(pipeline, split, prefix: str) -> tuple[dict, np.ndarray]:
             f"{prefix}_f1": float(f1_score(split.labels, pred, average="macro"))}, proba[:, 1]
 
 
-def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None, split: str = "test") -> Evaluation:
-    """The one evaluation of a finished trial on the test split, from its checkpoint's best weights."""
+def evaluate_checkpoint(cfg: TrialConfig, checkpoint_dir: str | Path | None) -> Evaluation:
+    """The one evaluation of a finished trial on the test split, from its checkpoint's best weights
+    (validation is scored too: its predictions feed ensembles, which choose members on validation only)."""
     dataset = load_trial_data(cfg)
-    labels = getattr(dataset, split).labels
     if not cfg.family.neural or checkpoint_dir is None:  # no weights to load: refit (deterministic)
-        result = train(cfg, dataset=dataset, progress=False)
-        metrics, probs = _baseline_metrics(result.model, getattr(dataset, split), split)
-        return Evaluation(metrics, probs, labels, result.model)
-    device = pick_device(cfg.device)
-    loaders, build_args, vocab = make_loaders(cfg, dataset)
-    model = build_model(cfg, build_args)
-    state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    load_trainable_state(model, state["best_model"])
-    metrics, probs = evaluate(model.to(device), loaders[split], device, split)
-    return Evaluation(metrics, probs, labels, model, vocab)
+        model, vocab = train(cfg, dataset=dataset, progress=False).model, None
+        scored = {name: _baseline_metrics(model, getattr(dataset, name), name) for name in ("val", "test")}
+    else:
+        device = pick_device(cfg.device)
+        loaders, build_args, vocab = make_loaders(cfg, dataset)
+        model = build_model(cfg, build_args)
+        state = torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        load_trainable_state(model, state["best_model"])
+        model.to(device)
+        scored = {name: evaluate(model, loaders[name], device, name) for name in ("val", "test")}
+    predictions = {name: prediction_table(getattr(dataset, name), probs) for name, (_, probs) in scored.items()}
+    return Evaluation(scored["test"][0], predictions, model, vocab)

@@ -22,4 +22,5 @@ sweep = Sweep(
     num_samples=6,
     trainer="direct",
     cpus_per_worker=0.95,
+    confirm_top=1, confirm_seeds=2,  # the winner's config again with seeds 1 and 2
 )

@@ -46,13 +46,13 @@ def write_sweep(folder: Path, name: str, space: dict, grids: dict | None = None,
     return path
 
 
-def sweep_runs(uri: str, experiment: str) -> tuple[MlflowClient, list, list]:
-    """(client, parent runs, child runs) of a sweep in an MLflow store."""
+def sweep_runs(uri: str, experiment: str, stage: str = "search") -> tuple[MlflowClient, list, list]:
+    """(client, parent runs, child runs of `stage`: the search's trials, or "confirm": the confirmation reruns)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id]) if exp else []
     return (client, [r for r in runs if r.data.tags.get("imdb_ray.kind") == "sweep"],
-            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+            [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("imdb_ray.stage", "search") == stage])
 
 
 def steps(client: MlflowClient, run, metric: str = "val_accuracy") -> list[int]:

@@ -94,3 +94,29 @@ def test_missing_file_and_unknown_source(tmp_path):
         load_dataset(str(tmp_path))
     with pytest.raises(UserError, match="data file not found"):
         load_dataset(f"{tmp_path}/nope.csv,{tmp_path}/nope2.csv")
+
+
+def test_group_split_never_puts_a_movie_on_both_sides():
+    """IMDB's movie of every review comes from the bundled meta file; a random split shares movies
+    between train and validation, a grouped one (like the official train/test split) never does."""
+    shared = lambda ds: set(ds.train.groups) & set(ds.val.groups)  # noqa: E731
+    random = load_dataset(n_train=4000, n_test=100, seed=0)
+    assert len(shared(random)) > 100
+    for seed in (0, 1, 2):
+        grouped = load_dataset(n_train=4000, n_test=100, seed=seed, val_split="group")
+        assert not shared(grouped) and 300 <= len(grouped.val) <= 500  # whole movies: about 10%
+        assert abs(grouped.val.labels.mean() - 0.5) < 0.1
+    # rows point back at the source file, so predictions of different runs join review by review
+    full = pd.read_csv("data/imdb/test.csv.gz")
+    assert [clean_text(full.text[r]) for r in random.test.rows[:20]] == random.test.texts[:20]
+    assert random.test.labels.tolist() == full.label[random.test.rows].tolist()
+
+
+def test_group_column_of_user_data(tmp_path):
+    rows = [{"text": f"review {i} {'good' if i % 2 else 'bad'}", "label": i % 2, "film": f"f{i // 4}"} for i in range(80)]
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows[:20]).to_csv(tmp_path / "test.csv", index=False)
+    ds = load_dataset(str(tmp_path), val_fraction=0.25, val_split="group", group_column="film")
+    assert not set(ds.train.groups) & set(ds.val.groups) and len(ds.val) == 20
+    with pytest.raises(UserError, match="val_split='group' needs a group column.*group_column"):
+        load_dataset(str(tmp_path), val_split="group")  # the default group_column (movie_id) is not in this file

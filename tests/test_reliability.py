@@ -250,6 +250,45 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
                    "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
 
 
+@pytest_slow
+def test_confirmation_survives_a_killed_driver(tmp_path):
+    """The driver killed after the first confirmation rerun finished: `--resume` restores the confirmation
+    stage's own experiment and runs exactly the missing reruns (top 1 config x 3 seeds in all)."""
+    base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
+    sweep = tmp_path / "confirming.py"
+    sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
+                     "sweep = Sweep(name='confirming', space={'model': 'gru', 'hidden': 16, 'lr': tune.grid_search([3e-3, 3e-2]), "
+                     f"**{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, search='grid', scheduler='fifo', num_samples=1, "
+                     "trainer='direct', cpus_per_worker=0.95, confirm_top=1, confirm_seeds=3)\n")
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def reruns():
+        try:
+            return sweep_runs(uri, "confirming", stage="confirm")[2]
+        except Exception:
+            return []
+
+    try:
+        wait_for(lambda: any(c.info.status == "FINISHED" for c in reruns()), 400, "a finished confirmation rerun")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    client = sweep_runs(uri, "confirming")[0]
+    finished_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
+    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "== confirming: 2 trials, 0 errored" in resumed.stdout and "3 seeds)" in resumed.stdout
+    live = [c for c in reruns() if c.info.status != "KILLED"]
+    assert sorted(c.data.params["seed"] for c in live) == ["1", "2", "3"]  # each new seed once
+    assert all(c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics for c in live)
+    for run_id, history in finished_before.items():  # finished before the kill: kept, not rerun
+        assert run_id in {c.info.run_id for c in live} and steps(client, client.get_run(run_id)) == history
+    assert all("imdb_ray.orphaned" in c.data.tags for c in reruns() if c.info.status == "KILLED")
+    assert len(sweep_runs(uri, "confirming")[2]) == 2  # the search's two trials, not run again
+
+
 MLFLOW_SWEEP = {**GRU, "n_train": 400, "epochs": 3}
 OUTAGE_S = 6  # how long the store stays down in the comes-back case (the sweep retries every 2 s)
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from imdb_ray.report import TrialRow, bootstrap_ci, pareto_front, write_comparison
+from imdb_ray.compare import bootstrap_ci
+from imdb_ray.plots import pareto_front
+from imdb_ray.report import TrialRow, write_comparison
 
 
 def test_bootstrap_interval_matches_the_binomial_width():
@@ -57,7 +59,7 @@ def test_comparison_puts_our_best_matching_trial_beside_theirs(tmp_path):
 
 
 def test_ran_to_its_end_tells_the_scheduler_from_the_loops_own_stops():
-    from imdb_ray.report import TrialRow, ran_to_its_end
+    from imdb_ray.plots import ran_to_its_end
 
     def row(model, curve, epochs=6, patience=2):
         return TrialRow(run_id="r", name="t", status="FINISHED", model=model, strategy="ce", peft="-", params={},

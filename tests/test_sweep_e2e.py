@@ -43,6 +43,39 @@ def test_no_secret_reaches_mlflow_or_ray_results(smoke_store):
     assert Path(copy).read_text().startswith("# planted: <redacted> and <redacted>")
 
 
+def test_confirmation_reruns_the_winner_with_new_seeds(smoke_store):
+    """confirm_top=1, confirm_seeds=2: the best config trained again with seeds 1 and 2 as Ray trials,
+    each evaluated once on test, shown by the console and by `report` (means over the new seeds)."""
+    tmp_path, out = smoke_store
+    client, parents, search = child_runs(tmp_path, "smoke")
+    _, _, reruns = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke", stage="confirm")
+    [best] = [c for c in search if c.data.tags.get("best_trial") == "true"]
+    assert len(reruns) == 2 and sorted(c.data.params["seed"] for c in reruns) == ["1", "2"]
+    assert all(c.data.tags["imdb_ray.confirms"] == best.data.tags["trial_id"] for c in reruns)
+    shared = {k: v for k, v in best.data.params.items() if k != "seed"}
+    assert all({k: c.data.params.get(k) for k in shared} == shared for c in reruns)  # the same config, a new seed
+    assert all(c.info.status == "FINISHED" and steps(client, c) == [1, 2, 3] for c in reruns)  # no scheduler stop
+    assert all("test_accuracy" in c.data.metrics and c.data.tags.get("best_trial") != "true" for c in reruns)
+    assert all({"test_predictions.csv", "val_predictions.csv"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
+               for c in reruns)
+    assert "confirmed (new seeds; mean ± sd; rank by validation):" in out and "2 seeds)" in out
+    # the leaderboard: a confirmed section with the reruns' means, paired comparisons, an ensemble row
+    results = tmp_path / "results_confirm"
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", "smoke", "--out", str(results),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    board = (results / "smoke_leaderboard.md").read_text()
+    tests = [c.data.metrics["test_accuracy"] for c in reruns]
+    assert "## Confirmed configurations" in board and f"{sum(tests) / 2:.4f} ± " in board
+    import csv
+
+    rows = list(csv.DictReader(open(results / "smoke_leaderboard.csv")))
+    assert len([r for r in rows if r["rank"] != "-"]) == 6  # the reruns are not leaderboard trials
+    assert sum(bool(r["mcnemar_p"]) for r in rows) == 2 and any(r["model"] == "ensemble" for r in rows)
+    assert "confirmed: mean of 2 seeds" in (results / "comparison.md").read_text()
+
+
 def test_smoke_sweep_direct_mode(smoke_store):
     tmp_path, out = smoke_store
     assert "== smoke: 6 trials, 0 errored ==" in out and "test_accuracy" in out
@@ -59,12 +92,12 @@ def test_smoke_sweep_direct_mode(smoke_store):
     # the best trial's test predictions (for confidence intervals) and its model are logged; the model
     # is registered as the sweep's champion
     artifacts = {a.path for a in client.list_artifacts(best[0].info.run_id)}
-    assert {"test_predictions.csv", "trial_config.json"} <= artifacts
+    assert {"test_predictions.csv", "val_predictions.csv", "trial_config.json"} <= artifacts
     champion = client.get_model_version_by_alias("imdb_ray-smoke", "champion")
     assert champion.run_id == best[0].info.run_id and parents[0].data.tags["imdb_ray.champion"] == "models:/imdb_ray-smoke@champion"
     assert "registered: models:/imdb_ray-smoke@champion" in out
     lines = [ln for ln in open(client.download_artifacts(best[0].info.run_id, "test_predictions.csv", str(tmp_path)))]
-    assert lines[0].strip() == "index,label,prob_positive" and len(lines) == 1 + 200
+    assert lines[0].strip() == "row,label,prob_positive" and len(lines) == 1 + 200
     # the top three by validation were evaluated on test, each with its predictions logged
     tested = [c for c in child_runs(tmp_path, "smoke")[2] if "test_accuracy" in c.data.metrics]
     assert len(tested) == 3
@@ -83,7 +116,7 @@ def test_smoke_sweep_direct_mode(smoke_store):
                                                "smoke_curves.png", "smoke_asha.png", "README.md", "comparison.md"}
     import csv
 
-    rows = list(csv.DictReader(open(out / "smoke_leaderboard.csv")))
+    rows = [r for r in csv.DictReader(open(out / "smoke_leaderboard.csv")) if r["model"] != "ensemble"]
     assert len(rows) == 6 and [int(r["rank"]) for r in rows] == list(range(1, 7))
     vals = [float(r["val_accuracy"]) for r in rows]
     assert vals == sorted(vals, reverse=True)
@@ -107,13 +140,15 @@ def test_smoke_sweep_direct_mode(smoke_store):
         assert ("hidden" in c.data.params) == gru and ("num_filters" in c.data.params) == (not gru)
     # the console: one line per finished trial with its own keys, a sweep line with an ETA; no Ray tables
     console = smoke_store[1]
-    lines = [ln for ln in console.splitlines() if ln.startswith("[imdb_ray] trial ")]
+    search_console = console.split("[imdb_ray] confirmation:")[0]  # then the confirmation reruns' own lines
+    lines = [ln for ln in search_console.splitlines() if ln.startswith("[imdb_ray] trial ")]
     assert len(lines) == 6 and all(" lr=" in ln and "best val_accuracy" in ln for ln in lines)
     assert any("(stopped early)" in ln for ln in lines) and "ETA" in console and "left;" in console
     assert "Configuration for experiment" not in console and "Trial status" not in console
-    # shared preprocessing: encoded data and word vectors built once for all six trials
+    # shared preprocessing: encoded data built once for all; word vectors once per seed (Word2Vec is part
+    # of a seed's randomness): seed 0 for the six search trials, seeds 1 and 2 for the confirmation reruns
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
-    assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
+    assert sorted(b.split("-")[0] for b in builds) == ["vectors", "vectors", "vectors", "words"]
 
 
 def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
@@ -121,6 +156,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     trial's worker placement group reserved, so after two early stops the sweep waited forever."""
     text = (ROOT / "sweeps" / "smoke.py").read_text()
     text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
+    text = text.replace("confirm_top=1", "confirm_top=0")  # the confirmation stage is tested in direct mode
     text = text.replace('metric="val_accuracy", mode="max"', 'metric="val_loss", mode="min"')  # ranked, restored on loss
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)

@@ -1,6 +1,8 @@
 """Sweep files are validated completely before Ray starts: one line naming the file, exit code 2."""
 from __future__ import annotations
 
+import dataclasses
+
 import subprocess
 import sys
 from pathlib import Path
@@ -137,8 +139,10 @@ def test_select_for_test_takes_the_top_and_the_best_of_each_model():
 
     results = [Result("tfidf_lr", [0.90]), Result("tfidf_lr", [0.89]), Result("gru", [0.80, 0.88]),
                Result("cnn", [0.87, 0.70]), Result("cnn", [0.86]), Result("lstm", [0.5])]
-    sweep = Sweep(name="x", space={"model": "gru"}, test_top=2)
+    sweep = Sweep(name="x", space={"model": "gru"}, test_top=2, ensemble_top=0)
     assert [r.config["model"] for r in select_for_test(results, sweep)] == ["tfidf_lr", "tfidf_lr"]
+    # an ensemble of the top 3 needs their predictions: the third is evaluated too
+    assert len(select_for_test(results, dataclasses.replace(sweep, ensemble_top=3))) == 3
     sweep.test_each = "model"  # then the best of each other model, by its best epoch (cnn's 0.87, not its last 0.70)
     chosen = select_for_test(results, sweep)
     assert [(r.config["model"], r.metrics_dataframe["val_accuracy"].max()) for r in chosen] == [
@@ -159,3 +163,25 @@ def test_several_workers_need_ray_train():
     with pytest.raises(UserError, match="workers_per_trial=2 needs trainer='ray_train'"):
         Sweep(name="x", space={"model": "gru"}, trainer="direct", workers_per_trial=2).validate()
     assert Sweep(name="x", space={"model": "gru"}, trainer="ray_train", workers_per_trial=2).validate().workers_per_trial == 2
+
+
+def test_confirmation_reruns_the_top_configs_with_new_seeds():
+    import pandas as pd
+
+    from imdb_ray.sweep.evaluate import confirm_configs
+
+    class Result:
+        def __init__(self, trial_id, lr, accuracies):
+            self.config = {"model": "gru", "lr": lr, "seed": 7, "n_train": 400}
+            self.metrics = {"val_accuracy": accuracies[-1], "trial_id": trial_id}
+            self.metrics_dataframe = pd.DataFrame({"val_accuracy": accuracies})
+
+    results = [Result("a", 1e-3, [0.7, 0.8]), Result("b", 3e-3, [0.85, 0.6]), Result("c", 1e-2, [0.75])]
+    sweep = Sweep(name="x", space={"model": "gru"}, confirm_top=2, confirm_seeds=3)
+    configs = confirm_configs(results, sweep)
+    assert len(configs) == 2 * 3  # exactly top k x n seeds
+    assert [(c["confirms"], c["lr"], c["seed"]) for c in configs] == [
+        ("b", 3e-3, 8), ("b", 3e-3, 9), ("b", 3e-3, 10), ("a", 1e-3, 8), ("a", 1e-3, 9), ("a", 1e-3, 10)]
+    assert all(c["n_train"] == 400 for c in configs)  # the same data and split: only the seed changes
+    with pytest.raises(UserError, match="confirm_seeds"):
+        Sweep(name="x", space={"model": "gru"}, confirm_top=1, confirm_seeds=0).validate()

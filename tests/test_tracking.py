@@ -164,9 +164,9 @@ def test_sweep_runs_log_tested_and_close_orphans(sweep, tmp_path):
         log.start(trial, f"trial_{trial}", CONFIG)
         log.result(trial, epoch(1), 1)
     predictions = tmp_path / "test_predictions.csv"
-    predictions.write_text("index,label,prob_positive\n0,1,0.9\n")
-    runs.log_tested(parent, [Tested("t1", {"test_accuracy": 0.9}, {"predictions": str(predictions)}, is_best=True),
-                             Tested("t2", {"test_accuracy": 0.8}, {"predictions": str(predictions)}, is_best=False)])
+    predictions.write_text("row,label,prob_positive\n0,1,0.9\n")
+    runs.log_tested(parent, [Tested("t1", {"test_accuracy": 0.9}, {"test_predictions": str(predictions)}, is_best=True),
+                             Tested("t2", {"test_accuracy": 0.8}, {"test_predictions": str(predictions)}, is_best=False)])
     assert runs.tested_trial_ids(parent) == {"t1", "t2"}
     assert runs.client.get_run(parent).data.metrics["best_test_accuracy"] == 0.9
     assert runs.best_trial_run_id() == runs.trials(parent, "t1")[0].info.run_id

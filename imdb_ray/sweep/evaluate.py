@@ -6,7 +6,6 @@ Selection is always on validation; test numbers are reported, never used to choo
 """
 from __future__ import annotations
 
-import csv
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ class SweepSummary:
     leaderboard: list[dict] = field(default_factory=list)  # the top trials by validation, then the failures
     cut_short: list[str] = field(default_factory=list)  # trials stopped when the sweep's time budget ran out
     tested: list[Tested] = field(default_factory=list)  # evaluated on test by this command
+    confirmed: list[Tested] = field(default_factory=list)  # the confirmation reruns, each evaluated on test
     already_tested: int = 0  # --test-only: trials that had a test result before
     mlflow_unwritten: int = 0  # events the tracking store never took
 
@@ -71,26 +71,37 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
 
 
 def select_for_test(results, sweep: Sweep) -> list:
-    """The top `test_top` trials by validation, then the best of each `test_each` value not among them."""
+    """The top `test_top` (or `ensemble_top`) trials by validation, then the best of each `test_each` value not among them."""
     ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
                     key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
-    chosen = ranked[:sweep.test_top]
+    chosen = ranked[:max(sweep.test_top, sweep.ensemble_top)]  # ensembles are built from tested trials' predictions
     if sweep.test_each:
         seen = {r.config.get(sweep.test_each) for r in chosen}
-        for r in ranked[sweep.test_top:]:
+        for r in ranked[len(chosen):]:
             if r.config.get(sweep.test_each) not in seen:
                 seen.add(r.config.get(sweep.test_each))
                 chosen.append(r)
     return chosen
 
 
-def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | None = None) -> list[Tested]:
-    """Evaluate the selected trials once each on test. Files go next to Ray's results (the caller
-    logs them to MLflow), so nothing depends on the tracking store."""
+def confirm_configs(results, sweep: Sweep) -> list[dict]:
+    """The confirmation stage's trials: the top `confirm_top` configs by validation, each with
+    `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays), tagged with the trial they confirm."""
+    ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
+                    key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+    return [{**r.config, "seed": int(r.config.get("seed", 0)) + k, "confirms": r.metrics["trial_id"]}
+            for r in ranked[:sweep.confirm_top] for k in range(1, sweep.confirm_seeds + 1)]
+
+
+def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | None = None,
+                     every: bool = False) -> list[Tested]:
+    """Evaluate the selected trials (`every`: all that finished, none marked best: the confirmation
+    reruns) once each on test. Files go next to Ray's results (the caller logs them to MLflow), so
+    nothing depends on the tracking store."""
     from imdb_ray.train import evaluate_checkpoint
 
-    chosen = select_for_test(results, sweep)
-    results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / sweep.name
+    chosen = [r for r in results if r.metrics and sweep.metric in r.metrics] if every else select_for_test(results, sweep)
+    results_dir = Path(experiment_path) if "://" not in experiment_path else Path("ray_results") / Path(experiment_path).name
     tested = []
     for rank, result in enumerate(chosen):
         cfg = TrialConfig.from_flat(result.config, strict=False)
@@ -101,23 +112,24 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
         ckpt = best_checkpoint(result)
         with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
             evaluation = evaluate_checkpoint(cfg, ckpt_dir)
-        folder = results_dir / ("best_trial" if rank == 0 else f"tested/{trial_id}")
+        is_best = rank == 0 and not every
+        folder = results_dir / ("best_trial" if is_best else f"tested/{trial_id}")
         tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation),
-                             is_best=rank == 0, model=cfg.model, val=best_value(result, sweep)))
+                             is_best=is_best, model=cfg.model, val=best_value(result, sweep),
+                             confirms=result.config.get("confirms", "")))
     return tested
 
 
 def save_tested(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
-    """A tested trial's per-review test predictions (for bootstrap intervals) and its model bundle
-    (logged to MLflow as the trial's pyfunc model)."""
+    """A tested trial's per-review predictions on test (intervals, paired comparisons) and validation
+    (ensembles), and its model bundle (logged to MLflow as the trial's pyfunc model)."""
     from imdb_ray.bundle import save_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"predictions": str(folder / "test_predictions.csv")}
-    with open(files["predictions"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "label", "prob_positive"])
-        writer.writerows((i, int(y), f"{p:.6f}") for i, (y, p) in enumerate(zip(evaluation.labels, evaluation.probs)))
+    files = {}
+    for split, table in evaluation.predictions.items():
+        files[f"{split}_predictions"] = str(folder / f"{split}_predictions.csv")
+        table.to_csv(files[f"{split}_predictions"], index=False, float_format="%.6f")
     files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
     return files
 
@@ -135,8 +147,9 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> Sw
     if parent is None or not tune.Tuner.can_restore(experiment_path):
         raise UserError(f"--test-only: no sweep '{sweep.name}' under {storage} with an MLflow parent run in {tracking_uri}")
     parent_id = parent.info.run_id
-    done = runs.tested_trial_ids(parent_id)
-    tested = evaluate_on_test(sweep, ResultGrid(ExperimentAnalysis(experiment_path)), experiment_path, skip=done)
+    grid = ResultGrid(ExperimentAnalysis(experiment_path))
+    done = runs.tested_trial_ids(parent_id) & {(r.metrics or {}).get("trial_id") for r in grid}  # search trials only
+    tested = evaluate_on_test(sweep, grid, experiment_path, skip=done)
     runs.log_tested(parent_id, tested)
     return SweepSummary(parent_id, experiment_path, tested=tested, already_tested=len(done))
 
@@ -144,6 +157,22 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> Sw
 def test_split(sweep: Sweep) -> str:
     data = sweep.space.get("data")
     return "official IMDB test split" if data is None else f"test split of {data}"
+
+
+def print_confirmed(reruns: list[Tested], descending: bool = True) -> None:
+    """Each confirmed config: its reruns' mean validation and test accuracy (± sd over the new seeds)."""
+    import numpy as np
+
+    by_config: dict[str, list[Tested]] = {}
+    for t in reruns:
+        by_config.setdefault(t.confirms, []).append(t)
+    if by_config:
+        print("confirmed (new seeds; mean ± sd; rank by validation):")
+    rows = [(np.mean([t.val for t in ts]), np.std([t.val for t in ts], ddof=1) if len(ts) > 1 else 0.0,
+             np.mean([t.metrics["test_accuracy"] for t in ts]),
+             np.std([t.metrics["test_accuracy"] for t in ts], ddof=1) if len(ts) > 1 else 0.0, trial, ts) for trial, ts in by_config.items()]
+    for val, val_sd, test, test_sd, trial, ts in sorted(rows, key=lambda r: -r[0] if descending else r[0]):
+        print(f"  {ts[0].model:15s} ({trial}, {len(ts)} seeds)  val {val:.4f} ± {val_sd:.4f}  test {test:.4f} ± {test_sd:.4f}")
 
 
 def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
@@ -163,10 +192,11 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         t = best.metrics
         print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
               f"test_f1 {t['test_f1']:.4f} ({test_split(sweep)}, evaluated once)")
-        print(f"best trial's test predictions and model: {Path(best.files['predictions']).parent}")
+        print(f"best trial's test predictions and model: {Path(best.files['test_predictions']).parent}")
         if best.registered:
             print(f"registered: {best.registered}  (python -m imdb_ray predict {best.registered} \"a review\"; "
                   f"mlflow models serve -m {best.registered} --env-manager local)")
+    print_confirmed(summary.confirmed, sweep.mode == "max")
     if summary.mlflow_unwritten:
         print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
               f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",

@@ -20,7 +20,7 @@ from ray.tune.search.sample import Domain
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
-from imdb_ray.sweep.evaluate import SweepSummary, evaluate_on_test, leaderboard
+from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, evaluate_on_test, leaderboard
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -97,7 +97,7 @@ def make_trial(sweep: Sweep, storage: str):
 
 # --------------------------------------------------------------------------------- before the run
 DATA_KEYS = ("data", "text_column", "label_column", "n_train", "n_test", "val_fraction", "clean_html", "seed",
-             "max_len", "truncation", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm",
+             "val_split", "group_column", "split_seed", "max_len", "truncation", "min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm",
              "w2v_window", "w2v_min_count", "w2v_epochs", "cache_dir", "w2v_workers", "model", "checkpoint")
 
 
@@ -173,23 +173,42 @@ def build_scheduler(sweep: Sweep):
 
 
 def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,
-                study: tuple[Path, str] | None = None, verbose: int = 0) -> tune.Tuner:
+                study: tuple[Path, str] | None = None, verbose: int = 0, confirm: list[dict] | None = None) -> tune.Tuner:
+    """The search's Tuner, or with `confirm` (configs from confirm_configs) the confirmation stage's:
+    those configs in order, each run to its end, in an experiment of its own beside the search's."""
     trainable = tune.with_resources(make_trial(sweep, storage), sweep.trial_resources())
-    if resume:  # the searcher (and its study), scheduler and trials come back from the experiment's state
-        return tune.Tuner.restore(sweep.experiment_path(storage), trainable=trainable, resume_unfinished=True,
-                                  resume_errored=True)
+    path = sweep.experiment_path(storage, "confirm" if confirm else "")
+    if resume and (not confirm or tune.Tuner.can_restore(path)):  # searcher, scheduler and trials come back
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    metric = f"best_{sweep.metric}"
+    search = GridSearch(confirm, metric=metric, mode=sweep.mode) if confirm else build_search(sweep, concurrency, study)
     # reuse_actors (direct trials): a trial's process serves the next trial (same results: each trial seeds
     # itself), so a short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep:
     # 60 s -> 45 s). Not for ray_train: a reused actor's next TorchTrainer never got its workers (Ray 2.60).
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=f"best_{sweep.metric}", mode=sweep.mode, search_alg=build_search(sweep, concurrency, study),
-                                    scheduler=build_scheduler(sweep), num_samples=sweep.trial_count(), max_concurrent_trials=concurrency,
-                                    time_budget_s=sweep.time_budget_s, reuse_actors=sweep.trainer == "direct"),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=callbacks,
+        tune_config=tune.TuneConfig(metric=metric, mode=sweep.mode, search_alg=search,
+                                    scheduler=build_scheduler(sweep) if not confirm else None,
+                                    num_samples=len(confirm) if confirm else sweep.trial_count(),
+                                    max_concurrent_trials=concurrency, time_budget_s=None if confirm else sweep.time_budget_s,
+                                    reuse_actors=sweep.trainer == "direct"),
+        run_config=tune.RunConfig(name=Path(path).name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose),
     )
+
+
+def run_confirmation(sweep: Sweep, search_results, storage: str, concurrency: int, log: TrialLog, resume: bool,
+                     verbose: bool) -> tuple[list, object]:
+    """The top configs again with new seeds, as Ray trials of the same engine (resumable), each
+    evaluated once on test. Returns (tested reruns, their ResultGrid)."""
+    configs = confirm_configs(search_results, sweep)
+    print(f"[imdb_ray] confirmation: top {sweep.confirm_top} config(s) x {sweep.confirm_seeds} new seed(s) "
+          f"= {len(configs)} trial(s)", flush=True)
+    callbacks = [MLflowTrialRuns(log), ConsoleProgress(f"best_{sweep.metric}", sweep.mode, len(configs),
+                                                       sweep.searched_keys(), sweep.max_epochs())]
+    results = build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs).fit()
+    return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
 
 
 # --------------------------------------------------------------------------------- the run
@@ -231,7 +250,15 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
-        summary.mlflow_unwritten = mlflow_runs.log.finish() + _close(runs, parent_id, summary.tested, results)
+        everything = list(results)
+        if sweep.confirm_top:
+            confirm_log = TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(), workers=sweep.workers_per_trial)
+            reruns, confirm_results = run_confirmation(sweep, results, storage, concurrency, confirm_log, resume, verbose)
+            summary.confirmed, summary.errors = reruns, summary.errors + confirm_results.num_errors
+            summary.mlflow_unwritten += confirm_log.finish()
+            everything += list(confirm_results)
+        summary.mlflow_unwritten += mlflow_runs.log.finish() + _close(runs, parent_id, summary.tested + summary.confirmed,
+                                                                      everything)
         return summary
     finally:
         ray.shutdown()

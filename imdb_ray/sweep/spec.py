@@ -53,6 +53,9 @@ class Sweep:
     max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     test_top: int = 3  # after the sweep, the best N trials by validation are evaluated once on test
     test_each: str | None = None  # ... and the best trial of each value of this parameter (e.g. "model")
+    ensemble_top: int = 3  # `report` ensembles the top N tested trials (their logged predictions); 0: none
+    confirm_top: int = 0  # after the search, train the best N configs again ...
+    confirm_seeds: int = 3  # ... with this many new seeds each (as Ray trials), each evaluated once on test
     seed: int = 0
     source: Path | None = field(default=None, repr=False)
 
@@ -104,6 +107,8 @@ class Sweep:
             self.fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
         if self.test_top < 1:
             self.fail("test_top must be >= 1 (the best trial is always evaluated on test)")
+        if self.ensemble_top < 0 or self.confirm_top < 0 or self.confirm_seeds < 1:
+            self.fail("ensemble_top and confirm_top must be >= 0 and confirm_seeds >= 1")
         if self.num_samples < 1 or self.workers_per_trial < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
             self.fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
         if self.trainer == "direct" and self.workers_per_trial > 1:
@@ -198,9 +203,9 @@ class Sweep:
         """Trials the sweep asks for (fewer run when configs repeat: each distinct config runs once)."""
         return count_configs(self.branches(), self.search, self.num_samples)
 
-    def experiment_path(self, storage: str) -> str:
-        """Where Ray Tune keeps this sweep."""
-        return f"{absolute_storage(storage).rstrip('/')}/{self.name}"
+    def experiment_path(self, storage: str, stage: str = "") -> str:
+        """Where Ray Tune keeps this sweep (stage "confirm": its confirmation reruns, beside it)."""
+        return f"{absolute_storage(storage).rstrip('/')}/{self.name}" + (f"-{stage}" if stage else "")
 
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""

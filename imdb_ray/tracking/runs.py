@@ -19,11 +19,12 @@ class Tested:
 
     trial_id: str
     metrics: dict[str, float]
-    files: dict[str, str]  # "predictions" (always), "model" (the best trial's bundle)
+    files: dict[str, str]  # "test_predictions", "val_predictions" (CSV: row, label, prob_positive), "model" (bundle)
     is_best: bool
     model: str = ""
     val: float | None = None  # its best validation value, the one it was selected on
     registered: str = ""  # the best trial: its Model Registry URI (models:/imdb_ray-<sweep>@champion), once logged
+    confirms: str = ""  # a confirmation rerun: the trial id of the config it trains again
 
 
 class SweepRuns:
@@ -88,7 +89,9 @@ class SweepRuns:
                 run_id = run.info.run_id
                 for k, v in t.metrics.items():
                     self.client.log_metric(run_id, k, v)
-                self.client.log_artifact(run_id, t.files["predictions"])
+                for split in ("test", "val"):
+                    if f"{split}_predictions" in t.files:
+                        self.client.log_artifact(run_id, t.files[f"{split}_predictions"])
                 model_uri = log_model(self.uri, run_id, t.files["model"]) if "model" in t.files else None
                 if t.is_best:
                     self.client.set_tag(run_id, "best_trial", "true")

@@ -109,6 +109,8 @@ class TrialLog:
             tags = {"mlflow.parentRunId": self.parent_id, "trial_id": trial_id, "trial_name": name, "model": cfg.model,
                     "family": cfg.family.name, "strategy": cfg.strategy, "seed": str(cfg.seed),
                     "peft": str(cfg.model_args.get("peft", "none")), "attempt": "1"}
+            if config.get("confirms"):  # the confirmation stage: this config's search trial, trained with a new seed
+                tags |= {"imdb_ray.stage": "confirm", "imdb_ray.confirms": str(config["confirms"])}
             run_id = self.client.create_run(self.runs.experiment_id(), tags=tags, run_name=name).info.run_id
         if not existing or not existing[0].data.params:
             params = cfg.flat()

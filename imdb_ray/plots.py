@@ -1,0 +1,99 @@
+"""The plots `report` writes per sweep: accuracy vs cost with Pareto fronts, learning curves, and
+epochs per trial (where the scheduler stopped whom)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats on both (lower cost, higher value), by cost."""
+    order = np.argsort(cost, kind="stable")
+    front, best = [], -np.inf
+    for i in order:
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return np.array(front, dtype=int)
+
+
+def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    done = [r for r in rows if r.val_accuracy is not None]
+    # accuracy vs cost, with the Pareto front (the trials nothing else beats on both)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    # colour by what the sweep varies most visibly: the model, else the PEFT method, else the strategy
+    group = next((g for g in ("model", "peft", "strategy") if len({getattr(r, g) for r in done}) > 1), "model")
+    for ax, attr, label in ((axes[0], "device_seconds", "device-seconds"), (axes[1], "trainable_params", "trainable parameters")):
+        pts = [(getattr(r, attr), r.val_accuracy, getattr(r, group)) for r in done if getattr(r, attr)]
+        if pts:
+            cost, acc = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+            for model in sorted({p[2] for p in pts}):
+                sel = [i for i, p in enumerate(pts) if p[2] == model]
+                ax.scatter(cost[sel], acc[sel], label=model, alpha=0.8)
+            front = pareto_front(cost, acc)
+            ax.plot(cost[front], acc[front], "k--", lw=1, label="Pareto front")
+            if cost.max() > 10 * cost.min():
+                ax.set_xscale("log")
+                label += " (log)"
+            else:
+                ax.ticklabel_format(axis="x", style="plain", useOffset=False)
+        ax.set_xlabel(label)
+        ax.set_ylabel("best validation accuracy")
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{name}: accuracy vs cost")
+    fig.tight_layout()
+    paths.append(out / f"{name}_pareto.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    # learning curves of the top trials
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in done[:top]:
+        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=f"{r.name} ({r.model})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{name}: top {min(top, len(done))} trials")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out / f"{name}_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    # which trial ran how many epochs (ASHA's early stops, failures)
+    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(rows) + 1.5))
+    colours = {"FINISHED": "tab:green", "FAILED": "tab:red"}
+    for i, r in enumerate(rows):
+        stopped = r.status == "FINISHED" and not ran_to_its_end(r)
+        ax.barh(i, r.epochs, color="tab:orange" if stopped else colours.get(r.status, "tab:gray"))
+    ax.set_yticks(range(len(rows)), [f"{r.name} ({r.model})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("epochs run (green: ran to its end, all epochs or its own patience stop;\n"
+                  "orange: stopped by the scheduler; red: failed; gray: cut when the sweep ended)", fontsize=8)
+    ax.set_title(f"{name}: epochs per trial, best validation first")
+    fig.tight_layout()
+    paths.append(out / f"{name}_asha.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def ran_to_its_end(r) -> bool:
+    """Did the trial end by itself (all its epochs, a one-fit baseline, or the loop's own `patience`
+    stop: no better validation accuracy in its last `patience` epochs), not by the scheduler?"""
+    from imdb_ray.models import FAMILIES, list_models
+
+    if r.model in {m.name for m in list_models() if not FAMILIES[m.family].neural}:  # one fit, reported as one epoch
+        return True
+    epochs, patience = int(r.all_params.get("epochs", 0) or 0), int(r.all_params.get("patience", 0) or 0)
+    if not r.curve or len(r.curve) >= epochs:
+        return bool(r.curve)
+    best = r.curve.index(max(r.curve))
+    return patience > 0 and len(r.curve) - 1 - best >= patience
