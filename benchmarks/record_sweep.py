@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,11 +29,20 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(f"sweep failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     summary = proc.stdout[proc.stdout.index(f"== {name}:"):].strip()
+    # the sweep's leaderboard (paired comparisons, ensembles, confirmed configs) and plots, from its store
+    report_dir = work / "report"
+    subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", name, "--tracking-uri", f"sqlite:///{work}/mlflow.db",
+                    "--out", str(report_dir)], cwd=ROOT, check=True, capture_output=True)
+    copied = [f"{name}_leaderboard.md", f"{name}_leaderboard.csv", f"{name}_pareto.png", f"{name}_curves.png", f"{name}_asha.png"]
+    for file in copied:
+        shutil.copy(report_dir / file, ROOT / "results" / file)
     text = (f"# `{sweep_file}` on this machine\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Wall time of the whole command "
-            f"(Ray start, shared data preparation, all trials, test evaluation of the best): **{wall:.0f} s**.\n"
+            f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**.\n"
             f"Produced by `.venv/bin/python benchmarks/record_sweep.py {sweep_file} {' '.join(sys.argv[2:])}`"
-            f" which runs `python -m imdb_ray sweep {sweep_file}`.\n\n```\n{summary}\n```\n")
+            f" which runs `python -m imdb_ray sweep {sweep_file}`, then `python -m imdb_ray report --sweep {name}`: "
+            f"`{name}_leaderboard.md` (paired comparisons, ensembles, confirmed configs) and its plots.\n\n"
+            f"```\n{summary}\n```\n")
     (ROOT / "results" / f"{name}_cpu.md").write_text(text)
     print(text)
 

@@ -1,6 +1,6 @@
 """The README's main job: a real small sweep on IMDB (4k train reviews, 4k official test reviews).
 GRU vs TextCNN vs attention-LSTM, learning rate and width searched by Optuna, ASHA stops the weak
-ones early. A few minutes on a laptop CPU:
+ones early; the top two configs are then confirmed with new seeds. A few minutes on a laptop CPU:
 
     python -m imdb_ray sweep sweeps/quickstart.py
 """
@@ -27,4 +27,6 @@ sweep = Sweep(
     num_samples=8,
     trainer="direct",          # cheap single-process trials; "ray_train" for Ray Train workers
     cpus_per_worker=1,
+    test_top=3, ensemble_top=3,       # the top 3 by validation: evaluated once on test, ensembled by `report`
+    confirm_top=2, confirm_seeds=2,   # then the top 2 configs again with 2 new seeds each: is the winner luck?
 )

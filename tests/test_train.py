@@ -76,6 +76,21 @@ def test_same_seed_same_metrics(tiny_cfg, small_imdb, tmp_path):
     assert strip(c.history) != strip(a.history)
 
 
+def test_same_config_same_numbers_in_two_processes(tmp_path):
+    """Two `train` processes, each building its own cache (Word2Vec included), give the same
+    epoch-by-epoch metrics on this machine: a trial's numbers are a function of its config and seed."""
+    args = ["--model", "gru", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
+            "--w2v-epochs", "1", "--epochs", "2", "--batch-size", "32", "--hidden", "16", "--quiet"]
+    histories = []
+    for run in ("a", "b"):
+        proc = subprocess.run([sys.executable, "-m", "imdb_ray", "train", *args, "--run-dir", str(tmp_path / run),
+                               "--cache-dir", str(tmp_path / f"cache-{run}")], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        history = json.loads((tmp_path / run / "metrics.json").read_text())["history"]
+        histories.append([{k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_second")} for h in history])
+    assert histories[0] == histories[1] and len(histories[0]) == 2
+
+
 def test_resume_matches_uninterrupted_run(tiny_cfg, small_imdb, tmp_path):
     cfg = dataclasses.replace(tiny_cfg, epochs=3)
     full = train(cfg, dataset=small_imdb, progress=False)
