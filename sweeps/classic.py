@@ -1,4 +1,4 @@
-"""All seven classic models (and the TF-IDF baseline) on the full official split, with the GRU
+"""All seven classic models (and the TF-IDF and NBSVM baselines) on the full official split, with the GRU
 learning rate among the axes. Sized for a GPU box or a cluster; on a 2-core CPU it takes hours.
 
     python -m imdb_ray sweep sweeps/classic.py
@@ -21,6 +21,7 @@ sweep = Sweep(
             "attention_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128, 256])},
             "capsule_lstm": {"lr": tune.loguniform(3e-4, 3e-3), "hidden": tune.choice([64, 128])},
             "tfidf_lr": {},  # the baseline: nothing to sample, so it runs exactly once
+            "nbsvm": {"C": tune.choice([0.1, 0.3, 1.0]), "ngram_max": tune.choice([2, 3])},  # NB-LR (Wang & Manning 2012)
         },
         # Shared keys reach the models that use them: dropout every neural model, never tfidf_lr.
         "dropout": tune.uniform(0.1, 0.5),

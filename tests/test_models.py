@@ -15,7 +15,27 @@ SMALL = {"cnn": {"num_filters": 16}, "lstm": {"hidden": 16}, "gru": {"hidden": 1
 
 def test_all_seven_classic_models_registered():
     assert set(NEURAL) == {"cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm"}
-    assert get_model("tfidf_lr").family == "baseline"
+    assert get_model("tfidf_lr").family == get_model("nbsvm").family == "baseline"
+
+
+def test_nbsvm_folds_the_log_count_ratio_into_a_plain_linear_model():
+    """NB-LR fits logistic regression on r-scaled binary features; the fitted weights, folded with r,
+    give the same probabilities on the unscaled features (so a bundle holds a plain linear model)."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+
+    from imdb_ray.models.baselines import NBLogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    X = csr_matrix((rng.random((200, 30)) < np.where(y[:, None] == 1, 0.3, 0.1) * np.linspace(0.5, 1.5, 30)).astype(float))
+    nb = NBLogisticRegression(C=0.5, alpha=1.0).fit(X, y)
+    p, q = 1 + X[y == 1].sum(0).A1, 1 + X[y == 0].sum(0).A1
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    plain = LogisticRegression(C=0.5, max_iter=1000).fit(X.multiply(r).tocsr(), y)
+    assert np.allclose(nb.predict_proba(X), plain.predict_proba(X.multiply(r).tocsr()), atol=1e-6)
+    assert np.allclose(nb.coef_, plain.coef_ * r, atol=1e-6)
 
 
 def _model(name, vocab_size=50, dim=12, **extra):

@@ -116,9 +116,10 @@ def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, messa
     assert code == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
 
 
-def test_a_tfidf_baseline_is_a_bundle_that_predicts_its_runs_test_metrics(tmp_path, capsys):
-    """The baseline's bundle: vocabulary, idf and weights as tensors (weights_only), no pickle."""
-    code, err, _ = cli(["train", "--model", "tfidf_lr", "--n-train", "240", "--n-test", "100", "--run-dir",
+@pytest.mark.parametrize("model", ["tfidf_lr", "nbsvm"])
+def test_a_baseline_is_a_bundle_that_predicts_its_runs_test_metrics(tmp_path, capsys, model):
+    """The baseline's bundle: vocabulary, idf (tfidf_lr) and weights as tensors (weights_only), no pickle."""
+    code, err, _ = cli(["train", "--model", model, "--n-train", "240", "--n-test", "100", "--run-dir",
                         str(tmp_path / "run"), "--quiet"], capsys)
     assert code == 0, err
     assert {p.name for p in (tmp_path / "run" / "model").iterdir()} == {"config.json", "weights.pt"}

@@ -1,7 +1,8 @@
 """Non-neural baselines, so every leaderboard shows where the deep models stand."""
 from __future__ import annotations
 
-from sklearn.feature_extraction.text import TfidfVectorizer
+import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
@@ -31,3 +32,43 @@ def tfidf_lr(*, ngram_max: int = 2, min_df: int = 2, C: float = 4.0, max_feature
 
 tfidf_lr.validate_args = _check_tfidf_lr
 register_model("tfidf_lr", family="baseline")(tfidf_lr)
+
+
+class NBLogisticRegression(LogisticRegression):
+    """Logistic regression on features scaled by the naive-Bayes log-count ratio
+    r = log((p / |p|_1) / (q / |q|_1)), p and q the smoothed (alpha) feature counts of positive and
+    negative reviews (Wang & Manning, ACL 2012). After fitting, r is folded into the weights
+    (w . (r * x) = (w * r) . x): the fitted model predicts on unscaled features like a plain
+    LogisticRegression with these weights, so bundles hold nothing but a linear model."""
+
+    def __init__(self, *, alpha: float = 1.0, C: float = 1.0, max_iter: int = 1000):
+        super().__init__(C=C, max_iter=max_iter)
+        self.alpha = alpha
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        p = self.alpha + np.asarray(X[np.flatnonzero(y == 1)].sum(0)).ravel()
+        q = self.alpha + np.asarray(X[np.flatnonzero(y == 0)].sum(0)).ravel()
+        ratio = np.log((p / p.sum()) / (q / q.sum()))
+        super().fit(X.multiply(ratio).tocsr(), y)
+        self.coef_ = self.coef_ * ratio
+        return self
+
+
+def _check_nbsvm(*, ngram_max: int, min_df: int | float, C: float, alpha: float, max_features: int | None) -> None:
+    _check_tfidf_lr(ngram_max=ngram_max, min_df=min_df, C=C, max_features=max_features)
+    if alpha <= 0:
+        raise UserError(f"alpha={alpha} must be > 0 (the naive-Bayes smoothing count)")
+
+
+def nbsvm(*, ngram_max: int = 3, min_df: int = 2, C: float = 0.3, alpha: float = 1.0,
+          max_features: int | None = 2_000_000) -> Pipeline:
+    """NBSVM (Wang & Manning 2012) as NB-LR: binarized word n-grams scaled by naive-Bayes log-count ratios + logistic regression."""
+    return make_pipeline(
+        CountVectorizer(ngram_range=(1, ngram_max), min_df=min_df, binary=True, max_features=max_features, dtype=np.float32),
+        NBLogisticRegression(C=C, alpha=alpha),
+    )
+
+
+nbsvm.validate_args = _check_nbsvm
+register_model("nbsvm", family="baseline")(nbsvm)

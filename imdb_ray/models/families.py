@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import get_model
@@ -171,14 +172,19 @@ class BaselineFamily(Family):
     def save_bundle(self, model, cfg, folder, vocab):
         vectorizer, classifier = model[0], model[-1]
         return {"terms": sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get),
-                "idf": torch.from_numpy(vectorizer.idf_), "coef": torch.from_numpy(classifier.coef_),
+                "idf": torch.from_numpy(vectorizer.idf_) if getattr(vectorizer, "use_idf", False) else None,
+                "coef": torch.from_numpy(classifier.coef_),
                 "intercept": torch.from_numpy(classifier.intercept_), "classes": torch.from_numpy(classifier.classes_)}
 
     def load_bundle(self, cfg, folder, weights):
         pipeline = get_model(cfg.model).build(**cfg.model_args)  # the same, unfitted: its fitted state set below
         vectorizer, classifier = pipeline[0], pipeline[-1]
         vectorizer.vocabulary_ = {term: i for i, term in enumerate(weights["terms"])}
-        vectorizer.idf_ = weights["idf"].numpy()
+        if weights["idf"] is not None:
+            vectorizer.idf_ = weights["idf"].numpy()
+        if type(classifier) is not LogisticRegression:  # NB-LR: its ratio is folded into the weights, so a plain
+            classifier = LogisticRegression(C=classifier.C)  # LR predicts the same (and loads without our code)
+            pipeline.steps[-1] = (pipeline.steps[-1][0], classifier)
         classifier.coef_, classifier.intercept_ = weights["coef"].numpy(), weights["intercept"].numpy()
         classifier.classes_ = weights["classes"].numpy()
         return pipeline, lambda texts: texts  # the pipeline reads raw (cleaned) texts
