@@ -62,6 +62,7 @@ class TrialConfig:
     w2v_min_count: int = 2
     w2v_epochs: int = 5
     freeze_embeddings: bool = False
+    bucket_by_length: bool = True  # train batches of similar lengths (less padding to compute); one worker only
     # optimisation
     optimizer: str = "adamw"
     lr: float = 1e-3

@@ -249,3 +249,36 @@ def load_dataset(
     if len(np.unique(train.labels[val_idx])) < 2 or len(np.unique(train.labels[tr_idx])) < 2:
         raise UserError(f"the {val_split} validation split left one class on a side; raise n_train or val_fraction")
     return Dataset(train=train.take(tr_idx), val=train.take(val_idx), test=test)
+
+
+# ----------------------------------------------------------------------------------- batching
+class LengthBuckets:
+    """A batch sampler of similar-length batches: each epoch a seeded shuffle, cut into chunks of
+    `chunk` batches, each chunk sorted by length and cut into batches, the batches shuffled. With the
+    collate cutting padding to the longest row of a batch, short reviews stop paying for long ones;
+    each epoch still sees every row once, in a new order."""
+
+    def __init__(self, lengths, batch_size: int, chunk: int = 50):
+        import torch
+
+        self.lengths, self.batch_size, self.chunk = lengths, batch_size, chunk
+        self.generator = torch.Generator().manual_seed(0)
+
+    def set_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def __iter__(self):
+        import torch
+
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        size = self.batch_size * self.chunk
+        batches = []
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            part = part[torch.argsort(self.lengths[part], descending=True, stable=True)]
+            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from imdb_ray.config import TrialConfig
-from imdb_ray.data import Dataset, Split, load_dataset
+from imdb_ray.data import Dataset, LengthBuckets, Split, load_dataset
 from imdb_ray.errors import UserError
 from imdb_ray.losses import build_loss
 from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
@@ -85,14 +85,20 @@ def load_trial_data(cfg: TrialConfig) -> Dataset:
                         group_column=cfg.group_column)
 
 
-def make_loaders(cfg: TrialConfig, dataset: Dataset) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
+def make_loaders(cfg: TrialConfig, dataset: Dataset, bucket: bool = True) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
     """Loaders yielding (model inputs dict, labels) per split, the model's build arguments, and the
-    vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's)."""
+    vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's).
+    `bucket`: train batches of similar lengths (cfg.bucket_by_length); off where Ray Train shards the
+    loader (its DistributedSampler replaces ours)."""
     family = cfg.family
     prepared = family.prepare(cfg, dataset)
     loaders = {}
     for name, tensors in prepared.splits.items():
         ds = TensorDataset(*(tensors[f] for f in (*family.input_fields, "labels")))
+        if name == "train" and bucket and cfg.bucket_by_length and "lengths" in tensors:
+            loaders[name] = DataLoader(ds, batch_sampler=LengthBuckets(tensors["lengths"], cfg.batch_size),
+                                       collate_fn=family.collate)
+            continue
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
                                    collate_fn=family.collate)
@@ -147,7 +153,9 @@ def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
 def reshuffle(loader: DataLoader, seed: int) -> None:
     """A new order every epoch, the same one after a resume. Several workers: their DistributedSampler
     is told the epoch (without it every epoch repeats one order); one worker: its shuffle is reseeded."""
-    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+    if hasattr(getattr(loader, "batch_sampler", None), "set_epoch"):  # length buckets
+        loader.batch_sampler.set_epoch(seed)
+    elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
         loader.sampler.set_epoch(seed)
     elif getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed)
@@ -255,7 +263,7 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
         return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
 
     device = pick_device(cfg.device)
-    loaders, build_args, vocab = make_loaders(cfg, dataset)
+    loaders, build_args, vocab = make_loaders(cfg, dataset, bucket=wrap_loader is None)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)

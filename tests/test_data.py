@@ -120,3 +120,22 @@ def test_group_column_of_user_data(tmp_path):
     assert not set(ds.train.groups) & set(ds.val.groups) and len(ds.val) == 20
     with pytest.raises(UserError, match="val_split='group' needs a group column.*group_column"):
         load_dataset(str(tmp_path), val_split="group")  # the default group_column (movie_id) is not in this file
+
+
+def test_length_buckets_cover_every_row_once_with_less_padding():
+    import torch
+
+    from imdb_ray.data import LengthBuckets
+
+    lengths = torch.randint(5, 257, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = LengthBuckets(lengths, batch_size=32, chunk=10)
+    sampler.set_epoch(1)
+    epoch = list(sampler)
+    assert len(epoch) == len(sampler) == 32 and sorted(i for b in epoch for i in b) == list(range(1000))
+    sampler.set_epoch(1)
+    assert list(sampler) == epoch  # a resumed epoch replays its order
+    sampler.set_epoch(2)
+    assert list(sampler) != epoch
+    padded = sum(len(b) * int(lengths[b].max()) for b in epoch)
+    shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).split(32)
+    assert padded < 0.7 * sum(len(b) * int(lengths[b].max()) for b in shuffled)  # what the collate computes

@@ -34,7 +34,7 @@ class Prepared:
 
 
 WORD_PIPELINE = frozenset({"min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm", "w2v_window",
-                           "w2v_min_count", "w2v_epochs", "freeze_embeddings"})
+                           "w2v_min_count", "w2v_epochs", "freeze_embeddings", "bucket_by_length"})
 # What a scikit-learn baseline reads of a TrialConfig: the data, the seed, the metric.
 BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_train", "n_test", "val_fraction",
                              "val_split", "group_column", "split_seed", "clean_html", "seed", "metric", "cache_dir", "w2v_workers"})
