@@ -212,7 +212,7 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
         for rank, c in enumerate(confirmed, 1):
             test = f"{c.test_mean:.4f} ± {c.test_sd:.4f}" if c.test_mean is not None else "(not tested)"
             seeds = "; ".join(f"{r.all_params.get('seed', '?')}: {r.test_accuracy:.4f} [{r.test_ci[0]:.4f}, {r.test_ci[1]:.4f}]"
-                              for r in c.reruns if r.test_ci)
+                              for r in sorted(c.reruns, key=lambda r: int(r.all_params.get("seed", 0))) if r.test_ci)
             params = " ".join(f"{k}={_short(v)}" for k, v in c.original.params.items() if v not in (None, "None") and k != "model")
             lines.append(f"| {rank} | {c.original.name} | {c.original.model} | {params} | {len(c.reruns)} | "
                          f"{c.selection_mean:.4f} ± {c.selection_sd:.4f} | {test} | {seeds} |")
