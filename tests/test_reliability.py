@@ -163,6 +163,19 @@ GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 16
        "embed_dim": 32, "w2v_epochs": 2, "w2v_workers": 1}
 
 
+def killable_sweep(tmp_path, name: str, space: str, settings: str):
+    """A small GRU sweep file (400 reviews, 2 epochs; `space` and `settings` in source form), started one
+    trial at a time in its own process group, so a test can SIGKILL the whole driver."""
+    base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
+    sweep = tmp_path / f"{name}.py"
+    sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
+                     f"sweep = Sweep(name={name!r}, space={{{space}, **{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, "
+                     f"{settings}, trainer='direct', cpus_per_worker=0.95)\n")
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return sweep, proc, f"sqlite:///{tmp_path}/mlflow.db"
+
+
 @pytest_slow
 def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
     """One of the two DDP workers (gloo) of a trial killed mid-epoch: Train restarts the group from the
@@ -196,15 +209,8 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
 def test_killed_driver_resumes_without_rerunning(tmp_path):
     """Optuna over a conditional space whose four configs are all distinct (no repeats), the driver
     killed after the first finished trial: `--resume` continues Tune's trials and Optuna's study."""
-    base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
-    sweep = tmp_path / "resumable.py"
-    sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
-                     "sweep = Sweep(name='resumable', space={'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}, "
-                     f"**{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, search='optuna', scheduler='fifo', num_samples=4, "
-                     "trainer='direct', cpus_per_worker=0.95)\n")
-    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
+                                      "search='optuna', scheduler='fifo', num_samples=4")
 
     def one_finished():
         try:
@@ -254,15 +260,8 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
 def test_confirmation_survives_a_killed_driver(tmp_path):
     """The driver killed after the first confirmation rerun finished: `--resume` restores the confirmation
     stage's own experiment and runs exactly the missing reruns (top 1 config x 3 seeds in all)."""
-    base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
-    sweep = tmp_path / "confirming.py"
-    sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
-                     "sweep = Sweep(name='confirming', space={'model': 'gru', 'hidden': 16, 'lr': tune.grid_search([3e-3, 3e-2]), "
-                     f"**{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, search='grid', scheduler='fifo', num_samples=1, "
-                     "trainer='direct', cpus_per_worker=0.95, confirm_top=1, confirm_seeds=3)\n")
-    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep, proc, uri = killable_sweep(tmp_path, "confirming", "'model': 'gru', 'hidden': 16, 'lr': tune.grid_search([3e-3, 3e-2])",
+                                      "search='grid', scheduler='fifo', num_samples=1, confirm_top=1, confirm_seeds=3")
 
     def reruns():
         try:
