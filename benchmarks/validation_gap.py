@@ -53,6 +53,8 @@ def write(rows: list[dict], out: Path) -> None:
              "", "Gap = validation accuracy minus test accuracy, in points (positive: validation is optimistic). "
              "`best` is the epoch selection keeps (what a sweep ranks on); `last` is the last epoch's validation, "
              "which no selection has touched.", "",
+             *([f"**Partial: {len(rows)} of {len(SEEDS) * len(SPLITS) * len(MODELS)} runs recorded so far** "
+                "(the command continues where it stopped).", ""] if len(rows) < len(SEEDS) * len(SPLITS) * len(MODELS) else []),
              "| model | validation | seeds | val (best epoch) | val (last epoch) | test | gap best-test | gap last-test | per seed: best-test |",
              "|---|---|---|---|---|---|---|---|---|"]
     for model in MODELS:
