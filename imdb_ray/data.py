@@ -236,7 +236,8 @@ def load_dataset(
 
     n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
     """
-    train, test = _load_raw(source, text_column, label_column, group_column)
+    # groups are read only when a grouped split asks for them (the meta file costs a read otherwise)
+    train, test = _load_raw(source, text_column, label_column, group_column if val_split == "group" else None)
     train = stratified_subset(train, n_train, seed)
     test = stratified_subset(test, n_test, seed)
     if clean:  # after subsetting: a quick run cleans only the rows it uses

@@ -99,7 +99,8 @@ def test_missing_file_and_unknown_source(tmp_path):
 def test_group_split_never_puts_a_movie_on_both_sides():
     """IMDB's movie of every review comes from the bundled meta file; a random split shares movies
     between train and validation, a grouped one (like the official train/test split) never does."""
-    shared = lambda ds: set(ds.train.groups) & set(ds.val.groups)  # noqa: E731
+    movie = pd.read_csv("data/imdb/train_meta.csv.gz").movie_id.to_numpy()  # by the source file's row
+    shared = lambda ds: set(movie[ds.train.rows]) & set(movie[ds.val.rows])  # noqa: E731
     random = load_dataset(n_train=4000, n_test=100, seed=0)
     assert len(shared(random)) > 100
     for seed in (0, 1, 2):

@@ -10,7 +10,9 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+from imdb_ray.compare import confirmed_configs
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.spec import Sweep
@@ -161,18 +163,13 @@ def test_split(sweep: Sweep) -> str:
 
 def print_confirmed(reruns: list[Tested], descending: bool = True) -> None:
     """Each confirmed config: its reruns' mean validation and test accuracy (± sd over the new seeds)."""
-    import numpy as np
-
-    by_config: dict[str, list[Tested]] = {}
-    for t in reruns:
-        by_config.setdefault(t.confirms, []).append(t)
-    if by_config:
+    originals = [SimpleNamespace(trial_id=trial) for trial in dict.fromkeys(t.confirms for t in reruns)]
+    confirmed = confirmed_configs(originals, reruns, descending)
+    if confirmed:
         print("confirmed (new seeds; mean ± sd; rank by validation):")
-    rows = [(np.mean([t.val for t in ts]), np.std([t.val for t in ts], ddof=1) if len(ts) > 1 else 0.0,
-             np.mean([t.metrics["test_accuracy"] for t in ts]),
-             np.std([t.metrics["test_accuracy"] for t in ts], ddof=1) if len(ts) > 1 else 0.0, trial, ts) for trial, ts in by_config.items()]
-    for val, val_sd, test, test_sd, trial, ts in sorted(rows, key=lambda r: -r[0] if descending else r[0]):
-        print(f"  {ts[0].model:15s} ({trial}, {len(ts)} seeds)  val {val:.4f} ± {val_sd:.4f}  test {test:.4f} ± {test_sd:.4f}")
+    for c in confirmed:
+        print(f"  {c.reruns[0].model:15s} ({c.original.trial_id}, {len(c.reruns)} seeds)  val {c.selection_mean:.4f} "
+              f"± {c.selection_sd:.4f}  test {c.test_mean:.4f} ± {c.test_sd:.4f}")
 
 
 def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:

@@ -26,6 +26,15 @@ class Tested:
     registered: str = ""  # the best trial: its Model Registry URI (models:/imdb_ray-<sweep>@champion), once logged
     confirms: str = ""  # a confirmation rerun: the trial id of the config it trains again
 
+    # the names compare.confirmed_configs reads, shared with report's rows
+    @property
+    def selection(self) -> float | None:
+        return self.val
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.metrics.get("test_accuracy")
+
 
 class SweepRuns:
     """The runs of one sweep (an MLflow experiment named after it): its parent and its trials."""
