@@ -22,8 +22,11 @@ install: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	$(BIN)/python -m imdb_ray sweep sweeps/quickstart.py
 
+# two pytest-xdist workers: the end-to-end tests spend much of their time waiting on Ray and MLflow
+# processes, so two at a time fill two cores (TEST_WORKERS=1 for one at a time, more on a bigger machine)
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean-cache:
 	rm -rf .cache/imdb_ray

@@ -28,9 +28,52 @@ def pytest_configure(config):
 
     if not hasattr(config, "workerinput"):
         os.environ[ROWS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_reliability_rows_")
+        os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_xdist_groups_")
+    else:  # one of `make test`'s two xdist workers: one torch thread each (and in what they start), so
+        # two workers fill two cores instead of four threads fighting over them
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     # `train` logs its run to MLflow: tests that name no store share one for the session (its tables
     # are created once), never a mlflow.db in the working directory.
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db")
+
+
+# `make test` runs the suite on two pytest-xdist workers. Tests that share a module-scoped fixture (the
+# smoke sweep's store, the 2-worker DDP run, ...) must run on one worker, or each worker builds the
+# fixture again. xdist's own `xdist_group` marks do not work with pytest 9 (xdist 3.8 renames
+# `item._nodeid`, which pytest 9 no longer reads), so the workers write which tests share what, and
+# the controller's scheduler groups by it.
+GROUPS_ENV = "IMDB_RAY_XDIST_GROUPS"
+
+
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker: record each test's group (its module, if it uses a module-scoped fixture;
+    else itself) and put slow tests first, so no long one starts last."""
+    if not hasattr(config, "workerinput"):  # a plain run keeps the file order
+        return
+    import json
+
+    groups = {item.nodeid: item.module.__name__ for item in items
+              if any(d[-1].scope == "module" for d in item._fixtureinfo.name2fixturedefs.values())}
+    (Path(os.environ[GROUPS_ENV]) / f"{config.workerinput['workerid']}.json").write_text(json.dumps(groups))
+    slow = [i for i in items if i.get_closest_marker("slow")]
+    items[:] = slow + [i for i in items if not i.get_closest_marker("slow")]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # every worker has collected by the time tests are scheduled
+                self.groups = {k: v for f in Path(os.environ[GROUPS_ENV]).glob("*.json") for k, v in json.loads(f.read_text()).items()}
+            return self.groups.get(nodeid, nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
