@@ -160,7 +160,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     text = text.replace('metric="val_accuracy", mode="max"', 'metric="val_loss", mode="min"')  # ranked, restored on loss
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
-    out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=420)
+    out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=900)
     assert "== smoke_train: 6 trials, 0 errored ==" in out
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
