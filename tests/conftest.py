@@ -80,6 +80,8 @@ def pytest_sessionfinish(session, exitstatus):
     """results/reliability.md, if every recording test ran and the session passed."""
     from helpers import ROWS_ENV, recorded_rows
 
+    if not hasattr(session.config, "workerinput") and GROUPS_ENV in os.environ:
+        shutil.rmtree(os.environ.pop(GROUPS_ENV), ignore_errors=True)
     if hasattr(session.config, "workerinput") or ROWS_ENV not in os.environ:
         return
     rows = recorded_rows()
