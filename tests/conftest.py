@@ -33,10 +33,16 @@ def pytest_configure(config):
         # two workers fill two cores instead of four threads fighting over them
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
-    # `train` logs its run to MLflow: tests that name no store share one for the session (its tables
-    # are created once), never a mlflow.db in the working directory.
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db")
+    # `train` logs its run to MLflow: tests that name no store share one per process (its tables are
+    # created once), never a mlflow.db in the working directory. Each xdist worker gets its own: the
+    # fuzzer counts the runs in this store around a refused command, and the other worker's `train`
+    # runs must not land in it meanwhile (they did once, in CI).
+    if "MLFLOW_TRACKING_URI" not in os.environ or os.environ.get(OWN_STORE_ENV):
+        os.environ[OWN_STORE_ENV] = "1"
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db"
 
+
+OWN_STORE_ENV = "IMDB_RAY_TEST_OWN_MLFLOW_STORE"  # set when the suite made the store (not the user)
 
 # `make test` runs the suite on two pytest-xdist workers. Tests that share a module-scoped fixture (the
 # smoke sweep's store, the 2-worker DDP run, ...) must run on one worker, or each worker builds the

@@ -29,7 +29,13 @@ def fuzz(examples: int):
     """Examples per category; fixtures (capsys) are per test, reset per example by what the check reads."""
     return settings(max_examples=examples, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-TRIED: dict[str, list[int]] = {}  # category -> [examples, exit 0, exit 2]
+
+
+@pytest.fixture(scope="module")
+def tried() -> dict[str, list[int]]:
+    """category -> [examples, exit 0, exit 2], for test_fuzz_record. Module-scoped, so `make test`'s
+    scheduler keeps the module on one xdist worker (conftest.py) and the record sees every category."""
+    return {}
 
 EARLIER_WORK = {"runs/earlier/checkpoint/checkpoint.pt": b"weights", "runs/earlier/metrics.json": b"{}",
                 "ray_results/earlier/result.json": b'{"epoch": 1}', "cache/words-abc.pt": b"tensors"}
@@ -48,12 +54,12 @@ def workspace(files: dict[str, bytes]):
         shutil.rmtree(ws, ignore_errors=True)
 
 
-def check(category: str, ws: Path, argv: list[str], capsys) -> int:
+def check(category: str, ws: Path, argv: list[str], capsys, tried: dict[str, list[int]]) -> int:
     """Run argv; assert the property; return the exit code."""
     before, runs_before = snapshot(ws), stored_runs(ws)
     code, err, _ = cli(argv, capsys)
     assert code in (0, 2), (code, err)
-    counts = TRIED.setdefault(category, [0, 0, 0])
+    counts = tried.setdefault(category, [0, 0, 0])
     counts[0] += 1
     counts[1 if code == 0 else 2] += 1
     if code == 2:
@@ -135,9 +141,9 @@ def sweep_files(draw) -> str:
 
 @fuzz(150)
 @given(text=sweep_files())
-def test_fuzz_sweep_files(text, capsys):
+def test_fuzz_sweep_files(text, capsys, tried):
     with workspace({"sweeps/fuzz.py": text.encode()}) as ws:
-        check("sweep files", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run", "--no-estimate"], capsys)
+        check("sweep files", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run", "--no-estimate"], capsys, tried)
 
 
 # -------------------------------------------------------------------------------------- data files
@@ -172,11 +178,11 @@ def data_files(draw) -> tuple[str, dict[str, bytes]]:
 
 @fuzz(60)
 @given(example=data_files())
-def test_fuzz_data_files(example, capsys):
+def test_fuzz_data_files(example, capsys, tried):
     kind, files = example
     with workspace(files) as ws:
         check("data files", ws, ["train", "--data", f"{ws}/train.{kind},{ws}/test.{kind}", "--model", "tfidf_lr", "--quiet",
-                                 "--min-df", "1", "--run-dir", str(ws / "runs" / "new"), "--cache-dir", str(ws / "cache")], capsys)
+                                 "--min-df", "1", "--run-dir", str(ws / "runs" / "new"), "--cache-dir", str(ws / "cache")], capsys, tried)
 
 
 # ------------------------------------------------------------------------------------ command lines
@@ -218,10 +224,10 @@ def command_lines(draw) -> list[str]:
 
 @fuzz(120)
 @given(argv=command_lines())
-def test_fuzz_command_lines(argv, capsys):
+def test_fuzz_command_lines(argv, capsys, tried):
     files = {"train.csv": GOOD, "test.csv": GOOD, "sweeps/smoke.py": (ROOT / "sweeps" / "smoke.py").read_bytes()}
     with workspace(files) as ws:
-        check("command lines", ws, [a.format(ws=ws) for a in argv], capsys)
+        check("command lines", ws, [a.replace("{ws}", str(ws)) for a in argv], capsys, tried)
 
 
 # What the fuzzer found while it was being built, each fixed in the code and now among its examples.
@@ -235,10 +241,10 @@ FOUND_AND_FIXED = [
 ]
 
 
-def test_fuzz_record():
+def test_fuzz_record(tried):
     """Last in the module: what the fuzzer tried, for results/reliability.md."""
-    assert set(TRIED) == {"sweep files", "data files", "command lines"}
-    for category, (examples, ok, refused) in TRIED.items():
+    assert set(tried) == {"sweep files", "data files", "command lines"}
+    for category, (examples, ok, refused) in tried.items():
         assert examples > 0
         record_row("Fuzzer", f"generated {category}",
                    f"{examples} examples: {ok} ran (exit 0), {refused} refused with one `error:` line (exit 2); "
