@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMON = ["--epochs", "4", "--patience", "2", "--max-len", "256", "--batch-size", "64", "--seed", "0", "--quiet"]
+COMMON = ["--val-split", "random", "--epochs", "4", "--patience", "2", "--max-len", "256", "--batch-size", "64", "--seed", "0", "--quiet"]
 RUNS = {  # row -> (model, its own flags): sensible defaults chosen before seeing test numbers
     "tfidf_lr": ("tfidf_lr", []),
     "nbsvm": ("nbsvm", []),  # its defaults (C 0.3, min_df 2, 1-3-grams) chosen on validation, seed 0

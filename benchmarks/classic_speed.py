@@ -22,7 +22,7 @@ from imdb_ray.train import load_trial_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["cnn", "gru", "lstm", "cnn_lstm", "attention_lstm", "capsule_lstm", "transformer"]
-SETTINGS = {"n_train": 3000, "n_test": 100, "max_len": 256, "batch_size": 64, "epochs": 2, "lr": 1e-3}
+SETTINGS = {"n_train": 3000, "n_test": 100, "max_len": 256, "batch_size": 64, "epochs": 2, "lr": 1e-3, "val_split": "random"}
 
 
 def measure(model: str, bucket: bool, dataset) -> dict:

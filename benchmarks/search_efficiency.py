@@ -33,7 +33,7 @@ GRID_FILE = ROOT / "results" / "search_efficiency_grid.json"
 REPORT = ROOT / "results" / "search_efficiency.md"
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 WIDTHS = {"gru": ("hidden", [32, 64]), "cnn": ("num_filters", [32, 64])}
-DATA = {"n_train": 2000, "n_test": 100, "max_len": 128, "embed_dim": 50, "batch_size": 32, "epochs": 5, "seed": 0,
+DATA = {"val_split": "random", "n_train": 2000, "n_test": 100, "max_len": 128, "embed_dim": 50, "batch_size": 32, "epochs": 5, "seed": 0,
         "w2v_workers": 1}
 TOLERANCE = 0.005  # 0.5 accuracy points
 COMBOS = [("optuna", "asha"), ("optuna", "fifo"), ("random", "asha"), ("random", "fifo")]

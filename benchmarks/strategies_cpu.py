@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ["--model", "gru", "--hidden", "64", "--n-train", "5000", "--n-test", "5000", "--max-len", "200", "--epochs", "3",
-        "--lr", "2e-3", "--quiet"]
+        "--lr", "2e-3", "--val-split", "random", "--quiet"]
 VARIANTS = {
     "cross-entropy": [],
     "R-Drop (alpha 1)": ["--rdrop-alpha", "1.0"],

@@ -20,7 +20,7 @@ from imdb_ray.text import prepare_word_data
 from imdb_ray.train import load_trial_data, train
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"model": "gru", "n_train": 5000, "n_test": 1000, "epochs": 3, "max_len": 200, "hidden": 64, "seed": 0}
+SETTINGS = {"model": "gru", "n_train": 5000, "n_test": 1000, "epochs": 3, "max_len": 200, "hidden": 64, "seed": 0, "val_split": "random"}
 
 
 def main() -> None:

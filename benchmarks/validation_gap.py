@@ -73,7 +73,7 @@ def tfidf_cross_validation(folds: int = 5) -> dict:
 
     from imdb_ray.models.baselines import tfidf_lr
 
-    full = load_dataset(val_fraction=0.0001)  # everything but 2 reviews in train, cleaned as every run cleans
+    full = load_dataset(val_fraction=0.0001, val_split="random")  # everything but 2 reviews in train, cleaned as every run cleans
     texts = np.array(full.train.texts + full.val.texts, dtype=object)
     labels = np.concatenate([full.train.labels, full.val.labels])
     movie = pd.read_csv(ROOT / "data" / "imdb" / "train_meta.csv.gz").movie_id.to_numpy()[np.concatenate([full.train.rows, full.val.rows])]

@@ -25,7 +25,7 @@ CHOICES = {
     "metric": ("val_accuracy", "val_f1", "val_loss"),
     "w2v_algorithm": ("skipgram", "cbow"),
     "truncation": ("head", "tail", "head+tail"),
-    "val_split": ("random", "group"),
+    "val_split": ("auto", "random", "group"),
 }
 # Training recipes as presets over the optimisation fields (not code paths).
 RECIPES = {
@@ -46,7 +46,9 @@ class TrialConfig:
     n_train: int | None = None  # train+val rows after subsetting; None = all 25k
     n_test: int | None = None
     val_fraction: float = 0.1
-    val_split: str = "random"  # "random" (stratified) or "group": whole groups (IMDB: movies) on one side
+    # "group": whole groups (IMDB: movies) on one side, like the official split; "random": stratified;
+    # "auto": group when the data has group_column, else random (results/validation_gap.md: why)
+    val_split: str = "auto"
     group_column: str = "movie_id"  # the group of each row: a column of the data (bundled IMDB: its meta file)
     split_seed: int = 0  # which rows form the subsets and the validation split; `seed` is the model's randomness
     clean_html: bool = True

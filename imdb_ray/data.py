@@ -202,12 +202,15 @@ def stratified_subset(split: Split, n: int | None, seed: int) -> Split:
     return split.take(idx)
 
 
-VAL_SPLITS = ("random", "group")
+VAL_SPLITS = ("auto", "random", "group")
 
 
 def validation_indices(split: Split, n_val: int, how: str, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) positions. "random": stratified by label. "group": whole groups go to validation (about
-    n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split."""
+    n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split. "auto":
+    "group" when the data has a group column, else "random" (results/validation_gap.md says why)."""
+    if how == "auto":
+        how = "random" if split.groups is None else "group"
     if how == "random":
         return train_test_split(np.arange(len(split)), test_size=n_val, stratify=split.labels, random_state=seed)
     if split.groups is None:
@@ -229,15 +232,16 @@ def load_dataset(
     n_test: int | None = None,
     clean: bool = True,
     seed: int = 0,
-    val_split: str = "random",
+    val_split: str = "auto",
     group_column: str | None = "movie_id",
 ) -> Dataset:
-    """Official train/test, with a seeded validation split carved from train (stratified at random, or by group).
+    """Official train/test, with a seeded validation split carved from train (by group where the data has
+    groups, else stratified at random; `val_split` forces either).
 
     n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
     """
     # groups are read only when a grouped split asks for them (the meta file costs a read otherwise)
-    train, test = _load_raw(source, text_column, label_column, group_column if val_split == "group" else None)
+    train, test = _load_raw(source, text_column, label_column, None if val_split == "random" else group_column)
     train = stratified_subset(train, n_train, seed)
     test = stratified_subset(test, n_test, seed)
     if clean:  # after subsetting: a quick run cleans only the rows it uses
@@ -248,7 +252,9 @@ def load_dataset(
         raise UserError(f"n_train={len(train)} is too small to carve a validation split of {val_fraction:.0%}")
     tr_idx, val_idx = validation_indices(train, n_val, val_split, seed, source or "the bundled IMDB data")
     if len(np.unique(train.labels[val_idx])) < 2 or len(np.unique(train.labels[tr_idx])) < 2:
-        raise UserError(f"the {val_split} validation split left one class on a side; raise n_train or val_fraction")
+        how = val_split if val_split != "auto" else ("random" if train.groups is None else "group (auto: the data has groups)")
+        raise UserError(f"the {how} validation split left one class on a side; raise n_train or val_fraction, "
+                        "or set val_split='random'")
     return Dataset(train=train.take(tr_idx), val=train.take(val_idx), test=test)
 
 

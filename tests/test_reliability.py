@@ -205,24 +205,30 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
                    f"MLflow steps {logged}", "the interrupted part of one epoch")
 
 
-@pytest_slow
-def test_killed_driver_resumes_without_rerunning(tmp_path):
-    """Optuna over a conditional space whose four configs are all distinct (no repeats), the driver
-    killed after the first finished trial: `--resume` continues Tune's trials and Optuna's study."""
-    sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
-                                      "search='optuna', scheduler='fifo', num_samples=4")
-
-    def one_finished():
+def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL the driver's whole process group once `ready()` holds (it may raise while the store is young)."""
+    def holds():
         try:
-            return any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1])
+            return ready()
         except Exception:
             return False
 
     try:
-        wait_for(one_finished, 400, "a finished trial")
+        wait_for(holds, 400, what)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest_slow
+def test_killed_driver_resumes_without_rerunning(tmp_path):
+    """Optuna over a conditional space whose four configs are all distinct, then the winner confirmed with
+    seeds 1 and 2. The driver is killed twice: after the first finished search trial, and after the first
+    finished confirmation rerun. Each `--resume` continues Tune's trials and Optuna's study, or the
+    confirmation stage's own experiment, and runs only what is missing."""
+    sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
+                                      "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2")
+    kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial")
     client, children = trial_runs(uri, "resumable")
     finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in children if c.info.status == "FINISHED"}
     study_file = tmp_path / "ray" / "resumable" / "optuna.sqlite"
@@ -230,9 +236,15 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     told_before = {t.number: t.params for t in optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_file}").trials
                    if t.state.is_finished()}
     assert told_before, "the study holds no finished trial when the driver is killed"
+    # the first resume: the search ends, the confirmation starts; killed after its first rerun
+    reruns = lambda: sweep_runs(uri, "resumable", stage="confirm")[2]  # noqa: E731
+    second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    kill_when(second, lambda: any(c.info.status == "FINISHED" for c in reruns()), "a finished confirmation rerun")
+    confirmed_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
     resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "== resumable: 4 trials, 0 errored" in resumed.stdout
+    assert "== resumable: 4 trials, 0 errored" in resumed.stdout and "2 seeds)" in resumed.stdout
     client, children = trial_runs(uri, "resumable")
     parents = [r for r in client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
                if r.data.tags.get("imdb_ray.kind") == "sweep"]
@@ -240,7 +252,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     # stay in MLflow, marked KILLED and tagged. Every other trial continues its own run.
     live = [c for c in children if c.info.status != "KILLED"]
     assert len(parents) == 1 and len(live) == 4
-    assert all("imdb_ray.orphaned" in c.data.tags for c in children if c.info.status == "KILLED")
+    assert all("imdb_ray.orphaned" in c.data.tags for c in children + reruns() if c.info.status == "KILLED")
     for c in live:
         h = steps(client, c)
         assert h == list(range(1, len(h) + 1)), f"duplicated or missing steps {h}"
@@ -250,42 +262,18 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     after = optuna.load_study(study_name=study_name, storage=f"sqlite:///{study_file}").trials
     assert all(after[n].params == p and after[n].state.is_finished() for n, p in told_before.items())
     assert sorted(float(c.data.params["lr"]) for c in live) == [1e-3, 3e-3, 1e-2, 3e-2]
-    record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial",
-                   f"`--resume` finished the sweep: {len(finished_before)} finished trial(s) not rerun, one parent run, "
-                   f"{len(live)} live child runs, {len(children) - len(live)} unsnapshotted run(s) marked KILLED",
+    # the confirmation: each new seed once, every rerun tested; the one finished before the kill kept
+    confirmed = [c for c in reruns() if c.info.status != "KILLED"]
+    assert sorted(c.data.params["seed"] for c in confirmed) == ["1", "2"]
+    assert all(c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics for c in confirmed)
+    for run_id, history in confirmed_before.items():
+        assert run_id in {c.info.run_id for c in confirmed} and steps(client, client.get_run(run_id)) == history
+    record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial, and again after "
+                        "the first finished confirmation rerun",
+                   f"each `--resume` went on: {len(finished_before)} finished trial(s) and {len(confirmed_before)} finished "
+                   f"rerun(s) not rerun, one parent run, {len(live)} live child runs, {len(confirmed)} confirmation reruns, "
+                   f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED",
                    "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
-
-
-@pytest_slow
-def test_confirmation_survives_a_killed_driver(tmp_path):
-    """The driver killed after the first confirmation rerun finished: `--resume` restores the confirmation
-    stage's own experiment and runs exactly the missing reruns (top 1 config x 3 seeds in all)."""
-    sweep, proc, uri = killable_sweep(tmp_path, "confirming", "'model': 'gru', 'hidden': 16, 'lr': tune.grid_search([3e-3, 3e-2])",
-                                      "search='grid', scheduler='fifo', num_samples=1, confirm_top=1, confirm_seeds=3")
-
-    def reruns():
-        try:
-            return sweep_runs(uri, "confirming", stage="confirm")[2]
-        except Exception:
-            return []
-
-    try:
-        wait_for(lambda: any(c.info.status == "FINISHED" for c in reruns()), 400, "a finished confirmation rerun")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    client = sweep_runs(uri, "confirming")[0]
-    finished_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
-    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "== confirming: 2 trials, 0 errored" in resumed.stdout and "3 seeds)" in resumed.stdout
-    live = [c for c in reruns() if c.info.status != "KILLED"]
-    assert sorted(c.data.params["seed"] for c in live) == ["1", "2", "3"]  # each new seed once
-    assert all(c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics for c in live)
-    for run_id, history in finished_before.items():  # finished before the kill: kept, not rerun
-        assert run_id in {c.info.run_id for c in live} and steps(client, client.get_run(run_id)) == history
-    assert all("imdb_ray.orphaned" in c.data.tags for c in reruns() if c.info.status == "KILLED")
-    assert len(sweep_runs(uri, "confirming")[2]) == 2  # the search's two trials, not run again
 
 
 MLFLOW_SWEEP = {**GRU, "n_train": 400, "epochs": 3}
