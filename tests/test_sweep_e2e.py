@@ -152,23 +152,24 @@ def test_smoke_sweep_direct_mode(smoke_store):
 
 
 def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
-    """Six Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
+    """Four Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
     trial's worker placement group reserved, so after two early stops the sweep waited forever."""
     text = (ROOT / "sweeps" / "smoke.py").read_text()
     text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
     text = text.replace("confirm_top=1", "confirm_top=0")  # the confirmation stage is tested in direct mode
+    text = text.replace("num_samples=6", "num_samples=4")  # a Ray Train trial costs a controller and a worker group
     text = text.replace('metric="val_accuracy", mode="max"', 'metric="val_loss", mode="min"')  # ranked, restored on loss
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
     out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=900)
-    assert "== smoke_train: 6 trials, 0 errored ==" in out
+    assert "== smoke_train: 4 trials, 0 errored ==" in out
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
-    assert len(children) == 6 and all(h == list(range(1, len(h) + 1)) for h in histories)
-    assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
+    assert len(children) == 4 and all(h == list(range(1, len(h) + 1)) for h in histories)
+    assert sum(len(h) < 3 for h in histories) >= 2, f"ASHA stopped fewer than two trials early: {histories}"
     assert any("test_accuracy" in c.data.metrics for c in children)
     board = [float(ln.split("val_loss ")[1].split()[0]) for ln in out.split("== smoke_train")[1].splitlines() if ln.startswith("  ") and " epochs " in ln]
-    assert len(board) == 5 and board == sorted(board)  # lowest loss first
+    assert len(board) == 4 and board == sorted(board)  # lowest loss first
     for c in children:  # each trial's best_val_loss is its running minimum
         losses = [m.value for m in sorted(client.get_metric_history(c.info.run_id, "val_loss"), key=lambda m: m.step)]
         best = [m.value for m in sorted(client.get_metric_history(c.info.run_id, "best_val_loss"), key=lambda m: m.step)]
