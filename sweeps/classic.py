@@ -35,5 +35,6 @@ sweep = Sweep(
     search="optuna", scheduler="asha", grace_period=2, reduction_factor=3,
     num_samples=40,
     test_each="model",  # besides the top 3, the best trial of every model is evaluated on test
+    confirm_top=3, confirm_seeds=2,  # the top 3 configs again with seeds 1 and 2: the leaderboard quotes their means
     trainer="ray_train", workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=0.25,
 )

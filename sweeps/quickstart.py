@@ -1,7 +1,7 @@
 """The README's main job: a real small sweep on IMDB (4k train reviews, 4k official test reviews).
 GRU vs TextCNN vs attention-LSTM, learning rate and width searched by Optuna, ASHA stops the weak
-ones early; the top two configs are then confirmed with new seeds. About 9 minutes on a 2-core CPU
-(528 s measured, results/quickstart_cpu.md):
+ones early; the top two configs are then confirmed with new seeds. About 10 minutes on a 2-core CPU
+(633 s measured, results/quickstart_cpu.md):
 
     python -m imdb_ray sweep sweeps/quickstart.py
 """
@@ -19,7 +19,7 @@ sweep = Sweep(
         },
         "epochs": 4,
         "batch_size": 64,
-        "n_train": 4000,   # train + validation (10% of it), seeded and stratified
+        "n_train": 4000,   # train + validation (10% of it, whole movies: the default), seeded
         "n_test": 4000,    # official test split, used once for the best trial
         "max_len": 200,
     },
