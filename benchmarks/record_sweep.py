@@ -2,15 +2,22 @@
 wall time in results/<sweep>_cpu.md.
 
     .venv/bin/python benchmarks/record_sweep.py sweeps/quickstart.py
+    .venv/bin/python benchmarks/record_sweep.py sweeps/classic.py --work runs/record-classic [sweep flags]
+
+Other arguments go to `python -m imdb_ray sweep`. With `--work DIR` the sweep's storage and MLflow store
+live in DIR (else a fresh temporary folder), so a run longer than a session continues with the same
+command plus `--resume`; the wall time recorded is the sum over the invocations (kept in DIR/wall_s.json).
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -18,16 +25,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    sweep_file = Path(sys.argv[1])
+    sweep_file, flags = Path(sys.argv[1]), sys.argv[2:]
     name = sweep_file.stem
-    work = Path(tempfile.mkdtemp(prefix=f"imdb_ray_{name}_"))
+    if "--work" in flags:
+        at = flags.index("--work")
+        work, flags = (ROOT / flags[at + 1]).resolve(), flags[:at] + flags[at + 2:]
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"imdb_ray_{name}_"))
     cmd = [sys.executable, "-m", "imdb_ray", "sweep", str(sweep_file.resolve()), "--storage", str(work / "ray"),
-           "--tracking-uri", f"sqlite:///{work}/mlflow.db", *sys.argv[2:]]
+           "--tracking-uri", f"sqlite:///{work}/mlflow.db", *flags]
+    walls = work / "wall_s.json"
+    earlier = json.loads(walls.read_text()) if "--resume" in flags and walls.exists() else []
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+
+    def note_wall(stop: threading.Event) -> None:  # kept current, so an invocation killed with its session still counts
+        while not stop.wait(30):
+            walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
+
+    stop = threading.Event()
+    threading.Thread(target=note_wall, args=(stop,), daemon=True).start()
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # progress (stderr) stays on the console
+    stop.set()
+    walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
+    wall = sum(json.loads(walls.read_text()))
     if proc.returncode != 0:
-        sys.exit(f"sweep failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        sys.exit(f"sweep ended with exit {proc.returncode}; continue with the same command plus --resume")
     summary = proc.stdout[proc.stdout.index(f"== {name}:"):].strip()
     # the sweep's leaderboard (paired comparisons, ensembles, confirmed configs) and plots, from its store
     report_dir = work / "report"
@@ -38,7 +61,8 @@ def main() -> None:
         shutil.copy(report_dir / file, ROOT / "results" / file)
     text = (f"# `{sweep_file}` on this machine\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Wall time of the whole command "
-            f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**.\n"
+            f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**"
+            f"{f' over {len(earlier) + 1} invocations' if earlier else ''}.\n"
             f"Produced by `.venv/bin/python benchmarks/record_sweep.py {sweep_file} {' '.join(sys.argv[2:])}`"
             f" which runs `python -m imdb_ray sweep {sweep_file}`, then `python -m imdb_ray report --sweep {name}`: "
             f"`{name}_leaderboard.md` (paired comparisons, ensembles, confirmed configs) and its plots.\n\n"

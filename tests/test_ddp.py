@@ -118,3 +118,27 @@ def test_two_workers_match_one_worker_at_the_same_global_batch(two_workers):
     print(f"best val_accuracy: 1 worker (batch 32) {single:.4f}, 2 workers (batch 16 each) {two:.4f}")  # -s shows it
     assert single > 0.65 and two > 0.65, (single, two)  # both learn
     assert abs(two - single) <= TOLERANCE, (single, two)
+
+
+def test_a_trial_trains_on_its_cpu_share_rounded(ray_address):
+    """Ray floors a fractional CPU share into OMP_NUM_THREADS (1.6 -> 1 thread), so a ray_train worker
+    given 2 CPUs less the trial function's 0.01 would train on one core of two; the trainables round."""
+    import ray
+
+    from imdb_ray.sweep.runner import use_assigned_cpus
+
+    @ray.remote(num_cpus=1.6)  # the shared test cluster has every CPU of this machine (2 here)
+    def threads() -> tuple[str, int, int]:
+        import os
+
+        import torch
+
+        before = (os.environ["OMP_NUM_THREADS"], torch.get_num_threads())
+        use_assigned_cpus()
+        return (*before, torch.get_num_threads())
+
+    ray.init(address=ray_address, logging_level="ERROR")
+    try:
+        assert ray.get(threads.remote(), timeout=120) == ("1", 1, 2)
+    finally:
+        ray.shutdown()

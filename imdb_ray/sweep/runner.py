@@ -28,11 +28,23 @@ from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
 
 
 # --------------------------------------------------------------------------------- one trial
+def use_assigned_cpus() -> None:
+    """Torch threads = this process's CPU share, rounded: Ray floors it (OMP_NUM_THREADS), so a
+    ray_train worker given 1.99 CPUs (2 less the trial function's 0.01) would train on one core of two."""
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus and os.environ.get("OMP_NUM_THREADS") == str(max(1, int(cpus))):  # Ray's floor, not a user's choice
+        torch.set_num_threads(max(1, round(cpus)))
+
+
 def train_worker(config: dict) -> None:
     """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune)."""
     import ray.train.torch
 
     from imdb_ray.train import train
+
+    use_assigned_cpus()
 
     cfg = TrialConfig(**config)
     ctx = ray.train.get_context()
@@ -54,6 +66,8 @@ def train_worker(config: dict) -> None:
 def direct_trial(config: dict) -> None:
     """A Tune function trainable that runs the loop in its own process."""
     from imdb_ray.train import train
+
+    use_assigned_cpus()
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}  # placement, for the record
