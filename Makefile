@@ -24,9 +24,10 @@ quickstart: $(VENV)/.installed
 
 # two pytest-xdist workers: the end-to-end tests spend much of their time waiting on Ray and MLflow
 # processes, so two at a time fill two cores (TEST_WORKERS=1 for one at a time, more on a bigger machine)
+# (--durations: the slowest tests, so every CI log shows where the suite's wall time goes)
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 clean-cache:
 	rm -rf .cache/imdb_ray
