@@ -45,13 +45,19 @@ def main() -> None:
 
     stop = threading.Event()
     threading.Thread(target=note_wall, args=(stop,), daemon=True).start()
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # progress (stderr) stays on the console
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # the sweep's progress, shown as it comes, and kept for the summary
+        print(line, end="", flush=True)
+        lines.append(line)
+    proc.wait()
+    out = "".join(lines)
     stop.set()
     walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
     wall = sum(json.loads(walls.read_text()))
     if proc.returncode != 0:
         sys.exit(f"sweep ended with exit {proc.returncode}; continue with the same command plus --resume")
-    summary = proc.stdout[proc.stdout.index(f"== {name}:"):].strip()
+    summary = out[out.index(f"== {name}:"):].strip()
     # the sweep's leaderboard (paired comparisons, ensembles, confirmed configs) and plots, from its store
     report_dir = work / "report"
     subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", name, "--tracking-uri", f"sqlite:///{work}/mlflow.db",
