@@ -240,7 +240,7 @@ def load_dataset(
 
     n_train counts train+val rows (val is val_fraction of it); n_test subsets the test split.
     """
-    # groups are read only when a grouped split asks for them (the meta file costs a read otherwise)
+    # groups are read unless the split is random (the meta file costs a read)
     train, test = _load_raw(source, text_column, label_column, None if val_split == "random" else group_column)
     train = stratified_subset(train, n_train, seed)
     test = stratified_subset(test, n_test, seed)
