@@ -39,12 +39,15 @@ def main() -> None:
     earlier = json.loads(walls.read_text()) if "--resume" in flags and walls.exists() else []
     start = time.perf_counter()
 
-    def note_wall(stop: threading.Event) -> None:  # kept current, so an invocation killed with its session still counts
+    def note_wall() -> None:
+        walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
+
+    def keep_noting(stop: threading.Event) -> None:  # so an invocation killed with its session still counts
         while not stop.wait(30):
-            walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
+            note_wall()
 
     stop = threading.Event()
-    threading.Thread(target=note_wall, args=(stop,), daemon=True).start()
+    threading.Thread(target=keep_noting, args=(stop,), daemon=True).start()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stdout:  # the sweep's progress, shown as it comes, and kept for the summary
@@ -53,7 +56,7 @@ def main() -> None:
     proc.wait()
     out = "".join(lines)
     stop.set()
-    walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
+    note_wall()
     wall = sum(json.loads(walls.read_text()))
     if proc.returncode != 0:
         sys.exit(f"sweep ended with exit {proc.returncode}; continue with the same command plus --resume")

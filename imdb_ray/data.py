@@ -207,10 +207,7 @@ VAL_SPLITS = ("auto", "random", "group")
 
 def validation_indices(split: Split, n_val: int, how: str, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) positions. "random": stratified by label. "group": whole groups go to validation (about
-    n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split. "auto":
-    "group" when the data has a group column, else "random" (results/validation_gap.md says why)."""
-    if how == "auto":
-        how = "random" if split.groups is None else "group"
+    n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split."""
     if how == "random":
         return train_test_split(np.arange(len(split)), test_size=n_val, stratify=split.labels, random_state=seed)
     if split.groups is None:
@@ -250,9 +247,10 @@ def load_dataset(
     n_val = max(2, round(len(train) * val_fraction))
     if len(train) - n_val < 2:
         raise UserError(f"n_train={len(train)} is too small to carve a validation split of {val_fraction:.0%}")
-    tr_idx, val_idx = validation_indices(train, n_val, val_split, seed, source or "the bundled IMDB data")
+    # "auto": by group where the data has groups, else random (results/validation_gap.md says why)
+    how = val_split if val_split != "auto" else ("random" if train.groups is None else "group")
+    tr_idx, val_idx = validation_indices(train, n_val, how, seed, source or "the bundled IMDB data")
     if len(np.unique(train.labels[val_idx])) < 2 or len(np.unique(train.labels[tr_idx])) < 2:
-        how = val_split if val_split != "auto" else ("random" if train.groups is None else "group (auto: the data has groups)")
         raise UserError(f"the {how} validation split left one class on a side; raise n_train or val_fraction, "
                         "or set val_split='random'")
     return Dataset(train=train.take(tr_idx), val=train.take(val_idx), test=test)

@@ -21,6 +21,9 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.data import load_dataset
 
 
+OWN_STORE_ENV = "IMDB_RAY_TEST_OWN_MLFLOW_STORE"  # set when the suite made the store (not the user)
+
+
 def pytest_configure(config):
     """The folder the reliability rows of this session go to (test_reliability, test_ui, test_fuzz
     record into it; a file per row, so pytest-xdist workers could share it too)."""
@@ -41,8 +44,6 @@ def pytest_configure(config):
         os.environ[OWN_STORE_ENV] = "1"
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db"
 
-
-OWN_STORE_ENV = "IMDB_RAY_TEST_OWN_MLFLOW_STORE"  # set when the suite made the store (not the user)
 
 # `make test` runs the suite on two pytest-xdist workers. Tests that share a module-scoped fixture (the
 # smoke sweep's store, the 2-worker DDP run, ...) must run on one worker, or each worker builds the
