@@ -219,6 +219,11 @@ def load_checkpoint(folder: str | Path, model, optimizer, scheduler, scaler) -> 
                     best_value=state["best_value"], best_epoch=state["best_epoch"], bad_epochs=state["bad_epochs"])
 
 
+def checkpoint_epoch(folder: str | Path) -> int:
+    """The last finished epoch a checkpoint folder holds."""
+    return int(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["epoch"])
+
+
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters())}

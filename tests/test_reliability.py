@@ -220,6 +220,30 @@ def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
         proc.wait()
 
 
+def test_a_checkpoint_the_saved_state_names_but_tune_replaced_is_recovered(tmp_path):
+    """The driver died after Tune deleted checkpoint_000000 for checkpoint_000001 but before it saved the
+    experiment state: the restore gets the newer one, under the recorded name, at its own epoch."""
+    import torch
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    from imdb_ray.sweep.runner import newest_on_storage
+    from imdb_ray.train import CHECKPOINT_FILE
+
+    for index, epoch in ((1, 2), (2, 3)):
+        (tmp_path / f"checkpoint_00000{index}").mkdir()
+        torch.save({"epoch": epoch}, tmp_path / f"checkpoint_00000{index}" / CHECKPOINT_FILE)
+    recorded = _TrainingResult(checkpoint=Checkpoint(str(tmp_path / "checkpoint_000000")), metrics={"training_iteration": 1, "lr": 0.1})
+    restored = newest_on_storage(recorded)
+    assert restored.checkpoint.path == str(tmp_path / "checkpoint_000000")
+    assert restored.metrics == {"training_iteration": 3, "lr": 0.1}
+    assert torch.load(tmp_path / "checkpoint_000000" / CHECKPOINT_FILE)["epoch"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_000000", "checkpoint_000001"]
+    assert newest_on_storage(restored) is restored  # present: taken as it is
+    gone = _TrainingResult(checkpoint=Checkpoint(str(tmp_path / "elsewhere" / "checkpoint_000004")), metrics={})
+    assert newest_on_storage(gone) is gone  # nothing to recover from: Tune's own error
+
+
 @pytest_slow
 def test_killed_driver_resumes_without_rerunning(tmp_path):
     """Optuna over a conditional space whose four configs are all distinct, then the winner confirmed with
@@ -240,8 +264,11 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     reruns = lambda: sweep_runs(uri, "resumable", stage="confirm")[2]  # noqa: E731
     second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    kill_when(second, lambda: any(c.info.status == "FINISHED" for c in reruns()), "a finished confirmation rerun")
+    # killed when a rerun has logged its last epoch: mostly before it is marked finished, when Tune may
+    # already have replaced the checkpoint its last saved state names (DirectTrial.restore's case)
+    kill_when(second, lambda: any(steps(client, c) == [1, 2] for c in reruns()), "a confirmation rerun's last epoch")
     confirmed_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
+    assert len(confirmed_before) < 2, "both reruns finished before the kill: the resume has nothing to do"
     resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== resumable: 4 trials, 0 errored" in resumed.stdout and "2 seeds)" in resumed.stdout
@@ -266,13 +293,15 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     confirmed = [c for c in reruns() if c.info.status != "KILLED"]
     assert sorted(c.data.params["seed"] for c in confirmed) == ["1", "2"]
     assert all(c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics for c in confirmed)
+    assert all(steps(client, c) == [1, 2] for c in confirmed), "a rerun lost or repeated an epoch"
     for run_id, history in confirmed_before.items():
         assert run_id in {c.info.run_id for c in confirmed} and steps(client, client.get_run(run_id)) == history
     record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial, and again after "
                         "the first finished confirmation rerun",
                    f"each `--resume` went on: {len(finished_before)} finished trial(s) and {len(confirmed_before)} finished "
                    f"rerun(s) not rerun, one parent run, {len(live)} live child runs, {len(confirmed)} confirmation reruns, "
-                   f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED",
+                   f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED, "
+                   f"{resumed.stdout.count('was already replaced')} trial(s) resumed from a checkpoint newer than the saved state named",
                    "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
 
 

@@ -117,11 +117,13 @@ def test_a_trial_stopped_by_the_scheduler_is_pruned_in_the_study():
     searcher = build_search(sweep, concurrency=1)
     first, second = searcher.suggest("a"), searcher.suggest("b")
     assert first["model"] != second["model"]
-    searcher.on_trial_result("a", {"best_val_accuracy": 0.6, "training_iteration": 1})
-    searcher.on_trial_complete("a", {"best_val_accuracy": 0.7, "training_iteration": 2, "finished": False})
-    searcher.on_trial_complete("b", {"best_val_accuracy": 0.8, "training_iteration": 6, "finished": True})
+    searcher.on_trial_result("a", {"best_val_accuracy": 0.6, "epoch": 1, "training_iteration": 1})
+    # its driver killed and the sweep resumed: Tune counts from 1 again, the loop goes on at epoch 2
+    searcher.on_trial_result("a", {"best_val_accuracy": 0.65, "epoch": 2, "training_iteration": 1})
+    searcher.on_trial_complete("a", {"best_val_accuracy": 0.7, "epoch": 3, "training_iteration": 2, "finished": False})
+    searcher.on_trial_complete("b", {"best_val_accuracy": 0.8, "epoch": 6, "training_iteration": 6, "finished": True})
     a, b = searcher._ot_study.trials[:2]
-    assert a.state == optuna.trial.TrialState.PRUNED and a.value == 0.7 and a.intermediate_values == {1: 0.6, 2: 0.7}
+    assert a.state == optuna.trial.TrialState.PRUNED and a.value == 0.7 and a.intermediate_values == {1: 0.6, 2: 0.65, 3: 0.7}
     assert b.state == optuna.trial.TrialState.COMPLETE and b.value == 0.8
 
 

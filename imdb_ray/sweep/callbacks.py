@@ -150,7 +150,7 @@ def trial_line(trial, searched: dict[str, list[str]], metric: str, max_epochs: i
     if failed:
         error = _error_text(trial) or "no error file"
         return f"{head}: FAILED ({error.strip().splitlines()[-1][:160] if error.strip() else 'see the trial log'})"
-    epochs = last.get("training_iteration", 0)
+    epochs = last.get("epoch", 0)
     stopped = " (stopped early)" if last.get("finished") is False else ""
     best = f"best {metric.removeprefix('best_')} {last[metric]:.4f}" if metric in last else "no result"
     return f"{head}: {best}, {epochs}/{max_epochs} epochs{stopped}, {last.get('time_total_s', 0):.0f}s"

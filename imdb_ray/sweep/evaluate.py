@@ -67,7 +67,7 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
         model = r.config.get("model")
         rows.append({"trial": r.metrics.get("trial_id", "?"), "model": model, "status": "ok",
                      "params": {k: r.config[k] for k in searched.get(model, []) if k in r.config},
-                     sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("training_iteration")})
+                     sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("epoch")})
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r[sweep.metric], reverse=sweep.mode == "max")
     return ok[:top] + [r for r in rows if r["status"] != "ok"]
 
@@ -100,6 +100,8 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
     """Evaluate the selected trials (`every`: all that finished, none marked best: the confirmation
     reruns) once each on test. Files go next to Ray's results (the caller logs them to MLflow), so
     nothing depends on the tracking store."""
+    from pyarrow.fs import FileType
+
     from imdb_ray.train import evaluate_checkpoint
 
     chosen = [r for r in results if r.metrics and sweep.metric in r.metrics] if every else select_for_test(results, sweep)
@@ -112,6 +114,9 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
             continue
         print(f"[imdb_ray] test evaluation {rank + 1}/{len(chosen)}: {cfg.model} ({trial_id})", flush=True)
         ckpt = best_checkpoint(result)
+        if ckpt is not None and ckpt.filesystem.get_file_info(ckpt.path).type == FileType.NotFound:
+            print(f"[imdb_ray] test evaluation skipped for {trial_id}: its checkpoint {ckpt.path} is gone", flush=True)
+            continue
         with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
             evaluation = evaluate_checkpoint(cfg, ckpt_dir)
         is_best = rank == 0 and not every

@@ -15,7 +15,9 @@ from pathlib import Path
 import ray
 import ray.train
 from ray import tune
+from ray.train._internal.session import _TrainingResult  # what Tune hands Trainable.restore (2.60)
 from ray.tune.search.sample import Domain
+from ray.tune.trainable.function_trainable import wrap_function
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
@@ -24,6 +26,7 @@ from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, evaluate_on_t
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
+from imdb_ray.train import checkpoint_epoch
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
 
 
@@ -78,6 +81,40 @@ def direct_trial(config: dict) -> None:
         train(TrialConfig.from_flat(config, strict=False), on_epoch=report, resume_from=resume_dir, progress=False)
 
 
+class DirectTrial(wrap_function(direct_trial)):
+    """direct_trial, restorable when the driver died between Tune deleting a trial's older checkpoint
+    (CheckpointConfig(num_to_keep=1)) and saving the experiment state that names the newer one: the
+    state then names a folder that is gone, and Ray 2.60 fails the trial ("Could not recover from
+    checkpoint as it does not exist on storage anymore"). The newest checkpoint on storage is moved to the
+    recorded name (so Tune's own bookkeeping stays true) and the trial resumes after its epoch."""
+
+    def restore(self, checkpoint_path):
+        if isinstance(checkpoint_path, _TrainingResult):
+            checkpoint_path = newest_on_storage(checkpoint_path)
+        return super().restore(checkpoint_path)
+
+
+def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
+    """`recorded` if its folder exists, else the trial's newest checkpoint renamed to it, with its epoch
+    as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, path = recorded.checkpoint.filesystem, recorded.checkpoint.path
+    if fs.get_file_info(path).type != FileType.NotFound:
+        return recorded
+    parent = os.path.dirname(path)
+    found = [i.path for i in fs.get_file_info(FileSelector(parent, allow_not_found=True)) if os.path.basename(i.path).startswith("checkpoint_")]
+    if not found:
+        return recorded  # nothing to recover from: Tune reports the loss in its own words
+    fs.move(max(found), path)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
+    with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
+        epoch = checkpoint_epoch(folder)
+    print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(max(found))} "
+          f"(the checkpoint the experiment state named was already replaced)", flush=True)
+    return _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs),
+                           metrics={**recorded.metrics, "training_iteration": epoch})
+
+
 def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
     """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU/GPU share."""
     gpus = sweep.gpus_per_worker
@@ -89,7 +126,7 @@ def make_trial(sweep: Sweep, storage: str):
     """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
     function that builds a TorchTrainer and reports through TuneReportCallback)."""
     if sweep.trainer == "direct":
-        return direct_trial
+        return DirectTrial
     scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
 
     def ray_train_trial(config: dict) -> None:
@@ -182,7 +219,9 @@ def build_scheduler(sweep: Sweep):
 
     if sweep.scheduler == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
+    # time_attr is the loop's own epoch, not Tune's training_iteration: a ray_train trial resumed after
+    # its driver died starts Tune's count again at 1 while its Train checkpoint goes on from its epoch.
+    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
                          reduction_factor=sweep.reduction_factor)
 
 

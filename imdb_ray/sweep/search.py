@@ -34,6 +34,12 @@ class SweepSearch(OptunaSearch):
         self.key_values: dict[str, float] = {}  # config key -> the value its trial ended with
         self.per_model: Counter = Counter()
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Optuna's intermediate values at the loop's epoch (Tune's training_iteration restarts at 1 when a
+        ray_train trial is resumed after its driver died, and Optuna ignores a step reported twice)."""
+        if trial_id not in self._completed_trials and trial_id in self._ot_trials and self.metric in result:
+            self._ot_trials[trial_id].report(result[self.metric], result.get("epoch", result.get("training_iteration", 1)))
+
     def suggest(self, trial_id: str) -> dict | None:
         import optuna
 
@@ -81,7 +87,7 @@ class SweepSearch(OptunaSearch):
             try:  # Tune hands the stopping epoch to no on_trial_result: report it, so TPE ranks the trial by it
                 ot_trial = self._ot_trials[trial_id]
                 if self.metric in result:
-                    ot_trial.report(result[self.metric], result.get("training_iteration", 1))
+                    ot_trial.report(result[self.metric], result.get("epoch", 1))
                 self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             except Exception:  # noqa: BLE001 (Optuna refuses a second tell of a resumed trial: nothing to add)
                 pass
