@@ -6,6 +6,7 @@ can share them); when every case of the module passed in a run, the rows become 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from mlflow import MlflowClient
 
 from helpers import (ROOT, finish, free_port, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
@@ -165,15 +167,19 @@ GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 16
 
 def killable_sweep(tmp_path, name: str, space: str, settings: str):
     """A small GRU sweep file (400 reviews, 2 epochs; `space` and `settings` in source form), started one
-    trial at a time in its own process group, so a test can SIGKILL the whole driver."""
+    trial at a time in its own process group, so a test can SIGKILL the whole driver. Its output: driver.log."""
     base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
     sweep = tmp_path / f"{name}.py"
     sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
                      f"sweep = Sweep(name={name!r}, space={{{space}, **{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, "
                      f"{settings}, trainer='direct', cpus_per_worker=0.95)\n")
-    proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    return sweep, proc, f"sqlite:///{tmp_path}/mlflow.db"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the store's tables made here: the test's polling and the driver
+    # would otherwise both create them at once, and the loser's migration fails (CommandError)
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return sweep, proc, uri
 
 
 @pytest_slow
@@ -205,8 +211,9 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
                    f"MLflow steps {logged}", "the interrupted part of one epoch")
 
 
-def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
-    """SIGKILL the driver's whole process group once `ready()` holds (it may raise while the store is young)."""
+def kill_when(proc: subprocess.Popen, ready, what: str, sig: int = signal.SIGKILL) -> None:
+    """SIGKILL the driver's whole process group once `ready()` holds (it may raise while the store is young);
+    SIGINT: the driver alone, as Ctrl-C (then the driver ends itself, or is killed after 120 s)."""
     def holds():
         try:
             return ready()
@@ -216,7 +223,14 @@ def kill_when(proc: subprocess.Popen, ready, what: str) -> None:
     try:
         wait_for(holds, 400, what)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if sig == signal.SIGINT:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group (none after a clean Ctrl-C)
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
@@ -247,12 +261,15 @@ def test_a_checkpoint_the_saved_state_names_but_tune_replaced_is_recovered(tmp_p
 @pytest_slow
 def test_killed_driver_resumes_without_rerunning(tmp_path):
     """Optuna over a conditional space whose four configs are all distinct, then the winner confirmed with
-    seeds 1 and 2. The driver is killed twice: after the first finished search trial, and after the first
-    finished confirmation rerun. Each `--resume` continues Tune's trials and Optuna's study, or the
-    confirmation stage's own experiment, and runs only what is missing."""
+    seeds 1 and 2. The driver is stopped twice: Ctrl-C (SIGINT) after the first finished search trial,
+    SIGKILL of its whole process group at a confirmation rerun's last epoch. Each `--resume` continues
+    Tune's trials and Optuna's study, or the confirmation stage's own experiment, and runs only what is missing."""
     sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
                                       "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2")
-    kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial")
+    kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial", signal.SIGINT)
+    interrupted = (tmp_path / "driver.log").read_text()
+    assert proc.returncode == 130 and "continue with the same command plus --resume" in interrupted, interrupted[-2000:]
+    assert "test evaluation" not in interrupted  # Ctrl-C stops: nothing is evaluated on a half-done search
     client, children = trial_runs(uri, "resumable")
     finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in children if c.info.status == "FINISHED"}
     study_file = tmp_path / "ray" / "resumable" / "optuna.sqlite"
@@ -262,7 +279,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     assert told_before, "the study holds no finished trial when the driver is killed"
     # the first resume: the search ends, the confirmation starts; killed after its first rerun
     reruns = lambda: sweep_runs(uri, "resumable", stage="confirm")[2]  # noqa: E731
-    second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, stdout=subprocess.DEVNULL,
+    second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume", "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     # killed when a rerun has logged its last epoch: mostly before it is marked finished, when Tune may
     # already have replaced the checkpoint its last saved state names (DirectTrial.restore's case)
@@ -296,12 +313,11 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     assert all(steps(client, c) == [1, 2] for c in confirmed), "a rerun lost or repeated an epoch"
     for run_id, history in confirmed_before.items():
         assert run_id in {c.info.run_id for c in confirmed} and steps(client, client.get_run(run_id)) == history
-    record_row("Fault", "sweep driver SIGKILLed (whole process group) after the first finished trial, and again after "
-                        "the first finished confirmation rerun",
+    record_row("Fault", "sweep driver stopped by Ctrl-C (SIGINT) after the first finished trial (it exits 130, evaluates "
+                        "nothing, says to --resume), then SIGKILLed (whole process group) at a confirmation rerun's last epoch",
                    f"each `--resume` went on: {len(finished_before)} finished trial(s) and {len(confirmed_before)} finished "
                    f"rerun(s) not rerun, one parent run, {len(live)} live child runs, {len(confirmed)} confirmation reruns, "
-                   f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED, "
-                   f"{resumed.stdout.count('was already replaced')} trial(s) resumed from a checkpoint newer than the saved state named",
+                   f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED",
                    "the epochs of trials Tune had not yet snapshotted (they are rerun)" if len(children) > len(live) else "nothing")
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import threading
 import time
 import warnings
 from contextlib import nullcontext
@@ -260,7 +262,8 @@ def run_confirmation(sweep: Sweep, search_results, storage: str, concurrency: in
           f"= {len(configs)} trial(s)", flush=True)
     callbacks = [MLflowTrialRuns(log), ConsoleProgress(f"best_{sweep.metric}", sweep.mode, len(configs),
                                                        sweep.searched_keys(), sweep.max_epochs())]
-    results = build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs).fit()
+    results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
+                  log, sweep.experiment_path(storage, "confirm"))
     return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
 
 
@@ -299,7 +302,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         study = study_location(sweep, storage, parent_id)
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
-        results = build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0).fit()
+        results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
+                      mlflow_runs.log, experiment_path)
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
@@ -315,6 +319,30 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         return summary
     finally:
         ray.shutdown()
+
+
+def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
+    """tuner.fit(); on Ctrl-C, what MLflow is owed is written and KeyboardInterrupt raised, so nothing is
+    evaluated on a half-done sweep. Tune (2.60) ends fit() after Ctrl-C as if done, its state saved; its
+    only trace is that it put back the SIGINT handler it had replaced, so one is set here to see that."""
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":
+        return tuner.fit()  # Tune leaves SIGINT alone: Ctrl-C raises KeyboardInterrupt as usual
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, ours)
+    try:
+        results = tuner.fit()
+        interrupted = signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        log.finish()
+        print(f"[imdb_ray] interrupted; the sweep's state is saved in {experiment_path}: continue with the same "
+              f"command plus --resume", flush=True)
+        raise KeyboardInterrupt
+    return results
 
 
 def console(sweep: Sweep) -> ConsoleProgress:
