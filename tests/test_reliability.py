@@ -211,9 +211,10 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
                    f"MLflow steps {logged}", "the interrupted part of one epoch")
 
 
-def kill_when(proc: subprocess.Popen, ready, what: str, sig: int = signal.SIGKILL) -> None:
+def kill_when(proc: subprocess.Popen, ready, what: str, log: Path, sig: int = signal.SIGKILL) -> None:
     """SIGKILL the driver's whole process group once `ready()` holds (it may raise while the store is young);
-    SIGINT: the driver alone, as Ctrl-C (then the driver ends itself, or is killed after 120 s)."""
+    SIGINT: the driver alone, as Ctrl-C (then the driver ends itself, or is killed after 120 s). `log`:
+    the driver's output, quoted if it ends or stalls first."""
     def holds():
         try:
             return ready()
@@ -221,7 +222,11 @@ def kill_when(proc: subprocess.Popen, ready, what: str, sig: int = signal.SIGKIL
             return False
 
     try:
-        wait_for(holds, 400, what)
+        deadline = time.time() + 400
+        while not holds():
+            assert proc.poll() is None, f"the driver ended before {what}: {log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"timed out waiting for {what}: {log.read_text()[-3000:]}"
+            time.sleep(0.3)
     finally:
         if sig == signal.SIGINT:
             proc.send_signal(signal.SIGINT)
@@ -266,7 +271,8 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     Tune's trials and Optuna's study, or the confirmation stage's own experiment, and runs only what is missing."""
     sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
                                       "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2")
-    kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial", signal.SIGINT)
+    kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial",
+              tmp_path / "driver.log", signal.SIGINT)
     interrupted = (tmp_path / "driver.log").read_text()
     assert proc.returncode == 130 and "continue with the same command plus --resume" in interrupted, interrupted[-2000:]
     assert "test evaluation" not in interrupted  # Ctrl-C stops: nothing is evaluated on a half-done search
@@ -279,11 +285,13 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     assert told_before, "the study holds no finished trial when the driver is killed"
     # the first resume: the search ends, the confirmation starts; killed after its first rerun
     reruns = lambda: sweep_runs(uri, "resumable", stage="confirm")[2]  # noqa: E731
-    second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume", "--max-concurrent", "1"), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    with open(tmp_path / "driver2.log", "w") as log:
+        second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume", "--max-concurrent", "1"), cwd=tmp_path, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     # killed when a rerun has logged its last epoch: mostly before it is marked finished, when Tune may
     # already have replaced the checkpoint its last saved state names (DirectTrial.restore's case)
-    kill_when(second, lambda: any(steps(client, c) == [1, 2] for c in reruns()), "a confirmation rerun's last epoch")
+    kill_when(second, lambda: any(steps(client, c) == [1, 2] for c in reruns()), "a confirmation rerun's last epoch",
+              tmp_path / "driver2.log")
     confirmed_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
     assert len(confirmed_before) < 2, "both reruns finished before the kill: the resume has nothing to do"
     resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
