@@ -58,6 +58,24 @@ def test_comparison_puts_our_best_matching_trial_beside_theirs(tmp_path):
     assert "s / e" in lines["Deberta_LoRA"] and "s / e" not in lines["Deberta_unsloth"]
 
 
+def test_classic_rows_are_held_against_the_forks_plus_half_a_point(tmp_path):
+    def row(name, model, val, test, seeds=0):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model=model, strategy="ce", peft="none",
+                        all_params={}, val_accuracy=val, test_accuracy=test, sweep="classic", confirmed_seeds=seeds)
+
+    rows = [row("a", "cnn", 0.91, 0.896), row("b", "cnn", 0.92, 0.880),  # b: best validation, but a is confirmed
+            row("c", "gru", 0.90, 0.905), row("d", "tfidf_lr", 0.90, 0.9029), row("e", "nbsvm", 0.91, 0.9105),
+            row("f", "lstm", 0.95, None)]  # never tested: no row of ours
+    rows[0].confirmed_seeds = 2
+    text = write_comparison(rows, tmp_path).read_text()
+    table = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in text.split("## Classic rows")[1].splitlines() if ln.startswith("| ")}
+    assert table["cnn"][1:3] == ["89.00%", "89.50%"] and table["cnn"][3] == "89.60%" and table["cnn"][-1].strip(" |") == "yes"
+    assert table["gru"][2] == "90.60%" and table["gru"][-1].strip(" |") == "no"  # 0.905 < 0.901 + 0.005
+    assert table["nbsvm"][2] == "91.00%" and table["nbsvm"][-1].strip(" |") == "yes"
+    assert table["lstm"][3] == "" and table["lstm"][-1].strip(" |") == ""
+    assert "Best neural model: gru 90.50% against TF-IDF + LR 90.29%: at or above the baseline." in text
+
+
 def test_ran_to_its_end_tells_the_scheduler_from_the_loops_own_stops():
     from imdb_ray.plots import ran_to_its_end
 
