@@ -165,7 +165,7 @@ GRU = {"model": "gru", "hidden": 32, "lr": 3e-3, "batch_size": 32, "n_train": 16
        "embed_dim": 32, "w2v_epochs": 2, "w2v_workers": 1}
 
 
-def killable_sweep(tmp_path, name: str, space: str, settings: str):
+def killable_sweep(tmp_path, name: str, space: str, settings: str, address: str | None = None):
     """A small GRU sweep file (400 reviews, 2 epochs; `space` and `settings` in source form), started one
     trial at a time in its own process group, so a test can SIGKILL the whole driver. Its output: driver.log."""
     base = {k: v for k, v in GRU.items() if k not in ("model", "hidden", "lr")}
@@ -177,7 +177,7 @@ def killable_sweep(tmp_path, name: str, space: str, settings: str):
     MlflowClient(uri).search_experiments()  # the store's tables made here: the test's polling and the driver
     # would otherwise both create them at once, and the loser's migration fails (CommandError)
     with open(tmp_path / "driver.log", "w") as log:
-        proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1"), cwd=tmp_path, stdout=log,
+        proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1", address=address), cwd=tmp_path, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     return sweep, proc, uri
 
@@ -264,13 +264,14 @@ def test_a_checkpoint_the_saved_state_names_but_tune_replaced_is_recovered(tmp_p
 
 
 @pytest_slow
-def test_killed_driver_resumes_without_rerunning(tmp_path):
+def test_killed_driver_resumes_without_rerunning(tmp_path, ray_address):
     """Optuna over a conditional space whose four configs are all distinct, then the winner confirmed with
     seeds 1 and 2. The driver is stopped twice: Ctrl-C (SIGINT) after the first finished search trial,
     SIGKILL of its whole process group at a confirmation rerun's last epoch. Each `--resume` continues
-    Tune's trials and Optuna's study, or the confirmation stage's own experiment, and runs only what is missing."""
+    Tune's trials and Optuna's study, or the confirmation stage's own experiment, and runs only what is missing.
+    The drivers join the suite's Ray, as on a cluster: a dead driver's trials end with it (Ray's job cleanup)."""
     sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
-                                      "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2")
+                                      "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2", ray_address)
     kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial",
               tmp_path / "driver.log", signal.SIGINT)
     interrupted = (tmp_path / "driver.log").read_text()
@@ -286,7 +287,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
     # the first resume: the search ends, the confirmation starts; killed after its first rerun
     reruns = lambda: sweep_runs(uri, "resumable", stage="confirm")[2]  # noqa: E731
     with open(tmp_path / "driver2.log", "w") as log:
-        second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume", "--max-concurrent", "1"), cwd=tmp_path, stdout=log,
+        second = subprocess.Popen(sweep_command(tmp_path, sweep, "--resume", "--max-concurrent", "1", address=ray_address), cwd=tmp_path, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     # killed when a rerun has logged its last epoch: mostly before it is marked finished, when Tune may
     # already have replaced the checkpoint its last saved state names (DirectTrial.restore's case)
@@ -294,7 +295,7 @@ def test_killed_driver_resumes_without_rerunning(tmp_path):
               tmp_path / "driver2.log")
     confirmed_before = {c.info.run_id: steps(client, c) for c in reruns() if c.info.status == "FINISHED"}
     assert len(confirmed_before) < 2, "both reruns finished before the kill: the resume has nothing to do"
-    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume", address=ray_address), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== resumable: 4 trials, 0 errored" in resumed.stdout and "2 seeds)" in resumed.stdout
     client, children = trial_runs(uri, "resumable")
