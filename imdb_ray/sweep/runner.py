@@ -28,7 +28,6 @@ from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, evaluate_on_t
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
-from imdb_ray.train import checkpoint_epoch
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
 
 
@@ -100,6 +99,8 @@ def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
     """`recorded` if its folder exists, else the trial's newest checkpoint renamed to it, with its epoch
     as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
     from pyarrow.fs import FileSelector, FileType
+
+    from imdb_ray.train import checkpoint_epoch
 
     fs, path = recorded.checkpoint.filesystem, recorded.checkpoint.path
     if fs.get_file_info(path).type != FileType.NotFound:
