@@ -145,6 +145,14 @@ def test_a_resumed_trial_continues_its_own_run(sweep):
     [run] = runs.trials(parent)
     assert steps(runs, run) == [1, 2, 3] and run.info.status == "KILLED"
     assert run.data.tags["imdb_ray.stopped"].startswith("sweep ended") and run.data.tags["attempt"] == "2"
+    # that was a Ctrl-C: resumed once more, the trial runs out; its run no longer says it was cut
+    third = TrialLog(runs.uri, runs.experiment, parent, client=MlflowClient(runs.uri))
+    third.start("t1", "trial_t1", CONFIG)
+    third.result("t1", epoch(4), 4)
+    third.end("t1")
+    [run] = runs.trials(parent)
+    assert steps(runs, run) == [1, 2, 3, 4] and run.info.status == "FINISHED" and run.data.tags["attempt"] == "3"
+    assert "imdb_ray.stopped" not in run.data.tags
 
 
 def test_finish_reports_what_the_store_never_took(sweep):

@@ -104,6 +104,8 @@ class TrialLog:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "attempt", str(int(existing[0].data.tags.get("attempt", "1")) + 1))
+            if "imdb_ray.stopped" in existing[0].data.tags:  # cut by a Ctrl-C or a budget, and now going on
+                self.client.delete_tag(run_id, "imdb_ray.stopped")
             self.last_step[trial_id] = max((m.step for m in self.client.get_metric_history(run_id, "epoch")), default=0)
         else:
             tags = {"mlflow.parentRunId": self.parent_id, "trial_id": trial_id, "trial_name": name, "model": cfg.model,
