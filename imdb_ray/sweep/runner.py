@@ -109,10 +109,11 @@ def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
     found = [i.path for i in fs.get_file_info(FileSelector(parent, allow_not_found=True)) if os.path.basename(i.path).startswith("checkpoint_")]
     if not found:
         return recorded  # nothing to recover from: Tune reports the loss in its own words
-    fs.move(max(found), path)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
+    newest = max(found)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
+    fs.move(newest, path)
     with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
         epoch = checkpoint_epoch(folder)
-    print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(max(found))} "
+    print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(newest)} "
           f"(the checkpoint the experiment state named was already replaced)", flush=True)
     return _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs),
                            metrics={**recorded.metrics, "training_iteration": epoch})
