@@ -109,8 +109,7 @@ def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
     found = [i.path for i in fs.get_file_info(FileSelector(parent, allow_not_found=True)) if os.path.basename(i.path).startswith("checkpoint_")]
     if not found:
         return recorded  # nothing to recover from: Tune reports the loss in its own words
-    newest = max(found)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
-    fs.move(newest, path)
+    fs.move(newest := max(found), path)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
     with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
         epoch = checkpoint_epoch(folder)
     print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(newest)} "
