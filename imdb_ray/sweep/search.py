@@ -3,8 +3,10 @@ sampler for search="random"), and a grid. Both give every trial a config no othe
 sweep has had, so a model with nothing to sample (tfidf_lr) runs once however often it is drawn.
 
 On top of Tune's OptunaSearch:
-- each model gets a trial before any model gets a second (the first round is enqueued), so no
-  branch of the space is left out;
+- each model gets a trial before any model gets a second (the first round is enqueued, the
+  scikit-learn baselines first: they take a minute, and a time budget that runs out before the
+  first round ends should not leave the leaderboard without its reference rows), so no branch of
+  the space is left out;
 - a drawn config that already ran (or is running) is told to Optuna with the value it got, and the
   least-tried model that can still give a new config is drawn instead;
 - a trial the scheduler stopped early is told as PRUNED (TPE then ranks it by the epoch it reached)
@@ -21,15 +23,21 @@ from pathlib import Path
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from imdb_ray.models.registry import get_model
 from imdb_ray.sweep.space import DefineByRun, config_key
 
 MAX_DRAWS = 64  # asks per suggestion before the searcher gives up on finding a new config
 
 
+def first_round(models: list[str]) -> list[str]:
+    """The models in the order their first trials are enqueued: baselines (no torch training) first."""
+    return sorted(models, key=lambda m: get_model(m).family != "baseline")  # a stable sort keeps the sweep file's order
+
+
 class SweepSearch(OptunaSearch):
     def __init__(self, space: DefineByRun, *, metric: str, mode: str, sampler, storage=None, study_name: str | None = None):
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=storage, study_name=study_name,
-                         points_to_evaluate=[{"model": m} for m in space.models])
+                         points_to_evaluate=[{"model": m} for m in first_round(space.models)])
         self.trial_keys: dict[str, str] = {}  # trial id -> its config's key
         self.key_values: dict[str, float] = {}  # config key -> the value its trial ended with
         self.per_model: Counter = Counter()
