@@ -12,7 +12,12 @@
 4. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use.
 5. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
    installed or load a model offline, the exact error is recorded.
+6. The training loop itself (`imdb_ray.train.train`, bf16 autocast) on the full official split: gru and
+   cnn with benchmarks/classic_full.py's settings (to hold against results/classic_cpu.md), and a
+   MiniLM-shaped BERT from scratch (its config and tokenizer only: no weights needed).
 Each check is timed and recorded, failed or not; one failing check does not stop the others.
+`--only loop,classic` runs the checks whose names start with those words (a machine without Ray or
+bitsandbytes can still run the rest); the others are listed as not run.
 """
 from __future__ import annotations
 
@@ -43,6 +48,11 @@ ENCODERS = {  # the base checkpoints' shapes, built locally with random weights
 }
 CLASSIC = {"gru": {"hidden": 256, "bidirectional": True}, "cnn": {"num_filters": 128}}
 SEQ_LENS = (256, 512)
+LOOP_CLASSIC = ("gru", "cnn")
+# classic_full.py's COMMON flags and its lr for these rows, as TrialConfig fields
+LOOP_SETTINGS = dict(val_split="random", epochs=4, patience=2, max_len=256, batch_size=64, seed=0, lr=1e-3)
+LOOP_HF = dict(val_split="random", epochs=3, patience=2, max_len=256, batch_size=32, seed=0, lr=3e-4,
+               schedule="linear", warmup_ratio=0.1)
 
 
 def plan() -> list[tuple[str, str]]:
@@ -56,6 +66,8 @@ def plan() -> list[tuple[str, str]]:
               ("lora int8", "train --model hf MiniLM --peft lora --quantization int8 on the GPU"),
               ("lora nf4", "train --model hf MiniLM --peft lora --quantization nf4 on the GPU"),
               ("unsloth", "a venv of its own: pip install -e '.[gpu,dev]', then train --engine unsloth on MiniLM")]
+    steps += [(f"loop {m}", f"train() on the full split, classic_full.py's {m} settings, bf16 autocast") for m in LOOP_CLASSIC]
+    steps += [("loop bert scratch", f"train() on the full split, hf init=scratch on MiniLM's config, {LOOP_HF}")]
     return steps
 
 
@@ -82,6 +94,9 @@ def check_plan() -> list[str]:
     variant = ray_train_variant()
     if 'trainer="ray_train"' not in variant or "num_samples=1," not in variant:
         problems.append("the ray_train variant of sweeps/smoke.py did not change its trainer and sample count")
+    for m in LOOP_CLASSIC:
+        TrialConfig.from_flat({"model": m, **LOOP_SETTINGS}).validate()
+    TrialConfig.from_flat({"model": "hf", "checkpoint": str(minilm()), "init": "scratch", **LOOP_HF}).validate()
     for quantization in ("int8", "nf4"):
         TrialConfig(model="hf", model_args={"checkpoint": str(minilm()), "peft": "lora", "quantization": quantization}).validate()
     for gpus in (0.25, 1.0):
@@ -166,6 +181,38 @@ def classic_row(model_name: str, seq_len: int) -> str:
     return f"{rate:.0f} samples/s, peak {memory:.2f} GiB"
 
 
+def loop_row(flat: dict, device: str = "cuda") -> str:
+    """The project's own training loop on CUDA: best validation epoch, test once, per-epoch speed."""
+    import torch
+
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.train import train
+
+    # Word2Vec on every core: not bit-reproducible (1 worker is), and one worker would take minutes of GPU time
+    cfg = TrialConfig.from_flat({**flat, "device": device, "w2v_workers": os.cpu_count() or 1}).validate()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result = train(cfg, evaluate_test=True, progress=False)
+    epochs = [h for h in result.history if "samples_per_second" in h]
+    speed = sum(h["samples_per_second"] for h in epochs) / len(epochs)
+    return (f"val {result.val['val_accuracy']:.4f}, test {result.test['test_accuracy']:.4f} (best epoch {result.best_epoch} "
+            f"of {len(epochs)}), {speed:.0f} train samples/s, {sum(h['epoch_seconds'] for h in epochs) / len(epochs):.1f}s/epoch, "
+            + (f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, " if device == "cuda" else "")
+            + f"whole call {result.seconds:.0f}s")
+
+
+def minilm_config_only(work: Path) -> Path:
+    """MiniLM's config and tokenizer without its weights: a from-scratch run needs no more."""
+    import shutil
+
+    source = Path(os.environ.get("IMDB_RAY_MINILM_CONFIG", "")) if os.environ.get("IMDB_RAY_MINILM_CONFIG") else minilm()
+    target = work / "minilm-config"
+    target.mkdir(exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(source / name, target / name)
+    return target
+
+
 def command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> str:
     """Run a command; its last line (or the error) is what the report shows."""
     start = time.perf_counter()
@@ -216,13 +263,20 @@ def unsloth(work: Path) -> str:
     return lora(work, "none", python=str(venv / "bin" / "python"), engine="unsloth")
 
 
-def run_checks(work: Path) -> list[tuple[str, str, float]]:
+def run_checks(work: Path, only: tuple[str, ...] = (), on_row=lambda rows: None) -> list[tuple[str, str, float]]:
+    """Every check of the plan (those `only` names), in order; `on_row(rows)` after each one."""
     checks = {"environment": environment, "packing": lambda: packing(work), "ray_train nccl": lambda: ray_train_nccl(work),
               "lora int8": lambda: lora(work, "int8"), "lora nf4": lambda: lora(work, "nf4"), "unsloth": lambda: unsloth(work)}
     checks |= {f"classic {m} @ {n}": (lambda m=m, n=n: classic_row(m, n)) for m in CLASSIC for n in SEQ_LENS}
     checks |= {f"{e} @ {n}": (lambda e=e, n=n: encoder_row(e, n)) for e in ENCODERS for n in SEQ_LENS}
+    checks |= {f"loop {m}": (lambda m=m: loop_row({"model": m, **LOOP_SETTINGS})) for m in LOOP_CLASSIC}
+    checks["loop bert scratch"] = lambda: loop_row({"model": "hf", "checkpoint": str(minilm_config_only(work)), "init": "scratch",
+                                                    **LOOP_HF})
     rows = []
     for name, _ in plan():
+        if only and not name.startswith(only):
+            rows.append((name, "not run (--only)", 0.0))
+            continue
         start = time.perf_counter()
         print(f"[gpu_check] {name} ...", flush=True)
         try:
@@ -231,6 +285,7 @@ def run_checks(work: Path) -> list[tuple[str, str, float]]:
             seen = f"FAILED: {type(e).__name__}: {str(e)[:400]}"
         rows.append((name, seen, time.perf_counter() - start))
         print(f"[gpu_check] {name}: {seen}", flush=True)
+        on_row(rows)
     return rows
 
 
@@ -238,6 +293,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="check the plan on any machine; run nothing on a GPU")
     parser.add_argument("--out", default=str(ROOT / "results" / "gpu_check.md"))
+    parser.add_argument("--only", default="", help="comma-separated check-name prefixes, e.g. environment,classic,loop")
     args = parser.parse_args()
     for name, what in plan():
         print(f"  {name:28s} {what}")
@@ -250,11 +306,15 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; --dry-run checks the plan on any machine", file=sys.stderr)
         return 2
+    flags = f" --only {args.only}" if args.only else ""
+    header = ["# GPU check", "", f"Command: `python benchmarks/gpu_check.py{flags}` on {environment()}.", "",
+              "| check | result | seconds |", "|---|---|---:|"]
+
+    def write(rows: list) -> None:  # after every check: a run cut short keeps what it measured
+        Path(args.out).write_text("\n".join(header + [f"| {n} | {s} | {t:.0f} |" for n, s, t in rows]) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="imdb_ray_gpu_check_") as work:
-        rows = run_checks(Path(work))
-    lines = ["# GPU check", "", f"Command: `.venv/bin/python benchmarks/gpu_check.py` on {environment()}.", "",
-             "| check | result | seconds |", "|---|---|---:|"] + [f"| {n} | {s} | {t:.0f} |" for n, s, t in rows]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+        run_checks(Path(work), tuple(p.strip() for p in args.only.split(",") if p.strip()), on_row=write)
     print(f"[gpu_check] -> {args.out}")
     return 0
 
