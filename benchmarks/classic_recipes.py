@@ -1,0 +1,124 @@
+"""Which recipe levers move the classic models (issue 19, item 3): each lever alone against the
+classic sweep's base recipe, then all of them together. Validation (movie-grouped, the default)
+is what a lever is judged by; test is evaluated once per row, on the restored best epoch, and shown.
+
+    python benchmarks/classic_recipes.py                       # -> results/classic_recipes.md
+    python benchmarks/classic_recipes.py --parallel 6 --budget-s 420
+
+Each row is `imdb_ray.train.train` on the full official split. Sized for a GPU, where a row takes
+under a minute and several rows share the card; on 2 CPU cores one row takes 15-40 minutes.
+Rows are written as they finish, so a run cut by its budget keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the spawned row processes import imdb_ray from this checkout
+# The classic sweep's centre: lr 1e-3, 256 words, 100-d skip-gram Word2Vec (5 epochs), early stopping.
+BASE = dict(epochs=6, patience=2, lr=1e-3, batch_size=64, seed=0, max_len=256, embed_dim=100, w2v_epochs=5)
+LEVERS = {
+    "max_len 512": {"max_len": 512},  # a third of the reviews are longer than 256 words
+    "embed 300": {"embed_dim": 300},
+    "w2v 15 epochs": {"w2v_epochs": 15},
+    "head+tail": {"truncation": "head+tail"},  # a review's verdict is often in its last lines
+    "weight decay 0.01": {"weight_decay": 0.01},
+}
+RNN_LEVERS = {"max pooling": {"pooling": "max"}}  # over the unpadded steps, instead of the last state
+ALL = {"max_len": 512, "embed_dim": 300, "w2v_epochs": 15, "truncation": "head+tail", "weight_decay": 0.01}
+FULL_STUDY = ("gru", "lstm", "cnn")  # every lever alone, then all together
+BASE_AND_ALL = ("attention_lstm", "capsule_lstm")  # the base recipe and all levers together
+
+
+def rows() -> list[tuple[str, str, dict]]:
+    """(model, recipe, TrialConfig fields beyond BASE) in the order they run."""
+    out = []
+    for model in FULL_STUDY:
+        out.append((model, "base", {}))
+        out += [(model, name, extra) for name, extra in LEVERS.items()]
+        if model != "cnn":
+            out += [(model, name, extra) for name, extra in RNN_LEVERS.items()]
+        out.append((model, "all levers", {**ALL, **({"pooling": "max"} if model != "cnn" else {})}))
+    for model in BASE_AND_ALL:
+        out += [(model, "base", {}), (model, "all levers", ALL)]
+    return out
+
+
+def run_row(model: str, extra: dict, smoke: dict, w2v_workers: int) -> dict:
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.train import train
+
+    cfg = TrialConfig.from_flat({"model": model, **BASE, **extra, **smoke, "w2v_workers": w2v_workers}).validate()
+    result = train(cfg, evaluate_test=True, progress=False)
+    epochs = [h for h in result.history if "epoch_seconds" in h]
+    return {"val": result.val["val_accuracy"], "test": result.test["test_accuracy"], "best_epoch": result.best_epoch,
+            "epochs": len(epochs), "epoch_s": sum(h["epoch_seconds"] for h in epochs) / len(epochs), "wall_s": result.seconds}
+
+
+def table(done: dict, device: str, command: str) -> str:
+    lines = ["# Classic recipes: one lever at a time", "",
+             f"Command: `{command}` on {device}. Full official split: train 22.5k / movie-grouped validation 2.5k /"
+             " test 25k; base recipe " + ", ".join(f"{k} {v}" for k, v in BASE.items()) + ". Each lever is judged by"
+             " validation against its model's base row; test is shown, evaluated once on the restored best epoch.", "",
+             "| model | recipe | val acc | Δ val vs base | test acc | Δ test vs base | best epoch / run | s per epoch |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, recipe, _ in rows():
+        r = done.get((model, recipe))
+        if r is None:
+            lines.append(f"| {model} | {recipe} | not run (budget) | | | | | |")
+            continue
+        if "error" in r:
+            lines.append(f"| {model} | {recipe} | failed: {r['error']} | | | | | |")
+            continue
+        base = done.get((model, "base"), {})
+        dv = f"{(r['val'] - base['val']) * 100:+.2f} pt" if "val" in base and recipe != "base" else ""
+        dt = f"{(r['test'] - base['test']) * 100:+.2f} pt" if "test" in base and recipe != "base" else ""
+        lines.append(f"| {model} | {recipe} | {r['val']:.4f} | {dv} | {r['test']:.4f} | {dt} | {r['best_epoch']} / {r['epochs']}"
+                     f" | {r['epoch_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parallel", type=int, default=1, help="rows at once (a GPU holds several)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
+    parser.add_argument("--out", default=str(ROOT / "results" / "classic_recipes.md"))
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the script, measures nothing")
+    args = parser.parse_args()
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    smoke = {"n_train": 300, "n_test": 100, "epochs": 1} if args.smoke else {}
+    # Word2Vec on every core (faster, not bit-reproducible): the rows share four vector sets, built once each
+    # under the cache's lock while the other rows of that set wait
+    w2v_workers = os.cpu_count() or 1
+    command = "python benchmarks/classic_recipes.py" + (f" --parallel {args.parallel}" if args.parallel > 1 else "")
+    start, done = time.perf_counter(), {}
+    pool = cf.ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn"))
+    futures = {pool.submit(run_row, model, extra, smoke, w2v_workers): (model, recipe) for model, recipe, extra in rows()}
+    try:
+        for future in cf.as_completed(futures, timeout=None if args.budget_s is None else max(1.0, args.budget_s)):
+            key = futures[future]
+            try:
+                done[key] = future.result()
+            except Exception as e:  # noqa: BLE001 (a failed row is recorded as such; the others go on)
+                done[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            print(f"[recipes] {time.perf_counter() - start:5.0f}s {key[0]} / {key[1]}: {done[key]}", flush=True)
+            Path(args.out).write_text(table(done, device, command))
+    except cf.TimeoutError:
+        print(f"[recipes] budget of {args.budget_s:g}s spent: {len(done)} of {len(futures)} rows", flush=True)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    Path(args.out).write_text(table(done, device, command))
+    print(f"[recipes] -> {args.out}", flush=True)
+    os._exit(0)  # rows still running at the budget are abandoned, not waited for
+
+
+if __name__ == "__main__":
+    main()
