@@ -160,3 +160,38 @@ def test_define_by_run_names_parameters_per_model():
 
 def test_sweep_search_is_what_build_search_returns():
     assert isinstance(build_search(Sweep(name="c", space=CONDITIONAL).validate(), concurrency=2), SweepSearch)
+
+
+class FakeTrial:
+    def __init__(self, trial_id, model, status, epoch=0, value=None):
+        self.trial_id, self.status, self.config = trial_id, status, {"model": model}
+        self.last_result = {"epoch": epoch, **({"best_val_accuracy": value} if value is not None else {})}
+
+
+def test_the_console_prints_a_sweep_line_while_trials_run_and_an_eta_from_this_run_only(capsys):
+    """Regression: the periodic line was an `on_step` hook, a name Tune never calls (its hook is `on_step_end`),
+    so an hour-long trial printed nothing. And a resumed sweep gets its callbacks back from Tune's pickle:
+    the clock and the trials done before it must not make up its ETA."""
+    from ray.tune.callback import Callback
+
+    from imdb_ray.sweep.callbacks import ConsoleProgress
+
+    now = [0.0]
+    console = ConsoleProgress("best_val_accuracy", "max", total=10, searched={}, max_epochs=6, every_s=60, clock=lambda: now[0])
+    assert all(hasattr(Callback, hook) for hook in ("on_step_end", "on_trial_complete", "on_trial_error", "setup"))
+    now[0] = 10_000.0  # the pickled callback comes back hours later
+    console.setup()
+    done = [FakeTrial(str(i), "cnn", "TERMINATED", 6, 0.88) for i in range(3)]
+    running = FakeTrial("r", "transformer", "RUNNING", epoch=2, value=0.8628)
+    console.on_step_end(iteration=1, trials=done + [running])
+    assert capsys.readouterr().out == ""  # not yet a minute
+    now[0] += 61
+    console.on_step_end(iteration=2, trials=done + [running])
+    line = capsys.readouterr().out.strip()
+    assert line == "[imdb_ray] sweep: 3 done, 1 running (transformer epoch 2/6 val_accuracy 0.8628), 6 left; 1m01s elapsed"
+    now[0] += 539  # ten minutes into this run, the running trial ends: one trial per 10 minutes from here
+    running.status = "TERMINATED"
+    console.on_trial_complete(iteration=3, trials=done + [running], trial=running)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[imdb_ray] trial r transformer: best val_accuracy 0.8628, 2/6 epochs")
+    assert out[1] == "[imdb_ray] sweep: 4 done, 0 running, 6 left; 10m00s elapsed, ETA 1h00m"

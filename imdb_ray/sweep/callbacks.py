@@ -102,15 +102,23 @@ def current_placement_group() -> str:
 
 class ConsoleProgress(Callback):
     """What a user watches: one line per finished trial (its model, the parameters its branch
-    samples, its best metric and epochs) and a sweep line (done / running / left, ETA), also every
-    `every_s` seconds while trials run. Ray's own tables stay off unless `-v`."""
+    samples, its best metric and epochs) and a sweep line (done / running with each one's last epoch /
+    left, ETA), also every `every_s` seconds while trials run. Ray's own tables stay off unless `-v`.
+
+    Tune pickles its callbacks with the experiment when the sweep starts and a resumed sweep gets them
+    back from there, so the clock, the finished set and the ETA's baseline are reset in `setup`, which
+    Tune calls at the start of every run, first or resumed."""
 
     def __init__(self, metric: str, mode: str, total: int, searched: dict[str, list[str]], max_epochs: int,
                  every_s: float = 60.0, clock=time.monotonic):
         self.metric, self.mode, self.total, self.searched, self.max_epochs = metric, mode, total, searched, max_epochs
         self.every_s, self.clock = every_s, clock
-        self.start = self.last_line = clock()
-        self.finished: set[str] = set()
+        self.setup()
+
+    def setup(self, **info) -> None:
+        self.start = self.last_line = self.clock()
+        self.finished: set[str] = set()  # trials whose line this run printed
+        self.done_before: int | None = None  # trials already done when this run began (a resumed sweep)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, failed=False)
@@ -118,7 +126,9 @@ class ConsoleProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finished(trials, trial, failed=True)
 
-    def on_step(self, iteration, trials, **info):
+    def on_step_end(self, iteration, trials, **info):
+        if self.done_before is None:
+            self.done_before = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         if self.clock() - self.last_line >= self.every_s:
             self._progress(trials)
 
@@ -132,14 +142,21 @@ class ConsoleProgress(Callback):
     def _progress(self, trials) -> None:
         self.last_line = now = self.clock()
         # a trial whose end is being reported is still RUNNING in Tune's list at that moment
-        running = sum(t.status == "RUNNING" and t.trial_id not in self.finished for t in trials)
-        done = len(self.finished)
-        left = max(0, self.total - done - running)
+        running = [t for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished]
+        done = sum(t.status in ("TERMINATED", "ERROR") or t.trial_id in self.finished for t in trials)
+        left = max(0, self.total - done - len(running))
+        done_here = done - (self.done_before or 0)
         eta = ""
-        if done and (left or running):  # finished trials per second so far, applied to what is left
-            eta = f", ETA {_duration((left + running / 2) * (now - self.start) / done)}"
-        print(f"[imdb_ray] sweep: {done} done, {running} running, {left} left; {_duration(now - self.start)} "
-              f"elapsed{eta}", flush=True)
+        if done_here > 0 and (left or running):  # trials finished per second in this run, applied to what is left
+            eta = f", ETA {_duration((left + len(running) / 2) * (now - self.start) / done_here)}"
+        where = ", ".join(self._epoch_of(t) for t in running[:4]) + (", ..." if len(running) > 4 else "")
+        print(f"[imdb_ray] sweep: {done} done, {len(running)} running{f' ({where})' if where else ''}, {left} left; "
+              f"{_duration(now - self.start)} elapsed{eta}", flush=True)
+
+    def _epoch_of(self, trial) -> str:
+        last = trial.last_result or {}
+        value = f" {self.metric.removeprefix('best_')} {last[self.metric]:.4f}" if self.metric in last else ""
+        return f"{trial.config.get('model')} epoch {last.get('epoch', 0)}/{self.max_epochs}{value}"
 
 
 def trial_line(trial, searched: dict[str, list[str]], metric: str, max_epochs: int, failed: bool = False) -> str:
