@@ -80,3 +80,20 @@ def test_confirmed_means_leave_the_searched_run_out():
     assert first.original.trial_id == "t2" and first.selection_mean == pytest.approx(0.84)
     assert first.test_mean == pytest.approx(0.83) and first.test_sd == pytest.approx(np.std([0.84, 0.82], ddof=1))
     assert [c.original.trial_id for c in confirmed_configs(original, reruns, descending=False)] == ["t1", "t2"]
+
+
+def test_the_champion_is_the_best_confirmed_config_not_the_luckiest_seed():
+    """The search's best (t1, val 0.90) falls back on new seeds; t2 holds up: t2's trial is crowned (what the
+    registry's champion alias and `predict sweep:NAME` then point at). No rerun finished: the search's best stays."""
+    from imdb_ray.sweep.evaluate import crown_best_confirmed
+    from imdb_ray.tracking import Tested
+
+    tested = [Tested("t1", {}, {}, is_best=True, val=0.90), Tested("t2", {}, {}, is_best=False, val=0.89),
+              Tested("t3", {}, {}, is_best=False, val=0.88)]
+    rerun = lambda t, val: Tested(f"{t}-r", {"test_accuracy": 0.8}, {}, is_best=False, val=val, confirms=t)  # noqa: E731
+    crown_best_confirmed(tested, [rerun("t1", 0.86), rerun("t1", 0.87), rerun("t2", 0.885), rerun("t2", 0.89)])
+    assert [t.trial_id for t in tested if t.is_best] == ["t2"]
+    crown_best_confirmed(tested, [rerun("t1", 0.86), rerun("t2", 0.87)], descending=False)  # a loss: lower wins
+    assert [t.trial_id for t in tested if t.is_best] == ["t1"]
+    crown_best_confirmed(tested, [])
+    assert [t.trial_id for t in tested if t.is_best] == ["t1"]

@@ -115,6 +115,10 @@ class ConsoleProgress(Callback):
         self.every_s, self.clock = every_s, clock
         self.setup()
 
+    @classmethod
+    def for_sweep(cls, sweep, total: int | None = None) -> "ConsoleProgress":
+        return cls(f"best_{sweep.metric}", sweep.mode, total or sweep.trial_count(), sweep.searched_keys(), sweep.max_epochs())
+
     def setup(self, **info) -> None:
         self.start = self.last_line = self.clock()
         self.finished: set[str] = set()  # trials whose line this run printed

@@ -76,7 +76,8 @@ def select_for_test(results, sweep: Sweep) -> list:
     """The top `test_top` (or `ensemble_top`) trials by validation, then the best of each `test_each` value not among them."""
     ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
                     key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
-    chosen = ranked[:max(sweep.test_top, sweep.ensemble_top)]  # ensembles are built from tested trials' predictions
+    # ensembles are built from tested trials' predictions; a confirmed config's own trial may become the champion
+    chosen = ranked[:max(sweep.test_top, sweep.ensemble_top, sweep.confirm_top)]
     if sweep.test_each:
         seen = {r.config.get(sweep.test_each) for r in chosen}
         for r in ranked[len(chosen):]:
@@ -93,6 +94,16 @@ def confirm_configs(results, sweep: Sweep) -> list[dict]:
                     key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
     return [{**r.config, "seed": int(r.config.get("seed", 0)) + k, "confirms": r.metrics["trial_id"]}
             for r in ranked[:sweep.confirm_top] for k in range(1, sweep.confirm_seeds + 1)]
+
+
+def crown_best_confirmed(tested: list[Tested], reruns: list[Tested], descending: bool = True) -> None:
+    """With a confirmation stage the champion (registered, `predict sweep:NAME`) is the search trial whose
+    config has the best mean validation over its new seeds, so a lucky seed does not win; without one,
+    or when no rerun finished, the search's best stays."""
+    confirmed = confirmed_configs(tested, reruns, descending)
+    if confirmed:
+        for t in tested:
+            t.is_best = t is confirmed[0].original
 
 
 def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | None = None,
@@ -192,7 +203,8 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
     best = summary.best
     if best is not None:
         t = best.metrics
-        print(f"best trial ({best.model}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
+        crowned = ", the best confirmed config" if any(r.confirms == best.trial_id for r in summary.confirmed) else ""
+        print(f"best trial ({best.model}{crowned}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
               f"test_f1 {t['test_f1']:.4f} ({test_split(sweep)}, evaluated once)")
         print(f"best trial's test predictions and model: {Path(best.files['test_predictions']).parent}")
         if best.registered:

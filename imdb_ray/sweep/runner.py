@@ -24,7 +24,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
-from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, evaluate_on_test, leaderboard
+from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -261,8 +261,7 @@ def run_confirmation(sweep: Sweep, search_results, storage: str, concurrency: in
     configs = confirm_configs(search_results, sweep)
     print(f"[imdb_ray] confirmation: top {sweep.confirm_top} config(s) x {sweep.confirm_seeds} new seed(s) "
           f"= {len(configs)} trial(s)", flush=True)
-    callbacks = [MLflowTrialRuns(log), ConsoleProgress(f"best_{sweep.metric}", sweep.mode, len(configs),
-                                                       sweep.searched_keys(), sweep.max_epochs())]
+    callbacks = [MLflowTrialRuns(log), ConsoleProgress.for_sweep(sweep, total=len(configs))]
     results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
                   log, sweep.experiment_path(storage, "confirm"))
     return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
@@ -299,7 +298,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
                                                     workers=sweep.workers_per_trial))
-        callbacks = [mlflow_runs, console(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
         study = study_location(sweep, storage, parent_id)
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
@@ -313,6 +312,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             confirm_log = TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(), workers=sweep.workers_per_trial)
             reruns, confirm_results = run_confirmation(sweep, results, storage, concurrency, confirm_log, resume, verbose)
             summary.confirmed, summary.errors = reruns, summary.errors + confirm_results.num_errors
+            crown_best_confirmed(summary.tested, reruns, sweep.mode == "max")
             summary.mlflow_unwritten += confirm_log.finish()
             everything += list(confirm_results)
         summary.mlflow_unwritten += mlflow_runs.log.finish() + _close(runs, parent_id, summary.tested + summary.confirmed,
@@ -345,9 +345,6 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
         raise KeyboardInterrupt
     return results
 
-
-def console(sweep: Sweep) -> ConsoleProgress:
-    return ConsoleProgress(f"best_{sweep.metric}", sweep.mode, sweep.trial_count(), sweep.searched_keys(), sweep.max_epochs())
 
 
 def study_location(sweep: Sweep, storage: str, parent_id: str) -> tuple[Path, str] | None:
