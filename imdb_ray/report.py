@@ -351,7 +351,8 @@ def targets_table(rows: list[TrialRow]) -> list[str]:
              "| model | reference | target | our test acc | our sweep / trial | met |", "|---|---|---|---|---|---|"]
     for model, (reference, target) in targets.items():
         best = ours(model)
-        met = "" if best is None or target is None else "yes" if best.test_accuracy >= target else "no"
+        met = ("no tested trial in the sweeps reported" if best is None else "" if target is None
+               else "yes" if best.test_accuracy >= target else "no")
         lines.append(f"| {model} | {reference} | {'' if target is None else f'{target:.2%}'} | "
                      f"{'' if best is None else f'{best.test_accuracy:.2%}'} | "
                      f"{'' if best is None else f'{best.sweep} / {best.name}'} | {met} |")
