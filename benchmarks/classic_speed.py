@@ -2,6 +2,10 @@
 one run (same process, same data, same seed), and the validation accuracy each reaches.
 
     .venv/bin/python benchmarks/classic_speed.py        # writes results/classic_speed.md
+    .venv/bin/python benchmarks/classic_speed.py --full-split --models cnn   # -> results/classic_speed_full.md
+
+`--full-split`: the same pair on the official split (22.5k train, 25k test, 4 epochs, patience 2), each
+evaluated once on test: whether buckets change accuracy beyond noise where it counts.
 
 Without buckets a shuffled batch of 64 almost always holds one review at max_len, so every batch is
 computed at full width; with them (sorted within chunks of 50 batches) short reviews travel together
@@ -23,20 +27,47 @@ from imdb_ray.train import load_trial_data, train
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["cnn", "gru", "lstm", "cnn_lstm", "attention_lstm", "capsule_lstm", "transformer"]
 SETTINGS = {"n_train": 3000, "n_test": 100, "max_len": 256, "batch_size": 64, "epochs": 2, "lr": 1e-3, "val_split": "random"}
+FULL = {"max_len": 256, "batch_size": 64, "epochs": 4, "patience": 2, "lr": 1e-3, "val_split": "random"}  # classic_full.py's
 
 
-def measure(model: str, bucket: bool, dataset) -> dict:
-    cfg = TrialConfig.from_flat({"model": model, **SETTINGS, "bucket_by_length": bucket})
-    result = train(cfg, dataset=dataset, progress=False)
+def measure(model: str, bucket: bool, dataset, settings: dict = SETTINGS, test: bool = False) -> dict:
+    cfg = TrialConfig.from_flat({"model": model, **settings, "bucket_by_length": bucket})
+    result = train(cfg, dataset=dataset, progress=False, evaluate_test=test)
     speeds = [h["samples_per_second"] for h in result.history]  # mean over the epochs
-    return {"samples_per_second": sum(speeds) / len(speeds), "val_accuracy": max(h["val_accuracy"] for h in result.history)}
+    return {"samples_per_second": sum(speeds) / len(speeds), "val_accuracy": result.val["val_accuracy"],
+            "test_accuracy": result.test.get("test_accuracy"), "best_epoch": result.best_epoch}
+
+
+def full_split(models: list[str], out: Path) -> None:
+    """Each model twice on the official split, shuffled then bucketed, test once each."""
+    dataset = load_trial_data(TrialConfig.from_flat({"model": models[0], **FULL}))
+    lines = ["# Length buckets on the full split: accuracy and speed", "",
+             f"Command: `.venv/bin/python benchmarks/classic_speed.py --full-split --models {','.join(models)}`. Machine: "
+             f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, no GPU; other jobs "
+             f"may share the cores, so speed is a ratio within a row. Settings {FULL}, seed 0, official split (train "
+             f"{len(dataset.train):,} / val {len(dataset.val):,} / test {len(dataset.test):,}); the best validation epoch is "
+             "restored and evaluated once on test. Same seed, same data, same Word2Vec vectors: only the batch order differs.",
+             "", "| model | test acc, shuffled | test acc, buckets | val acc, shuffled | val acc, buckets | best epoch | "
+             "samples/s, shuffled | samples/s, buckets | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for model in models:
+        off, on = measure(model, False, dataset, FULL, test=True), measure(model, True, dataset, FULL, test=True)
+        lines.append(f"| {model} | {off['test_accuracy']:.4f} | {on['test_accuracy']:.4f} | {off['val_accuracy']:.4f} | "
+                     f"{on['val_accuracy']:.4f} | {off['best_epoch']} / {on['best_epoch']} | {off['samples_per_second']:.0f} | "
+                     f"{on['samples_per_second']:.0f} | {on['samples_per_second'] / off['samples_per_second']:.2f}x |")
+        out.write_text("\n".join(lines) + "\n")
+        print(lines[-1], flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--out", default=str(ROOT / "results" / "classic_speed.md"))
+    parser.add_argument("--out", default=None, help="default results/classic_speed.md (--full-split: classic_speed_full.md)")
+    parser.add_argument("--full-split", action="store_true", help="the official split, test once per run (slow)")
     args = parser.parse_args()
+    if args.full_split:
+        models = args.models.split(",") if args.models != ",".join(MODELS) else ["cnn"]
+        return full_split(models, Path(args.out or ROOT / "results" / "classic_speed_full.md"))
+    args.out = args.out or str(ROOT / "results" / "classic_speed.md")
     dataset = load_trial_data(TrialConfig.from_flat({"model": "gru", **SETTINGS}))
     measure("gru", True, dataset)  # warm-up (allocator, thread pool, denormal flush), not recorded
     rows = []
