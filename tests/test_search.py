@@ -189,9 +189,21 @@ def test_the_console_prints_a_sweep_line_while_trials_run_and_an_eta_from_this_r
     console.on_step_end(iteration=2, trials=done + [running])
     line = capsys.readouterr().out.strip()
     assert line == "[imdb_ray] sweep: 3 done, 1 running (transformer epoch 2/6 val_accuracy 0.8628), 6 left; 1m01s elapsed"
-    now[0] += 539  # ten minutes into this run, the running trial ends: one trial per 10 minutes from here
+    now[0] += 120  # nothing moved since that line: quiet for ten minutes, not one
+    console.on_step_end(iteration=3, trials=done + [running])
+    assert capsys.readouterr().out == ""
+    running.last_result = {"epoch": 3, "best_val_accuracy": 0.8702}  # an epoch ends: the next minute says so
+    console.on_step_end(iteration=4, trials=done + [running])
+    assert "(transformer epoch 3/6 val_accuracy 0.8702), 6 left; 3m01s elapsed" in capsys.readouterr().out
+    now[0] += 599
+    console.on_step_end(iteration=5, trials=done + [running])
+    assert capsys.readouterr().out == ""
+    now[0] += 1
+    console.on_step_end(iteration=5, trials=done + [running])
+    assert "13m01s elapsed" in capsys.readouterr().out  # a long epoch: a line every ten minutes all the same
+    now[0] += 1200 - 781  # twenty minutes into this run, the running trial ends: one trial per 20 minutes from here
     running.status = "TERMINATED"
-    console.on_trial_complete(iteration=3, trials=done + [running], trial=running)
+    console.on_trial_complete(iteration=6, trials=done + [running], trial=running)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[imdb_ray] trial r transformer: best val_accuracy 0.8628, 2/6 epochs")
-    assert out[1] == "[imdb_ray] sweep: 4 done, 0 running, 6 left; 10m00s elapsed, ETA 1h00m"
+    assert out[0].startswith("[imdb_ray] trial r transformer: best val_accuracy 0.8702, 3/6 epochs")
+    assert out[1] == "[imdb_ray] sweep: 4 done, 0 running, 6 left; 20m00s elapsed, ETA 2h00m"

@@ -123,6 +123,7 @@ class ConsoleProgress(Callback):
         self.start = self.last_line = self.clock()
         self.finished: set[str] = set()  # trials whose line this run printed
         self.done_before: int | None = None  # trials already done when this run began (a resumed sweep)
+        self.last_state = ""  # the last sweep line, less its clock
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, failed=False)
@@ -133,7 +134,9 @@ class ConsoleProgress(Callback):
     def on_step_end(self, iteration, trials, **info):
         if self.done_before is None:
             self.done_before = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        if self.clock() - self.last_line >= self.every_s:
+        quiet = self.clock() - self.last_line
+        # every minute while something moves (an epoch, a trial), every ten while a long epoch runs
+        if quiet >= self.every_s and (quiet >= 10 * self.every_s or self._state(trials)[2] != self.last_state):
             self._progress(trials)
 
     def _finished(self, trials, trial, failed: bool) -> None:
@@ -143,19 +146,23 @@ class ConsoleProgress(Callback):
         print(f"[imdb_ray] {trial_line(trial, self.searched, self.metric, self.max_epochs, failed)}", flush=True)
         self._progress(trials)
 
-    def _progress(self, trials) -> None:
-        self.last_line = now = self.clock()
+    def _state(self, trials) -> tuple[list, int, str]:
+        """(running trials, trials done, what the line says about them)."""
         # a trial whose end is being reported is still RUNNING in Tune's list at that moment
         running = [t for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished]
         done = sum(t.status in ("TERMINATED", "ERROR") or t.trial_id in self.finished for t in trials)
+        where = ", ".join(self._epoch_of(t) for t in running[:4]) + (", ..." if len(running) > 4 else "")
+        return running, done, f"{done} done, {len(running)} running{f' ({where})' if where else ''}"
+
+    def _progress(self, trials) -> None:
+        self.last_line = now = self.clock()
+        running, done, self.last_state = self._state(trials)
         left = max(0, self.total - done - len(running))
         done_here = done - (self.done_before or 0)
         eta = ""
         if done_here > 0 and (left or running):  # trials finished per second in this run, applied to what is left
             eta = f", ETA {_duration((left + len(running) / 2) * (now - self.start) / done_here)}"
-        where = ", ".join(self._epoch_of(t) for t in running[:4]) + (", ..." if len(running) > 4 else "")
-        print(f"[imdb_ray] sweep: {done} done, {len(running)} running{f' ({where})' if where else ''}, {left} left; "
-              f"{_duration(now - self.start)} elapsed{eta}", flush=True)
+        print(f"[imdb_ray] sweep: {self.last_state}, {left} left; {_duration(now - self.start)} elapsed{eta}", flush=True)
 
     def _epoch_of(self, trial) -> str:
         last = trial.last_result or {}
