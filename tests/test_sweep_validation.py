@@ -185,3 +185,25 @@ def test_confirmation_reruns_the_top_configs_with_new_seeds():
     assert all(c["n_train"] == 400 for c in configs)  # the same data and split: only the seed changes
     with pytest.raises(UserError, match="confirm_seeds"):
         Sweep(name="x", space={"model": "gru"}, confirm_top=1, confirm_seeds=0).validate()
+
+
+def test_a_resumed_trial_cut_before_its_next_epoch_ranks_on_its_own_running_best():
+    """Regression (the recorded classic sweep, at its time budget): a ray_train trial resumed after the driver
+    stopped starts a new Tune result.json; cut before its next epoch, its history is empty, and ranking it
+    raised KeyError. Its last result still carries the loop's running best, which is what it ranks on."""
+    import pandas as pd
+
+    from imdb_ray.sweep.evaluate import best_value, leaderboard, select_for_test
+
+    class Result:
+        def __init__(self, trial_id, model, last, best, history):
+            self.config, self.path, self.error = {"model": model}, f"/x/{trial_id}", None
+            self.metrics = {"val_accuracy": last, "best_val_accuracy": best, "trial_id": trial_id, "epoch": 3}
+            self.metrics_dataframe = pd.DataFrame(history)
+
+    resumed = Result("t", "transformer", 0.8505, 0.8628, {})  # epochs 1-3 logged before the resume, none after
+    fine = Result("g", "gru", 0.86, 0.8677, {"val_accuracy": [0.85, 0.8677, 0.86]})
+    sweep = Sweep(name="x", space={"model": "gru"}, test_top=1, test_each="model")
+    assert best_value(resumed, sweep) == 0.8628 and best_value(fine, sweep) == 0.8677
+    assert [r["model"] for r in leaderboard([resumed, fine], sweep)] == ["gru", "transformer"]
+    assert [r.config["model"] for r in select_for_test([resumed, fine], sweep)] == ["gru", "transformer"]

@@ -40,7 +40,12 @@ class SweepSummary:
 
 
 def best_value(result, sweep: Sweep) -> float:
-    """A trial's best epoch (the weights it keeps), not its last one."""
+    """A trial's best epoch (the weights it keeps), not its last one: the loop's own running best, reported
+    with every epoch. Tune's per-trial history is no substitute: a trial resumed after its driver died
+    starts a new result.json, which is empty when the trial is cut before its next epoch."""
+    best = (result.metrics or {}).get(f"best_{sweep.metric}")
+    if best is not None:
+        return float(best)
     values = result.metrics_dataframe[sweep.metric]
     return float(values.max() if sweep.mode == "max" else values.min())
 
