@@ -110,10 +110,18 @@ def port_open(port: int) -> bool:
 
 def mlflow_server(db: Path, port: int, cwd: Path) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1:port over a sqlite file, up when this returns."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host",
-                             "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, env=SERVER_ENV)
-    wait_for(lambda: port_open(port), 60, "the MLflow server")
+    log = cwd / f"mlflow-server-{port}.log"  # quoted if it never comes up
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host",
+                                 "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=SERVER_ENV)
+    # ~12 s here with one other job on the cores; a CI run that shared them with two took over 60 s once
+    deadline = time.time() + 240
+    while not port_open(port):
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail(f"the MLflow server on port {port} {'exited' if proc.poll() is not None else 'did not open it in 240 s'}: "
+                        f"{log.read_text()[-2000:]}")
+        time.sleep(0.3)
     return proc
 
 
