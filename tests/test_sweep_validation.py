@@ -207,3 +207,27 @@ def test_a_resumed_trial_cut_before_its_next_epoch_ranks_on_its_own_running_best
     assert best_value(resumed, sweep) == 0.8628 and best_value(fine, sweep) == 0.8677
     assert [r["model"] for r in leaderboard([resumed, fine], sweep)] == ["gru", "transformer"]
     assert [r.config["model"] for r in select_for_test([resumed, fine], sweep)] == ["gru", "transformer"]
+
+
+def test_a_resumed_sweep_keeps_a_test_evaluation_an_earlier_invocation_completed(tmp_path):
+    """Each --resume of a sweep's confirmation stage used to evaluate the search's tested trials on test
+    again (half an hour on 2 CPUs for the classic sweep). A complete saved evaluation of the same trial is
+    kept; another trial's (the best changed) or one with a file gone is not."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import pandas as pd
+
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.sweep.evaluate import save_tested, saved_evaluation
+
+    table = pd.DataFrame({"row": [0, 1], "label": [1, 0], "prob_positive": [0.9, 0.2]})
+    evaluation = SimpleNamespace(metrics={"test_accuracy": 1.0}, predictions={"test": table, "val": table}, model=None, vocab=None)
+    with mock.patch("imdb_ray.bundle.save_bundle", lambda model, cfg, path, vocab: path.mkdir() or path):
+        files = save_tested(tmp_path / "best_trial", TrialConfig(), evaluation, "t1")
+    kept = saved_evaluation(tmp_path / "best_trial", "t1")
+    assert kept == {**files, "metrics": {"test_accuracy": 1.0}}
+    assert saved_evaluation(tmp_path / "best_trial", "t2") is None
+    Path(files["val_predictions"]).unlink()
+    assert saved_evaluation(tmp_path / "best_trial", "t1") is None
+    assert saved_evaluation(tmp_path / "nothing", "t1") is None

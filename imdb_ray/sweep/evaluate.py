@@ -6,6 +6,7 @@ Selection is always on validation; test numbers are reported, never used to choo
 """
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -128,6 +129,14 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
         trial_id = result.metrics.get("trial_id")
         if skip and trial_id in skip:
             continue
+        is_best = rank == 0 and not every
+        folder = results_dir / ("best_trial" if is_best else f"tested/{trial_id}")
+        files = saved_evaluation(folder, trial_id)
+        if files:  # a resumed sweep: this trial was evaluated by an earlier invocation
+            print(f"[imdb_ray] test evaluation {rank + 1}/{len(chosen)}: {cfg.model} ({trial_id}) done before, kept", flush=True)
+            tested.append(Tested(trial_id, files.pop("metrics"), files, is_best=is_best, model=cfg.model,
+                                 val=best_value(result, sweep), confirms=result.config.get("confirms", "")))
+            continue
         print(f"[imdb_ray] test evaluation {rank + 1}/{len(chosen)}: {cfg.model} ({trial_id})", flush=True)
         ckpt = best_checkpoint(result)
         if ckpt is not None and ckpt.filesystem.get_file_info(ckpt.path).type == FileType.NotFound:
@@ -135,17 +144,16 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
             continue
         with (ckpt.as_directory() if ckpt else nullcontext()) as ckpt_dir:
             evaluation = evaluate_checkpoint(cfg, ckpt_dir)
-        is_best = rank == 0 and not every
-        folder = results_dir / ("best_trial" if is_best else f"tested/{trial_id}")
-        tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation),
+        tested.append(Tested(trial_id, evaluation.metrics, save_tested(folder, cfg, evaluation, trial_id),
                              is_best=is_best, model=cfg.model, val=best_value(result, sweep),
                              confirms=result.config.get("confirms", "")))
     return tested
 
 
-def save_tested(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
+def save_tested(folder: Path, cfg: TrialConfig, evaluation, trial_id: str = "") -> dict[str, str]:
     """A tested trial's per-review predictions on test (intervals, paired comparisons) and validation
-    (ensembles), and its model bundle (logged to MLflow as the trial's pyfunc model)."""
+    (ensembles), and its model bundle (logged to MLflow as the trial's pyfunc model); evaluation.json,
+    written last, marks the set complete (a resumed sweep keeps it instead of evaluating again)."""
     from imdb_ray.bundle import save_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +162,20 @@ def save_tested(folder: Path, cfg: TrialConfig, evaluation) -> dict[str, str]:
         files[f"{split}_predictions"] = str(folder / f"{split}_predictions.csv")
         table.to_csv(files[f"{split}_predictions"], index=False, float_format="%.6f")
     files["model"] = str(save_bundle(evaluation.model, cfg, folder / "model", evaluation.vocab))
+    metrics = {k: float(v) for k, v in evaluation.metrics.items()}
+    (folder / "evaluation.json").write_text(json.dumps({"trial_id": trial_id, "metrics": metrics, "files": files}))
     return files
+
+
+def saved_evaluation(folder: Path, trial_id: str) -> dict | None:
+    """The files and metrics ("metrics") an earlier invocation saved for this very trial, if complete."""
+    try:
+        saved = json.loads((folder / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("trial_id") != trial_id or not all(Path(f).exists() for f in saved["files"].values()):
+        return None  # another trial's (the best changed), or files gone
+    return {**saved["files"], "metrics": saved["metrics"]}
 
 
 def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> SweepSummary:
