@@ -78,10 +78,15 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
     return ok[:top] + [r for r in rows if r["status"] != "ok"]
 
 
+def rank_by_validation(results, sweep: Sweep) -> list:
+    """The trials that reported the sweep's metric, best first."""
+    return sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
+                  key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+
+
 def select_for_test(results, sweep: Sweep) -> list:
     """The top `test_top` (or `ensemble_top`) trials by validation, then the best of each `test_each` value not among them."""
-    ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
-                    key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+    ranked = rank_by_validation(results, sweep)
     # ensembles are built from tested trials' predictions; a confirmed config's own trial may become the champion
     chosen = ranked[:max(sweep.test_top, sweep.ensemble_top, sweep.confirm_top)]
     if sweep.test_each:
@@ -96,8 +101,7 @@ def select_for_test(results, sweep: Sweep) -> list:
 def confirm_configs(results, sweep: Sweep) -> list[dict]:
     """The confirmation stage's trials: the top `confirm_top` configs by validation, each with
     `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays), tagged with the trial they confirm."""
-    ranked = sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
-                    key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
+    ranked = rank_by_validation(results, sweep)
     return [{**r.config, "seed": int(r.config.get("seed", 0)) + k, "confirms": r.metrics["trial_id"]}
             for r in ranked[:sweep.confirm_top] for k in range(1, sweep.confirm_seeds + 1)]
 

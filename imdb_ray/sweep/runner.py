@@ -346,7 +346,6 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
     return results
 
 
-
 def study_location(sweep: Sweep, storage: str, parent_id: str) -> tuple[Path, str] | None:
     """The Optuna study's sqlite file beside the sweep's results, named by the sweep's MLflow parent
     run (a rerun starts a new study in the same file; --resume continues its own). None for grid
