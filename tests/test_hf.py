@@ -123,8 +123,9 @@ def test_layer_decay_gives_lower_lr_to_lower_layers(tiny_checkpoints, tmp_path):
 def test_minilm_lora_learns_real_reviews(tmp_path):
     """Real pretrained weights, real reviews: LoRA must get clearly above chance on held-out validation."""
     cfg = TrialConfig(model="hf", model_args={"checkpoint": str(MINILM), "peft": "lora", "lora_r": 8},
-                      n_train=600, n_test=100, max_len=128, truncation="head+tail", batch_size=16, epochs=2, lr=3e-3,
-                      cache_dir=str(tmp_path / "cache"), seed=0, val_split="random")  # as measured
+                      n_train=600, n_test=100, max_len=64, truncation="head+tail", batch_size=16, epochs=2, lr=3e-3,
+                      cache_dir=str(tmp_path / "cache"), seed=0, val_split="random")
+    # measured on 2 CPUs, one thread: validation 0.617 then 0.783 in 49-61 s (max_len 128 took 130 s in the suite)
     result = train(cfg, progress=False)
     assert result.val["val_accuracy"] >= 0.70, result.history
 
