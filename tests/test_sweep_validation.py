@@ -231,3 +231,23 @@ def test_a_resumed_sweep_keeps_a_test_evaluation_an_earlier_invocation_completed
     Path(files["val_predictions"]).unlink()
     assert saved_evaluation(tmp_path / "best_trial", "t1") is None
     assert saved_evaluation(tmp_path / "nothing", "t1") is None
+
+
+def test_placement_groups_of_trials_cut_by_the_sweeps_end_are_released(monkeypatch):
+    """Tune stops the trials still running at the time budget without on_trial_complete; their Train
+    worker groups must be freed when the experiment ends, before the confirmation stage asks for CPUs."""
+    from types import SimpleNamespace
+
+    from imdb_ray.sweep import callbacks
+
+    released = []
+    monkeypatch.setattr(callbacks, "release_placement_groups", lambda ids: released.append(sorted(ids)) or len(ids))
+    hook = callbacks.ReleaseTrainPlacementGroups()
+    done, cut = SimpleNamespace(trial_id="done"), SimpleNamespace(trial_id="cut")
+    hook.on_trial_result(1, [], done, {"train_placement_group": "aa"})
+    hook.on_trial_result(1, [], cut, {"train_placement_group": "bb"})
+    hook.on_trial_result(2, [], cut, {"train_placement_group": "cc"})  # restarted on a new group
+    hook.on_trial_complete(2, [], done)
+    assert released == [["aa"]]
+    hook.on_experiment_end([done, cut])
+    assert released == [["aa"], ["bb", "cc"]] and hook.groups == {}

@@ -76,6 +76,13 @@ class ReleaseTrainPlacementGroups(Callback):
 
     on_trial_error = on_trial_recover = on_trial_complete
 
+    def on_experiment_end(self, trials, **info):
+        """Trials still running when the sweep ends (time budget, Ctrl-C) are stopped without an
+        on_trial_complete: their groups too, or the confirmation stage that follows on the same Ray
+        waits for workers forever (seen: a classic run's budget-cut lstm trial)."""
+        for trial_id in list(self.groups):
+            release_placement_groups(self.groups.pop(trial_id))
+
 
 def release_placement_groups(hex_ids) -> int:
     """Remove the placement groups that still exist among these; returns how many were removed."""
