@@ -2,9 +2,10 @@
 wall time in results/<sweep>_cpu.md.
 
     .venv/bin/python benchmarks/record_sweep.py sweeps/quickstart.py
-    .venv/bin/python benchmarks/record_sweep.py sweeps/classic.py --work runs/record-classic [sweep flags]
+    .venv/bin/python benchmarks/record_sweep.py sweeps/classic.py --work runs/record-classic --record results/classic_sweep_cpu.md [sweep flags]
 
-Other arguments go to `python -m imdb_ray sweep`. With `--work DIR` the sweep's storage and MLflow store
+Other arguments go to `python -m imdb_ray sweep`, except `--record FILE` (where the summary goes instead
+of results/<sweep>_cpu.md). With `--work DIR` the sweep's storage and MLflow store
 live in DIR (else a fresh temporary folder), so a run longer than a session continues with the same
 command plus `--resume`; the wall time recorded is the sum over the invocations (kept in DIR/wall_s.json).
 """
@@ -27,6 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     sweep_file, flags = Path(sys.argv[1]), sys.argv[2:]
     name = sweep_file.stem
+    record = ROOT / "results" / f"{name}_cpu.md"
+    if "--record" in flags:  # another file for the summary (results/classic_cpu.md is classic_full.py's)
+        at = flags.index("--record")
+        record, flags = (ROOT / flags[at + 1]).resolve(), flags[:at] + flags[at + 2:]
     if "--work" in flags:
         at = flags.index("--work")
         work, flags = (ROOT / flags[at + 1]).resolve(), flags[:at] + flags[at + 2:]
@@ -68,6 +73,8 @@ def main() -> None:
     copied = [f"{name}_leaderboard.md", f"{name}_leaderboard.csv", f"{name}_pareto.png", f"{name}_curves.png", f"{name}_asha.png"]
     for file in copied:
         shutil.copy(report_dir / file, ROOT / "results" / file)
+    # its comparison.md (the original study's rows and the classic targets) from this sweep alone
+    shutil.copy(report_dir / "comparison.md", ROOT / "results" / f"{name}_comparison.md")
     text = (f"# `{sweep_file}` on this machine\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Wall time of the whole command "
             f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**"
@@ -76,7 +83,7 @@ def main() -> None:
             f" which runs `python -m imdb_ray sweep {sweep_file}`, then `python -m imdb_ray report --sweep {name}`: "
             f"`{name}_leaderboard.md` (paired comparisons, ensembles, confirmed configs) and its plots.\n\n"
             f"```\n{summary}\n```\n")
-    (ROOT / "results" / f"{name}_cpu.md").write_text(text)
+    record.write_text(text)
     print(text)
 
 
