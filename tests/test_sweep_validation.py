@@ -207,6 +207,13 @@ def test_a_resumed_trial_cut_before_its_next_epoch_ranks_on_its_own_running_best
     assert best_value(resumed, sweep) == 0.8628 and best_value(fine, sweep) == 0.8677
     assert [r["model"] for r in leaderboard([resumed, fine], sweep)] == ["gru", "transformer"]
     assert [r.config["model"] for r in select_for_test([resumed, fine], sweep)] == ["gru", "transformer"]
+    cut = Result("c", "transformer", 0, 0, {})  # started just before the budget ended: no epoch, no error
+    cut.metrics = {}
+    broken = Result("b", "gru", 0, 0, {})
+    broken.metrics, broken.error = {}, RuntimeError("boom")
+    tail = leaderboard([fine, cut, broken], sweep)[1:]
+    assert [(r["trial"], r["status"]) for r in tail] == [("c", "no epoch"), ("b", "failed")]
+    assert "before its first epoch" in tail[0]["error"] and "boom" in tail[1]["error"]
 
 
 def test_a_resumed_sweep_keeps_a_test_evaluation_an_earlier_invocation_completed(tmp_path):

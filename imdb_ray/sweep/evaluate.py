@@ -67,8 +67,9 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
     rows = []
     for r in results:
         if r.metrics is None or sweep.metric not in (r.metrics or {}):
-            rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed",
-                         "error": error_summary(r.error) if r.error else "no result reported"})
+            # no error: the sweep's end (time budget, Ctrl-C) stopped it before its first epoch ended
+            rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed" if r.error else "no epoch",
+                         "error": error_summary(r.error) if r.error else "stopped by the sweep's end before its first epoch ended"})
             continue
         model = r.config.get("model")
         rows.append({"trial": r.metrics.get("trial_id", "?"), "model": model, "status": "ok",
@@ -229,7 +230,7 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         if row["status"] == "ok":
             print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
         else:
-            print(f"  FAILED {row['trial']}: {row['error']}")
+            print(f"  {'FAILED' if row['status'] == 'failed' else 'NO EPOCH'} {row['trial']}: {row['error']}")
     best = summary.best
     if best is not None:
         t = best.metrics
