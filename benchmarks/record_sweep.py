@@ -25,16 +25,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def take_path(flags: list[str], name: str) -> Path | None:
+    """Remove `name PATH` from flags (they are this script's, not the sweep's); PATH resolved from the repo root."""
+    if name not in flags:
+        return None
+    at = flags.index(name)
+    path = (ROOT / flags[at + 1]).resolve()
+    del flags[at:at + 2]
+    return path
+
+
 def main() -> None:
     sweep_file, flags = Path(sys.argv[1]), sys.argv[2:]
     name = sweep_file.stem
-    record = ROOT / "results" / f"{name}_cpu.md"
-    if "--record" in flags:  # another file for the summary (results/classic_cpu.md is classic_full.py's)
-        at = flags.index("--record")
-        record, flags = (ROOT / flags[at + 1]).resolve(), flags[:at] + flags[at + 2:]
-    if "--work" in flags:
-        at = flags.index("--work")
-        work, flags = (ROOT / flags[at + 1]).resolve(), flags[:at] + flags[at + 2:]
+    # --record: another file for the summary (results/classic_cpu.md is classic_full.py's)
+    record = take_path(flags, "--record") or ROOT / "results" / f"{name}_cpu.md"
+    work = take_path(flags, "--work")
+    if work:
         work.mkdir(parents=True, exist_ok=True)
     else:
         work = Path(tempfile.mkdtemp(prefix=f"imdb_ray_{name}_"))

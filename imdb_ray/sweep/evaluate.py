@@ -230,7 +230,7 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         if row["status"] == "ok":
             print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
         else:
-            print(f"  {'FAILED' if row['status'] == 'failed' else 'NO EPOCH'} {row['trial']}: {row['error']}")
+            print(f"  {row['status'].upper()} {row['trial']}: {row['error']}")  # FAILED or NO EPOCH
     best = summary.best
     if best is not None:
         t = best.metrics
