@@ -7,6 +7,7 @@ joined on `row`, so trials with different seeds (differently shuffled splits) co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -136,7 +137,9 @@ def build_ensembles(candidates: list[tuple[str, pd.DataFrame, pd.DataFrame]], to
 class Confirmed:
     """A top config trained again with new seeds (the confirmation stage): the original trial, its
     reruns, and their mean and standard deviation. The original's own numbers are left out of the
-    means: it was picked for its high validation score, so including it would bias them upward."""
+    means: it was picked for its high validation score, so including it would bias them upward.
+    A seed-independent model (`own_run`) is the exception: a rerun would repeat its run exactly, so
+    its run is its confirmation (sd 0) and no rerun is spent on it."""
 
     original: object  # a report TrialRow
     reruns: list
@@ -144,18 +147,25 @@ class Confirmed:
     selection_sd: float
     test_mean: float | None
     test_sd: float | None
+    own_run: bool = False
 
 
-def confirmed_configs(originals: list, reruns: list, descending: bool = True) -> list[Confirmed]:
-    """Group reruns by the trial they confirm (`confirms` = its trial id); best mean selection first."""
+def confirmed_configs(originals: list, reruns: list, descending: bool = True,
+                      seed_independent: Callable[[str], bool] = lambda model: False) -> list[Confirmed]:
+    """Group reruns by the trial they confirm (`confirms` = its trial id); best mean selection first.
+    Where a confirmation stage ran (some rerun exists), each tested original of a seed-independent
+    model joins as confirmed by its own run, so the ranking can still crown a baseline."""
     out = []
+    sd = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
     for original in originals:
         mine = [r for r in reruns if r.confirms == original.trial_id and r.selection is not None]
+        if not mine and reruns and original.selection is not None and original.test_accuracy is not None \
+                and seed_independent(original.model):
+            out.append(Confirmed(original, [original], original.selection, 0.0, original.test_accuracy, 0.0, own_run=True))
         if not mine:
             continue
         sel = np.array([r.selection for r in mine])
         tests = np.array([r.test_accuracy for r in mine if r.test_accuracy is not None])
-        sd = lambda a: float(a.std(ddof=1)) if len(a) > 1 else 0.0  # noqa: E731
         out.append(Confirmed(original, mine, float(sel.mean()), sd(sel), float(tests.mean()) if len(tests) else None,
                              sd(tests) if len(tests) else None))
     return sorted(out, key=lambda c: -c.selection_mean if descending else c.selection_mean)

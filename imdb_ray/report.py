@@ -205,8 +205,9 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
     lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
     if confirmed:
         lines += ["", "## Confirmed configurations", "", "The top configs trained again with new seeds (the "
-                  "search's own run is left out of the means: it was picked for its high validation score). Ranked "
-                  "by mean validation. **Quote the first row's test mean ± sd.**", "",
+                  "search's own run is left out of the means: it was picked for its high validation score). A "
+                  "seed-independent model (seeds: \"own run\") would repeat its run exactly, so its run is its "
+                  "confirmation. Ranked by mean validation. **Quote the first row's test mean ± sd.**", "",
                   "| rank | config (search trial) | model | params | seeds | val mean ± sd | test mean ± sd | each seed: test [95% CI] |",
                   "|---|---|---|---|---|---|---|---|"]
         for rank, c in enumerate(confirmed, 1):
@@ -214,7 +215,8 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
             seeds = "; ".join(f"{r.all_params.get('seed', '?')}: {r.test_accuracy:.4f} [{r.test_ci[0]:.4f}, {r.test_ci[1]:.4f}]"
                               for r in sorted(c.reruns, key=lambda r: int(r.all_params.get("seed", 0))) if r.test_ci)
             params = " ".join(f"{k}={_short(v)}" for k, v in c.original.params.items() if v not in (None, "None") and k != "model")
-            lines.append(f"| {rank} | {c.original.name} | {c.original.model} | {params} | {len(c.reruns)} | "
+            lines.append(f"| {rank} | {c.original.name} | {c.original.model} | {params} | "
+                         f"{'own run' if c.own_run else len(c.reruns)} | "
                          f"{c.selection_mean:.4f} ± {c.selection_sd:.4f} | {test} | {seeds} |")
     md_path.write_text("\n".join(lines) + "\n")
     return [md_path, csv_path]
@@ -235,6 +237,9 @@ def verdict(rows: list[TrialRow]) -> str:
 def _as_confirmed(row: TrialRow, confirmed: list[Confirmed]) -> TrialRow:
     """For comparison.md: a confirmed config reads as its reruns' means (val and test), its name says so."""
     for c in confirmed:
+        if c.original is row and c.own_run:  # seed-independent: its own row, interval kept, counts as confirmed
+            return dataclasses.replace(row, name=f"{row.name} (seed-independent: its run is its confirmation)",
+                                       confirmed_seeds=1)
         if c.original is row and c.test_mean is not None:
             return dataclasses.replace(row, name=f"{row.name} (confirmed: mean of {len(c.reruns)} seeds, sd {c.test_sd:.4f})",
                                        confirmed_seeds=len(c.reruns),
@@ -256,6 +261,7 @@ def sweeps_in(uri: str) -> list[str]:
 
 def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     """Write every file for each sweep (all sweeps in the store when none are named)."""
+    from imdb_ray.models import seed_independent
     from imdb_ray.tracking import check_reachable
 
     check_reachable(uri)
@@ -270,7 +276,8 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
         search = [r for r in rows if not r.confirms]
         compare_to_winner(search)
         ensembles = ensemble_rows(search, int(float(parent.get("ensemble_top") or 3)))
-        confirmed = confirmed_configs(search, [r for r in rows if r.confirms], parent.get("mode", "max") == "max")
+        confirmed = confirmed_configs(search, [r for r in rows if r.confirms], parent.get("mode", "max") == "max",
+                                      seed_independent)
         files = write_leaderboard(name, parent, search, out, ensembles, confirmed) + write_plots(name, search, out)
         key = f"| `{name}_leaderboard.md`"
         extra = ", ".join(f"`{p.name}`" for p in files[1:])

@@ -97,3 +97,27 @@ def test_the_champion_is_the_best_confirmed_config_not_the_luckiest_seed():
     assert [t.trial_id for t in tested if t.is_best] == ["t1"]
     crown_best_confirmed(tested, [])
     assert [t.trial_id for t in tested if t.is_best] == ["t1"]
+
+
+def test_a_seed_independent_baseline_is_confirmed_by_its_own_run_and_can_be_crowned():
+    """nbsvm/tfidf_lr fit the same weights whatever the seed: the confirmation stage reruns none of them,
+    counts their run (sd 0), and the champion rule still lets a baseline beat the neural configs' means."""
+    from imdb_ray.sweep.evaluate import crown_best_confirmed
+    from imdb_ray.tracking import Tested
+
+    def tested():
+        return [Tested("n", {"test_accuracy": 0.91}, {}, is_best=True, model="nbsvm", val=0.905),
+                Tested("c", {"test_accuracy": 0.88}, {}, is_best=False, model="cnn", val=0.90)]
+
+    rerun = lambda t, val: Tested(f"{t}-r{val}", {"test_accuracy": 0.87}, {}, is_best=False, model="cnn", val=val, confirms=t)  # noqa: E731
+    trials = tested()
+    crown_best_confirmed(trials, [rerun("c", 0.89), rerun("c", 0.895)])  # cnn's mean 0.8925 < nbsvm's 0.905
+    assert [t.trial_id for t in trials if t.is_best] == ["n"]
+    first, second = confirmed_configs(trials, [rerun("c", 0.89), rerun("c", 0.895)], seed_independent=lambda m: m == "nbsvm")
+    assert (first.original.trial_id, first.own_run, first.selection_sd, first.test_mean) == ("n", True, 0.0, 0.91)
+    assert (second.original.trial_id, second.own_run, len(second.reruns)) == ("c", False, 2)
+    trials = tested()
+    crown_best_confirmed(trials, [rerun("c", 0.91), rerun("c", 0.92)])  # the cnn config holds up: it wins
+    assert [t.trial_id for t in trials if t.is_best] == ["c"]
+    # no confirmation stage ran (no reruns): nothing is "confirmed", the baseline included
+    assert confirmed_configs(tested(), [], seed_independent=lambda m: True) == []

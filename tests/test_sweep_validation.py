@@ -187,6 +187,29 @@ def test_confirmation_reruns_the_top_configs_with_new_seeds():
         Sweep(name="x", space={"model": "gru"}, confirm_top=1, confirm_seeds=0).validate()
 
 
+def test_confirmation_spends_no_rerun_on_a_seed_independent_baseline():
+    """Regression (the recorded classic sweep): the top 3 by validation were two nbsvm configs and tfidf_lr,
+    so every rerun repeated a deterministic fit (sd 0) and no neural config was confirmed. Baselines are now
+    confirmed by their own run; the reruns go to the best seed-dependent configs, which are also tested."""
+    import pandas as pd
+
+    from imdb_ray.sweep.evaluate import confirm_configs, select_for_test
+
+    class Result:
+        def __init__(self, trial_id, model, accuracy):
+            self.config = {"model": model, "seed": 0}
+            self.metrics = {"val_accuracy": accuracy, "trial_id": trial_id}
+            self.metrics_dataframe = pd.DataFrame({"val_accuracy": [accuracy]})
+
+    results = [Result("n", "nbsvm", 0.91), Result("t", "tfidf_lr", 0.90), Result("c", "cnn", 0.89),
+               Result("g", "gru", 0.88), Result("l", "lstm", 0.87)]
+    sweep = Sweep(name="x", space={"model": "gru"}, test_top=1, ensemble_top=0, confirm_top=2, confirm_seeds=2)
+    assert [(c["confirms"], c["seed"]) for c in confirm_configs(results, sweep)] == [("c", 1), ("c", 2), ("g", 1), ("g", 2)]
+    # the test top (nbsvm) and the two configs the stage reruns: their search runs can be crowned
+    assert [r.metrics["trial_id"] for r in select_for_test(results, sweep)] == ["n", "c", "g"]
+    assert confirm_configs(results[:2], sweep) == []  # only baselines: nothing to rerun
+
+
 def test_a_resumed_trial_cut_before_its_next_epoch_ranks_on_its_own_running_best():
     """Regression (the recorded classic sweep, at its time budget): a ray_train trial resumed after the driver
     stopped starts a new Tune result.json; cut before its next epoch, its history is empty, and ranking it

@@ -43,6 +43,9 @@ BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_
 class Family(ABC):
     name = ""
     neural = True  # trained by the torch loop; False: fitted once by scikit-learn
+    # False: training ignores the seed (lbfgs on a fixed split), so a rerun with a new seed repeats the
+    # search's run exactly; the confirmation stage counts that run as confirmed and spends no rerun on it
+    seeded = True
     input_fields: tuple[str, ...] = ()
 
     def uses(self, field: str) -> bool:
@@ -158,7 +161,7 @@ class BaselineFamily(Family):
     fitted TF-IDF vocabulary and idf and the linear classifier's weights as plain tensors and lists
     (no pickle, so it loads with weights_only=True like every other bundle)."""
 
-    name, neural = "baseline", False
+    name, neural, seeded = "baseline", False, False
 
     def uses(self, field: str) -> bool:
         return field in BASELINE_FIELDS
@@ -194,6 +197,14 @@ class BaselineFamily(Family):
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (WordFamily(), HFFamily(), BaselineFamily())}
+
+
+def seed_independent(model: str) -> bool:
+    """Whether `model` trains to the same weights whatever its seed (unknown names: no)."""
+    try:
+        return not FAMILIES[get_model(model).family].seeded
+    except UserError:  # a run logged by another version, under a name this one does not know
+        return False
 
 
 def build_model(cfg, build_args: dict) -> torch.nn.Module:

@@ -11,11 +11,11 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 from imdb_ray.compare import confirmed_configs
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
+from imdb_ray.models import seed_independent
 from imdb_ray.sweep.spec import Sweep
 from imdb_ray.tracking import SweepRuns, Tested, check_reachable, error_summary
 
@@ -86,10 +86,13 @@ def rank_by_validation(results, sweep: Sweep) -> list:
 
 
 def select_for_test(results, sweep: Sweep) -> list:
-    """The top `test_top` (or `ensemble_top`) trials by validation, then the best of each `test_each` value not among them."""
+    """The top `test_top` (or `ensemble_top`) trials by validation and the configs the confirmation stage
+    reruns, then the best of each `test_each` value not among them."""
     ranked = rank_by_validation(results, sweep)
     # ensembles are built from tested trials' predictions; a confirmed config's own trial may become the champion
-    chosen = ranked[:max(sweep.test_top, sweep.ensemble_top, sweep.confirm_top)]
+    chosen = ranked[:max(sweep.test_top, sweep.ensemble_top)]
+    confirmed = {id(r) for r in [r for r in ranked if not seed_independent(r.config.get("model", ""))][:sweep.confirm_top]}
+    chosen += [r for r in ranked[len(chosen):] if id(r) in confirmed]  # in rank order
     if sweep.test_each:
         seen = {r.config.get(sweep.test_each) for r in chosen}
         for r in ranked[len(chosen):]:
@@ -100,18 +103,20 @@ def select_for_test(results, sweep: Sweep) -> list:
 
 
 def confirm_configs(results, sweep: Sweep) -> list[dict]:
-    """The confirmation stage's trials: the top `confirm_top` configs by validation, each with
-    `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays), tagged with the trial they confirm."""
-    ranked = rank_by_validation(results, sweep)
+    """The confirmation stage's trials: the top `confirm_top` configs by validation of models whose training
+    depends on the seed, each with `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays),
+    tagged with the trial they confirm. A seed-independent config (tfidf_lr, nbsvm) would only repeat its
+    run: it is confirmed by that run and takes no place in the top."""
+    ranked = [r for r in rank_by_validation(results, sweep) if not seed_independent(r.config.get("model", ""))]
     return [{**r.config, "seed": int(r.config.get("seed", 0)) + k, "confirms": r.metrics["trial_id"]}
             for r in ranked[:sweep.confirm_top] for k in range(1, sweep.confirm_seeds + 1)]
 
 
 def crown_best_confirmed(tested: list[Tested], reruns: list[Tested], descending: bool = True) -> None:
     """With a confirmation stage the champion (registered, `predict sweep:NAME`) is the search trial whose
-    config has the best mean validation over its new seeds, so a lucky seed does not win; without one,
-    or when no rerun finished, the search's best stays."""
-    confirmed = confirmed_configs(tested, reruns, descending)
+    config has the best mean validation over its new seeds (a seed-independent one: its own run), so a lucky
+    seed does not win; without one, or when no rerun finished, the search's best stays."""
+    confirmed = confirmed_configs(tested, reruns, descending, seed_independent)
     if confirmed:
         for t in tested:
             t.is_best = t is confirmed[0].original
@@ -208,14 +213,14 @@ def test_split(sweep: Sweep) -> str:
     return "official IMDB test split" if data is None else f"test split of {data}"
 
 
-def print_confirmed(reruns: list[Tested], descending: bool = True) -> None:
+def print_confirmed(tested: list[Tested], reruns: list[Tested], descending: bool = True) -> None:
     """Each confirmed config: its reruns' mean validation and test accuracy (± sd over the new seeds)."""
-    originals = [SimpleNamespace(trial_id=trial) for trial in dict.fromkeys(t.confirms for t in reruns)]
-    confirmed = confirmed_configs(originals, reruns, descending)
+    confirmed = confirmed_configs(tested, reruns, descending, seed_independent)
     if confirmed:
         print("confirmed (new seeds; mean ± sd; rank by validation):")
     for c in confirmed:
-        print(f"  {c.reruns[0].model:15s} ({c.original.trial_id}, {len(c.reruns)} seeds)  val {c.selection_mean:.4f} "
+        seeds = "its own run: seed-independent" if c.own_run else f"{len(c.reruns)} seeds"
+        print(f"  {c.original.model:15s} ({c.original.trial_id}, {seeds})  val {c.selection_mean:.4f} "
               f"± {c.selection_sd:.4f}  test {c.test_mean:.4f} ± {c.test_sd:.4f}")
 
 
@@ -241,7 +246,7 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         if best.registered:
             print(f"registered: {best.registered}  (python -m imdb_ray predict {best.registered} \"a review\"; "
                   f"mlflow models serve -m {best.registered} --env-manager local)")
-    print_confirmed(summary.confirmed, sweep.mode == "max")
+    print_confirmed(summary.tested, summary.confirmed, sweep.mode == "max")
     if summary.mlflow_unwritten:
         print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
               f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",
