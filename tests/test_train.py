@@ -210,3 +210,26 @@ def test_vectors_file_through_keyedvectors(tiny_cfg, small_imdb, tmp_path, heade
     assert data.vectors[PAD_ID].abs().sum() == 0 and 0.9 < data.oov_rate < 1.0
     frozen = train(dataclasses.replace(cfg, freeze_embeddings=True, epochs=1), dataset=small_imdb, progress=False)
     assert torch.equal(frozen.model.embedding.weight.detach(), data.vectors)  # frozen: unchanged by training
+
+
+@pytest.mark.parametrize("schedule, hf_name", [("constant", "constant_with_warmup"), ("linear", "linear"), ("cosine", "cosine")])
+def test_lr_schedules_match_transformers_get_scheduler(schedule, hf_name):
+    """The loop's schedules are transformers' formulas written out (importing transformers costs every word
+    trial seconds of start-up): the same learning rate at every step, warmup included."""
+    from transformers import get_scheduler
+
+    from imdb_ray.train import build_scheduler
+
+    def rates(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, out = make(optimizer), []
+        for _ in range(50):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    cfg = TrialConfig(model="gru", schedule=schedule, warmup_ratio=0.1)
+    ours = rates(lambda opt: build_scheduler(cfg, opt, total_steps=40))  # 10 steps past the end: stays at 0 (or 1)
+    theirs = rates(lambda opt: get_scheduler(hf_name, opt, num_warmup_steps=4, num_training_steps=40))
+    assert ours == pytest.approx(theirs, abs=1e-12) and len(set(ours)) > 2
