@@ -29,6 +29,9 @@ def pytest_configure(config):
     record into it; a file per row, so pytest-xdist workers could share it too)."""
     from helpers import ROWS_ENV
 
+    # Ray Train's preemption watcher is an actor per trial (a process start each on 2 cores) that polls for
+    # node drains; no test preempts a node. Inherited by every Ray the suite starts.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if not hasattr(config, "workerinput"):
         os.environ[ROWS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_reliability_rows_")
         os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_xdist_groups_")

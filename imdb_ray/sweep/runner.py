@@ -254,13 +254,13 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     )
 
 
-def run_confirmation(sweep: Sweep, search_results, storage: str, concurrency: int, log: TrialLog, resume: bool,
+def run_confirmation(sweep: Sweep, configs: list[dict], storage: str, concurrency: int, log: TrialLog, resume: bool,
                      verbose: bool) -> tuple[list, object]:
-    """The top configs again with new seeds, as Ray trials of the same engine (resumable), each
-    evaluated once on test. Returns (tested reruns, their ResultGrid)."""
-    configs = confirm_configs(search_results, sweep)
-    print(f"[imdb_ray] confirmation: top {sweep.confirm_top} config(s) x {sweep.confirm_seeds} new seed(s) "
-          f"= {len(configs)} trial(s)", flush=True)
+    """The top configs (from confirm_configs) again with new seeds, as Ray trials of the same engine
+    (resumable), each evaluated once on test. Returns (tested reruns, their ResultGrid)."""
+    print(f"[imdb_ray] confirmation: top {len(configs) // sweep.confirm_seeds} seed-dependent config(s) x "
+          f"{sweep.confirm_seeds} new seed(s) = {len(configs)} trial(s); seed-independent models are confirmed by "
+          "their own run", flush=True)
     callbacks = [MLflowTrialRuns(log), ConsoleProgress.for_sweep(sweep, total=len(configs))]
     results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
                   log, sweep.experiment_path(storage, "confirm"))
@@ -308,9 +308,12 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
         everything = list(results)
-        if sweep.confirm_top:
+        configs = confirm_configs(results, sweep) if sweep.confirm_top else []
+        if sweep.confirm_top and not configs:
+            print("[imdb_ray] confirmation: nothing to rerun (no trial of a seed-dependent model finished)", flush=True)
+        if configs:
             confirm_log = TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(), workers=sweep.workers_per_trial)
-            reruns, confirm_results = run_confirmation(sweep, results, storage, concurrency, confirm_log, resume, verbose)
+            reruns, confirm_results = run_confirmation(sweep, configs, storage, concurrency, confirm_log, resume, verbose)
             summary.confirmed, summary.errors = reruns, summary.errors + confirm_results.num_errors
             crown_best_confirmed(summary.tested, reruns, sweep.mode == "max")
             summary.mlflow_unwritten += confirm_log.finish()
