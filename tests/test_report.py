@@ -89,3 +89,25 @@ def test_ran_to_its_end_tells_the_scheduler_from_the_loops_own_stops():
     assert not ran_to_its_end(row("gru", [0.8, 0.85]))                            # cut at ASHA's rung 2
     assert not ran_to_its_end(row("gru", [0.8, 0.9, 0.89, 0.88], patience=0))     # no patience: the scheduler
     assert ran_to_its_end(row("tfidf_lr", [0.9056]))                              # a baseline fits once
+
+
+def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path):
+    """The confirmed table: a cnn config with two reruns and nbsvm confirmed by its own run (seeds "own run",
+    sd 0), ranked together by mean validation; comparison.md reads the baseline's row as confirmed."""
+    from imdb_ray.compare import confirmed_configs
+    from imdb_ray.report import _as_confirmed, write_leaderboard
+
+    def row(name, model, val, test, seed="0", confirms=""):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model=model, strategy="ce", peft="none",
+                        all_params={"seed": seed}, val_accuracy=val, test_accuracy=test, test_ci=(test - 0.01, test + 0.01),
+                        sweep="s", trial_id=name, confirms=confirms, selection=val)
+
+    search = [row("nb", "nbsvm", 0.905, 0.909), row("cn", "cnn", 0.90, 0.886), row("ls", "lstm", 0.89, 0.88)]
+    reruns = [row("cn1", "cnn", 0.89, 0.884, seed="1", confirms="cn"), row("cn2", "cnn", 0.894, 0.888, seed="2", confirms="cn")]
+    confirmed = confirmed_configs(search, reruns, seed_independent=lambda m: m == "nbsvm")
+    assert [(c.original.name, c.own_run) for c in confirmed] == [("nb", True), ("cn", False)]
+    board = write_leaderboard("s", {"run_id": "p"}, search, tmp_path, confirmed=confirmed)[0].read_text()
+    table = [ln.split(" | ") for ln in board.split("## Confirmed configurations")[1].splitlines() if ln.startswith("| 1") or ln.startswith("| 2")]
+    assert [(t[1], t[4], t[6]) for t in table] == [("nb", "own run", "0.9090 ± 0.0000"), ("cn", "2", "0.8860 ± 0.0028")]
+    as_row = _as_confirmed(search[0], confirmed)
+    assert as_row.confirmed_seeds == 1 and as_row.test_ci == search[0].test_ci and "seed-independent" in as_row.name
