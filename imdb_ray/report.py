@@ -100,9 +100,11 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
 
 
 def _varying_params(params: list[dict]) -> list[str]:
+    """The keys whose value differs between the runs that have them: a neural model's fixed settings
+    (amp, embed_dim, ...) are absent from a baseline's run, which is no reason to list them on every row."""
     keys = sorted({k for p in params for k in p})
     skip = {"cache_dir", "data", "checkpoint", "seed"}
-    return [k for k in keys if k not in skip and len({p.get(k) for p in params}) > 1]
+    return [k for k in keys if k not in skip and len({p[k] for p in params if k in p}) > 1]
 
 
 def _predictions(client, run_id: str, split: str) -> pd.DataFrame | None:

@@ -111,3 +111,15 @@ def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path)
     assert [(t[1], t[4], t[6]) for t in table] == [("nb", "own run", "0.9090 ± 0.0000"), ("cn", "2", "0.8860 ± 0.0028")]
     as_row = _as_confirmed(search[0], confirmed)
     assert as_row.confirmed_seeds == 1 and as_row.test_ci == search[0].test_ci and "seed-independent" in as_row.name
+
+
+def test_leaderboard_params_are_the_keys_that_vary_where_they_exist():
+    """A setting every neural run shares (amp, embed_dim) is not a varying parameter just because the
+    baseline's run lacks it; a searched key (lr) or one that differs across models (hidden) is."""
+    from imdb_ray.report import _varying_params
+
+    runs = [{"model": "gru", "amp": "True", "embed_dim": "100", "lr": "0.001", "hidden": "64", "seed": "0"},
+            {"model": "gru", "amp": "True", "embed_dim": "100", "lr": "0.003", "hidden": "128", "seed": "1"},
+            {"model": "cnn", "amp": "True", "embed_dim": "100", "lr": "0.002", "num_filters": "100"},
+            {"model": "tfidf_lr", "C": "4.0"}]
+    assert _varying_params(runs) == ["hidden", "lr", "model"]
