@@ -4,15 +4,18 @@ is what a lever is judged by; test is evaluated once per row, on the restored be
 
     python benchmarks/classic_recipes.py                       # -> results/classic_recipes.md
     python benchmarks/classic_recipes.py --parallel 6 --budget-s 420
+    python benchmarks/classic_recipes.py --budget-s 3600 --resume   # on a CPU: an hour a session, rows kept
 
 Each row is `imdb_ray.train.train` on the full official split. Sized for a GPU, where a row takes
 under a minute and several rows share the card; on 2 CPU cores one row takes 15-40 minutes.
-Rows are written as they finish, so a run cut by its budget keeps what it measured.
+Rows are written as they finish, so a run cut by its budget keeps what it measured; `--resume` runs only
+the rows its table does not have yet (kept in results/classic_recipes.json beside it), on the same device.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import multiprocessing
 import os
 import sys
@@ -84,12 +87,28 @@ def table(done: dict, device: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_done(path: Path, device: str) -> dict:
+    """The rows an earlier invocation measured, for --resume (failed rows run again)."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved["device"] != device:
+        sys.exit(f"error: --resume: {path} was measured on {saved['device']}, this machine is {device}; "
+                 "one table, one device (give another --out)")
+    return {tuple(key.split(" / ", 1)): row for key, row in saved["rows"].items() if "error" not in row}
+
+
+def save_done(path: Path, device: str, done: dict) -> None:
+    path.write_text(json.dumps({"device": device, "rows": {f"{m} / {r}": row for (m, r), row in done.items()}}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parallel", type=int, default=1, help="rows at once (a GPU holds several)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     parser.add_argument("--out", default=str(ROOT / "results" / "classic_recipes.md"))
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the script, measures nothing")
+    parser.add_argument("--resume", action="store_true", help="keep the rows --out already has; run the others")
     args = parser.parse_args()
     import torch
 
@@ -99,9 +118,13 @@ def main() -> None:
     # under the cache's lock while the other rows of that set wait
     w2v_workers = os.cpu_count() or 1
     command = "python benchmarks/classic_recipes.py" + (f" --parallel {args.parallel}" if args.parallel > 1 else "")
-    start, done = time.perf_counter(), {}
+    saved = Path(args.out).with_suffix(".json")
+    start, done = time.perf_counter(), load_done(saved, device) if args.resume else {}
+    if done:
+        print(f"[recipes] --resume: {len(done)} row(s) measured before, kept", flush=True)
     pool = cf.ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn"))
-    futures = {pool.submit(run_row, model, extra, smoke, w2v_workers): (model, recipe) for model, recipe, extra in rows()}
+    futures = {pool.submit(run_row, model, extra, smoke, w2v_workers): (model, recipe)
+               for model, recipe, extra in rows() if (model, recipe) not in done}
     try:
         for future in cf.as_completed(futures, timeout=None if args.budget_s is None else max(1.0, args.budget_s)):
             key = futures[future]
@@ -111,6 +134,7 @@ def main() -> None:
                 done[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
             print(f"[recipes] {time.perf_counter() - start:5.0f}s {key[0]} / {key[1]}: {done[key]}", flush=True)
             Path(args.out).write_text(table(done, device, command))
+            save_done(saved, device, done)
     except cf.TimeoutError:
         print(f"[recipes] budget of {args.budget_s:g}s spent: {len(done)} of {len(futures)} rows", flush=True)
     finally:

@@ -1,0 +1,29 @@
+"""Benchmark scripts' own logic (their measurements live in results/, never in tests)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from helpers import ROOT
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_classic_recipes_resume_keeps_measured_rows_on_the_same_device_only(tmp_path):
+    """--resume spreads the ~10 h CPU study over sessions: rows measured before are kept (failed ones run
+    again), and a table is never mixed across devices."""
+    recipes = load("classic_recipes")
+    saved = tmp_path / "classic_recipes.json"
+    assert recipes.load_done(saved, "CPU (2 cores)") == {}
+    row = {"val": 0.88, "test": 0.87, "best_epoch": 3, "epochs": 5, "epoch_s": 100.0, "wall_s": 600.0}
+    recipes.save_done(saved, "CPU (2 cores)", {("gru", "base"): row, ("gru", "embed 300"): {"error": "MemoryError: x"}})
+    assert recipes.load_done(saved, "CPU (2 cores)") == {("gru", "base"): row}
+    with pytest.raises(SystemExit, match="one table, one device"):
+        recipes.load_done(saved, "NVIDIA H200")
+    assert ("gru", "base") in {(m, r) for m, r, _ in recipes.rows()}  # the keys are the rows' own
