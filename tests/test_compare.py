@@ -121,3 +121,21 @@ def test_a_seed_independent_baseline_is_confirmed_by_its_own_run_and_can_be_crow
     assert [t.trial_id for t in trials if t.is_best] == ["c"]
     # no confirmation stage ran (no reruns): nothing is "confirmed", the baseline included
     assert confirmed_configs(tested(), [], seed_independent=lambda m: True) == []
+
+
+def test_the_console_names_a_crowned_baseline_as_confirmed_by_its_own_run(capsys):
+    from imdb_ray.sweep import Sweep
+    from imdb_ray.sweep.evaluate import SweepSummary, print_summary
+    from imdb_ray.tracking import Tested
+
+    nbsvm = Tested("n", {"test_accuracy": 0.91, "test_f1": 0.91}, {"test_predictions": "/x/n/test_predictions.csv"},
+                   is_best=True, model="nbsvm", val=0.905)
+    cnn = Tested("c", {"test_accuracy": 0.88}, {}, is_best=False, model="cnn", val=0.90)
+    reruns = [Tested(f"c{k}", {"test_accuracy": 0.87 + k / 100}, {}, is_best=False, model="cnn", val=0.89, confirms="c")
+              for k in (1, 2)]
+    summary = SweepSummary("p", "/x", trials=2, tested=[nbsvm, cnn], confirmed=reruns)
+    print_summary(Sweep(name="s", space={"model": "gru"}), summary, "sqlite:///x.db")
+    out = capsys.readouterr().out
+    assert "best trial (nbsvm, the best confirmed config): val_accuracy 0.9050, test_accuracy 0.9100" in out
+    assert "nbsvm           (n, its own run: seed-independent)  val 0.9050 ± 0.0000  test 0.9100 ± 0.0000" in out
+    assert "cnn             (c, 2 seeds)  val 0.8900 ± 0.0000  test 0.8850 ± 0.0071" in out

@@ -239,7 +239,8 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
     best = summary.best
     if best is not None:
         t = best.metrics
-        crowned = ", the best confirmed config" if any(r.confirms == best.trial_id for r in summary.confirmed) else ""
+        confirmed = any(r.confirms == best.trial_id for r in summary.confirmed) or (summary.confirmed and seed_independent(best.model))
+        crowned = ", the best confirmed config" if confirmed else ""
         print(f"best trial ({best.model}{crowned}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
               f"test_f1 {t['test_f1']:.4f} ({test_split(sweep)}, evaluated once)")
         print(f"best trial's test predictions and model: {Path(best.files['test_predictions']).parent}")
