@@ -91,7 +91,7 @@ def select_for_test(results, sweep: Sweep) -> list:
     ranked = rank_by_validation(results, sweep)
     # ensembles are built from tested trials' predictions; a confirmed config's own trial may become the champion
     chosen = ranked[:max(sweep.test_top, sweep.ensemble_top)]
-    confirmed = {id(r) for r in [r for r in ranked if not seed_independent(r.config.get("model", ""))][:sweep.confirm_top]}
+    confirmed = {id(r) for r in to_confirm(ranked, sweep)}
     chosen += [r for r in ranked[len(chosen):] if id(r) in confirmed]  # in rank order
     if sweep.test_each:
         seen = {r.config.get(sweep.test_each) for r in chosen}
@@ -107,9 +107,13 @@ def confirm_configs(results, sweep: Sweep) -> list[dict]:
     depends on the seed, each with `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays),
     tagged with the trial they confirm. A seed-independent config (tfidf_lr, nbsvm) would only repeat its
     run: it is confirmed by that run and takes no place in the top."""
-    ranked = [r for r in rank_by_validation(results, sweep) if not seed_independent(r.config.get("model", ""))]
     return [{**r.config, "seed": int(r.config.get("seed", 0)) + k, "confirms": r.metrics["trial_id"]}
-            for r in ranked[:sweep.confirm_top] for k in range(1, sweep.confirm_seeds + 1)]
+            for r in to_confirm(rank_by_validation(results, sweep), sweep) for k in range(1, sweep.confirm_seeds + 1)]
+
+
+def to_confirm(ranked: list, sweep: Sweep) -> list:
+    """The top `confirm_top` of the ranked trials whose model's training depends on the seed."""
+    return [r for r in ranked if not seed_independent(r.config.get("model", ""))][:sweep.confirm_top]
 
 
 def crown_best_confirmed(tested: list[Tested], reruns: list[Tested], descending: bool = True) -> None:
@@ -213,9 +217,8 @@ def test_split(sweep: Sweep) -> str:
     return "official IMDB test split" if data is None else f"test split of {data}"
 
 
-def print_confirmed(tested: list[Tested], reruns: list[Tested], descending: bool = True) -> None:
+def print_confirmed(confirmed: list) -> None:
     """Each confirmed config: its reruns' mean validation and test accuracy (± sd over the new seeds)."""
-    confirmed = confirmed_configs(tested, reruns, descending, seed_independent)
     if confirmed:
         print("confirmed (new seeds; mean ± sd; rank by validation):")
     for c in confirmed:
@@ -237,17 +240,17 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         else:
             print(f"  {row['status'].upper()} {row['trial']}: {row['error']}")  # FAILED or NO EPOCH
     best = summary.best
+    confirmed = confirmed_configs(summary.tested, summary.confirmed, sweep.mode == "max", seed_independent)
     if best is not None:
         t = best.metrics
-        confirmed = any(r.confirms == best.trial_id for r in summary.confirmed) or (summary.confirmed and seed_independent(best.model))
-        crowned = ", the best confirmed config" if confirmed else ""
+        crowned = ", the best confirmed config" if confirmed and confirmed[0].original is best else ""
         print(f"best trial ({best.model}{crowned}): {sweep.metric} {best.val:.4f}, test_accuracy {t['test_accuracy']:.4f}, "
               f"test_f1 {t['test_f1']:.4f} ({test_split(sweep)}, evaluated once)")
         print(f"best trial's test predictions and model: {Path(best.files['test_predictions']).parent}")
         if best.registered:
             print(f"registered: {best.registered}  (python -m imdb_ray predict {best.registered} \"a review\"; "
                   f"mlflow models serve -m {best.registered} --env-manager local)")
-    print_confirmed(summary.tested, summary.confirmed, sweep.mode == "max")
+    print_confirmed(confirmed)
     if summary.mlflow_unwritten:
         print(f"warning: MLflow {uri} did not answer; {summary.mlflow_unwritten} trial event(s) are not in it. "
               f"Nothing is lost: every trial's metrics are in {summary.experiment_path} (result.json per trial)",
