@@ -91,11 +91,15 @@ def load_done(path: Path, device: str) -> dict:
     """The rows an earlier invocation measured, for --resume (failed rows run again)."""
     if not path.exists():
         return {}
-    saved = json.loads(path.read_text())
-    if saved["device"] != device:
-        sys.exit(f"error: --resume: {path} was measured on {saved['device']}, this machine is {device}; "
+    try:
+        saved = json.loads(path.read_text())
+        measured_on, measured = saved["device"], saved["rows"]
+    except (ValueError, KeyError, TypeError):
+        sys.exit(f"error: --resume: {path} is not a table this script wrote; move it away or run without --resume")
+    if measured_on != device:
+        sys.exit(f"error: --resume: {path} was measured on {measured_on}, this machine is {device}; "
                  "one table, one device (give another --out)")
-    return {tuple(key.split(" / ", 1)): row for key, row in saved["rows"].items() if "error" not in row}
+    return {tuple(key.split(" / ", 1)): row for key, row in measured.items() if "error" not in row}
 
 
 def save_done(path: Path, device: str, done: dict) -> None:

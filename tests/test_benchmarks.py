@@ -26,4 +26,7 @@ def test_classic_recipes_resume_keeps_measured_rows_on_the_same_device_only(tmp_
     assert recipes.load_done(saved, "CPU (2 cores)") == {("gru", "base"): row}
     with pytest.raises(SystemExit, match="one table, one device"):
         recipes.load_done(saved, "NVIDIA H200")
+    saved.write_text("{not json")  # a damaged file: one line saying what to do, no traceback
+    with pytest.raises(SystemExit, match="not a table this script wrote"):
+        recipes.load_done(saved, "CPU (2 cores)")
     assert ("gru", "base") in {(m, r) for m, r, _ in recipes.rows()}  # the keys are the rows' own
