@@ -6,6 +6,7 @@ final evaluation of a finished model; validation is carved out of train.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import html
@@ -163,9 +164,23 @@ def _load_raw(source: str | None, text_column: str, label_column: str,
         raise UserError(f"{source}: give a folder with train.* and test.* files, or 'train_file,test_file'")
     else:
         return _load_hub(source, text_column, label_column, group_column)
-    return tuple(_meta_groups(to_split(read_table(p), str(p), text_column, label_column, group_column), p, group_column)
-                 if group_column else to_split(read_table(p), str(p), text_column, label_column)
-                 for p in (train_path, test_path))
+    return tuple(_read_split(p, _identity(p), text_column, label_column, group_column) for p in (train_path, test_path))
+
+
+def _identity(path: Path) -> tuple[tuple[int, int], ...]:
+    """(size, mtime) of a table and of the meta files _meta_groups may read beside it."""
+    stem = path.name.split(".")[0]
+    files = (path, path.with_name(stem + "_meta.csv.gz"), path.with_name(stem + "_meta.csv"))
+    return tuple((st.st_size, st.st_mtime_ns) if (st := f.stat() if f.exists() else None) else (-1, -1) for f in files)
+
+
+@functools.lru_cache(maxsize=4)  # two train/test pairs: a reused trial process (or a test session) reads a file once
+def _read_split(path: Path, identity: tuple, text_column: str, label_column: str, group_column: str | None) -> Split:
+    """A data file as a validated Split, kept while it and its meta files are unchanged (`identity`, part
+    of the cache key). Callers only `take` rows from it, never change it in place."""
+    if group_column:
+        return _meta_groups(to_split(read_table(path), str(path), text_column, label_column, group_column), path, group_column)
+    return to_split(read_table(path), str(path), text_column, label_column)
 
 
 def _load_hub(name: str, text_column: str, label_column: str, group_column: str | None = None) -> tuple[Split, Split]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from imdb_ray.sweep import Sweep, load_sweep
-from imdb_ray.sweep.runner import scaling_config
+from imdb_ray.sweep.trial import scaling_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))

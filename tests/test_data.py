@@ -69,6 +69,27 @@ def test_file_pair_and_gzip(tmp_path):
     assert len(ds.test) == 20
 
 
+def test_a_data_file_is_parsed_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    """A reused trial process loads its data again for each trial: the parsed file is kept in memory,
+    keyed by the files' size and mtime, so an edited file (or a new meta file) is read afresh."""
+    import os
+
+    from imdb_ray import data
+
+    reads = []
+    monkeypatch.setattr(data, "read_table", lambda path: reads.append(path.name) or pd.read_csv(path, dtype=str, keep_default_na=False))
+    folder = _write_pair(tmp_path, GOOD.rename(columns={"review": "text", "sentiment": "label"}))
+    first = load_dataset(folder, seed=0)
+    assert load_dataset(folder, seed=0).train.texts == first.train.texts and sorted(reads) == ["test.csv", "train.csv"]
+    edited = GOOD.rename(columns={"review": "text", "sentiment": "label"}).assign(text=lambda d: d.text + " edited")
+    edited.to_csv(tmp_path / "train.csv", index=False)
+    os.utime(tmp_path / "train.csv", ns=(1, 1))  # a new mtime even where the clock is coarse
+    again = load_dataset(folder, seed=0)
+    assert sorted(reads) == ["test.csv", "train.csv", "train.csv"] and all(t.endswith(" edited") for t in again.train.texts)
+    pd.DataFrame({"movie_id": [str(i // 2) for i in range(20)]}).to_csv(tmp_path / "train_meta.csv", index=False)
+    assert load_dataset(folder, seed=0).train.groups is not None and reads.count("train.csv") == 3  # groups appeared
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda df: df.drop(columns=["label"]), "missing column 'label'"),
     (lambda df: df.assign(label=[0, 1] * 9 + [0, 7]), "row 20: label '7' is not 0/1"),

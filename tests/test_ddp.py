@@ -125,7 +125,7 @@ def test_a_trial_trains_on_its_cpu_share_rounded(ray_address):
     given 2 CPUs less the trial function's 0.01 would train on one core of two; the trainables round."""
     import ray
 
-    from imdb_ray.sweep.runner import use_assigned_cpus
+    from imdb_ray.sweep.trial import use_assigned_cpus
 
     @ray.remote(num_cpus=1.6)  # the shared test cluster has every CPU of this machine (2 here)
     def threads() -> tuple[str, int, int]:

@@ -8,7 +8,6 @@ import re
 import time
 from pathlib import Path
 
-import ray
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
@@ -99,12 +98,6 @@ def release_placement_groups(hex_ids) -> int:
         except Exception:  # gone already, or the cluster is shutting down: nothing left to free
             pass
     return removed
-
-
-def current_placement_group() -> str:
-    """Called in a Train worker: its worker group's placement group, for ReleaseTrainPlacementGroups."""
-    group = ray.util.get_current_placement_group()
-    return group.id.hex() if group else ""
 
 
 class ConsoleProgress(Callback):

@@ -1,6 +1,6 @@
-"""A validated Sweep -> a Ray Tune run. Each trial runs the one training loop, either inside Ray Train
-workers (`trainer="ray_train"`, DDP-ready, ~20 s fixed cost) or in the Tune trial process itself
-(`trainer="direct"`, for cheap single-device trials). After the search the selected trials are
+"""A validated Sweep -> a Ray Tune run. Each trial (sweep/trial.py) runs the one training loop, either
+inside Ray Train workers (`trainer="ray_train"`, DDP-ready, ~20 s fixed cost) or in the Tune trial
+process itself (`trainer="direct"`, for cheap single-device trials). After the search the selected trials are
 evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
 """
 from __future__ import annotations
@@ -11,142 +11,21 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 
 import ray
-import ray.train
 from ray import tune
-from ray.train._internal.session import _TrainingResult  # what Tune hands Trainable.restore (2.60)
 from ray.tune.search.sample import Domain
-from ray.tune.trainable.function_trainable import wrap_function
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups, current_placement_group
+from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
+from imdb_ray.sweep.trial import make_trial
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable
-
-
-# --------------------------------------------------------------------------------- one trial
-def use_assigned_cpus() -> None:
-    """Torch threads = this process's CPU share, rounded: Ray floors it (OMP_NUM_THREADS), so a
-    ray_train worker given 1.99 CPUs (2 less the trial function's 0.01) would train on one core of two."""
-    import torch
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus and os.environ.get("OMP_NUM_THREADS") == str(max(1, int(cpus))):  # Ray's floor, not a user's choice
-        torch.set_num_threads(max(1, round(cpus)))
-
-
-def train_worker(config: dict) -> None:
-    """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune)."""
-    import ray.train.torch
-
-    from imdb_ray.train import train
-
-    use_assigned_cpus()
-
-    cfg = TrialConfig(**config)
-    ctx = ray.train.get_context()
-    resume = ray.train.get_checkpoint()
-    group = current_placement_group()
-
-    def report(metrics: dict, ckpt_dir: str | None) -> None:
-        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
-        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
-                          "train_placement_group": group}, checkpoint=ckpt)
-
-    distributed = ctx.get_world_size() > 1
-    with (resume.as_directory() if resume else nullcontext()) as resume_dir:
-        train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
-              wrap_model=ray.train.torch.prepare_model if distributed else None,
-              wrap_loader=ray.train.torch.prepare_data_loader if distributed else None)
-
-
-def direct_trial(config: dict) -> None:
-    """A Tune function trainable that runs the loop in its own process."""
-    from imdb_ray.train import train
-
-    use_assigned_cpus()
-
-    def report(metrics: dict, ckpt_dir: str | None) -> None:
-        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}  # placement, for the record
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
-
-    resume = tune.get_checkpoint()
-    with (resume.as_directory() if resume else nullcontext()) as resume_dir:
-        train(TrialConfig.from_flat(config, strict=False), on_epoch=report, resume_from=resume_dir, progress=False)
-
-
-class DirectTrial(wrap_function(direct_trial)):
-    """direct_trial, restorable when the driver died between Tune deleting a trial's older checkpoint
-    (CheckpointConfig(num_to_keep=1)) and saving the experiment state that names the newer one: the
-    state then names a folder that is gone, and Ray 2.60 fails the trial ("Could not recover from
-    checkpoint as it does not exist on storage anymore"). The newest checkpoint on storage is moved to the
-    recorded name (so Tune's own bookkeeping stays true) and the trial resumes after its epoch."""
-
-    def restore(self, checkpoint_path):
-        if isinstance(checkpoint_path, _TrainingResult):
-            checkpoint_path = newest_on_storage(checkpoint_path)
-        return super().restore(checkpoint_path)
-
-
-def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
-    """`recorded` if its folder exists, else the trial's newest checkpoint renamed to it, with its epoch
-    as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
-    from pyarrow.fs import FileSelector, FileType
-
-    from imdb_ray.train import checkpoint_epoch
-
-    fs, path = recorded.checkpoint.filesystem, recorded.checkpoint.path
-    if fs.get_file_info(path).type != FileType.NotFound:
-        return recorded
-    parent = os.path.dirname(path)
-    found = [i.path for i in fs.get_file_info(FileSelector(parent, allow_not_found=True)) if os.path.basename(i.path).startswith("checkpoint_")]
-    if not found:
-        return recorded  # nothing to recover from: Tune reports the loss in its own words
-    fs.move(newest := max(found), path)  # Tune's names are checkpoint_<6-digit index>: the largest is the newest
-    with tune.Checkpoint(path, filesystem=fs).as_directory() as folder:
-        epoch = checkpoint_epoch(folder)
-    print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(newest)} "
-          f"(the checkpoint the experiment state named was already replaced)", flush=True)
-    return _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs),
-                           metrics={**recorded.metrics, "training_iteration": epoch})
-
-
-def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
-    """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU/GPU share."""
-    gpus = sweep.gpus_per_worker
-    return ray.train.ScalingConfig(num_workers=sweep.workers_per_trial, use_gpu=gpus > 0,
-                                   resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
-
-
-def make_trial(sweep: Sweep, storage: str):
-    """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
-    function that builds a TorchTrainer and reports through TuneReportCallback)."""
-    if sweep.trainer == "direct":
-        return DirectTrial
-    scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
-
-    def ray_train_trial(config: dict) -> None:
-        from ray.train.torch import TorchConfig, TorchTrainer
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        context = tune.get_context()
-        TorchTrainer(
-            train_worker, train_loop_config=TrialConfig.from_flat(config, strict=False).to_dict(),
-            torch_config=TorchConfig(backend=backend), scaling_config=scaling,
-            run_config=ray.train.RunConfig(
-                name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
-                callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
-        ).fit()
-
-    return ray_train_trial
 
 
 # --------------------------------------------------------------------------------- before the run
