@@ -109,19 +109,24 @@ def small_imdb():
 
 
 @pytest.fixture(scope="session")
-def ray_address():
-    """One local Ray (this machine's CPUs, one node) shared by the end-to-end sweeps that neither kill
-    nor inspect Ray's own processes: each sweep joins it with --address instead of starting and
-    stopping a Ray of its own (5-10 s each on 2 cores). Fault tests that kill workers or the driver
-    start their own."""
+def ray_cluster():
+    """One local Ray (this machine's CPUs, one node) per test process, shared by the end-to-end sweeps:
+    each joins it with --address instead of starting and stopping a Ray of its own (5-10 s each on 2
+    cores). A test process runs one test at a time, so what runs on it is that test's. Tests that need a
+    cluster shaped otherwise (two nodes, one lost) start their own."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": os.cpu_count() or 1, "num_gpus": 0,
                                                             "include_dashboard": False})
     try:
-        yield cluster.address
+        yield cluster
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(ray_cluster):
+    return ray_cluster.address
 
 
 @pytest.fixture

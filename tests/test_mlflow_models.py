@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import cli
+from helpers import cli, fresh_store
 from imdb_ray.bundle import Predictor
 
 REVIEWS = ["One of the best films I have seen, moving and funny.", "Dull, far too long, and badly acted."]
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     from imdb_ray.__main__ import main
 
     folder = tmp_path_factory.mktemp("mlflow_models")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = fresh_store(folder)
     assert main(["train", "--model", "cnn", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
                  "--w2v-epochs", "1", "--epochs", "2", "--num-filters", "8", "--cache-dir", str(folder / "cache"),
                  "--run-dir", str(folder / "run"), "--tracking-uri", uri, "--quiet"]) == 0
@@ -89,7 +89,7 @@ def test_resumed_train_continues_its_run_with_one_model(trained, capsys):
 
 
 def test_a_baseline_logs_the_pyfunc_and_the_sklearn_flavour(tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path)
     code, err, _ = cli(["train", "--model", "tfidf_lr", "--n-train", "240", "--n-test", "100", "--run-dir",
                         str(tmp_path / "run"), "--tracking-uri", uri, "--experiment", "baselines", "--quiet"], capsys)
     assert code == 0, err

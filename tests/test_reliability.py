@@ -19,9 +19,8 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from mlflow import MlflowClient
 
-from helpers import (ROOT, finish, free_port, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
+from helpers import (ROOT, finish, free_port, fresh_store, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
 from imdb_ray.__main__ import main
 
@@ -173,9 +172,8 @@ def killable_sweep(tmp_path, name: str, space: str, settings: str, address: str 
     sweep.write_text("from ray import tune\nfrom imdb_ray.sweep import Sweep\n"
                      f"sweep = Sweep(name={name!r}, space={{{space}, **{ {**base, 'n_train': 400, 'epochs': 2}!r}}}, "
                      f"{settings}, trainer='direct', cpus_per_worker=0.95)\n")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(uri).search_experiments()  # the store's tables made here: the test's polling and the driver
-    # would otherwise both create them at once, and the loser's migration fails (CommandError)
+    uri = fresh_store(tmp_path)  # the store's tables made here: the test's polling and the driver would
+    # otherwise both create them at once, and the loser's migration fails (CommandError)
     with open(tmp_path / "driver.log", "w") as log:
         proc = subprocess.Popen(sweep_command(tmp_path, sweep, "--max-concurrent", "1", address=address), cwd=tmp_path, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -183,16 +181,19 @@ def killable_sweep(tmp_path, name: str, space: str, settings: str, address: str 
 
 
 @pytest_slow
-def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path):
+def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path, ray_cluster):
     """One of the two DDP workers (gloo) of a trial killed mid-epoch: Train restarts the group from the
-    last checkpoint, and no epoch is logged twice."""
+    last checkpoint, and no epoch is logged twice. On the shared Ray: its workers are the raylet's children."""
     sweep = write_sweep(tmp_path, "worker_kill", {**GRU, "n_train": 1000, "epochs": 5}, search="random", scheduler="fifo", num_samples=1,
                          trainer="ray_train", workers_per_trial=2, cpus_per_worker=0.9, max_failures=2)
-    proc = subprocess.Popen(sweep_command(tmp_path, sweep), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    started = time.time()
+    proc = subprocess.Popen(sweep_command(tmp_path, sweep, address=ray_cluster.address), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     db = tmp_path / "mlflow.db"
     wait_for(lambda: max_step(db) >= 1, 300, "the first epoch", proc)
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
+    raylet = psutil.Process(ray_cluster.head_node.all_processes["raylet"][0].process.pid)
+    workers = [p for p in raylet.children(recursive=True)  # this sweep's (an earlier test's may still be exiting)
+               if "RayTrainWorker" in " ".join(p.cmdline()) and p.create_time() >= started - 1]
     assert len(workers) == 2
     killed_after = max_step(db)
     workers[1].kill()  # SIGKILL: one rank dies mid-epoch, no cleanup

@@ -7,6 +7,7 @@ import itertools
 import pytest
 from mlflow.tracking import MlflowClient
 
+from helpers import fresh_store
 from imdb_ray.tracking import SweepRuns, Tested, TrialLog
 
 CONFIG = {"model": "gru", "hidden": 32, "lr": 3e-3, "epochs": 3, "n_train": 100}
@@ -39,7 +40,7 @@ class FlakyStore:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
-    return f"sqlite:///{folder}/mlflow.db", folder
+    return fresh_store(folder), folder
 
 
 @pytest.fixture

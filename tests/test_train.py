@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cli
+from helpers import cli, fresh_store
 from imdb_ray.__main__ import main
 from imdb_ray.cache import load_or_build
 from imdb_ray.config import TrialConfig
@@ -84,7 +84,7 @@ def test_same_config_same_numbers_in_two_processes(tmp_path):
             "--w2v-epochs", "1", "--epochs", "2", "--batch-size", "32", "--hidden", "16", "--quiet"]
     histories, procs = [], {}
     for run in ("a", "b"):  # at the same time (a stronger check than one after the other: other thread timings)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/{run}.db"}  # two stores: no migration race
+        env = {**os.environ, "MLFLOW_TRACKING_URI": fresh_store(tmp_path, f"{run}.db")}  # two stores: no migration race
         procs[run] = subprocess.Popen([sys.executable, "-m", "imdb_ray", "train", *args, "--run-dir", str(tmp_path / run),
                                        "--cache-dir", str(tmp_path / f"cache-{run}")], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)

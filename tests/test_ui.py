@@ -14,7 +14,7 @@ import urllib.request
 import psutil
 from mlflow.tracking import MlflowClient
 
-from helpers import free_port, port_open, record_row
+from helpers import free_port, fresh_store, port_open, record_row
 
 
 def search_experiments(port: int) -> str | None:
@@ -27,7 +27,7 @@ def search_experiments(port: int) -> str | None:
 
 
 def test_ui_serves_the_store_on_localhost_and_stops_whole_with_kill(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = fresh_store(tmp_path)
     client = MlflowClient(uri)
     client.create_run(client.create_experiment("ui_check"), run_name="a-trial")
     port = free_port()
