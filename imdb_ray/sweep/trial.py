@@ -39,7 +39,8 @@ def current_placement_group() -> str:
 
 
 def train_worker(config: dict) -> None:
-    """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune)."""
+    """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune). `config`: the
+    trial's flat Tune config, read here (the trainable that starts Train need not import the config)."""
     import ray.train.torch
 
     from imdb_ray.config import TrialConfig
@@ -47,7 +48,7 @@ def train_worker(config: dict) -> None:
 
     use_assigned_cpus()
 
-    cfg = TrialConfig(**config)
+    cfg = TrialConfig.from_flat(config, strict=False)
     ctx = ray.train.get_context()
     resume = ray.train.get_checkpoint()
     group = current_placement_group()
@@ -134,11 +135,9 @@ def make_trial(sweep: Sweep, storage: str):
         from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from imdb_ray.config import TrialConfig
-
         context = tune.get_context()
         TorchTrainer(
-            train_worker, train_loop_config=TrialConfig.from_flat(config, strict=False).to_dict(),
+            train_worker, train_loop_config=config,
             torch_config=TorchConfig(backend=backend), scaling_config=scaling,
             run_config=ray.train.RunConfig(
                 name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
