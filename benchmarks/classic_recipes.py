@@ -5,6 +5,7 @@ is what a lever is judged by; test is evaluated once per row, on the restored be
     python benchmarks/classic_recipes.py                       # -> results/classic_recipes.md
     python benchmarks/classic_recipes.py --parallel 6 --budget-s 420
     python benchmarks/classic_recipes.py --budget-s 3600 --resume   # on a CPU: an hour a session, rows kept
+    python benchmarks/classic_recipes.py --resume --models cnn      # one model's rows (CNN's are the quickest)
 
 Each row is `imdb_ray.train.train` on the full official split. Sized for a GPU, where a row takes
 under a minute and several rows share the card; on 2 CPU cores one row takes 15-40 minutes.
@@ -51,6 +52,16 @@ def rows() -> list[tuple[str, str, dict]]:
     for model in BASE_AND_ALL:
         out += [(model, "base", {}), (model, "all levers", ALL)]
     return out
+
+
+def pending(done: dict, models: str | None) -> list[tuple[str, str, dict]]:
+    """The rows still to run, in order; `models` ("cnn,gru"): only theirs."""
+    study = list(dict.fromkeys(model for model, _, _ in rows()))
+    chosen = study if not models else [m.strip() for m in models.split(",")]
+    unknown = [m for m in chosen if m not in study]
+    if unknown:
+        sys.exit(f"error: --models: {', '.join(unknown)} not in this study; its models: {', '.join(study)}")
+    return [(model, recipe, extra) for model, recipe, extra in rows() if model in chosen and (model, recipe) not in done]
 
 
 def run_row(model: str, extra: dict, smoke: dict, w2v_workers: int) -> dict:
@@ -113,6 +124,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "results" / "classic_recipes.md"))
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the script, measures nothing")
     parser.add_argument("--resume", action="store_true", help="keep the rows --out already has; run the others")
+    parser.add_argument("--models", default=None, help="only these models' rows, e.g. cnn,gru (default: all)")
     args = parser.parse_args()
     import torch
 
@@ -128,7 +140,7 @@ def main() -> None:
         print(f"[recipes] --resume: {len(done)} row(s) measured before, kept", flush=True)
     pool = cf.ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn"))
     futures = {pool.submit(run_row, model, extra, smoke, w2v_workers): (model, recipe)
-               for model, recipe, extra in rows() if (model, recipe) not in done}
+               for model, recipe, extra in pending(done, args.models)}
     try:
         for future in cf.as_completed(futures, timeout=None if args.budget_s is None else max(1.0, args.budget_s)):
             key = futures[future]

@@ -30,3 +30,14 @@ def test_classic_recipes_resume_keeps_measured_rows_on_the_same_device_only(tmp_
     with pytest.raises(SystemExit, match="not a table this script wrote"):
         recipes.load_done(saved, "CPU (2 cores)")
     assert ("gru", "base") in {(m, r) for m, r, _ in recipes.rows()}  # the keys are the rows' own
+
+
+def test_classic_recipes_runs_the_rows_left_of_the_models_asked_for():
+    recipes = load("classic_recipes")
+    done = {("cnn", "base"): {"val": 0.88}}
+    todo = recipes.pending(done, "cnn")
+    assert todo and {m for m, _, _ in todo} == {"cnn"} and ("cnn", "base") not in {(m, r) for m, r, _ in todo}
+    assert [r for _, r, _ in todo] == [r for m, r, _ in recipes.rows() if m == "cnn" and r != "base"]  # the study's order
+    assert len(recipes.pending({}, None)) == len(recipes.rows())
+    with pytest.raises(SystemExit, match="--models: bert not in this study; its models: gru, lstm, cnn"):
+        recipes.pending({}, "cnn,bert")
