@@ -1,6 +1,7 @@
 """Helpers the test modules share: sweep commands, MLflow stores and servers, processes, waiting."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -23,7 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
-_TEMPLATE_STORE: list[Path] = []  # this process's empty store, made once
+@functools.cache  # once per test process
+def _empty_store() -> Path:
+    template = Path(tempfile.mkdtemp(prefix="imdb_ray_store_template_")) / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()
+    return template
 
 
 def fresh_store(folder: Path, name: str = "mlflow.db") -> str:
@@ -33,11 +38,7 @@ def fresh_store(folder: Path, name: str = "mlflow.db") -> str:
     `make quickstart` and of the tests that name no store."""
     db = Path(folder) / name
     if not db.exists():
-        if not _TEMPLATE_STORE:
-            template = Path(tempfile.mkdtemp(prefix="imdb_ray_store_template_")) / "mlflow.db"
-            MlflowClient(f"sqlite:///{template}").search_experiments()
-            _TEMPLATE_STORE.append(template)
-        shutil.copyfile(_TEMPLATE_STORE[0], db)
+        shutil.copyfile(_empty_store(), db)
     return f"sqlite:///{db}"
 
 
