@@ -125,6 +125,11 @@ def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch)
     assert code == 0, err
     assert "per trial: 1 worker(s) x 1 CPU, 0 GPU" in out
     assert "trials at once on this machine" in out and "none" not in out.split("trials at once")[1].splitlines()[0]
+    # a constant written under one model is shown on that model's line, the shared ones once
+    cnn = next(ln for ln in out.splitlines() if ln.strip().startswith("cnn:"))
+    assert cnn.endswith("; fixed for cnn: max_len=512"), cnn
+    assert "fixed for" not in next(ln for ln in out.splitlines() if ln.strip().startswith("gru:"))
+    assert "fixed: epochs=6, patience=2, max_len=256, truncation='head+tail'" in out
 
 
 def test_select_for_test_takes_the_top_and_the_best_of_each_model():

@@ -254,8 +254,11 @@ def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
     tree = sweep.branches()
     lines.append(f"  space: {len(tree)} model(s); each trial gets only its model's keys")
     for model, branch in tree.items():
-        searched = {k: v for k, v in branch.items() if is_searched(v)}
-        lines.append(f"    {model}: " + (", ".join(f"{k}={describe(v)}" for k, v in searched.items()) or "nothing to sample (runs once)"))
+        searched = ", ".join(f"{k}={describe(v)}" for k, v in branch.items() if is_searched(v))
+        # constants written under the model that replace (or add to) the shared ones, e.g. the CNN's max_len
+        own = ", ".join(f"{k}={v!r}" for k, v in branch.items()
+                        if k != "metric" and not is_searched(v) and (k not in sweep.space or sweep.space[k] != v))
+        lines.append(f"    {model}: {searched or 'nothing to sample (runs once)'}" + (f"; fixed for {model}: {own}" if own else ""))
     fixed = {k: v for k, v in sweep.space.items() if k != "model" and not is_searched(v)}
     lines.append("    fixed: " + ", ".join(f"{k}={v!r}" for k, v in fixed.items()))
     if sweep.search != "grid" and sweep.num_samples < len(tree):
