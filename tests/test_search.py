@@ -177,7 +177,8 @@ def test_the_console_prints_a_sweep_line_while_trials_run_and_an_eta_from_this_r
     from imdb_ray.sweep.callbacks import ConsoleProgress
 
     now = [0.0]
-    console = ConsoleProgress("best_val_accuracy", "max", total=10, searched={}, max_epochs=6, every_s=60, clock=lambda: now[0])
+    console = ConsoleProgress("best_val_accuracy", "max", total=10, searched={}, epochs={"cnn": 6, "transformer": 6, "tfidf_lr": 1},
+                             every_s=60, clock=lambda: now[0])
     assert all(hasattr(Callback, hook) for hook in ("on_step_end", "on_trial_complete", "on_trial_error", "setup"))
     now[0] = 10_000.0  # the pickled callback comes back hours later
     console.setup()
@@ -207,3 +208,12 @@ def test_the_console_prints_a_sweep_line_while_trials_run_and_an_eta_from_this_r
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[imdb_ray] trial r transformer: best val_accuracy 0.8702, 3/6 epochs")
     assert out[1] == "[imdb_ray] sweep: 4 done, 0 running, 6 left; 20m00s elapsed, ETA 2h00m"
+    baseline = FakeTrial("b", "tfidf_lr", "TERMINATED", epoch=1, value=0.8861)  # fitted in one pass: 1/1, not 1/6
+    console.on_trial_complete(iteration=7, trials=done + [running, baseline], trial=baseline)
+    assert capsys.readouterr().out.startswith("[imdb_ray] trial b tfidf_lr: best val_accuracy 0.8861, 1/1 epochs")
+
+
+def test_a_sweep_knows_each_models_epoch_ceiling():
+    sweep = Sweep(name="x", space={"model": {"gru": {"epochs": tune.choice([2, 5])}, "cnn": {}, "tfidf_lr": {}}, "epochs": 3})
+    assert sweep.epochs_by_model() == {"gru": 5, "cnn": 3, "tfidf_lr": 1}
+    assert sweep.max_epochs() == 5

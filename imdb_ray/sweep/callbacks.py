@@ -109,15 +109,15 @@ class ConsoleProgress(Callback):
     back from there, so the clock, the finished set and the ETA's baseline are reset in `setup`, which
     Tune calls at the start of every run, first or resumed."""
 
-    def __init__(self, metric: str, mode: str, total: int, searched: dict[str, list[str]], max_epochs: int,
+    def __init__(self, metric: str, mode: str, total: int, searched: dict[str, list[str]], epochs: dict[str, int],
                  every_s: float = 60.0, clock=time.monotonic):
-        self.metric, self.mode, self.total, self.searched, self.max_epochs = metric, mode, total, searched, max_epochs
+        self.metric, self.mode, self.total, self.searched, self.epochs = metric, mode, total, searched, epochs
         self.every_s, self.clock = every_s, clock
         self.setup()
 
     @classmethod
     def for_sweep(cls, sweep, total: int | None = None) -> "ConsoleProgress":
-        return cls(f"best_{sweep.metric}", sweep.mode, total or sweep.trial_count(), sweep.searched_keys(), sweep.max_epochs())
+        return cls(f"best_{sweep.metric}", sweep.mode, total or sweep.trial_count(), sweep.searched_keys(), sweep.epochs_by_model())
 
     def setup(self, **info) -> None:
         self.start = self.last_line = self.clock()
@@ -143,7 +143,7 @@ class ConsoleProgress(Callback):
         if trial.trial_id in self.finished:
             return
         self.finished.add(trial.trial_id)
-        print(f"[imdb_ray] {trial_line(trial, self.searched, self.metric, self.max_epochs, failed)}", flush=True)
+        print(f"[imdb_ray] {trial_line(trial, self.searched, self.metric, self.epochs, failed)}", flush=True)
         self._progress(trials)
 
     def _state(self, trials) -> tuple[list, int, str]:
@@ -167,10 +167,11 @@ class ConsoleProgress(Callback):
     def _epoch_of(self, trial) -> str:
         last = trial.last_result or {}
         value = f" {self.metric.removeprefix('best_')} {last[self.metric]:.4f}" if self.metric in last else ""
-        return f"{trial.config.get('model')} epoch {last.get('epoch', 0)}/{self.max_epochs}{value}"
+        model = trial.config.get("model")
+        return f"{model} epoch {last.get('epoch', 0)}/{self.epochs.get(model, '?')}{value}"
 
 
-def trial_line(trial, searched: dict[str, list[str]], metric: str, max_epochs: int, failed: bool = False) -> str:
+def trial_line(trial, searched: dict[str, list[str]], metric: str, epochs: dict[str, int], failed: bool = False) -> str:
     """`gru lr=0.0012 hidden=128: best val_accuracy 0.8712, 4/6 epochs (stopped early), 53s`."""
     config, last = trial.config, trial.last_result or {}
     params = " ".join(f"{k}={_short(config[k])}" for k in searched.get(config.get("model"), []) if k in config)
@@ -178,10 +179,10 @@ def trial_line(trial, searched: dict[str, list[str]], metric: str, max_epochs: i
     if failed:
         error = _error_text(trial) or "no error file"
         return f"{head}: FAILED ({error.strip().splitlines()[-1][:160] if error.strip() else 'see the trial log'})"
-    epochs = last.get("epoch", 0)
+    ran, most = last.get("epoch", 0), epochs.get(config.get("model"), "?")
     stopped = " (stopped early)" if last.get("finished") is False else ""
     best = f"best {metric.removeprefix('best_')} {last[metric]:.4f}" if metric in last else "no result"
-    return f"{head}: {best}, {epochs}/{max_epochs} epochs{stopped}, {last.get('time_total_s', 0):.0f}s"
+    return f"{head}: {best}, {ran}/{most} epochs{stopped}, {last.get('time_total_s', 0):.0f}s"
 
 
 def _short(value) -> str:

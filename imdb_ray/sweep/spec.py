@@ -207,10 +207,16 @@ class Sweep:
         """Where Ray Tune keeps this sweep (stage "confirm": its confirmation reruns, beside it)."""
         return f"{absolute_storage(storage).rstrip('/')}/{self.name}" + (f"-{stage}" if stage else "")
 
+    def epochs_by_model(self) -> dict[str, int]:
+        """The most epochs each model's trials can run: 1 for a model fitted in one pass (a baseline)."""
+        from imdb_ray.models import FAMILIES, get_model
+
+        return {m: max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
+                if FAMILIES[get_model(m).family].uses("epochs") else 1 for m, b in self.branches().items()}
+
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""
-        return max(max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
-                   for b in self.branches().values())
+        return max(self.epochs_by_model().values())
 
 
 def absolute_storage(storage: str) -> str:
