@@ -2,6 +2,7 @@
 every-model guarantees, pruned trials told to Optuna, the metric flowing into trials."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import optuna
@@ -217,3 +218,9 @@ def test_a_sweep_knows_each_models_epoch_ceiling():
     sweep = Sweep(name="x", space={"model": {"gru": {"epochs": tune.choice([2, 5])}, "cnn": {}, "tfidf_lr": {}}, "epochs": 3})
     assert sweep.epochs_by_model() == {"gru": 5, "cnn": 3, "tfidf_lr": 1}
     assert sweep.max_epochs() == 5
+    # ASHA refuses a grace period longer than a trial (an assertion deep in Ray): a one-line error first
+    with pytest.raises(UserError, match=r"grace_period=6 is more than the 5 epoch\(s\) a trial runs; lower it or raise epochs"):
+        dataclasses.replace(sweep, grace_period=6).validate()
+    with pytest.raises(UserError, match="grace_period must be >= 1 and reduction_factor >= 2"):
+        dataclasses.replace(sweep, reduction_factor=1).validate()
+    assert dataclasses.replace(sweep, grace_period=6, scheduler="fifo").validate().grace_period == 6  # no ASHA: no bound

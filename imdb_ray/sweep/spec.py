@@ -71,6 +71,9 @@ class Sweep:
             sweep.gpus_per_worker, sweep.gpus_per_trial = per_worker, None
         sweep._check_settings()
         sweep._check_space()
+        if sweep.scheduler == "asha" and sweep.grace_period > sweep.max_epochs():
+            sweep.fail(f"grace_period={sweep.grace_period} is more than the {sweep.max_epochs()} epoch(s) a trial runs; "
+                       "lower it or raise epochs")
         return sweep
 
     def with_overrides(self, **overrides) -> "Sweep":
@@ -113,6 +116,8 @@ class Sweep:
             self.fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
         if self.trainer == "direct" and self.workers_per_trial > 1:
             self.fail(f"workers_per_trial={self.workers_per_trial} needs trainer='ray_train' (a direct trial is one process)")
+        if self.grace_period < 1 or self.reduction_factor < 2:
+            self.fail(f"grace_period must be >= 1 and reduction_factor >= 2 (ASHA), not {self.grace_period} and {self.reduction_factor}")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             self.fail(f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number")
 
@@ -216,7 +221,8 @@ class Sweep:
 
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""
-        return max(self.epochs_by_model().values())
+        return max(max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
+                   for b in self.branches().values())
 
 
 def absolute_storage(storage: str) -> str:
