@@ -71,9 +71,8 @@ class Sweep:
             sweep.gpus_per_worker, sweep.gpus_per_trial = per_worker, None
         sweep._check_settings()
         sweep._check_space()
-        if sweep.scheduler == "asha" and sweep.grace_period > sweep.max_epochs():
-            sweep.fail(f"grace_period={sweep.grace_period} is more than the {sweep.max_epochs()} epoch(s) a trial runs; "
-                       "lower it or raise epochs")
+        if sweep.scheduler == "asha" and sweep.grace_period > (most := sweep.max_epochs()):
+            sweep.fail(f"grace_period={sweep.grace_period} is more than the {most} epoch(s) a trial runs; lower it or raise epochs")
         return sweep
 
     def with_overrides(self, **overrides) -> "Sweep":
@@ -216,13 +215,15 @@ class Sweep:
         """The most epochs each model's trials can run: 1 for a model fitted in one pass (a baseline)."""
         from imdb_ray.models import FAMILIES, get_model
 
-        return {m: max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
-                if FAMILIES[get_model(m).family].uses("epochs") else 1 for m, b in self.branches().items()}
+        return {m: self._most_epochs(b) if FAMILIES[get_model(m).family].uses("epochs") else 1
+                for m, b in self.branches().items()}
 
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""
-        return max(max(candidates("epochs", b.get("epochs", TrialConfig.epochs), self.fail))
-                   for b in self.branches().values())
+        return max(self._most_epochs(b) for b in self.branches().values())
+
+    def _most_epochs(self, branch: dict) -> int:
+        return max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), self.fail))
 
 
 def absolute_storage(storage: str) -> str:
