@@ -29,6 +29,15 @@ def code_version(*functions: Callable) -> str:
     return cache_key(*(inspect.getsource(f) for f in functions))
 
 
+def cached(cache_dir: str | Path, name: str) -> dict[str, Any] | None:
+    """The entry stored under `name`, or None (missing or unreadable); creates nothing on a miss."""
+    path = Path(cache_dir) / f"{name}.pt"
+    try:
+        return torch.load(path, weights_only=True) if path.exists() else None
+    except Exception:  # truncated or corrupted: load_or_build replaces it
+        return None
+
+
 def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Return the dict of tensors/values stored under `name`, building and storing it on a miss."""
     folder = Path(cache_dir)

@@ -147,24 +147,39 @@ def _meta_groups(split: Split, table: Path, group_column: str) -> Split:
 def _load_raw(source: str | None, text_column: str, label_column: str,
               group_column: str | None = None) -> tuple[Split, Split]:
     """(train, test) from the bundled data, a file pair/dir, or a `datasets` id."""
+    pair = _local_pair(source)
+    if pair is None:
+        return _load_hub(source, text_column, label_column, group_column)
+    return tuple(_read_split(p, _identity(p), text_column, label_column, group_column) for p in pair)
+
+
+def _local_pair(source: str | None) -> tuple[Path, Path] | None:
+    """The (train, test) files `source` names: the bundled data, "train_file,test_file" or a folder with
+    train.* and test.*; None for a `datasets` id."""
     if source is None or source == "imdb":
         source = str(BUNDLED_IMDB)
     path = Path(source)
     if "," in source:  # "train.csv,test.csv"
         train_path, test_path = (Path(p.strip()) for p in source.split(",", 1))
-    elif path.is_dir():
+        return train_path, test_path
+    if path.is_dir():
         found = {}
         for split in ("train", "test"):
             matches = sorted(p for p in path.iterdir() if p.name.split(".")[0] == split and not p.name.endswith(".md"))
             if not matches:
                 raise UserError(f"{path}: no {split}.csv/.tsv/.jsonl/.parquet file in this folder")
             found[split] = matches[0]
-        train_path, test_path = found["train"], found["test"]
-    elif path.suffix or path.exists():
+        return found["train"], found["test"]
+    if path.suffix or path.exists():
         raise UserError(f"{source}: give a folder with train.* and test.* files, or 'train_file,test_file'")
-    else:
-        return _load_hub(source, text_column, label_column, group_column)
-    return tuple(_read_split(p, _identity(p), text_column, label_column, group_column) for p in (train_path, test_path))
+    return None
+
+
+def source_identity(source: str | None) -> list | None:
+    """What `source`'s local files are now (paths, sizes, mtimes, with their meta files): a cache key for
+    anything read from them; None for a `datasets` id (the `datasets` library caches those itself)."""
+    pair = _local_pair(source)
+    return None if pair is None else [(str(p.resolve()), _identity(p)) for p in pair]
 
 
 def _identity(path: Path) -> tuple[tuple[int, int], ...]:
@@ -269,6 +284,36 @@ def load_dataset(
         raise UserError(f"the {how} validation split left one class on a side; raise n_train or val_fraction, "
                         "or set val_split='random'")
     return Dataset(train=train.take(tr_idx), val=train.take(val_idx), test=test)
+
+
+def load_dataset_cached(source: str | None, cache_dir: str | Path, **settings) -> Dataset:
+    """load_dataset(source, **settings), kept in the cache for local files: they are read, validated,
+    subset and split once per setting, and every later trial process loads its rows from there instead
+    of parsing both 25k-review files again (seconds of CPU and hundreds of MB per process)."""
+    import sys
+
+    from imdb_ray.cache import cache_key, cached, code_version, load_or_build
+
+    identity = source_identity(source)
+    if identity is None:  # a `datasets` id: its library caches the download
+        return load_dataset(source, **settings)
+    name = "data-" + cache_key(identity, settings, code_version(sys.modules[__name__]))
+    state = cached(cache_dir, name)
+    if state is None:
+        dataset = load_dataset(source, **settings)  # bad data fails here, before the cache is touched
+        state = load_or_build(cache_dir, name, lambda: _dataset_state(dataset))
+    return Dataset(**{k: Split(v["texts"], v["labels"].numpy(), None if v["rows"] is None else v["rows"].numpy(),
+                               None if v["groups"] is None else np.array(v["groups"], dtype=object))
+                      for k, v in state.items()})
+
+
+def _dataset_state(dataset: Dataset) -> dict:
+    """A Dataset in the types the cache's weights-only loader reads back: lists, strings, tensors."""
+    import torch
+
+    return {k: {"texts": s.texts, "labels": torch.from_numpy(s.labels), "rows": None if s.rows is None else torch.from_numpy(s.rows),
+                "groups": None if s.groups is None else s.groups.tolist()}
+            for k, s in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))}
 
 
 # ----------------------------------------------------------------------------------- batching

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from imdb_ray.config import TrialConfig
-from imdb_ray.data import Dataset, LengthBuckets, Split, load_dataset
+from imdb_ray.data import Dataset, LengthBuckets, Split, load_dataset_cached
 from imdb_ray.errors import UserError
 from imdb_ray.losses import build_loss
 from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
@@ -79,10 +79,10 @@ def pick_device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------------------------- data
 def load_trial_data(cfg: TrialConfig) -> Dataset:
-    return load_dataset(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
-                        val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
-                        clean=cfg.clean_html, seed=cfg.split_seed, val_split=cfg.val_split,
-                        group_column=cfg.group_column)
+    return load_dataset_cached(cfg.data, cfg.cache_dir, text_column=cfg.text_column, label_column=cfg.label_column,
+                               val_fraction=cfg.val_fraction, n_train=cfg.n_train, n_test=cfg.n_test,
+                               clean=cfg.clean_html, seed=cfg.split_seed, val_split=cfg.val_split,
+                               group_column=cfg.group_column)
 
 
 def make_loaders(cfg: TrialConfig, dataset: Dataset, bucket: bool = True) -> tuple[dict[str, DataLoader], dict, list[str] | None]:

@@ -41,3 +41,24 @@ def test_classic_recipes_runs_the_rows_left_of_the_models_asked_for():
     assert len(recipes.pending({}, None)) == len(recipes.rows())
     with pytest.raises(SystemExit, match="--models: bert not in this study; its models: gru, lstm, cnn"):
         recipes.pending({}, "cnn,bert")
+
+
+def test_suite_cpu_sums_each_process_by_its_role():
+    """benchmarks/suite_cpu.py: Ray's process titles, our CLI commands and the rest, each to its role; the
+    sampler counts a process started while it runs, and only that process's own CPU time."""
+    import subprocess
+    import sys
+
+    suite = load("suite_cpu")
+    assert suite.role("ray::DirectTrial.train") == "ray::DirectTrial" and suite.role("ray::IDLE") == "ray::IDLE"
+    assert suite.role("python -m imdb_ray sweep s.py --address x") == "imdb_ray sweep (sweep drivers)"
+    assert suite.role("/venv/bin/python default_worker.py --raylet-name=x") == "Ray worker (starting)"
+    assert suite.role("/ray/core/src/ray/raylet/raylet --x") == "Ray daemons" and suite.role("") is None
+    sampler = suite.Sampler(interval=0.1)
+    sampler.start()
+    busy = subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 1.0\nwhile time.process_time() < end: pass\n"
+                           "time.sleep(0.5)"], check=True)
+    sampler.stop.set()
+    sampler.join()
+    seconds, count = sampler.by_role()["other"]
+    assert busy.returncode == 0 and count >= 1 and 0.8 <= seconds

@@ -130,7 +130,7 @@ def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
         assert steps == list(range(1, EPOCHS + 1)), f"resumed trials repeat or skip epochs: {steps}"
     # the driver built the shared preprocessing once; trials on both nodes read it from the shared path
     builds = (tmp_path / "shared" / "cache" / "builds.log").read_text().splitlines()
-    assert sorted(b.split("-")[0] for b in builds) == ["vectors", "words"]
+    assert sorted(b.split("-")[0] for b in builds) == ["data", "vectors", "words"]
 
 
 def test_gpu_check_plan_is_sound_without_a_gpu():

@@ -90,6 +90,41 @@ def test_a_data_file_is_parsed_once_while_it_is_unchanged(tmp_path, monkeypatch)
     assert load_dataset(folder, seed=0).train.groups is not None and reads.count("train.csv") == 3  # groups appeared
 
 
+def test_a_trials_splits_come_from_the_cache_while_the_files_are_unchanged(tmp_path):
+    """load_trial_data keeps each data setting's splits in the cache (a trial process then reads its rows,
+    not both 25k-review files): the same splits as load_dataset, rows and movie groups included; a new
+    setting or an edited file is a new entry; bad data is refused before the cache folder exists."""
+    import dataclasses
+    import os
+
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.train import load_trial_data
+
+    cfg = TrialConfig(model="gru", n_train=300, n_test=60, cache_dir=str(tmp_path / "cache"))
+    first, again = load_trial_data(cfg), load_trial_data(cfg)
+    fresh = load_dataset(n_train=300, n_test=60)
+    for split in ("train", "val", "test"):
+        a, b, c = (getattr(d, split) for d in (first, again, fresh))
+        assert a.texts == b.texts == c.texts and (a.labels == c.labels).all() and (b.rows == c.rows).all()
+        assert (b.groups == c.groups).all() and b.labels.dtype == c.labels.dtype and b.groups.dtype == object
+    log = tmp_path / "cache" / "builds.log"
+    assert [line.split("-")[0] for line in log.read_text().splitlines()] == ["data"]  # read and split once
+    assert load_trial_data(dataclasses.replace(cfg, split_seed=1)).train.texts != first.train.texts
+    folder = _write_pair(tmp_path, GOOD.rename(columns={"review": "text", "sentiment": "label"}))
+    mine = dataclasses.replace(cfg, data=folder, n_train=None, n_test=None)
+    assert len(load_trial_data(mine).test) == 20 and len(log.read_text().splitlines()) == 3
+    GOOD.rename(columns={"review": "text", "sentiment": "label"}).assign(text=lambda d: d.text + " edited").to_csv(
+        tmp_path / "test.csv", index=False)
+    os.utime(tmp_path / "test.csv", ns=(1, 1))  # a new mtime even where the clock is coarse
+    assert all(t.endswith(" edited") for t in load_trial_data(mine).test.texts) and len(log.read_text().splitlines()) == 4
+    (tmp_path / "bad").mkdir()
+    GOOD.to_csv(tmp_path / "bad" / "train.csv", index=False)  # no 'text' column
+    GOOD.to_csv(tmp_path / "bad" / "test.csv", index=False)
+    with pytest.raises(UserError, match="missing column 'text'"):
+        load_trial_data(dataclasses.replace(mine, data=str(tmp_path / "bad"), cache_dir=str(tmp_path / "untouched")))
+    assert not (tmp_path / "untouched").exists()
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda df: df.drop(columns=["label"]), "missing column 'label'"),
     (lambda df: df.assign(label=[0, 1] * 9 + [0, 7]), "row 20: label '7' is not 0/1"),

@@ -145,10 +145,10 @@ def test_smoke_sweep_direct_mode(smoke_store):
     assert len(lines) == 6 and all(" lr=" in ln and "best val_accuracy" in ln for ln in lines)
     assert any("(stopped early)" in ln for ln in lines) and "ETA" in console and "left;" in console
     assert "Configuration for experiment" not in console and "Trial status" not in console
-    # shared preprocessing: encoded data built once for all; word vectors once per seed (Word2Vec is part
-    # of a seed's randomness): seed 0 for the six search trials, seeds 1 and 2 for the confirmation reruns
+    # shared preprocessing: the splits read and encoded once for all; word vectors once per seed (Word2Vec is
+    # part of a seed's randomness): seed 0 for the six search trials, seeds 1 and 2 for the confirmation reruns
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
-    assert sorted(b.split("-")[0] for b in builds) == ["vectors", "vectors", "vectors", "words"]
+    assert sorted(b.split("-")[0] for b in builds) == ["data", "vectors", "vectors", "vectors", "words"]
 
 
 def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
@@ -194,7 +194,7 @@ def test_peft_sweep_on_real_minilm(tmp_path, ray_address):
         assert c.data.tags["family"] == "hf"
         assert 0 < c.data.metrics["trainable_params"] < c.data.metrics["total_params"]
     builds = (tmp_path / "cache" / "builds.log").read_text().splitlines()
-    assert [b.split("-")[0] for b in builds] == ["hf"]  # tokenised once for the three trials
+    assert [b.split("-")[0] for b in builds] == ["data", "hf"]  # read and tokenised once for the three trials
 
 
 def test_mlflow_models_serve_answers_what_predict_does(smoke_store):
