@@ -44,12 +44,9 @@ def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pt"
     with FileLock(str(path) + ".lock"):
-        if path.exists():
-            try:
-                return torch.load(path, weights_only=True)
-            except Exception:  # truncated or corrupted: rebuild rather than trust it
-                path.unlink()
-        start = time.perf_counter()
+        if (stored := cached(folder, name)) is not None:
+            return stored
+        start = time.perf_counter()  # missing, or truncated/corrupted: rebuilt, and replaced atomically
         value = build()
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(value, tmp)
