@@ -18,6 +18,8 @@ from typing import Any, Callable
 import torch
 from filelock import FileLock
 
+from imdb_ray.errors import UserError
+
 
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -41,7 +43,10 @@ def cached(cache_dir: str | Path, name: str) -> dict[str, Any] | None:
 def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Return the dict of tensors/values stored under `name`, building and storing it on a miss."""
     folder = Path(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cache folder {folder}: cannot create it ({e.strerror}); give --cache-dir a writable folder") from None
     path = folder / f"{name}.pt"
     with FileLock(str(path) + ".lock"):
         if (stored := cached(folder, name)) is not None:
