@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from imdb_ray.errors import UserError
 
@@ -224,6 +223,10 @@ def clean_text(text: str) -> str:
 # ----------------------------------------------------------------------------------- splitting
 def stratified_subset(split: Split, n: int | None, seed: int) -> Split:
     """A seeded, class-balanced subset of n rows (all rows, shuffled, when n is None or too big)."""
+    # scikit-learn is imported where a split is built: a trial process reads its splits from the cache and
+    # would otherwise pay 1.5 s of import for nothing
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(split))
     if n is not None and n < len(split):
         idx, _ = train_test_split(idx, train_size=n, stratify=split.labels, random_state=seed)
@@ -238,6 +241,8 @@ VAL_SPLITS = ("auto", "random", "group")
 def validation_indices(split: Split, n_val: int, how: str, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) positions. "random": stratified by label. "group": whole groups go to validation (about
     n_val rows), so no group (IMDB: movie) is on both sides, as in the official train/test split."""
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
     if how == "random":
         return train_test_split(np.arange(len(split)), test_size=n_val, stratify=split.labels, random_state=seed)
     if split.groups is None:

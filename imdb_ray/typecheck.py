@@ -14,10 +14,13 @@ from imdb_ray.errors import UserError
 
 
 def hints(obj) -> dict[str, Any]:
-    """The resolved type hints of a class, a function or a class's __init__ ({} if they cannot be read)."""
+    """The resolved type hints of the parameters of a function or a class's __init__ ({} if they cannot be
+    read). Not the return type's: a builder may name a type it imports only when called (sklearn's Pipeline)."""
     target = obj.__init__ if isinstance(obj, type) else obj
     try:
-        return typing.get_type_hints(target)
+        params = types.FunctionType(target.__code__, target.__globals__, closure=target.__closure__)
+        params.__annotations__ = {k: v for k, v in target.__annotations__.items() if k != "return"}
+        return typing.get_type_hints(params)
     except Exception:
         return {}
 

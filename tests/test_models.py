@@ -25,7 +25,7 @@ def test_nbsvm_folds_the_log_count_ratio_into_a_plain_linear_model():
     from scipy.sparse import csr_matrix
     from sklearn.linear_model import LogisticRegression
 
-    from imdb_ray.models.baselines import NBLogisticRegression
+    from imdb_ray.models.nb_logistic import NBLogisticRegression
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)

@@ -238,3 +238,34 @@ def test_lr_schedules_match_transformers_get_scheduler(schedule, hf_name):
     ours = rates(lambda opt: build_scheduler(cfg, opt, total_steps=40))  # 10 steps past the end: stays at 0 (or 1)
     theirs = rates(lambda opt: get_scheduler(hf_name, opt, num_warmup_steps=4, num_training_steps=40))
     assert ours == pytest.approx(theirs, abs=1e-12) and len(set(ours)) > 2
+
+
+def test_macro_f1_is_scikit_learns():
+    """train's own macro F1 (it spares every trial process scikit-learn's import) gives scikit-learn's
+    number: balanced and skewed labels, a class that is only predicted, one class only, three classes."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from imdb_ray.train import macro_f1
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.integers(0, 2, 200), rng.integers(0, 2, 200)), (np.r_[np.zeros(95), np.ones(5)], np.zeros(100)),
+             (np.zeros(50), np.r_[np.zeros(40), np.ones(10)]), (np.ones(30), np.ones(30)),
+             (rng.integers(0, 3, 300), rng.integers(0, 3, 300))]
+    for labels, predicted in cases:
+        labels, predicted = labels.astype(np.int64), predicted.astype(np.int64)
+        assert macro_f1(labels, predicted) == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0), abs=1e-12)
+
+
+def test_a_trial_process_never_imports_scikit_learn(tiny_cfg):
+    """A word-model trial (splits cached, then a trial in a fresh process) trains without importing
+    scikit-learn (1.5 s per process); a baseline's builder imports it when it is asked for."""
+    code = ("import sys, dataclasses, json; from imdb_ray.config import TrialConfig; from imdb_ray.train import train; "
+            "from imdb_ray.models import get_model; "
+            f"cfg = TrialConfig(**json.loads({json.dumps(json.dumps(dataclasses.asdict(tiny_cfg)))})); "
+            "train(cfg, evaluate_test=False); before = 'sklearn' in sys.modules; "
+            "get_model('nbsvm').build(); print(json.dumps([before, 'sklearn' in sys.modules]))")
+    runs = [subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300).stdout
+            for _ in range(2)]  # the first builds the cached splits (with scikit-learn's splitter), the second reads them
+    out = runs[1]
+    assert json.loads(out.strip().splitlines()[-1]) == [False, True]

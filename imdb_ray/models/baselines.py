@@ -1,13 +1,15 @@
 """Non-neural baselines, so every leaderboard shows where the deep models stand."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
 
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import register_model
+
+if TYPE_CHECKING:  # scikit-learn is imported by the builders: every process looks models up here, and a
+    from sklearn.pipeline import Pipeline  # torch trial would pay 1.5 s for an import it never uses
 
 
 def _check_tfidf_lr(*, ngram_max: int, min_df: int | float, C: float, max_features: int | None) -> None:
@@ -24,6 +26,10 @@ def _check_tfidf_lr(*, ngram_max: int, min_df: int | float, C: float, max_featur
 
 def tfidf_lr(*, ngram_max: int = 2, min_df: int = 2, C: float = 4.0, max_features: int | None = None) -> Pipeline:
     """TF-IDF (word n-grams, sublinear tf) + logistic regression; fitted by scikit-learn, not the torch loop."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
     return make_pipeline(
         TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min_df, sublinear_tf=True, max_features=max_features),
         LogisticRegression(C=C, max_iter=1000),
@@ -32,27 +38,6 @@ def tfidf_lr(*, ngram_max: int = 2, min_df: int = 2, C: float = 4.0, max_feature
 
 tfidf_lr.validate_args = _check_tfidf_lr
 register_model("tfidf_lr", family="baseline")(tfidf_lr)
-
-
-class NBLogisticRegression(LogisticRegression):
-    """Logistic regression on features scaled by the naive-Bayes log-count ratio
-    r = log((p / |p|_1) / (q / |q|_1)), p and q the smoothed (alpha) feature counts of positive and
-    negative reviews (Wang & Manning, ACL 2012). After fitting, r is folded into the weights
-    (w . (r * x) = (w * r) . x): the fitted model predicts on unscaled features like a plain
-    LogisticRegression with these weights, so bundles hold nothing but a linear model."""
-
-    def __init__(self, *, alpha: float = 1.0, C: float = 1.0, max_iter: int = 1000):
-        super().__init__(C=C, max_iter=max_iter)
-        self.alpha = alpha
-
-    def fit(self, X, y):
-        y = np.asarray(y)
-        p = self.alpha + np.asarray(X[np.flatnonzero(y == 1)].sum(0)).ravel()
-        q = self.alpha + np.asarray(X[np.flatnonzero(y == 0)].sum(0)).ravel()
-        ratio = np.log((p / p.sum()) / (q / q.sum()))
-        super().fit(X.multiply(ratio).tocsr(), y)
-        self.coef_ = self.coef_ * ratio
-        return self
 
 
 def _check_nbsvm(*, ngram_max: int, min_df: int | float, C: float, alpha: float, max_features: int | None) -> None:
@@ -64,6 +49,11 @@ def _check_nbsvm(*, ngram_max: int, min_df: int | float, C: float, alpha: float,
 def nbsvm(*, ngram_max: int = 3, min_df: int = 2, C: float = 0.3, alpha: float = 1.0,
           max_features: int | None = 2_000_000) -> Pipeline:
     """NBSVM (Wang & Manning 2012) as NB-LR: binarized word n-grams scaled by naive-Bayes log-count ratios + logistic regression."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    from imdb_ray.models.nb_logistic import NBLogisticRegression
+
     return make_pipeline(
         CountVectorizer(ngram_range=(1, ngram_max), min_df=min_df, binary=True, max_features=max_features, dtype=np.float32),
         NBLogisticRegression(C=C, alpha=alpha),

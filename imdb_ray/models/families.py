@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import get_model
@@ -180,6 +179,8 @@ class BaselineFamily(Family):
                 "intercept": torch.from_numpy(classifier.intercept_), "classes": torch.from_numpy(classifier.classes_)}
 
     def load_bundle(self, cfg, folder, weights):
+        from sklearn.linear_model import LogisticRegression
+
         pipeline = get_model(cfg.model).build(**cfg.model_args)  # the same, unfitted: its fitted state set below
         vectorizer, classifier = pipeline[0], pipeline[-1]
         vectorizer.vocabulary_ = {term: i for i, term in enumerate(weights["terms"])}

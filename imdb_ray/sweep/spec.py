@@ -90,7 +90,7 @@ class Sweep:
 
     def _check_types(self) -> None:
         for name, hint in typecheck.hints(Sweep).items():
-            if name not in ("source", "return"):
+            if name != "source":
                 try:
                     typecheck.check(name, getattr(self, name), hint)
                 except UserError as e:
