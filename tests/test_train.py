@@ -258,14 +258,12 @@ def test_macro_f1_is_scikit_learns():
 
 
 def test_a_trial_process_never_imports_scikit_learn(tiny_cfg):
-    """A word-model trial (splits cached, then a trial in a fresh process) trains without importing
-    scikit-learn (1.5 s per process); a baseline's builder imports it when it is asked for."""
-    code = ("import sys, dataclasses, json; from imdb_ray.config import TrialConfig; from imdb_ray.train import train; "
+    """A word-model trial whose splits are cached trains in a fresh process without importing scikit-learn
+    (1.5 s per process); a baseline's builder imports it when it is asked for."""
+    train(tiny_cfg, progress=False)  # here: fills the cache (splits, vectors, vocabulary) the process below reads
+    code = ("import sys, json; from imdb_ray.config import TrialConfig; from imdb_ray.train import train; "
             "from imdb_ray.models import get_model; "
-            f"cfg = TrialConfig(**json.loads({json.dumps(json.dumps(dataclasses.asdict(tiny_cfg)))})); "
-            "train(cfg, evaluate_test=False); before = 'sklearn' in sys.modules; "
-            "get_model('nbsvm').build(); print(json.dumps([before, 'sklearn' in sys.modules]))")
-    runs = [subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300).stdout
-            for _ in range(2)]  # the first builds the cached splits (with scikit-learn's splitter), the second reads them
-    out = runs[1]
+            f"train(TrialConfig(**json.loads({json.dumps(json.dumps(dataclasses.asdict(tiny_cfg)))})), progress=False); "
+            "before = 'sklearn' in sys.modules; get_model('nbsvm').build(); print(json.dumps([before, 'sklearn' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300).stdout
     assert json.loads(out.strip().splitlines()[-1]) == [False, True]
