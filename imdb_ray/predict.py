@@ -43,14 +43,13 @@ class Scored:
 
     def metrics(self) -> dict[str, float]:
         """Accuracy, macro-F1 and accuracy's 95% bootstrap interval, as `report` computes them."""
-        from sklearn.metrics import f1_score
-
         from imdb_ray.compare import bootstrap_ci
+        from imdb_ray.train import macro_f1
 
         y, p = np.asarray(self.labels), np.asarray(self.probs)
         pred = (p >= 0.5).astype(np.int64)  # the rule train's evaluation uses: the same number, exactly
         _, low, high = bootstrap_ci(y, p)
-        return {"accuracy": float((pred == y).mean()), "f1": float(f1_score(y, pred, average="macro")),
+        return {"accuracy": float((pred == y).mean()), "f1": macro_f1(y, pred),
                 "ci_low": low, "ci_high": high}
 
 
