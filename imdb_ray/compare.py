@@ -11,7 +11,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -52,6 +51,8 @@ def aligned(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, n
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar test: under H0 each discordant review is A's win with probability 1/2."""
+    from scipy.stats import binom  # here: a sweep driver imports this module, and scipy.stats costs it ~0.8 s
+
     n = a_only + b_only
     if n == 0:
         return 1.0
