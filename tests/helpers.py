@@ -1,6 +1,7 @@
 """Helpers the test modules share: sweep commands, MLflow stores and servers, processes, waiting."""
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import shutil
@@ -87,6 +88,14 @@ def max_step(db: Path) -> int:
             return con.execute("select coalesce(max(step), 0) from metrics where key='val_accuracy'").fetchone()[0]
     except sqlite3.Error:
         return 0
+
+
+def actors_started(cluster, since: float) -> collections.Counter:
+    """Actor classes started on a test Ray (ray.cluster_utils.Cluster) since `since` (time.time()): each
+    actor's worker writes ':actor_name:<class>' to its log when it becomes that actor."""
+    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+    return collections.Counter(line.split(":actor_name:")[1].strip() for f in logs.glob("worker-*.out") if f.stat().st_mtime >= since
+                               for line in f.read_text(errors="replace").splitlines() if line.startswith(":actor_name:"))
 
 
 def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:

@@ -34,7 +34,8 @@ def two_workers(tmp_path_factory, ray_address):
     reviews its loader yields per epoch and the validation numbers it was given."""
     import ray
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from imdb_ray.sweep.trial import sweep_torch_trainer  # the trainer class a sweep's trials use
 
     out = tmp_path_factory.mktemp("ddp")
     cache = str(out / "cache")
@@ -79,9 +80,9 @@ def two_workers(tmp_path_factory, ray_address):
     load_trial_data(TrialConfig(**config))  # build the cache once, before the workers read it
     ray.init(address=ray_address, logging_level="ERROR")
     try:
-        TorchTrainer(loop, train_loop_config=config,
-                     scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
-                     run_config=RunConfig(name="ddp", storage_path=str(out / "ray"))).fit()
+        sweep_torch_trainer()(loop, train_loop_config=config,
+                              scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9}),
+                              run_config=RunConfig(name="ddp", storage_path=str(out / "ray"))).fit()
     finally:
         ray.shutdown()
     return config, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, free_port, run_sweep, steps, sweep_runs
+from helpers import ROOT, actors_started, free_port, run_sweep, steps, sweep_runs
 
 pytestmark = pytest.mark.slow
 
@@ -151,9 +152,11 @@ def test_smoke_sweep_direct_mode(smoke_store):
     assert sorted(b.split("-")[0] for b in builds) == ["data", "vectors", "vectors", "vectors", "words"]
 
 
-def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
+def test_smoke_sweep_ray_train_mode(tmp_path, ray_cluster):
     """Four Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
-    trial's worker placement group reserved, so after two early stops the sweep waited forever."""
+    trial's worker placement group reserved, so after two early stops the sweep waited forever.
+    Each trial starts its controller, workers and sync actor, not the helper actors a sweep leaves out."""
+    started = time.time()
     text = (ROOT / "sweeps" / "smoke.py").read_text()
     text = text.replace('name="smoke"', 'name="smoke_train"').replace('trainer="direct"', 'trainer="ray_train"')
     text = text.replace("confirm_top=1", "confirm_top=0")  # the confirmation stage is tested in direct mode
@@ -161,8 +164,11 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_address):
     text = text.replace('metric="val_accuracy", mode="max"', 'metric="val_loss", mode="min"')  # ranked, restored on loss
     sweep_file = tmp_path / "smoke_train.py"
     sweep_file.write_text(text)
-    out = run_sweep(tmp_path, sweep_file, address=ray_address, timeout=900)
+    out = run_sweep(tmp_path, sweep_file, address=ray_cluster.address, timeout=900)
     assert "== smoke_train: 4 trials, 0 errored ==" in out
+    actors = actors_started(ray_cluster, started)  # a test process runs one test at a time on its Ray
+    assert actors["TrainController"] == 4 and actors["RayTrainWorker"] == 4 and actors["SynchronizationActor"] == 4, actors
+    assert not actors["PlacementGroupCleaner"] and not actors["DatasetManager"], actors
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
     assert len(children) == 4 and all(h == list(range(1, len(h) + 1)) for h in histories)

@@ -164,6 +164,22 @@ def test_placement_group_workaround_is_fenced_to_its_ray_version():
     assert ray.__version__.startswith(ReleaseTrainPlacementGroups.RAY_VERSION + "."), ray.__version__
 
 
+def test_a_sweeps_train_runs_start_no_helper_actors_they_do_not_use():
+    """A trial's TorchTrainer leaves out Ray 2.60's DatasetManager (no Ray Dataset is passed) and the
+    PlacementGroupCleaner (ReleaseTrainPlacementGroups does its work under Tune); every other default stays."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from imdb_ray.sweep.trial import sweep_torch_trainer
+
+    kwargs = {"train_loop_per_worker": lambda config: None, "scaling_config": ray.train.ScalingConfig(num_workers=2)}
+    plain = [type(c).__name__ for c in TorchTrainer(**kwargs)._create_default_callbacks()]
+    lean = [type(c).__name__ for c in sweep_torch_trainer()(**kwargs)._create_default_callbacks()]
+    assert {"DatasetsCallback", "PlacementGroupCleanerCallback"} <= set(plain)
+    assert lean == [name for name in plain if name not in ("DatasetsCallback", "PlacementGroupCleanerCallback")]
+    assert issubclass(sweep_torch_trainer(), TorchTrainer)
+
+
 def test_several_workers_need_ray_train():
     with pytest.raises(UserError, match="workers_per_trial=2 needs trainer='ray_train'"):
         Sweep(name="x", space={"model": "gru"}, trainer="direct", workers_per_trial=2).validate()

@@ -124,6 +124,29 @@ def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
 
 
+def sweep_torch_trainer() -> type:
+    """TorchTrainer less two helper actors that Ray 2.60 starts for every Train run and a sweep's runs do
+    not use; each is a Python process that imports Ray Data (~3-5 CPU-s on 2 cores), per trial:
+    - the DatasetManager, started even when no Ray Dataset is passed (the loop loads its own data);
+    - the detached PlacementGroupCleaner, which removes the run's placement group if its controller dies.
+      It asks the State API, which needs the dashboard: on a Ray without one (local mode's default)
+      it never sees the controller end and polls every second until Ray stops (seen: every trial's
+      cleaner, each logging a "Failed to query" warning a second).
+      Under Tune, callbacks.ReleaseTrainPlacementGroups removes a stopped trial's group instead, and a
+      dead driver's groups go with its job.
+    Fenced with that workaround: ReleaseTrainPlacementGroups.RAY_VERSION."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class SweepTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list:
+            unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+    return SweepTorchTrainer
+
+
 def make_trial(sweep: Sweep, storage: str):
     """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
     function that builds a TorchTrainer and reports through TuneReportCallback)."""
@@ -132,11 +155,11 @@ def make_trial(sweep: Sweep, storage: str):
     scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
 
     def ray_train_trial(config: dict) -> None:
-        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.train.torch import TorchConfig
         from ray.tune.integration.ray_train import TuneReportCallback
 
         context = tune.get_context()
-        TorchTrainer(
+        sweep_torch_trainer()(
             train_worker, train_loop_config=config,
             torch_config=TorchConfig(backend=backend), scaling_config=scaling,
             run_config=ray.train.RunConfig(
