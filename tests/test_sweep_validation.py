@@ -155,8 +155,9 @@ def test_select_for_test_takes_the_top_and_the_best_of_each_model():
 
 
 def test_placement_group_workaround_is_fenced_to_its_ray_version():
-    """ReleaseTrainPlacementGroups works around a Ray 2.60 leak; upgrading Ray must make someone check
-    whether it is still needed (tests/test_sweep_e2e.py::test_smoke_sweep_ray_train_mode reproduces it)."""
+    """ReleaseTrainPlacementGroups works around a Ray 2.60 leak, and trial.sweep_torch_trainer leaves out two of
+    Ray 2.60's Train callbacks; upgrading Ray must make someone check whether both are still needed
+    (tests/test_sweep_e2e.py::test_smoke_sweep_ray_train_mode reproduces the leak)."""
     import ray
 
     from imdb_ray.sweep.callbacks import ReleaseTrainPlacementGroups
