@@ -84,7 +84,7 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
     is_run_id = len(source) == 32 and all(c in "0123456789abcdef" for c in source)
     if not (source.startswith(("models:/", "runs:/", "sweep:")) or is_run_id):
         raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
-    check_reachable(tracking_uri)
+    check_reachable(tracking_uri, must_exist=True)
     uri = f"runs:/{source}/model" if is_run_id else source
     if source.startswith("sweep:"):
         name = source[len("sweep:"):]

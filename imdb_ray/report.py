@@ -266,7 +266,7 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     from imdb_ray.models import seed_independent
     from imdb_ray.tracking import check_reachable
 
-    check_reachable(uri)
+    check_reachable(uri, must_exist=True)
     names = sweeps or sweeps_in(uri)
     if not names:
         raise UserError(f"no imdb_ray sweeps in {uri}; run one first (python -m imdb_ray sweep ...)")

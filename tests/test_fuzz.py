@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import ROOT, cli, record_row, snapshot
+from helpers import ROOT, cli, fresh_store, record_row, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 def fuzz(examples: int):
@@ -227,6 +227,7 @@ def command_lines(draw) -> list[str]:
 def test_fuzz_command_lines(argv, capsys, tried):
     files = {"train.csv": GOOD, "test.csv": GOOD, "sweeps/smoke.py": (ROOT / "sweeps" / "smoke.py").read_bytes()}
     with workspace(files) as ws:
+        fresh_store(ws)  # the store predict and report read: an empty one (a missing one is refused at once, test_reliability)
         check("command lines", ws, [a.replace("{ws}", str(ws)) for a in argv], capsys, tried)
 
 

@@ -105,6 +105,15 @@ BAD_INPUTS = [
     ("predict: model path that does not exist", {}, ["predict", "{ws}/runs/nope", "great film"],
      "no such folder, and not an MLflow run id, sweep:NAME or models:/ URI"),
     ("predict: folder that holds no model", {}, ["predict", "{ws}/runs/earlier", "great film"], "not a model folder"),
+    # commands that only read a store: a sqlite path that is not there is a typo, not a new store
+    ("report: a sqlite store that does not exist", {}, ["report", "--tracking-uri", "sqlite:///{ws}/typo.db"],
+     "no MLflow store at sqlite:///"),
+    ("predict: sweep:NAME from a sqlite store that does not exist", {},
+     ["predict", "sweep:smoke", "great film", "--tracking-uri", "sqlite:///{ws}/typo.db"], "typo.db (no such file)"),
+    ("MLflow store in a folder that does not exist", {}, ["sweep", "{ws}/sweeps/smoke.py", "--tracking-uri", "sqlite:///{ws}/nope/m.db"],
+     "cannot create m.db in"),
+    ("sweep --test-only: a sqlite store that does not exist", {},
+     ["sweep", "{ws}/sweeps/smoke.py", "--test-only", "--tracking-uri", "sqlite:///{ws}/typo.db"], "typo.db (no such file)"),
 ]
 
 

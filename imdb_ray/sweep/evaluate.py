@@ -199,7 +199,7 @@ def evaluate_finished_sweep(sweep: Sweep, storage: str, tracking_uri: str) -> Sw
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     experiment_path = sweep.experiment_path(storage)
-    check_reachable(tracking_uri)
+    check_reachable(tracking_uri, must_exist=True)
     runs = SweepRuns(tracking_uri, sweep.name)
     parent = runs.parent(experiment_path)
     if parent is None or not tune.Tuner.can_restore(experiment_path):

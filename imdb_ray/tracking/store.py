@@ -24,11 +24,23 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def check_reachable(uri: str) -> None:
-    """Fail before any trial runs when the tracking store cannot be used."""
+def check_reachable(uri: str, *, must_exist: bool = False) -> None:
+    """Fail before any work starts when the tracking store cannot be used. A sqlite file that is not
+    there yet is not created here: the first run logged creates it (and its tables, seconds of CPU), so
+    a command refused later leaves no empty store behind. `must_exist`: for commands that only read
+    (report, predict, --test-only), where a missing file is a wrong path."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
+    path = Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
+    if path is not None and not path.exists():
+        if must_exist:
+            raise UserError(f"no MLflow store at {uri} (no such file); pass the --tracking-uri that the sweep or "
+                            "train run logged to")
+        if not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+            raise UserError(f"MLflow tracking store {uri}: cannot create {path.name} in {path.parent} (no such folder, "
+                            "or not writable); pass --tracking-uri sqlite:///mlflow.db")
+        return
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
     from mlflow.tracking import MlflowClient
 
     try:
