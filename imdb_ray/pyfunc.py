@@ -10,6 +10,7 @@ the bundle's tensors; loading it needs imdb_ray importable (installed where the 
 """
 from __future__ import annotations
 
+import functools
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def score_texts(predictor: Predictor, model_input) -> pd.DataFrame:
 
 def requirements(*names: str) -> list[str]:
     """Pinned to what is installed (without a local build tag such as +cpu, which PyPI does not know)."""
-    return [f"{name}=={version(name).split('+')[0]}" for name in names]
+    return list(_pinned(names))
+
+
+@functools.cache  # each lookup scans site-packages (~0.6 s for the list on 2 cores); a sweep logs a model per tested trial
+def _pinned(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{name}=={version(name).split('+')[0]}" for name in names)
 
 
 def pyfunc_arguments(bundle: str | Path, predictor: Predictor | None = None) -> dict[str, Any]:

@@ -352,6 +352,7 @@ OUTAGE_S = 6  # how long the store stays down in the comes-back case (the sweep 
 def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back, ray_address):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # this test's own client: fail fast
     db, port = tmp_path / "server.db", free_port()
+    fresh_store(tmp_path, db.name)  # the server starts on made tables (making them costs it seconds)
     server = mlflow_server(db, port, tmp_path)
     uri = f"http://127.0.0.1:{port}"
     sweep = write_sweep(tmp_path, "outage", MLFLOW_SWEEP, {"lr": [1e-3, 3e-3, 1e-2]}, search="grid", scheduler="fifo", num_samples=1,
