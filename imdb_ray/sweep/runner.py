@@ -157,10 +157,13 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     if not address:  # a local Ray gets this machine's resources: refuse what can never fit, now
         sweep.concurrency(local_resources())
     check_reachable(tracking_uri)
+    nothing_to_resume = f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume"
+    if resume and not tune.Tuner.can_restore(experiment_path):  # asked before the store: this refusal creates none
+        raise UserError(nothing_to_resume)
     runs = SweepRuns(tracking_uri, sweep.name)
     parent = runs.parent(experiment_path) if resume else None
-    if resume and (parent is None or not tune.Tuner.can_restore(experiment_path)):
-        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
+    if resume and parent is None:
+        raise UserError(nothing_to_resume)
 
     print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
     start = time.perf_counter()
