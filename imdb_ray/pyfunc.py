@@ -44,14 +44,13 @@ def score_texts(predictor: Predictor, model_input) -> pd.DataFrame:
                          "prob_positive": probs})
 
 
+# once per process: each lookup scans site-packages (~0.6 s for the list on 2 cores); a sweep logs a model per tested trial
+_installed_version = functools.cache(version)
+
+
 def requirements(*names: str) -> list[str]:
     """Pinned to what is installed (without a local build tag such as +cpu, which PyPI does not know)."""
-    return list(_pinned(names))
-
-
-@functools.cache  # each lookup scans site-packages (~0.6 s for the list on 2 cores); a sweep logs a model per tested trial
-def _pinned(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(f"{name}=={version(name).split('+')[0]}" for name in names)
+    return [f"{name}=={_installed_version(name).split('+')[0]}" for name in names]
 
 
 def pyfunc_arguments(bundle: str | Path, predictor: Predictor | None = None) -> dict[str, Any]:
