@@ -5,7 +5,6 @@ Every bad input ends in one line `error: ...` and exit code 2, before any work s
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import json
 import os
@@ -13,43 +12,10 @@ import shlex
 import shutil
 import sys
 import time
-import typing
 from pathlib import Path
 
+from imdb_ray.cli_options import add_train_args, model_flags, model_lines, parse_duration, positive_int
 from imdb_ray.errors import UserError, one_line
-
-
-def parse_duration(text: str) -> float:
-    """'90' (seconds), '90s', '45m' or '2h' -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        raise UserError(f"--time-budget {text!r}: give seconds, or a number with s, m or h (e.g. 90m)") from None
-    if seconds <= 0:
-        raise UserError(f"--time-budget {text!r} must be positive")
-    return seconds
-
-
-def _parse_value(text: str, like=None):
-    """CLI string -> Python value, guided by the default it replaces (bool/tuple/number/str)."""
-    low = text.lower()
-    if isinstance(like, bool) or low in ("true", "false"):
-        if low not in ("true", "false", "1", "0", "yes", "no"):
-            raise UserError(f"expected true/false, got {text!r}")
-        return low in ("true", "1", "yes")
-    if low in ("none", "null"):
-        return None
-    if isinstance(like, tuple):
-        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    if isinstance(like, float) and isinstance(value, int):
-        return float(value)
-    return value
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -60,26 +26,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.train import load_trial_data, train
 
     flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
-    # Anything else on the command line is a model parameter: --hidden 256 --bidirectional false
-    entry = get_model(flat.get("model", "gru"))
-    i = 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--"):
-            raise UserError(f"unexpected argument {flag!r}; model parameters are given as --name value")
-        name = flag[2:].replace("-", "_")
-        if "=" in name:
-            name, value = name.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(extra):
-                raise UserError(f"{flag} needs a value")
-            value, i = extra[i + 1], i + 2
-        if name not in entry.params:
-            raise UserError(f"unknown option {flag} (model '{entry.name}' parameters: {', '.join(entry.params)}; "
-                            "see `python -m imdb_ray models`)")
-        flat[name] = _parse_value(value, entry.params[name])
+    flat.update(model_flags(get_model(flat.get("model", "gru")), extra))  # the rest: the model's own parameters
     cfg = TrialConfig.from_flat(flat).with_absolute_paths()
+    if cfg.device == "cuda":  # a sweep's trials check this on their own machine; here this is that machine
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("device='cuda' but no CUDA GPU is visible here; use --device auto or cpu")
 
     run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}").resolve()
     if args.resume:
@@ -130,37 +83,12 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    from imdb_ray.config import TrialConfig
-
-    hints = typing.get_type_hints(TrialConfig)
-    for name, f in TrialConfig.fields().items():
-        kind = hints[name]
-        default = f.default
-        help_text = f"default: {default}"
-        if kind is bool:
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=lambda s: _parse_value(s, True), help=help_text)
-        elif kind in (int, float):
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
-        elif "int" in str(kind):  # int | None
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, help=help_text)
-        else:
-            p.add_argument(f"--{name.replace('_', '-')}", dest=name, help=help_text)
-    p.add_argument("--run-dir", help="where config, history, checkpoint and metrics go (default runs/<time>-<model>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--tracking-uri", help=f"MLflow store for the run and its model (default {DEFAULT_URI})")
-    p.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
-
-
 # ----------------------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.models import list_models
 
     for entry in list_models():
-        print(f"{entry.name:16s} [{entry.family}] {entry.doc}")
-        for k, v in entry.params.items():
-            print(f"    --{k.replace('_', '-'):20s} default {v!r}")
+        print("\n".join(model_lines(entry)))
     return 0
 
 
@@ -220,7 +148,8 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
 # ---------------------------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
-    from imdb_ray.bundle import Predictor, resolve_model_source
+    from imdb_ray.bundle import Predictor
+    from imdb_ray.tracking.reads import resolve_model_source
     from imdb_ray.predict import Chunk, Writer, label_lines, read_chunks, score
 
     if args.labels and args.label_column:
@@ -234,15 +163,21 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
         chunks = read_chunks(None)
     labels = label_lines(args.labels) if args.labels else None
     predictor = Predictor(resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri)))
+    out_is_new = args.out is not None and not Path(args.out).exists()
     writer = Writer(args.out, with_text=args.with_text)
     try:
-        scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)
-    finally:
-        writer.close()
-    if labels is not None and next(labels, None) is not None:
-        raise UserError(f"--labels {args.labels} has more lines than the input has rows ({scored.rows})")
-    if scored.rows == 0:
-        raise UserError("no text to classify: give texts as arguments, --file FILE, or lines on stdin")
+        try:
+            scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)
+        finally:
+            writer.close()
+        if labels is not None and next(labels, None) is not None:
+            raise UserError(f"--labels {args.labels} has more lines than the input has rows ({scored.rows})")
+        if scored.rows == 0:
+            raise UserError("no text to classify: give texts as arguments, --file FILE, or lines on stdin")
+    except UserError:  # a refused input leaves no output file behind (one it did not create is left as it was)
+        if out_is_new:
+            Path(args.out).unlink(missing_ok=True)
+        raise
     if args.out:
         print(f"{scored.rows} row(s) scored -> {args.out}", file=sys.stderr)
     if scored.labels:
@@ -272,6 +207,7 @@ def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    check_port_free(args.host, args.port)
     # MLflow 3.17 would also start a job runner and seven job consumers (~275 MB each) for GenAI
     # features nothing here uses; they slow the start.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -293,6 +229,20 @@ def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 128 + stopped_by[0] if stopped_by else code
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A taken port is refused before the server starts (MLflow would log the clash and exit 0)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port} must be in 1-65535")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f"--port {port} on {host} is not free ({e.strerror}): another server holds it; "
+                            "stop it or choose another --port") from None
 
 
 def _stop_group(proc, grace_s: float = 10.0) -> None:
@@ -322,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m imdb_ray", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_train = sub.add_parser("train", help="train one model locally; model parameters as --name value")
-    add_train_args(p_train)
+    add_train_args(p_train, DEFAULT_URI)
     sub.add_parser("models", help="list the registered models and their parameters")
     p_sweep = sub.add_parser("sweep", help="run a sweep file (sweeps/*.py) on Ray Tune")
     p_sweep.add_argument("file")
@@ -359,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("--labels", help="a file with one label per input row (0/1, neg/pos): print accuracy etc.")
     p_pred.add_argument("--out", help="write id, label, prob_negative, prob_positive to this .csv or .jsonl")
     p_pred.add_argument("--with-text", action="store_true", help="--out: include each row's text")
-    p_pred.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    p_pred.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="texts per forward pass (default 64)")
     p_pred.add_argument("--tracking-uri", help=f"MLflow store for run ids and sweep:NAME (default {DEFAULT_URI})")
     p_rep = sub.add_parser("report", help="leaderboards with test confidence intervals, and plots, from MLflow")
     p_rep.add_argument("--sweep", action="append", help="a sweep name (repeatable; default: every sweep in the store)")
@@ -369,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_ui.add_argument("--tracking-uri")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
     p_ui.add_argument("--port", type=int, default=5000)
-    p_ui.add_argument("--workers", type=int, default=1, help="server processes (default 1: one person's browser; "
+    p_ui.add_argument("--workers", type=positive_int("--workers"), default=1, help="server processes (default 1: one person's browser; "
                       "MLflow's own default of 4 costs seconds of start-up per process)")
     return parser
 
@@ -394,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

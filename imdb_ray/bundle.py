@@ -70,32 +70,3 @@ def bundle_in(model_folder: Path) -> Path:
         return model_folder  # a bundle logged as plain artifacts (sweeps before the pyfunc)
     found = sorted(p.parent for p in (model_folder / "artifacts").glob("*/config.json"))
     return found[0] if found else model_folder
-
-
-def resolve_model_source(source: str, tracking_uri: str) -> Path:
-    """A model folder from: a folder (a bundle, a `train` run folder or a saved MLflow model), an MLflow
-    run id, sweep:NAME (the best trial of that sweep's newest run), or a models:/ or runs:/ URI (the
-    Model Registry: models:/imdb_ray-NAME@champion)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
-    from imdb_ray.tracking import SweepRuns, check_reachable, current_store
-
-    is_run_id = len(source) == 32 and all(c in "0123456789abcdef" for c in source)
-    if not (source.startswith(("models:/", "runs:/", "sweep:")) or is_run_id):
-        raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
-    check_reachable(tracking_uri, must_exist=True)
-    uri = f"runs:/{source}/model" if is_run_id else source
-    if source.startswith("sweep:"):
-        name = source[len("sweep:"):]
-        run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
-        if run_id is None:
-            raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
-        uri = f"runs:/{run_id}/model"
-    import mlflow
-
-    try:
-        with current_store(tracking_uri):  # models:/ URIs are read from the current registry
-            return bundle_in(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
-    except Exception as e:
-        raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

@@ -11,22 +11,15 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from imdb_ray import typecheck
+from imdb_ray import contracts
+from imdb_ray.contracts import Ge, Gt, Le, Lt, NonNegative, NonNegativeFloat, OpenFraction, Positive, PositiveFloat
 from imdb_ray.errors import UserError
+from imdb_ray.metrics import MetricName
 from imdb_ray.redact import redact
 from imdb_ray.models import FAMILIES, Family, check_model_args, get_model
 
-CHOICES = {
-    "optimizer": ("adamw", "sgd"),
-    "schedule": ("constant", "linear", "cosine"),
-    "device": ("auto", "cpu", "cuda"),
-    "metric": ("val_accuracy", "val_f1", "val_loss"),
-    "w2v_algorithm": ("skipgram", "cbow"),
-    "truncation": ("head", "tail", "head+tail"),
-    "val_split": ("auto", "random", "group"),
-}
 # Training recipes as presets over the optimisation fields (not code paths).
 RECIPES = {
     "native": {"optimizer": "adamw", "schedule": "constant", "warmup_ratio": 0.0, "weight_decay": 0.0, "grad_clip": 0.0},
@@ -36,59 +29,61 @@ RECIPES = {
 
 @dataclass
 class TrialConfig:
+    """Each field's annotation is its contract (imdb_ray/contracts.py): type, range or choices, checked
+    by `validate` and shown by `train --help`. The comment after a field is its help text."""
     # model
-    model: str = "gru"
+    model: str = "gru"  # a registered model (python -m imdb_ray models)
     model_args: dict[str, Any] = field(default_factory=dict)
     # data
     data: str | None = None  # None: the bundled IMDB copy; else a folder, "train,test" files, or a datasets id
-    text_column: str = "text"
-    label_column: str = "label"
-    n_train: int | None = None  # train+val rows after subsetting; None = all 25k
-    n_test: int | None = None
-    val_fraction: float = 0.1
+    text_column: str = "text"  # the column of the review text
+    label_column: str = "label"  # the column of the label (0/1, neg/pos, negative/positive)
+    n_train: Annotated[int, Ge(4)] | None = None  # train+val rows after subsetting; None = all 25k
+    n_test: Annotated[int, Ge(4)] | None = None  # test rows after subsetting; None = all
+    val_fraction: OpenFraction = 0.1  # the share of the training rows held out for validation
     # "group": whole groups (IMDB: movies) on one side, like the official split; "random": stratified;
     # "auto": group when the data has group_column, else random (results/validation_gap.md: why)
-    val_split: str = "auto"
+    val_split: Literal["auto", "random", "group"] = "auto"  # how validation rows are chosen (auto: by group when there are groups)
     group_column: str = "movie_id"  # the group of each row: a column of the data (bundled IMDB: its meta file)
-    split_seed: int = 0  # which rows form the subsets and the validation split; `seed` is the model's randomness
-    clean_html: bool = True
+    split_seed: NonNegative = 0  # which rows form the subsets and the validation split; `seed` is the model's randomness
+    clean_html: bool = True  # strip HTML tags such as <br /> before tokenising
     # word pipeline
-    max_len: int = 256  # words for word models, tokenizer tokens for Hugging Face models
-    truncation: str = "head"  # head | tail | head+tail, for texts longer than max_len
-    min_freq: int = 2
-    max_vocab: int = 50_000
+    max_len: Positive = 256  # words for word models, tokenizer tokens for Hugging Face models
+    truncation: Literal["head", "tail", "head+tail"] = "head"  # which part of a text longer than max_len is kept
+    min_freq: Positive = 2  # words seen fewer times in training are out of vocabulary
+    max_vocab: Positive = 50_000  # the vocabulary's size limit (most frequent first)
     embeddings: str = "word2vec"  # "word2vec" (trained on the train split), "random", or a vectors file path
-    embed_dim: int = 100
-    w2v_algorithm: str = "skipgram"
-    w2v_window: int = 5
-    w2v_min_count: int = 2
-    w2v_epochs: int = 5
-    freeze_embeddings: bool = False
+    embed_dim: Positive = 100  # word-vector size (ignored for a vectors file: its own)
+    w2v_algorithm: Literal["skipgram", "cbow"] = "skipgram"  # Word2Vec's training algorithm
+    w2v_window: Positive = 5  # Word2Vec's context window
+    w2v_min_count: Positive = 2  # Word2Vec ignores rarer words
+    w2v_epochs: Positive = 5  # Word2Vec's passes over the training texts
+    freeze_embeddings: bool = False  # keep the word vectors fixed while training
     bucket_by_length: bool = True  # train batches of similar lengths (less padding to compute); one worker only
     # optimisation
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    schedule: str = "constant"
-    warmup_ratio: float = 0.0
-    grad_clip: float = 1.0  # 0 = off
-    batch_size: int = 64
-    epochs: int = 5
-    patience: int = 0  # early stopping on `metric`; 0 = off
-    recipe: str | None = None  # "native" | "tuned": sets the five fields above it (see RECIPES)
-    layer_decay: float = 1.0  # layer-wise lr decay for Hugging Face models; 1 = off
-    metric: str = "val_accuracy"
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # the optimiser
+    lr: PositiveFloat = 1e-3  # the learning rate (the peak, under a schedule)
+    weight_decay: NonNegativeFloat = 0.0  # decoupled weight decay (AdamW) or L2 (SGD)
+    momentum: Annotated[float, Ge(0), Lt(1)] = 0.9  # SGD only
+    schedule: Literal["constant", "linear", "cosine"] = "constant"  # the learning rate after warm-up
+    warmup_ratio: Annotated[float, Ge(0), Lt(1)] = 0.0  # the share of steps spent warming the learning rate up
+    grad_clip: NonNegativeFloat = 1.0  # the gradient-norm limit; 0 = off
+    batch_size: Positive = 64  # examples per step (per worker)
+    epochs: Positive = 5  # passes over the training rows
+    patience: NonNegative = 0  # early stopping on `metric`; 0 = off
+    recipe: Literal["native", "tuned"] | None = None  # sets the five optimisation fields above it (see RECIPES)
+    layer_decay: Annotated[float, Gt(0), Le(1)] = 1.0  # layer-wise lr decay for Hugging Face models; 1 = off
+    metric: MetricName = "val_accuracy"  # the validation metric that picks the best epoch (imdb_ray/metrics.py)
     # training strategies (losses that compose with every model)
-    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes; 0 = off
-    supcon_weight: float = 0.0  # supervised contrastive loss weight; 0 = off
-    supcon_tau: float = 0.1  # its temperature
+    rdrop_alpha: NonNegativeFloat = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes; 0 = off
+    supcon_weight: NonNegativeFloat = 0.0  # supervised contrastive loss weight; 0 = off
+    supcon_tau: PositiveFloat = 0.1  # its temperature
     # runtime
-    seed: int = 0
-    device: str = "auto"
+    seed: NonNegative = 0  # the model's randomness (initialisation, dropout, batch order)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when there is a GPU, else the CPU
     amp: bool = True  # mixed precision on CUDA only
-    cache_dir: str = ".cache/imdb_ray"
-    w2v_workers: int = 1  # Word2Vec threads: 1 is bit-reproducible; 2 is ~1.6x faster on 2 cores but reorders updates
+    cache_dir: str = ".cache/imdb_ray"  # where splits, vocabularies and word vectors are cached
+    w2v_workers: Positive = 1  # Word2Vec threads: 1 is bit-reproducible; 2 is ~1.6x faster on 2 cores but reorders updates
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -107,8 +102,7 @@ class TrialConfig:
         model_args = dict(flat.get("model_args") or {})
         model_args.update({k: v for k, v in flat.items() if k not in known and k != "model_args"})
         if kwargs.get("recipe") is not None:
-            if kwargs["recipe"] not in RECIPES:
-                raise UserError(f"recipe={kwargs['recipe']!r} is not one of {', '.join(RECIPES)}")
+            contracts.check("recipe", kwargs["recipe"], field_types()["recipe"])
             kwargs.update(RECIPES[kwargs["recipe"]])
         cfg = cls(**kwargs)
         if not strict:
@@ -118,31 +112,11 @@ class TrialConfig:
         return cfg.validate()
 
     def validate(self) -> "TrialConfig":
-        for name, hint in _field_types().items():  # types first: the range checks below compare values
-            typecheck.check(name, getattr(self, name), hint)
+        """Every field against its annotation, then the model's parameters against theirs, then what no
+        single annotation can say."""
+        for name, hint in field_types().items():
+            contracts.check(name, getattr(self, name), hint)
         check_model_args(self.model, self.model_args)
-        for name, options in CHOICES.items():
-            if getattr(self, name) not in options:
-                raise UserError(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
-        positive = ("lr", "batch_size", "epochs", "max_len", "embed_dim", "min_freq", "max_vocab", "w2v_epochs", "w2v_window",
-                    "w2v_workers")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name}={getattr(self, name)!r} must be > 0")
-        for name in ("n_train", "n_test"):
-            if getattr(self, name) is not None and getattr(self, name) < 4:
-                raise UserError(f"{name}={getattr(self, name)} must be at least 4 (two per class)")
-        if not 0 < self.val_fraction < 1:
-            raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if not 0 < self.layer_decay <= 1:
-            raise UserError(f"layer_decay={self.layer_decay} must be in (0, 1]")
-        if not self.supcon_tau > 0:
-            raise UserError(f"supcon_tau={self.supcon_tau} must be > 0")
-        for name in ("weight_decay", "grad_clip", "patience", "rdrop_alpha", "supcon_weight"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name}={getattr(self, name)} must be >= 0")
         if self.embeddings not in ("word2vec", "random") and not Path(self.embeddings).exists():
             raise UserError(f"embeddings={self.embeddings!r}: not 'word2vec', 'random', or an existing vectors file")
         return self
@@ -191,5 +165,17 @@ class TrialConfig:
 
 
 @functools.cache
-def _field_types() -> dict[str, Any]:
-    return {k: v for k, v in typecheck.hints(TrialConfig).items() if k in TrialConfig.fields()}
+def field_types() -> dict[str, Any]:
+    """Each field's annotation: its type with its range or choices (what `train --help` shows)."""
+    return {k: v for k, v in contracts.hints(TrialConfig).items() if k in TrialConfig.fields()}
+
+
+@functools.cache
+def field_help() -> dict[str, str]:
+    """Each field's help: the comment written after it above."""
+    import inspect
+    import re
+
+    source = inspect.getsource(TrialConfig)
+    found = dict(re.findall(r"^    (\w+): .*?=.*?  # (.*)$", source, flags=re.M))
+    return {name: found.get(name, "") for name in TrialConfig.fields()}

@@ -23,6 +23,9 @@ from imdb_ray.errors import UserError
 
 BUNDLED_IMDB = Path(os.environ.get("IMDB_RAY_DATA", Path(__file__).resolve().parent.parent / "data" / "imdb"))
 
+DEFAULT_GROUP_COLUMN = "movie_id"  # TrialConfig's default: used where the data has it, else the split is random
+# A split by group gives whole groups: its validation share may miss val_fraction by this much (relative) at most.
+GROUP_FRACTION_TOLERANCE = 0.5
 # Strings that unambiguously name a sentiment label.
 LABEL_NAMES = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1, "false": 0, "true": 1}
 
@@ -33,6 +36,7 @@ class Split:
     labels: np.ndarray  # int64, values in {0, 1}
     rows: np.ndarray | None = None  # each text's row in its source file: predictions join on it across seeds
     groups: np.ndarray | None = None  # each text's group (IMDB: its movie), for a validation split by group
+    columns: tuple[str, ...] = ()  # the source's columns (its meta file's too), for errors that name them
 
     def take(self, idx: np.ndarray) -> "Split":
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
@@ -83,6 +87,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         text = _decode(path)
         if kind in ("csv", "tsv"):
+            _check_header(path, text, "\t" if kind == "tsv" else ",")
             return pd.read_csv(io.StringIO(text), sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
         if kind in ("jsonl", "json"):
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
@@ -91,6 +96,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as e:  # pandas parser errors carry the line number in their message
         raise UserError(f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
     raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
+
+
+def _check_header(path: Path, text: str, sep: str) -> None:
+    """A column named twice is refused (pandas would rename the second to `text.1` and read the first)."""
+    import csv
+
+    header = next(csv.reader(io.StringIO(text.partition("\n")[0]), delimiter=sep), [])
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"{path}: column {', '.join(map(repr, twice))} appears more than once in the header; rename one")
 
 
 def parse_label(value, where: str) -> int:
@@ -127,7 +142,7 @@ def to_split(frame: pd.DataFrame, source: str, text_column: str = "text", label_
     groups = None
     if group_column is not None and group_column in frame.columns:
         groups = frame[group_column].astype(str).to_numpy()
-    return Split(texts, labels, np.arange(len(texts)), groups)
+    return Split(texts, labels, np.arange(len(texts)), groups, tuple(map(str, frame.columns)))
 
 
 def _meta_groups(split: Split, table: Path, group_column: str) -> Split:
@@ -139,6 +154,7 @@ def _meta_groups(split: Split, table: Path, group_column: str) -> Split:
             frame = pd.read_csv(meta, usecols=lambda c: c == group_column)
             if group_column in frame.columns and len(frame) == len(split):
                 split.groups = frame[group_column].astype(str).to_numpy()
+                split.columns += (group_column,)
             break
     return split
 
@@ -148,8 +164,17 @@ def _load_raw(source: str | None, text_column: str, label_column: str,
     """(train, test) from the bundled data, a file pair/dir, or a `datasets` id."""
     pair = _local_pair(source)
     if pair is None:
-        return _load_hub(source, text_column, label_column, group_column)
-    return tuple(_read_split(p, _identity(p), text_column, label_column, group_column) for p in pair)
+        train, test = _load_hub(source, text_column, label_column, group_column)
+    else:
+        train, test = (_read_split(p, _identity(p), text_column, label_column, group_column) for p in pair)
+    where = source or "the bundled IMDB data"
+    data_columns = lambda s: set(s.columns) - {group_column}  # noqa: E731  (groups may live in a meta file)
+    if data_columns(train) != data_columns(test):
+        raise UserError(f"{where}: the train and test files have different columns ({', '.join(train.columns)} vs "
+                        f"{', '.join(test.columns)}); give both the same columns")
+    if group_column and group_column != DEFAULT_GROUP_COLUMN and train.groups is None:  # a typo would fall back silently
+        raise UserError(f"group_column={group_column!r} names no column of {where}; its columns: {', '.join(train.columns)}")
+    return train, test
 
 
 def _local_pair(source: str | None) -> tuple[Path, Path] | None:
@@ -285,6 +310,11 @@ def load_dataset(
     # "auto": by group where the data has groups, else random (results/validation_gap.md says why)
     how = val_split if val_split != "auto" else ("random" if train.groups is None else "group")
     tr_idx, val_idx = validation_indices(train, n_val, how, seed, source or "the bundled IMDB data")
+    got = len(val_idx) / len(train)
+    if how == "group" and abs(got - val_fraction) > GROUP_FRACTION_TOLERANCE * val_fraction:
+        raise UserError(f"val_fraction={val_fraction:g}: the groups of '{group_column}' ({len(np.unique(train.groups))} of them) "
+                        f"give a validation share of {got:.3f} (more than {GROUP_FRACTION_TOLERANCE:.0%} off); use fewer, "
+                        "larger or more groups, another val_fraction, or val_split='random'")
     if len(np.unique(train.labels[val_idx])) < 2 or len(np.unique(train.labels[tr_idx])) < 2:
         raise UserError(f"the {how} validation split left one class on a side; raise n_train or val_fraction, "
                         "or set val_split='random'")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from imdb_ray.compare import (BOOTSTRAP_SAMPLES, Confirmed, Paired, aligned, bootstrap_ci, build_ensembles,
                               confirmed_configs, paired_comparison)
 from imdb_ray.errors import UserError
+from imdb_ray.metrics import METRICS
 from imdb_ray.plots import write_plots
 
 
@@ -58,6 +58,7 @@ class TrialRow:
 def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     """The newest sweep of `experiment`: its parent run's params and one row per child run."""
     from imdb_ray.tracking import SweepRuns
+    from imdb_ray.tracking.reads import logged_predictions, metric_curve
 
     runs = SweepRuns(uri, experiment)
     if runs.experiment_id() is None:
@@ -65,7 +66,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     parent = runs.parent()
     if parent is None:
         raise UserError(f"experiment '{experiment}' in {uri} has no imdb_ray sweep run")
-    client, children = runs.client, runs.trials(parent.info.run_id)
+    children = runs.trials(parent.info.run_id)
     # orphans of a killed driver were rerun as other trials; trials cut by the time budget stay (KILLED)
     children = [c for c in children if "imdb_ray.orphaned" not in c.data.tags]
     varying = _varying_params([c.data.params for c in children])
@@ -73,7 +74,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     rows = []
     for c in children:
         m, tags = c.data.metrics, c.data.tags
-        curve = [h.value for h in sorted(client.get_metric_history(c.info.run_id, "val_accuracy"), key=lambda h: h.step)]
+        curve = metric_curve(runs, c.info.run_id, "val_accuracy")
         row = TrialRow(run_id=c.info.run_id, name=c.info.run_name or c.info.run_id[:8], status=c.info.status,
                        model=tags.get("model", c.data.params.get("model", "?")), strategy=tags.get("strategy", "ce"),
                        peft=c.data.params.get("peft", "-"), params={k: c.data.params.get(k) for k in varying},
@@ -85,10 +86,10 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                        device=tags.get("device_kind", ""), error=tags.get("error") or tags.get("imdb_ray.stopped", ""),
                        trial_id=tags.get("trial_id", ""), confirms=tags.get("imdb_ray.confirms", ""))
         # runs logged before best_<metric> existed: the best of the accuracy curve (their selection metric)
-        row.selection = m.get(f"best_{metric}", row.val_accuracy if metric == "val_accuracy" else None)
+        row.selection = m.get(METRICS[metric].best_key, row.val_accuracy if metric == "val_accuracy" else None)
         if "test_accuracy" in m:
             row.predictions = {split: table for split in ("test", "val")
-                               if (table := _predictions(client, c.info.run_id, split)) is not None}
+                               if (table := logged_predictions(runs, c.info.run_id, split)) is not None}
             if "test" in row.predictions:
                 acc, low, high = bootstrap_ci(row.predictions["test"].label.to_numpy(),
                                               row.predictions["test"].prob_positive.to_numpy())
@@ -105,18 +106,6 @@ def _varying_params(params: list[dict]) -> list[str]:
     keys = sorted({k for p in params for k in p})
     skip = {"cache_dir", "data", "checkpoint", "seed"}
     return [k for k in keys if k not in skip and len({p[k] for p in params if k in p}) > 1]
-
-
-def _predictions(client, run_id: str, split: str) -> pd.DataFrame | None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, f"{split}_predictions.csv", tmp)
-        except Exception:  # older runs: no predictions logged, so no interval
-            return None
-        table = pd.read_csv(path)
-    return table.rename(columns={"index": "row"})  # runs logged before rows were kept: position in the split
 
 
 def compare_to_winner(rows: list[TrialRow]) -> TrialRow | None:
@@ -250,21 +239,11 @@ def _as_confirmed(row: TrialRow, confirmed: list[Confirmed]) -> TrialRow:
     return row
 
 
-def sweeps_in(uri: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    names = []
-    for exp in client.search_experiments():
-        if client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'", max_results=1):
-            names.append(exp.name)
-    return sorted(names)
-
-
 def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     """Write every file for each sweep (all sweeps in the store when none are named)."""
     from imdb_ray.models import seed_independent
     from imdb_ray.tracking import check_reachable
+    from imdb_ray.tracking.reads import sweeps_in
 
     check_reachable(uri, must_exist=True)
     names = sweeps or sweeps_in(uri)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import Dataset, LengthBuckets, Split, load_dataset_cached
 from imdb_ray.errors import UserError
+from imdb_ray.metrics import METRICS
 from imdb_ray.losses import build_loss
 from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
 
@@ -203,13 +204,13 @@ class Progress:
     def record(self, cfg: TrialConfig, metrics: dict, model: torch.nn.Module) -> None:
         self.epoch = metrics["epoch"]
         self.history.append(metrics)
+        selection = METRICS[cfg.metric]
         value = metrics[cfg.metric]
-        better = self.best_value is None or (value < self.best_value if cfg.metric.endswith("loss") else value > self.best_value)
-        if better:
+        if selection.better(value, self.best_value):
             self.best_value, self.best_state, self.best_epoch, self.bad_epochs = value, trainable_state(model), self.epoch, 0
         else:
             self.bad_epochs += 1
-        metrics[f"best_{cfg.metric}"] = self.best_value  # what a sweep ranks on and its searcher optimises
+        metrics[selection.best_key] = self.best_value  # what a sweep ranks on and its searcher optimises
         metrics["finished"] = self.stopped(cfg)  # the trial's own last epoch (a scheduler may stop it sooner)
 
     def stopped(self, cfg: TrialConfig) -> bool:
@@ -355,7 +356,7 @@ def _fit_baseline(cfg: TrialConfig, dataset: Dataset, on_epoch, evaluate_test: b
         raise UserError(f"model '{cfg.model}' with {cfg.model_args}: {str(e).splitlines()[0]}") from None
     result = TrainResult(cfg, best_epoch=1, model=pipeline)
     result.val, _ = _baseline_metrics(pipeline, dataset.val, "val")
-    result.history = [{"epoch": 1, **result.val, f"best_{cfg.metric}": result.val[cfg.metric], "finished": True,
+    result.history = [{"epoch": 1, **result.val, METRICS[cfg.metric].best_key: result.val[cfg.metric], "finished": True,
                        "epoch_seconds": time.perf_counter() - start}]
     if on_epoch is not None:
         on_epoch(result.history[0], None)

@@ -41,15 +41,95 @@ def test_only_the_sweep_package_imports_ray():
     assert users and all(path.startswith("imdb_ray/sweep/") for path in users), users
 
 
+def import_graph(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """module -> the package's modules it imports anywhere (top level or inside a function), including
+    `from imdb_ray import contracts`-style imports of a module by name."""
+    names = {path.removesuffix(".py").replace("/", ".").removesuffix(".__init__"): tree for path, tree in trees.items()}
+    graph = {}
+    for name, tree in names.items():
+        found = imported(tree) | {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                                  for a in n.names}
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan): every import cycle, of any length."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+# The one allowed loop (timm's pattern): the registry imports the model modules whose decorators fill it.
+# (`from imdb_ray.models import baselines, classic, hf` in registry.py: the package and the three modules)
+REGISTRY_LOOP = {("imdb_ray.models.registry", m) for m in ("imdb_ray.models", "imdb_ray.models.baselines", "imdb_ray.models.classic",
+                                                             "imdb_ray.models.hf")}
+
+
+def test_the_cycle_finder_catches_a_planted_three_module_cycle():
+    trees = {"imdb_ray/a.py": ast.parse("import imdb_ray.b"), "imdb_ray/b.py": ast.parse("def f():\n    from imdb_ray import c"),
+             "imdb_ray/c.py": ast.parse("from imdb_ray.a import x"), "imdb_ray/d.py": ast.parse("import imdb_ray.a")}
+    assert cycles(import_graph(trees)) == [["imdb_ray.a", "imdb_ray.b", "imdb_ray.c"]]
+
+
+def test_no_import_cycles():
+    """No cycle of any length, local imports included, except the registry's import of its models."""
+    graph = import_graph(modules())
+    for a, b in REGISTRY_LOOP:
+        assert b in graph[a], f"{a} no longer imports {b}: update REGISTRY_LOOP"
+        graph[a].discard(b)
+    assert not cycles(graph), cycles(graph)
+
+
 def test_imports_point_one_way():
-    """No two modules import each other (the registry's import of the model modules it fills is the
-    one exception: timm's pattern), and the core never imports the orchestration or the CLI."""
-    graph = {path.removesuffix(".py").replace("/", ".").removesuffix(".__init__"): {m for m in imported(tree) if m.startswith("imdb_ray")}
-             for path, tree in modules().items()}
-    pairs = {tuple(sorted((a, b))) for a, deps in graph.items() for b in deps if a in graph.get(b, set()) and a != b}
-    assert pairs <= {("imdb_ray.models", "imdb_ray.models.registry")}, pairs
+    """The core never imports the orchestration or the CLI."""
+    graph = import_graph(modules())
     core = ("imdb_ray.train", "imdb_ray.models", "imdb_ray.data", "imdb_ray.text", "imdb_ray.embeddings", "imdb_ray.losses",
             "imdb_ray.tracking", "imdb_ray.config", "imdb_ray.bundle")
     upward = {(a, b) for a, deps in graph.items() if a.startswith(core) for b in deps
               if b.startswith(("imdb_ray.sweep", "imdb_ray.__main__", "imdb_ray.report"))}
     assert not upward, upward
+
+
+def test_mlflow_is_read_and_written_only_in_tracking():
+    """Every MLflow call lives in imdb_ray/tracking/; the pyfunc modules are the MLflow model flavour itself."""
+    users = {path for path, tree in modules().items() if any(m == "mlflow" or m.startswith("mlflow.") for m in imported(tree))}
+    assert users and all(p.startswith("imdb_ray/tracking/") or p in ("imdb_ray/pyfunc.py", "imdb_ray/pyfunc_model.py")
+                         for p in users), users
+
+
+def test_a_duplicate_model_name_is_an_error():
+    import pytest
+
+    from imdb_ray.models import get_model, register_model
+
+    get_model("gru")  # the built-in models are registered
+
+    class Impostor:
+        def __init__(self, *, hidden: int = 1):
+            pass
+
+    with pytest.raises(ValueError, match="model name 'gru' is already registered by imdb_ray.models.classic.GRUClassifier"):
+        register_model("gru")(Impostor)
+    assert get_model("gru").origin == "imdb_ray.models.classic.GRUClassifier"

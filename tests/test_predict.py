@@ -78,7 +78,7 @@ def test_a_bundle_config_of_the_wrong_type_is_one_line(tiny_cfg, small_imdb, tmp
     folder = save_bundle(result.model, tiny_cfg, tmp_path / "model", result.vocab)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "max_len": "256"}))
-    with pytest.raises(UserError, match=r"config.json: not a config this version can load \(max_len='256' must be an integer\)"):
+    with pytest.raises(UserError, match=r"config.json: not a config this version can load \(max_len='256' must be an integer > 0\)"):
         Predictor(folder)
     (folder / "config.json").write_text(json.dumps({**config, "colour": "red"}))
     with pytest.raises(UserError, match="not a config this version can load"):

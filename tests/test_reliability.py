@@ -6,6 +6,7 @@ can share them); when every case of the module passed in a run, the rows become 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import contextlib
 import importlib.util
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 
 from helpers import (ROOT, finish, free_port, fresh_store, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
@@ -47,13 +49,13 @@ BAD_INPUTS = [
     ("unknown parameter", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'kernel_sizes': (3,)}")},
      ["sweep", "{ws}/sweeps/bad.py"], "space['kernel_sizes']: no model"),
     ("parameter out of range", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': tune.uniform(-1.0, 0.1)}")},
-     ["sweep", "{ws}/sweeps/bad.py"], "lr=-1.0 must be > 0"),
+     ["sweep", "{ws}/sweeps/bad.py"], "lr=-1.0 must be a number > 0"),
     ("empty choice", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': tune.choice([])}")},
      ["sweep", "{ws}/sweeps/bad.py"], "empty choice"),
     ("bad scheduler name", {"sweeps/bad.py": sweep_file(SMALL, scheduler="hyperband2")},
-     ["sweep", "{ws}/sweeps/bad.py"], "scheduler='hyperband2' is not one of asha, fifo"),
+     ["sweep", "{ws}/sweeps/bad.py"], "scheduler='hyperband2' must be one of asha, fifo"),
     ("bad search name", {"sweeps/bad.py": sweep_file(SMALL, search="bayes")},
-     ["sweep", "{ws}/sweeps/bad.py"], "search='bayes' is not one of optuna, random, grid"),
+     ["sweep", "{ws}/sweeps/bad.py"], "search='bayes' must be one of optuna, random, grid"),
     ("resources no local cluster can give", {"sweeps/bad.py": sweep_file(SMALL, gpus_per_worker=64)},
      ["sweep", "{ws}/sweeps/bad.py"], "one trial needs"),
     ("CLI: unknown flag", {}, ["sweep", "sweeps/smoke.py", "--bogus"], "unrecognized arguments: --bogus"),
@@ -88,19 +90,19 @@ BAD_INPUTS = [
     ("unsloth without a GPU", {}, ["train", "--model", "distilbert", "--peft", "lora", "--engine", "unsloth"],
      "engine='unsloth' needs an NVIDIA GPU"),
     ("sweep file: a string where a number goes", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': '1e-3'}")},
-     ["sweep", "{ws}/sweeps/bad.py"], "space['lr'] value '1e-3': lr='1e-3' must be a finite number"),
+     ["sweep", "{ws}/sweeps/bad.py"], "space['lr'] value '1e-3': lr='1e-3' must be a number > 0"),
     ("sweep file: a wrong type inside a choice", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'hidden': tune.choice(['big', 64])}")},
-     ["sweep", "{ws}/sweeps/bad.py"], "hidden='big' must be an integer"),
+     ["sweep", "{ws}/sweeps/bad.py"], "hidden='big' must be an integer > 0"),
     ("sweep file: a fraction of an epoch", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'epochs': 2.5}")},
-     ["sweep", "{ws}/sweeps/bad.py"], "epochs=2.5 must be an integer"),
+     ["sweep", "{ws}/sweeps/bad.py"], "epochs=2.5 must be an integer > 0"),
     ("sweep file: a word for a boolean", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'clean_html': 'no'}")},
      ["sweep", "{ws}/sweeps/bad.py"], "clean_html='no' must be true or false"),
     ("sweep file: a setting of the wrong type", {"sweeps/bad.py": sweep_file(SMALL, num_samples="8")},
-     ["sweep", "{ws}/sweeps/bad.py"], "num_samples='8' must be an integer"),
+     ["sweep", "{ws}/sweeps/bad.py"], "num_samples='8' must be an integer > 0"),
     ("sweep file: a credential in the space", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'data': 'hf_" + "a" * 34 + "'}")},
      ["sweep", "{ws}/sweeps/bad.py"], "space['data'] holds what looks like a credential"),
     ("train: a word for an integer model parameter", {}, ["train", "--model", "gru", "--hidden", "abc"],
-     "hidden='abc' must be an integer"),
+     "hidden='abc' must be an integer > 0"),
     ("predict: model path that does not exist", {}, ["predict", "{ws}/runs/nope", "great film"],
      "no such folder, and not an MLflow run id, sweep:NAME or models:/ URI"),
     ("predict: folder that holds no model", {}, ["predict", "{ws}/runs/earlier", "great film"], "not a model folder"),
@@ -392,29 +394,54 @@ def test_tracking_server_goes_away_mid_sweep(tmp_path, monkeypatch, comes_back, 
 
 @pytest_slow
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, ray_address):
+    """A trial that crashes (out of memory) is the sweep's to survive: recorded, and the others go on."""
     space = {k: v for k, v in GRU.items() if k != "hidden"}
-    sweep = write_sweep(tmp_path, "failing", {**space, "n_train": 400, "epochs": 2},
-                         {"hidden": [16, 1_000_000], "pooling": ["last", "median"]}, search="grid", scheduler="fifo", num_samples=1, trainer="direct",
-                         cpus_per_worker=0.95, max_failures=0)
+    sweep = write_sweep(tmp_path, "failing", {**space, "n_train": 400, "epochs": 2}, {"hidden": [16, 1_000_000]}, search="grid",
+                        scheduler="fifo", num_samples=1, trainer="direct", cpus_per_worker=0.95, max_failures=0)
     proc = subprocess.run(sweep_command(tmp_path, sweep, address=ray_address), cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "== failing: 4 trials, 3 errored ==" in proc.stdout
+    assert "== failing: 2 trials, 1 errored ==" in proc.stdout
     failed_lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("FAILED")]
-    assert len(failed_lines) == 3
-    assert sum("MemoryError" in ln and "does not fit in memory" in ln for ln in failed_lines) >= 1
-    assert sum("pooling must be last, mean or max" in ln for ln in failed_lines) >= 1
+    assert len(failed_lines) == 1 and "MemoryError" in failed_lines[0] and "does not fit in memory" in failed_lines[0]
     client, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db", "failing")
     failed = [c for c in children if c.info.status == "FAILED"]
-    assert len(failed) == 3 and len([c for c in children if c.info.status == "FINISHED"]) == 1
-    for c in failed:
-        text = Path(client.download_artifacts(c.info.run_id, "error.txt", str(tmp_path))).read_text()
-        assert 'File "' in text and "imdb_ray/" in text  # the frames, down to our code
-        assert c.data.tags["error"].split(":")[0] in ("MemoryError", "imdb_ray.errors.UserError") and c.data.tags["error"] in text
-    record_row("Fault", "trials that run out of memory (GRU hidden=10^6 asks for 12 TB) or raise (bad pooling)",
-                   "each marked FAILED in MLflow with error.txt (traceback) and an `error` tag; the sweep went on; "
-                   "the leaderboard lists them: " + "; ".join(sorted({ln.split(": ", 1)[1][:110] for ln in failed_lines})),
-                   "nothing (the good trial finished and was evaluated)")
+    assert len(failed) == 1 and len([c for c in children if c.info.status == "FINISHED"]) == 1
+    text = Path(client.download_artifacts(failed[0].info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert 'File "' in text and "imdb_ray/" in text  # the frames, down to our code
+    assert failed[0].data.tags["error"].startswith("MemoryError") and failed[0].data.tags["error"] in text
+    record_row("Fault", "a trial that runs out of memory (GRU hidden=10^6 asks for 12 TB)",
+               "marked FAILED in MLflow with error.txt (traceback) and an `error` tag; the sweep went on; "
+               "the leaderboard lists it: " + failed_lines[0].split(": ", 1)[1][:110], "nothing (the good trial finished and was evaluated)")
+
+
+@pytest_slow
+def test_a_trial_failing_on_its_configuration_fails_the_sweep(tmp_path, ray_address, capsys):
+    """The net under validation: a user error that only a trial sees (here device='cuda' on a machine without
+    one, put past validation on purpose) ends the sweep with that error's line; nothing evaluated, no champion."""
+    from imdb_ray.errors import UserError
+    from imdb_ray.sweep import load_sweep
+    from imdb_ray.sweep.runner import run_sweep
+
+    base = {k: v for k, v in GRU.items() if k != "embed_dim"}
+    path = write_sweep(tmp_path, "misconfigured", {**base, "n_train": 400, "epochs": 1, "max_len": 64}, search="random",
+                       scheduler="fifo", num_samples=1, trainer="direct", cpus_per_worker=0.95)
+    sweep = load_sweep(path)
+    missed = dataclasses.replace(sweep, space={**sweep.space, "device": "cuda"})  # what validation would refuse
+    uri = fresh_store(tmp_path)
+    with pytest.raises(UserError) as refused:
+        run_sweep(missed, address=ray_address, storage=str(tmp_path / "ray"), tracking_uri=uri, cache_dir=str(tmp_path / "cache"))
+    message = str(refused.value)
+    assert "\n" not in message and "failed on its configuration: device='cuda' but no CUDA GPU is visible" in message, message
+    assert "best trial" not in capsys.readouterr().out
+    client = MlflowClient(uri)
+    assert not client.search_registered_models()
+    runs = client.search_runs([client.get_experiment_by_name("misconfigured").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["FAILED"] and not any("test_accuracy" in r.data.metrics for r in runs)
+    record_row("Bad input", "a trial that fails on its configuration (device='cuda' without a GPU, past validation)",
+               "the sweep ends with exit 2 and that trial's one-line error; the MLflow parent run is FAILED", "no test "
+               "evaluation, no champion registered; the trial's record stays in MLflow and Ray's results")
 
 
 @pytest_slow

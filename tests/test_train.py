@@ -173,8 +173,8 @@ def test_train_command_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "nope"], "unknown model 'nope'"),
     (["train", "--model", "gru", "--kernel-sizes", "3"], "unknown option --kernel-sizes"),
-    (["train", "--lr", "-1"], "lr=-1.0 must be > 0"),
-    (["train", "--optimizer", "lion"], "optimizer='lion' is not one of"),
+    (["train", "--lr", "-1"], "lr=-1.0 must be a number > 0"),
+    (["train", "--optimizer", "lion"], "optimizer='lion' must be one of adamw, sgd"),
     (["train", "--resume", "--run-dir", "/nonexistent/run"], "--resume: /nonexistent/run/checkpoint does not exist"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -1,30 +1,23 @@
 """Non-neural baselines, so every leaderboard shows where the deep models stand."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Annotated, TYPE_CHECKING
 
 import numpy as np
 
-from imdb_ray.errors import UserError
+from imdb_ray.contracts import Ge, Gt, Le, Positive, PositiveFloat
 from imdb_ray.models.registry import register_model
 
 if TYPE_CHECKING:  # scikit-learn is imported by the builders: every process looks models up here, and a
     from sklearn.pipeline import Pipeline  # torch trial would pay 1.5 s for an import it never uses
 
 
-def _check_tfidf_lr(*, ngram_max: int, min_df: int | float, C: float, max_features: int | None) -> None:
-    """scikit-learn's own ranges, checked when the config is, not when the pipeline is fitted."""
-    if ngram_max < 1:
-        raise UserError(f"ngram_max={ngram_max} must be >= 1")
-    if not (min_df >= 1 if isinstance(min_df, int) else 0 < min_df <= 1):
-        raise UserError(f"min_df={min_df} must be a count >= 1 or a fraction in (0, 1]")
-    if C <= 0:
-        raise UserError(f"C={C} must be > 0")
-    if max_features is not None and max_features < 1:
-        raise UserError(f"max_features={max_features} must be >= 1 (or None)")
+# A document-frequency cut-off: a count of documents (>= 1) or a fraction of them (scikit-learn's two meanings).
+MinDf = Annotated[int, Ge(1)] | Annotated[float, Gt(0), Le(1)]
 
 
-def tfidf_lr(*, ngram_max: int = 2, min_df: int = 2, C: float = 4.0, max_features: int | None = None) -> Pipeline:
+def tfidf_lr(*, ngram_max: Positive = 2, min_df: MinDf = 2, C: PositiveFloat = 4.0,
+             max_features: Positive | None = None) -> Pipeline:
     """TF-IDF (word n-grams, sublinear tf) + logistic regression; fitted by scikit-learn, not the torch loop."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -36,18 +29,11 @@ def tfidf_lr(*, ngram_max: int = 2, min_df: int = 2, C: float = 4.0, max_feature
     )
 
 
-tfidf_lr.validate_args = _check_tfidf_lr
 register_model("tfidf_lr", family="baseline")(tfidf_lr)
 
 
-def _check_nbsvm(*, ngram_max: int, min_df: int | float, C: float, alpha: float, max_features: int | None) -> None:
-    _check_tfidf_lr(ngram_max=ngram_max, min_df=min_df, C=C, max_features=max_features)
-    if alpha <= 0:
-        raise UserError(f"alpha={alpha} must be > 0 (the naive-Bayes smoothing count)")
-
-
-def nbsvm(*, ngram_max: int = 3, min_df: int = 2, C: float = 0.3, alpha: float = 1.0,
-          max_features: int | None = 2_000_000) -> Pipeline:
+def nbsvm(*, ngram_max: Positive = 3, min_df: MinDf = 2, C: PositiveFloat = 0.3, alpha: PositiveFloat = 1.0,
+          max_features: Positive | None = 2_000_000) -> Pipeline:
     """NBSVM (Wang & Manning 2012) as NB-LR: binarized word n-grams scaled by naive-Bayes log-count ratios + logistic regression."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.pipeline import make_pipeline
@@ -60,5 +46,4 @@ def nbsvm(*, ngram_max: int = 3, min_df: int = 2, C: float = 0.3, alpha: float =
     )
 
 
-nbsvm.validate_args = _check_nbsvm
 register_model("nbsvm", family="baseline")(nbsvm)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import math
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imdb_ray.contracts import Dropout, Positive, Positives
+from imdb_ray.errors import UserError
 from imdb_ray.models.registry import register_model
 
 
@@ -105,7 +109,7 @@ class TextCNN(WordClassifier):
     """Kim-style TextCNN: parallel convolutions, max over time of windows that start on real tokens."""
 
     def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *,
-                 kernel_sizes: tuple[int, ...] = (3, 4, 5), num_filters: int = 100, dropout: float = 0.5):
+                 kernel_sizes: Positives = (3, 4, 5), num_filters: Positive = 100, dropout: Dropout = 0.5):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
         dim = vectors.shape[1]
         self.convs = nn.ModuleList(nn.Conv1d(dim, num_filters, k) for k in kernel_sizes)
@@ -126,11 +130,9 @@ class TextCNN(WordClassifier):
 class RNNClassifier(WordClassifier):
     cell: type[nn.RNNBase]
 
-    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: int = 128, layers: int = 1,
-                 bidirectional: bool = True, pooling: str = "last", dropout: float = 0.3):
+    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: Positive = 128, layers: Positive = 1,
+                 bidirectional: bool = True, pooling: Literal["last", "mean", "max"] = "last", dropout: Dropout = 0.3):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
-        if pooling not in ("last", "mean", "max"):
-            raise ValueError(f"pooling must be last, mean or max, not {pooling!r}")
         self.pooling = pooling
         self.rnn = MaskedRNN(self.cell, vectors.shape[1], hidden, layers, bidirectional, dropout)
         self.build_head(hidden * (2 if bidirectional else 1))
@@ -175,11 +177,9 @@ class PositionalEncoding(nn.Module):
 class TransformerClassifier(WordClassifier):
     """Transformer encoder: projection to d_model, sinusoidal positions, key-padding mask, mean or [CLS] pooling."""
 
-    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, d_model: int = 128, heads: int = 4,
-                 layers: int = 2, ff_dim: int = 256, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, d_model: Positive = 128, heads: Positive = 4,
+                 layers: Positive = 2, ff_dim: Positive = 256, pooling: Literal["mean", "first"] = "mean", dropout: Dropout = 0.1):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
-        if pooling not in ("mean", "first"):
-            raise ValueError(f"pooling must be mean or first, not {pooling!r}")
         self.pooling = pooling
         self.project = nn.Linear(vectors.shape[1], d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
@@ -189,6 +189,11 @@ class TransformerClassifier(WordClassifier):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.build_head(d_model)
+
+    @staticmethod
+    def validate_args(*, d_model: int, heads: int, **_) -> None:
+        if d_model % heads:
+            raise UserError(f"d_model={d_model} must be a multiple of heads={heads} (each head gets d_model / heads dimensions)")
 
     def encode(self, emb, lengths):
         x = self.project(emb)
@@ -203,14 +208,17 @@ class TransformerClassifier(WordClassifier):
 class CNNLSTMClassifier(WordClassifier):
     """Convolution over time (same length), then a (Bi)LSTM over the convolved sequence."""
 
-    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, num_filters: int = 128,
-                 kernel_size: int = 3, hidden: int = 128, bidirectional: bool = True, dropout: float = 0.3):
+    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, num_filters: Positive = 128,
+                 kernel_size: Positive = 3, hidden: Positive = 128, bidirectional: bool = True, dropout: Dropout = 0.3):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
-        if kernel_size % 2 == 0:
-            raise ValueError("kernel_size must be odd so the convolution keeps the sequence length")
         self.conv = nn.Conv1d(vectors.shape[1], num_filters, kernel_size, padding=kernel_size // 2)
         self.rnn = MaskedRNN(nn.LSTM, num_filters, hidden, bidirectional=bidirectional)
         self.build_head(hidden * (2 if bidirectional else 1))
+
+    @staticmethod
+    def validate_args(*, kernel_size: int, **_) -> None:
+        if kernel_size % 2 == 0:
+            raise UserError(f"kernel_size={kernel_size} must be odd, so the convolution keeps the sequence length")
 
     def encode(self, emb, lengths):
         x = F.relu(self.conv(emb.transpose(1, 2))).transpose(1, 2)
@@ -222,8 +230,8 @@ class CNNLSTMClassifier(WordClassifier):
 class AttentionLSTMClassifier(WordClassifier):
     """BiLSTM with additive attention over time steps (softmax over time, padding masked)."""
 
-    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: int = 128,
-                 attention_dim: int = 128, dropout: float = 0.3):
+    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: Positive = 128,
+                 attention_dim: Positive = 128, dropout: Dropout = 0.3):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
         self.rnn = MaskedRNN(nn.LSTM, vectors.shape[1], hidden)
         self.score = nn.Sequential(nn.Linear(2 * hidden, attention_dim), nn.Tanh(), nn.Linear(attention_dim, 1, bias=False))
@@ -247,8 +255,8 @@ def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
 class CapsuleLSTMClassifier(WordClassifier):
     """BiLSTM states as primary capsules, dynamic routing (Sabour et al.) to output capsules; padding never routes."""
 
-    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: int = 128, num_capsules: int = 10,
-                 capsule_dim: int = 16, routings: int = 3, dropout: float = 0.3):
+    def __init__(self, vectors, num_classes=2, freeze_embeddings=False, *, hidden: Positive = 128, num_capsules: Positive = 10,
+                 capsule_dim: Positive = 16, routings: Positive = 3, dropout: Dropout = 0.3):
         super().__init__(vectors, num_classes, freeze_embeddings, dropout)
         self.rnn = MaskedRNN(nn.LSTM, vectors.shape[1], hidden)
         self.num_capsules, self.capsule_dim, self.routings = num_capsules, capsule_dim, routings

@@ -21,10 +21,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
+from imdb_ray.contracts import Dropout, Positive
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import register_model
 
@@ -36,6 +38,7 @@ DEFAULT_CHECKPOINTS = {
     "modernbert": "answerdotai/ModernBERT-base",
 }
 PEFT_METHODS = ("none", "lora", "prompt_tuning", "p_tuning", "prefix_tuning")
+PeftMethod = Literal[PEFT_METHODS]
 # LoRA targets where peft has no default for the architecture (peft's own table covers the rest).
 LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"], "modernbert": ["Wqkv"]}
 # Prefix tuning feeds past key/values into attention; these architectures take none.
@@ -65,10 +68,11 @@ def model_type_of(checkpoint: str) -> str:
 class HFClassifier(nn.Module):
     """A transformers sequence classifier (optionally PEFT-wrapped) returning (logits, features)."""
 
-    def __init__(self, num_classes: int = 2, *, checkpoint: str = "bert-base-uncased", init: str = "pretrained",
-                 peft: str = "none", lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.1,
-                 num_virtual_tokens: int = 20, prompt_init_text: str | None = None, encoder_hidden_size: int = 128,
-                 quantization: str = "none", engine: str = "torch"):
+    def __init__(self, num_classes: int = 2, *, checkpoint: str = "bert-base-uncased",
+                 init: Literal["pretrained", "scratch"] = "pretrained", peft: PeftMethod = "none", lora_r: Positive = 8,
+                 lora_alpha: Positive = 16, lora_dropout: Dropout = 0.1, num_virtual_tokens: Positive = 20,
+                 prompt_init_text: str | None = None, encoder_hidden_size: Positive = 128,
+                 quantization: Literal["none", "int8", "nf4"] = "none", engine: Literal["torch", "unsloth"] = "torch"):
         super().__init__()
         self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization, engine=engine)
         from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -109,17 +113,11 @@ class HFClassifier(nn.Module):
         """Refuse what cannot work before any trial starts (called by config validation too)."""
         checkpoint = args.get("checkpoint", "bert-base-uncased")
         init, peft, quant = args.get("init", "pretrained"), args.get("peft", "none"), args.get("quantization", "none")
-        if init not in ("pretrained", "scratch"):
-            raise UserError(f"init={init!r} is not one of pretrained, scratch")
-        if peft not in PEFT_METHODS:
-            raise UserError(f"peft={peft!r} is not one of {', '.join(PEFT_METHODS)}")
         model_type = model_type_of(checkpoint)
         if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:
             raise UserError(f"peft='prefix_tuning' does not work with {checkpoint} ({model_type}: its attention takes no "
                             "past key/values); use lora, prompt_tuning or p_tuning")
         engine = args.get("engine", "torch")
-        if engine not in ("torch", "unsloth"):
-            raise UserError(f"engine={engine!r} is not one of torch, unsloth")
         if engine == "unsloth":
             if not torch.cuda.is_available():
                 raise UserError("engine='unsloth' needs an NVIDIA GPU with CUDA, and none is visible here; use engine='torch'")
@@ -127,8 +125,6 @@ class HFClassifier(nn.Module):
                 raise UserError("engine='unsloth' needs unsloth: pip install -e '.[gpu]' on the GPU machine (README: Unsloth)")
             if peft != "lora" or init != "pretrained" or quant == "int8":
                 raise UserError("engine='unsloth' is a LoRA path: use peft='lora', init='pretrained', quantization none or nf4")
-        if quant not in ("none", "int8", "nf4"):
-            raise UserError(f"quantization={quant!r} is not one of none, int8, nf4")
         if quant != "none":
             if peft != "lora" or init != "pretrained":
                 raise UserError(f"quantization={quant!r} needs peft='lora' and init='pretrained' (quantized weights are frozen)")

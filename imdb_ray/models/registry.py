@@ -10,7 +10,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from imdb_ray import typecheck
+from imdb_ray import contracts
 from imdb_ray.errors import UserError
 
 
@@ -22,22 +22,27 @@ class ModelEntry:
     params: dict[str, Any]  # tunable parameter -> default
     doc: str
     check: Callable[..., None] | None = None  # raises UserError for argument combinations that cannot work
-    types: dict[str, Any] = field(default_factory=dict)  # parameter -> its annotation, checked before building
+    types: dict[str, Any] = field(default_factory=dict)  # parameter -> its annotation (contracts.py), checked before building
+    origin: str = ""  # module.qualname of what registered it
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, family: str = "word", defaults: dict[str, Any] | None = None):
-    """Register `cls` under `name`; `defaults` overrides some parameter defaults for this name."""
+    """Register `cls` under `name`; `defaults` overrides some parameter defaults for this name. A name
+    already taken by another class is an error (a plugin must not silently replace a built-in model)."""
     def wrap(cls):
+        origin = f"{cls.__module__}.{cls.__qualname__}"
+        if name in MODELS and MODELS[name].origin != origin:  # the same class again (a module reloaded) is fine
+            raise ValueError(f"model name {name!r} is already registered by {MODELS[name].origin}; choose another name")
         sig = inspect.signature(cls.__init__ if inspect.isclass(cls) else cls)
         params = {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
         params.update(defaults or {})
         doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
         build = functools.partial(cls, **defaults) if defaults else cls
-        types = {k: v for k, v in typecheck.hints(cls).items() if k in params}
-        MODELS[name] = ModelEntry(name, build, family, params, doc, getattr(cls, "validate_args", None), types)
+        types = {k: v for k, v in contracts.hints(cls).items() if k in params}
+        MODELS[name] = ModelEntry(name, build, family, params, doc, getattr(cls, "validate_args", None), types, origin)
         return cls
 
     return wrap
@@ -63,7 +68,7 @@ def check_model_args(name: str, args: dict[str, Any]) -> None:
                         f"its parameters: {', '.join(entry.params) or '(none)'}")
     for key, value in args.items():
         if key in entry.types:
-            typecheck.check(key, value, entry.types[key])
+            contracts.check(key, value, entry.types[key])
     if entry.check is not None:
         entry.check(**{**entry.params, **args})
 

@@ -117,7 +117,7 @@ class ConsoleProgress(Callback):
 
     @classmethod
     def for_sweep(cls, sweep, total: int | None = None) -> "ConsoleProgress":
-        return cls(f"best_{sweep.metric}", sweep.mode, total or sweep.trial_count(), sweep.searched_keys(), sweep.epochs_by_model())
+        return cls(sweep.selection.best_key, sweep.mode, total or sweep.trial_count(), sweep.searched_keys(), sweep.epochs_by_model())
 
     def setup(self, **info) -> None:
         self.start = self.last_line = self.clock()

@@ -44,11 +44,23 @@ def best_value(result, sweep: Sweep) -> float:
     """A trial's best epoch (the weights it keeps), not its last one: the loop's own running best, reported
     with every epoch. Tune's per-trial history is no substitute: a trial resumed after its driver died
     starts a new result.json, which is empty when the trial is cut before its next epoch."""
-    best = (result.metrics or {}).get(f"best_{sweep.metric}")
+    best = (result.metrics or {}).get(sweep.selection.best_key)
     if best is not None:
         return float(best)
     values = result.metrics_dataframe[sweep.metric]
     return float(values.max() if sweep.mode == "max" else values.min())
+
+
+def configuration_error(results) -> str | None:
+    """'trial ID failed on its configuration: <the UserError's message>' for the first trial that raised
+    imdb_ray's UserError (a user's mistake, not a crash); None when no trial did."""
+    for r in results:
+        lines = str(r.error or "").splitlines()
+        found = [line.split("UserError: ", 1)[1] for line in lines if "UserError: " in line]
+        if found:
+            trial = (r.metrics or {}).get("trial_id") or (r.path.rsplit("/", 1)[-1] if r.path else "?")
+            return f"trial {trial} failed on its configuration: {found[-1].strip()}"
+    return None
 
 
 def best_checkpoint(result):

@@ -20,7 +20,7 @@ from ray.tune.search.sample import Domain
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups
-from imdb_ray.sweep.evaluate import SweepSummary, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
+from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -82,7 +82,7 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group=True
-    metric = f"best_{sweep.metric}"  # what selection ranks on: the best epoch so far, not the last
+    metric = sweep.selection.best_key  # what selection ranks on: the best epoch so far, not the last
     tree = sweep.branches()
     if sweep.search == "grid":
         return GridSearch(grid_configs(tree, sweep.num_samples, sweep.seed), metric=metric, mode=sweep.mode)
@@ -115,7 +115,7 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     path = sweep.experiment_path(storage, "confirm" if confirm else "")
     if resume and (not confirm or tune.Tuner.can_restore(path)):  # searcher, scheduler and trials come back
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    metric = f"best_{sweep.metric}"
+    metric = sweep.selection.best_key
     search = GridSearch(confirm, metric=metric, mode=sweep.mode) if confirm else build_search(sweep, concurrency, study)
     # reuse_actors (direct trials): a trial's process serves the next trial (same results: each trial seeds
     # itself), so a short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep:
@@ -186,6 +186,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
         results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
                       mlflow_runs.log, experiment_path)
+        refuse_misconfigured(results, runs, parent_id, mlflow_runs.log)
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
@@ -229,6 +230,19 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
               f"command plus --resume", flush=True)
         raise KeyboardInterrupt
     return results
+
+
+def refuse_misconfigured(results, runs: SweepRuns, parent_id: str, log: TrialLog) -> None:
+    """The net under validation: a trial that failed on a user error (a configuration the checks before
+    Ray missed) ends the sweep with that error's line, nothing evaluated and no champion crowned. What
+    the other trials computed stays in MLflow (the parent run marked FAILED) and in Ray's results."""
+    error = configuration_error(results)
+    if error is None:
+        return
+    log.finish()
+    runs.finish_parent(parent_id, status="FAILED")
+    raise UserError(f"{error}; fix the sweep file (nothing was evaluated on test or registered; the trials' "
+                    f"results are in MLflow parent run {parent_id})")
 
 
 def study_location(sweep: Sweep, storage: str, parent_id: str) -> tuple[Path, str] | None:

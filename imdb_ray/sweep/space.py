@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any, Callable
 
-from ray.tune.search.sample import Categorical, Domain, Float, Integer
+from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer, LogUniform, Normal
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
@@ -52,7 +52,7 @@ def branches(space: dict[str, Any], fail: Fail) -> Branches:
         if not own:
             fail("space['model'] is an empty dict; name at least one model")
     else:
-        own = {m: {} for m in candidates("model", model, fail)}
+        own = {m: {} for m in candidates("space['model']", model, fail)}
     fields = TrialConfig.fields()
     result: Branches = {}
     for name, keys in own.items():
@@ -79,23 +79,46 @@ def branches(space: dict[str, Any], fail: Fail) -> Branches:
     return result
 
 
-def candidates(key: str, value, fail: Fail) -> list:
-    """Representative values of one space entry: every category, a numeric range's two ends."""
+def candidates(where: str, value, fail: Fail) -> list:
+    """Representative values of one space entry: every category and grid value, a range's two ends (as
+    the domain produces them: rounded to its step, an integer range's upper end exclusive). A domain
+    whose values cannot be known before the sweep is refused by name. `where` names the entry in errors."""
     if is_grid(value):
         options = list(value["grid_search"])
     elif isinstance(value, Categorical):
         options = list(value.categories)
-    elif isinstance(value, Float):
-        options = [value.lower, value.upper]
-    elif isinstance(value, Integer):
-        options = [value.lower, value.upper - 1]
+    elif isinstance(value, (Float, Integer)):
+        options = range_ends(where, value, fail)
+    elif isinstance(value, Function):
+        fail(f"{where}: tune.sample_from cannot be checked before the sweep starts; "
+             "use tune.choice, uniform, loguniform, randint or grid_search")
     elif isinstance(value, Domain):
-        fail(f"space[{key!r}]: {type(value).__name__} domains cannot be checked; use choice/uniform/loguniform/randint")
+        fail(f"{where}: a {type(value).__name__} domain cannot be checked; use choice/uniform/loguniform/randint")
     else:
         options = [value]
     if not options:
-        fail(f"space[{key!r}]: empty choice")
+        fail(f"{where}: empty choice")
     return options
+
+
+def range_ends(where: str, value: Float | Integer, fail: Fail) -> list:
+    """The smallest and largest value a numeric domain can produce (Ray 2.60's sampling rules)."""
+    sampler = value.get_sampler()
+    step = getattr(sampler, "q", None)
+    if isinstance(sampler, Normal) or isinstance(getattr(sampler, "sampler", None), Normal):
+        fail(f"{where}: tune.randn draws unbounded values, which no setting here accepts; "
+             "use tune.uniform or tune.loguniform within the setting's range")
+    lower, upper = value.lower, value.upper
+    if lower > upper:
+        fail(f"{where}: {_call(value)} has its lower bound above its upper; swap them")
+    if isinstance(value, Integer) and step in (None, 1) and lower == upper:
+        fail(f"{where}: {_call(value)} is empty (its upper bound is exclusive); use a constant or raise the upper bound")
+    if step is None:
+        return [lower, upper - 1] if isinstance(value, Integer) else [lower, upper]
+    lo, hi = math.ceil(lower / step - 1e-9) * step, math.floor(upper / step + 1e-9) * step
+    if isinstance(value, Integer):
+        return [int(lo), int(hi) - (1 if step == 1 else 0)]
+    return [value.cast(lo), value.cast(hi)]
 
 
 def config_key(config: dict) -> str:
@@ -141,14 +164,27 @@ def count_configs(tree: Branches, search: str, num_samples: int) -> int:
 
 
 def describe(value) -> str:
+    """A space entry as --dry-run shows it: the Tune call that would make it (log scale and step kept)."""
     if is_grid(value):
         return f"grid_search({value['grid_search']})"
     if isinstance(value, Categorical):
         return f"choice({value.categories})"
     if isinstance(value, (Float, Integer)):
-        log = "log" if type(value.sampler).__name__ == "_LogUniform" else ""
-        return f"{type(value).__name__.lower()}[{value.lower}, {value.upper}] {log}".rstrip()
+        return _call(value)
     return repr(value)
+
+
+def _call(value: Float | Integer) -> str:
+    """tune.qloguniform(0.0001, 0.01, 0.0001) and the like, from a domain."""
+    sampler = value.get_sampler()
+    step = getattr(sampler, "q", None)
+    log = isinstance(getattr(sampler, "sampler", sampler), LogUniform)
+    name = ("log" if log else "") + ("randint" if isinstance(value, Integer) else "uniform")
+    if isinstance(value, Float) and log:
+        name = "loguniform"
+    prefix = "q" if step is not None and not (isinstance(value, Integer) and step == 1 and not log) else ""
+    args = f"{value.lower}, {value.upper}" + (f", {step}" if prefix else "")
+    return f"tune.{prefix}{name}({args})"
 
 
 class DefineByRun:

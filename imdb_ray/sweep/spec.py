@@ -13,18 +13,17 @@ import re
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from imdb_ray import typecheck
+from imdb_ray import contracts
 from imdb_ray.config import TrialConfig
+from imdb_ray.contracts import Ge, NonNegative, NonNegativeFloat, Positive, PositiveFloat
+from imdb_ray.metrics import METRICS, Metric, MetricName
 from imdb_ray.errors import UserError
 from imdb_ray.redact import looks_secret
 from imdb_ray.sweep.space import (Branches, branches, candidates, count_configs, describe, is_conditional, is_grid,
                                    is_searched)
 
-SEARCHES = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "fifo")
-TRAINERS = ("ray_train", "direct")
 RAY_TRAIN_FUNCTION_CPU = 0.01  # a ray_train trial's Tune function: its workers hold the real resources
 # What the command line may override (each applied once, by `load_sweep`).
 OVERRIDES = ("num_samples", "max_concurrent", "time_budget_s", "cpus_per_worker", "gpus_per_worker")
@@ -36,27 +35,27 @@ class Sweep:
 
     name: str
     space: dict[str, Any]
-    metric: str = "val_accuracy"
-    mode: str = "max"
-    search: str = "optuna"  # optuna (seeded TPE) | random | grid (tune.grid_search values)
-    scheduler: str = "asha"  # asha | fifo
-    num_samples: int = 8
-    grace_period: int = 1  # ASHA: epochs every trial gets before it can be stopped
-    reduction_factor: int = 2
-    trainer: str = "ray_train"  # ray_train | direct
-    workers_per_trial: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0  # fractions share a GPU: 0.25 packs four small trials on one
-    gpus_per_trial: float | None = None  # alternative spelling: split evenly over workers_per_trial
-    max_concurrent: int | None = None  # None: as many as the cluster's resources allow
-    time_budget_s: float | None = None
-    max_failures: int = 1  # retries of a failed trial, from its last checkpoint
-    test_top: int = 3  # after the sweep, the best N trials by validation are evaluated once on test
+    metric: MetricName = "val_accuracy"  # what trials are ranked on: their best epoch's value (imdb_ray/metrics.py)
+    mode: Literal["max", "min"] | None = None  # None: the metric's own direction; a contradicting one is an error
+    search: Literal["optuna", "random", "grid"] = "optuna"  # optuna: seeded TPE; grid: every tune.grid_search value
+    scheduler: Literal["asha", "fifo"] = "asha"  # asha stops weak trials at rungs; fifo runs every trial out
+    num_samples: Positive = 8  # trials to sample (grid: repeats of the grid)
+    grace_period: Positive = 1  # ASHA: epochs every trial gets before it can be stopped
+    reduction_factor: Annotated[int, Ge(2)] = 2  # ASHA: 1/reduction_factor of the trials go on at each rung
+    trainer: Literal["ray_train", "direct"] = "ray_train"  # ray_train: Ray Train workers; direct: the loop in the trial's process
+    workers_per_trial: Positive = 1  # data-parallel workers per trial (more than 1 needs ray_train)
+    cpus_per_worker: PositiveFloat = 1.0  # CPUs each worker holds
+    gpus_per_worker: NonNegativeFloat = 0.0  # fractions share a GPU: 0.25 packs four small trials on one
+    gpus_per_trial: NonNegativeFloat | None = None  # alternative spelling: split evenly over workers_per_trial
+    max_concurrent: Positive | None = None  # None: as many as the cluster's resources allow
+    time_budget_s: PositiveFloat | None = None  # the search stops starting and running trials after this many seconds
+    max_failures: NonNegative = 1  # retries of a failed trial, from its last checkpoint
+    test_top: Positive = 3  # after the sweep, the best N trials by validation are evaluated once on test
     test_each: str | None = None  # ... and the best trial of each value of this parameter (e.g. "model")
-    ensemble_top: int = 3  # `report` ensembles the top N tested trials (their logged predictions); 0: none
-    confirm_top: int = 0  # after the search, train the best N configs again ...
-    confirm_seeds: int = 3  # ... with this many new seeds each (as Ray trials), each evaluated once on test
-    seed: int = 0
+    ensemble_top: NonNegative = 3  # `report` ensembles the top N tested trials (their logged predictions); 0: none
+    confirm_top: NonNegative = 0  # after the search, train the best N configs again ...
+    confirm_seeds: Positive = 3  # ... with this many new seeds each (as Ray trials), each evaluated once on test
+    seed: NonNegative = 0  # the searcher's seed (and the grid's sampled values)
     source: Path | None = field(default=None, repr=False)
 
     def validate(self) -> "Sweep":
@@ -88,11 +87,21 @@ class Sweep:
     def fail(self, message: str):
         raise UserError(f"{self.source or self.name}: {message}")
 
+    def __post_init__(self) -> None:  # mode left out: the metric's own direction (a wrong metric fails validation)
+        if self.mode is None and isinstance(self.metric, str) and self.metric in METRICS:
+            self.mode = METRICS[self.metric].mode
+
+    @property
+    def selection(self) -> Metric:
+        """The metric table's entry for this sweep's metric (its direction and the key trials report)."""
+        return METRICS[self.metric]
+
     def _check_types(self) -> None:
-        for name, hint in typecheck.hints(Sweep).items():
-            if name != "source":
+        """Every setting against its annotation: type, range and choices (imdb_ray/contracts.py)."""
+        for name, hint in contracts.hints(Sweep).items():
+            if name not in ("source", "space"):
                 try:
-                    typecheck.check(name, getattr(self, name), hint)
+                    contracts.check(name, getattr(self, name), hint)
                 except UserError as e:
                     self.fail(str(e))
 
@@ -101,22 +110,11 @@ class Sweep:
             self.fail(f"name={self.name!r}: use letters, digits, '_', '.' and '-' (it names folders and the MLflow experiment)")
         if not isinstance(self.space, dict) or not self.space:
             self.fail("the search space is empty; give at least 'model'")
-        for name, options in (("search", SEARCHES), ("scheduler", SCHEDULERS), ("trainer", TRAINERS),
-                              ("mode", ("min", "max"))):
-            if getattr(self, name) not in options:
-                self.fail(f"{name}={getattr(self, name)!r} is not one of {', '.join(options)}")
-        if self.metric not in ("val_accuracy", "val_f1", "val_loss"):
-            self.fail(f"metric={self.metric!r}: sweeps select on validation metrics only (val_accuracy, val_f1, val_loss)")
-        if self.test_top < 1:
-            self.fail("test_top must be >= 1 (the best trial is always evaluated on test)")
-        if self.ensemble_top < 0 or self.confirm_top < 0 or self.confirm_seeds < 1:
-            self.fail("ensemble_top and confirm_top must be >= 0 and confirm_seeds >= 1")
-        if self.num_samples < 1 or self.workers_per_trial < 1 or self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            self.fail("num_samples and workers_per_trial must be >= 1, cpus_per_worker > 0, gpus_per_worker >= 0")
+        if self.mode != self.selection.mode:
+            self.fail(f"mode={self.mode!r} contradicts metric={self.metric!r}, which is better when "
+                      f"{'higher' if self.selection.mode == 'max' else 'lower'}; use mode={self.selection.mode!r} or leave mode out")
         if self.trainer == "direct" and self.workers_per_trial > 1:
             self.fail(f"workers_per_trial={self.workers_per_trial} needs trainer='ray_train' (a direct trial is one process)")
-        if self.grace_period < 1 or self.reduction_factor < 2:
-            self.fail(f"grace_period must be >= 1 and reduction_factor >= 2 (ASHA), not {self.grace_period} and {self.reduction_factor}")
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             self.fail(f"gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole number")
 
@@ -158,6 +156,9 @@ class Sweep:
             self.fail("search='grid' but the space has no tune.grid_search values")
 
     def _check_branch(self, model: str, values: dict[str, list], label, which: str) -> None:
+        if "cuda" in values.get("device", []) and self.gpus_per_worker == 0:
+            self.fail(f"{label('device')} 'cuda'{which} but gpus_per_worker=0: its trials would get no GPU; "
+                      "give gpus_per_worker (or gpus_per_trial), or use device='auto'")
         for key, options in values.items():  # Ray writes configs into its own result files: keep secrets out
             if any(isinstance(o, str) and looks_secret("", o) for o in options):
                 self.fail(f"{label(key)} holds what looks like a credential; give credentials through the "
@@ -223,7 +224,7 @@ class Sweep:
         return max(self._most_epochs(b) for b in self.branches().values())
 
     def _most_epochs(self, branch: dict) -> int:
-        return max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), self.fail))
+        return max(candidates("space['epochs']", branch.get("epochs", TrialConfig.epochs), self.fail))
 
 
 def absolute_storage(storage: str) -> str:

@@ -82,8 +82,8 @@ class SweepRuns:
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 
-    def finish_parent(self, run_id: str) -> None:
-        self.client.set_terminated(run_id, "FINISHED")
+    def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
 
     def tested_trial_ids(self, parent_id: str) -> set[str]:
         return {r.data.tags.get("trial_id") for r in self.trials(parent_id) if "test_accuracy" in r.data.metrics}
@@ -165,7 +165,11 @@ class TrainRun:
 
     def discard(self) -> None:
         """The model refused before its first epoch: no run is left behind (nor a run folder)."""
-        self._guard(lambda: self.client.delete_run(self.run_id) if self.run_id else None)
+        def failed_and_deleted() -> None:  # ended first: a deleted run must not stay RUNNING in the store
+            self.client.set_terminated(self.run_id, "FAILED")
+            self.client.delete_run(self.run_id)
+
+        self._guard(lambda: failed_and_deleted() if self.run_id else None)
 
     def _guard(self, write: Callable, *args):
         if self.client is None:  # not written since the store stopped answering

@@ -1,0 +1,122 @@
+"""Command-line options built from the typed declarations (TrialConfig's fields, each model's parameters),
+so `--help`, `models` and validation say the same thing, and the parsing of what users type."""
+from __future__ import annotations
+
+import argparse
+import ast
+import typing
+from typing import Any
+
+from imdb_ray import contracts
+from imdb_ray.errors import UserError
+
+
+def parse_duration(text: str) -> float:
+    """'90' (seconds), '90s', '45m' or '2h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise UserError(f"--time-budget {text!r}: give seconds, or a number with s, m or h (e.g. 90m)") from None
+    if seconds <= 0:
+        raise UserError(f"--time-budget {text!r} must be positive")
+    return seconds
+
+
+def parse_value(text: str, like=None):
+    """CLI string -> Python value, guided by the default it replaces (bool/tuple/number/str)."""
+    low = text.lower()
+    if isinstance(like, bool) or low in ("true", "false"):
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"expected true/false, got {text!r}")
+        return low in ("true", "1", "yes")
+    if low in ("none", "null"):
+        return None
+    if isinstance(like, tuple):
+        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(like, float) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def positive_int(flag: str):
+    """An argparse type: an integer > 0, else one line naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserError(f"{flag} {text!r} must be an integer > 0") from None
+        contracts.check(flag, value, contracts.Positive)
+        return value
+
+    return parse
+
+
+def option_help(doc: str, hint, default) -> str:
+    """One line: what it does, what it takes, its default (argparse needs %% for a literal %)."""
+    text = f"{doc + '; ' if doc else ''}{contracts.describe(hint)}; default {default!r}"
+    return text.replace("%", "%%")
+
+
+def _base(hint) -> Any:
+    """The scalar type a flag's string becomes: int, float, bool or str (None allowed or not)."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, type(int | None)) else [hint]
+    core = contracts._strip(options[0]) if len(options) == 1 else str
+    return core if core in (bool, int, float) else str
+
+
+def add_train_args(p: argparse.ArgumentParser, default_uri: str) -> None:
+    from imdb_ray.config import TrialConfig, field_help, field_types
+
+    helps, hints = field_help(), field_types()
+    for name, f in TrialConfig.fields().items():
+        flag, kind = f"--{name.replace('_', '-')}", _base(hints[name])
+        text = option_help(helps[name], hints[name], f.default)
+        if kind is bool:
+            p.add_argument(flag, dest=name, type=lambda s: parse_value(s, True), help=text)
+        elif kind in (int, float):
+            p.add_argument(flag, dest=name, type=kind, help=text)
+        else:
+            p.add_argument(flag, dest=name, help=text)
+    p.add_argument("--run-dir", help="where config, history, checkpoint and metrics go (default runs/<time>-<model>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tracking-uri", help=f"MLflow store for the run and its model (default {default_uri})")
+    p.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
+
+
+def model_flags(entry, extra: list[str]) -> dict[str, Any]:
+    """A model's parameters from the rest of the command line: --hidden 256 --bidirectional false."""
+    flat, i = {}, 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--"):
+            raise UserError(f"unexpected argument {flag!r}; model parameters are given as --name value")
+        name = flag[2:].replace("-", "_")
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise UserError(f"{flag} needs a value")
+            value, i = extra[i + 1], i + 2
+        if name not in entry.params:
+            raise UserError(f"unknown option {flag} (model '{entry.name}' parameters: {', '.join(entry.params)}; "
+                            "see `python -m imdb_ray models`)")
+        flat[name] = parse_value(value, entry.params[name])
+    return flat
+
+
+def model_lines(entry) -> list[str]:
+    """What `models` prints for one model: a line per parameter with what it takes and its default."""
+    lines = [f"{entry.name:16s} [{entry.family}] {entry.doc}"]
+    for k, v in entry.params.items():
+        hint = entry.types.get(k)
+        takes = contracts.describe(hint) if hint is not None else ""
+        lines.append(f"    --{k.replace('_', '-'):22s} {takes}; default {v!r}")
+    return lines

@@ -1,0 +1,69 @@
+"""What is read back from MLflow for `report` and `predict`: a sweep's curves and logged predictions, the
+sweeps in a store, and a model named by a run id, sweep:NAME or a models:/ URI, downloaded as a bundle folder."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from imdb_ray.errors import UserError
+from imdb_ray.tracking.runs import SweepRuns
+from imdb_ray.tracking.store import _client, check_reachable, current_store
+
+
+def metric_curve(runs: SweepRuns, run_id: str, key: str) -> list[float]:
+    """A run's values of `key`, in step order."""
+    return [h.value for h in sorted(runs.client.get_metric_history(run_id, key), key=lambda h: h.step)]
+
+
+def logged_predictions(runs: SweepRuns, run_id: str, split: str) -> pd.DataFrame | None:
+    """A tested trial's `<split>_predictions.csv`; None for runs logged before predictions were kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = runs.client.download_artifacts(run_id, f"{split}_predictions.csv", tmp)
+        except Exception:  # older runs: no predictions logged, so no interval
+            return None
+        table = pd.read_csv(path)
+    return table.rename(columns={"index": "row"})  # runs logged before rows were kept: position in the split
+
+
+def sweeps_in(uri: str) -> list[str]:
+    """The experiments of `uri` that hold an imdb_ray sweep."""
+    client = _client(uri)
+    return sorted(exp.name for exp in client.search_experiments()
+                  if client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'", max_results=1))
+
+
+def resolve_model_source(source: str, tracking_uri: str) -> Path:
+    """A model's bundle folder from: a folder (a bundle, a `train` run folder or a saved MLflow model), or
+    what `download_model` takes."""
+    from imdb_ray.bundle import bundle_in
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
+    return bundle_in(download_model(source, tracking_uri))
+
+
+def download_model(source: str, tracking_uri: str) -> Path:
+    """The folder MLflow downloads for an MLflow run id, sweep:NAME (the best trial of that sweep's newest
+    run), or a models:/ or runs:/ URI (the Model Registry: models:/imdb_ray-NAME@champion)."""
+    import mlflow
+
+    is_run_id = len(source) == 32 and all(c in "0123456789abcdef" for c in source)
+    if not (source.startswith(("models:/", "runs:/", "sweep:")) or is_run_id):
+        raise UserError(f"{source}: no such folder, and not an MLflow run id, sweep:NAME or models:/ URI")
+    check_reachable(tracking_uri, must_exist=True)
+    uri = f"runs:/{source}/model" if is_run_id else source
+    if source.startswith("sweep:"):
+        name = source[len("sweep:"):]
+        run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
+        if run_id is None:
+            raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
+        uri = f"runs:/{run_id}/model"
+    try:
+        with current_store(tracking_uri):  # models:/ URIs are read from the current registry
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as e:
+        raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
