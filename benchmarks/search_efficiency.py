@@ -1,201 +1,192 @@
-"""How well the sweep engine spends trials: a tabular benchmark of its searchers and schedulers.
+"""How well the sweep engine spends compute: its searchers and schedulers replayed on a recorded curve table.
 
-1. Record once the full learning curves of an exhaustive grid (2 models x 6 learning rates x 2
-   widths = 24 configs, 5 epochs each, 2,000 real IMDB reviews, seeded) with the one training loop.
-   Saved to results/search_efficiency_grid.json; reused unless --record.
-2. Replay: Ray Tune runs the engine's own searcher (sweep/search.py: Optuna TPE, or random) and
-   scheduler (ASHA, or FIFO) exactly as a sweep builds them, over the same space written as a
-   conditional sweep; the trainable looks each epoch up in the table instead of training.
-   Each combination runs with 20+ seeds.
-3. Report per combination the trial-epochs spent until the incumbent (the best validation accuracy
-   reported so far, what selection would pick) is within 0.5 pt of the grid's best, as median and
-   spread, against the grid's own cost (every config, every epoch).
+    .venv/bin/python benchmarks/search_efficiency.py --record --budget-s 3600   # record (resumable; ~3 h on 2 cores in all)
+    .venv/bin/python benchmarks/search_efficiency.py                            # replay every method, write the report
 
-    .venv/bin/python benchmarks/search_efficiency.py              # replay (records the grid first if missing)
-    .venv/bin/python benchmarks/search_efficiency.py --record     # re-record the grid (~10 min on 2 cores)
-Writes results/search_efficiency.md.
+1. The table (benchmarks/search_record.py): 72 configs x 4 epochs of real training, per-epoch validation
+   predictions on ~2,500 movie-grouped reviews, test accuracy on 5,000, wall seconds; 16 configs twice.
+2. Replays (benchmarks/search_replay.py): the real Tuner, searcher and scheduler classes a sweep builds,
+   `--seeds` search seeds per method, one trial at a time (deterministic per seed).
+3. The report: regret against budget (the grid's best validation accuracy minus the incumbent's, and the
+   incumbent config's test accuracy) at 1/16 ... 1 of the grid's cost, in recorded seconds and trial-epochs;
+   the share of seeds whose incumbent is tied with the grid's best (paired bootstrap, p > 0.05) at 1/3 of the
+   grid's cost; the rank correlation of each epoch's score with a config's final best.
+Writes results/search_efficiency.md and results/search_efficiency.png.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, in spawned processes too
+from search_record import DATA, TABLE, load_table, record, runs  # noqa: E402
+from search_replay import (Method, curve_key, decode, incumbents, paired_bootstrap_p, replay_many, spearman,  # noqa: E402
+                           sweep_space)
+from search_replay import replay  # noqa: E402, F401  (the tests replay through this module)
+
 ROOT = Path(__file__).resolve().parent.parent
-GRID_FILE = ROOT / "results" / "search_efficiency_grid.json"
-REPORT = ROOT / "results" / "search_efficiency.md"
-LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-WIDTHS = {"gru": ("hidden", [32, 64]), "cnn": ("num_filters", [32, 64])}
-DATA = {"val_split": "random", "n_train": 2000, "n_test": 100, "max_len": 128, "embed_dim": 50, "batch_size": 32, "epochs": 5, "seed": 0,
-        "w2v_workers": 1}
-TOLERANCE = 0.005  # 0.5 accuracy points
-COMBOS = [("optuna", "asha"), ("optuna", "fifo"), ("random", "asha"), ("random", "fifo")]
+REPORT, FIGURE = ROOT / "results" / "search_efficiency.md", ROOT / "results" / "search_efficiency.png"
+FRACTIONS = [1 / 16, 1 / 8, 1 / 4, 1 / 3, 1 / 2, 1.0]
+METHODS = [Method("random + fifo", "random", "fifo"), Method("random + asha", "random", "asha"),
+           Method("optuna + fifo", "optuna", "fifo"), Method("optuna + asha (g1 r2)", "optuna", "asha"),
+           Method("optuna + asha (g2 r2)", "optuna", "asha", grace_period=2),
+           Method("optuna + asha (g1 r3)", "optuna", "asha", reduction_factor=3)]
 
 
-def grid_configs() -> list[dict]:
-    return [{"model": m, "lr": lr, key: width} for m, (key, widths) in WIDTHS.items() for lr, width in itertools.product(LRS, widths)]
+def grid(rows: list[dict]) -> dict:
+    """Seed-0 runs by config key, decoded; the grid's best (key, epoch) and its cost in seconds and epochs."""
+    curves = {curve_key(r["config"]): decode(r) for r in rows if r["seed"] == 0 and "epochs" in r}
+    best = max(((k, e["epoch"], e["val_accuracy"]) for k, r in curves.items() for e in r["epochs"]), key=lambda t: t[2])
+    return {"curves": curves, "best": best, "seconds": sum(e["seconds"] for r in curves.values() for e in r["epochs"]),
+            "epochs": sum(len(r["epochs"]) for r in curves.values())}
 
 
-def config_id(config: dict) -> str:
-    return json.dumps({k: config[k] for k in sorted(config) if k in ("model", "lr", "hidden", "num_filters")})
+def score(g: dict, arrivals: list[dict], unit: str) -> list[dict]:
+    """At each budget fraction: regret, the incumbent's test accuracy, and whether it is tied with the grid's best."""
+    best_key, best_epoch, best_val = g["best"]
+    reference = g["curves"][best_key]["epochs"][best_epoch - 1]["val_probs"]
+    labels = g["curves"][best_key]["val_labels"]
+    out = []
+    for found in incumbents(arrivals, [f * g[unit] for f in FRACTIONS], unit):
+        if found is None:
+            out.append({"regret": None, "test": None, "tied": False})
+            continue
+        e = g["curves"][found[0]]["epochs"][found[1] - 1]
+        tied = paired_bootstrap_p(labels, e["val_probs"], reference) > 0.05
+        out.append({"regret": best_val - e["val_accuracy"], "test": e["test_accuracy"], "tied": tied})
+    return out
 
 
-def record_grid() -> dict:
-    """Train every grid config to the end; {config id: [val_accuracy per epoch]}."""
-    from imdb_ray.config import TrialConfig
-    from imdb_ray.train import load_trial_data, train
-
-    cache = tempfile.mkdtemp(prefix="imdb_ray_grid_")
-    curves, start = {}, time.perf_counter()
-    dataset = None
-    for i, config in enumerate(grid_configs()):
-        cfg = TrialConfig.from_flat({**DATA, **config, "cache_dir": cache})
-        dataset = dataset or load_trial_data(cfg)
-        result = train(cfg, dataset=dataset, progress=False)
-        curves[config_id(config)] = [round(h["val_accuracy"], 6) for h in result.history]
-        print(f"[{i + 1}/24] {config}: {curves[config_id(config)]}  ({time.perf_counter() - start:.0f}s)", flush=True)
-    table = {"settings": DATA, "curves": curves, "seconds": round(time.perf_counter() - start)}
-    GRID_FILE.write_text(json.dumps(table, indent=1))
-    return table
+def run_replays(g: dict, rows: list[dict], methods: list[Method], seeds: int, processes: int) -> dict:
+    space = sweep_space([r for r in rows if r["seed"] == 0 and "epochs" in r])
+    curves = {k: r["epochs"] for k, r in g["curves"].items()}
+    light = {k: [{"val_accuracy": e["val_accuracy"], "seconds": e["seconds"]} for e in v] for k, v in curves.items()}
+    tasks = [(m, s) for m in methods for s in range(seeds)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = pool.map(replay_many, [light] * processes, [space] * processes, [tasks[i::processes] for i in range(processes)])
+        return {(name, seed): arrivals for part in parts for name, seed, arrivals in part}
 
 
-def replay_sweep(search: str, scheduler: str, seed: int):
-    from ray import tune
-
-    from imdb_ray.sweep import Sweep
-
-    space = {"model": {m: {"lr": tune.choice(LRS), key: tune.choice(widths)} for m, (key, widths) in WIDTHS.items()},
-             **{k: v for k, v in DATA.items() if k != "seed"}}
-    return Sweep(name="replay", space=space, search=search, scheduler=scheduler, num_samples=len(grid_configs()), seed=seed,
-                 grace_period=1, reduction_factor=2, trainer="direct").validate()
+def rung_correlations(g: dict) -> list[float]:
+    """Per epoch e: Spearman correlation, over configs, of the validation accuracy at e with the config's best."""
+    curves = list(g["curves"].values())
+    final = [max(e["val_accuracy"] for e in r["epochs"]) for r in curves]
+    depth = min(len(r["epochs"]) for r in curves)
+    return [spearman([r["epochs"][e]["val_accuracy"] for r in curves], final) for e in range(depth)]
 
 
-def replay(curves: dict, search: str, scheduler: str, seed: int, target: float, storage: str) -> dict:
-    """One tabular sweep; the order results arrived in, as epochs spent and the incumbent."""
-    from ray import tune
-
-    from imdb_ray.sweep.runner import build_scheduler, build_search
-
-    sweep = replay_sweep(search, scheduler, seed)
-    arrivals: list[float] = []
-
-    class Arrivals(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            arrivals.append(result["val_accuracy"])
-
-    def lookup(config: dict) -> None:  # self-contained: Ray ships it to its workers by value
-        import json
-
-        from ray import tune
-
-        key = json.dumps({k: config[k] for k in sorted(config) if k in ("model", "lr", "hidden", "num_filters")})
-        curve = curves[key]
-        for epoch, value in enumerate(curve, 1):
-            tune.report({"val_accuracy": value, "best_val_accuracy": max(curve[:epoch]), "epoch": epoch,
-                         "finished": epoch == len(curve)})
-
-    concurrency = 2
-    tuner = tune.Tuner(
-        tune.with_resources(lookup, {"CPU": 0.5}),
-        tune_config=tune.TuneConfig(metric="best_val_accuracy", mode="max", search_alg=build_search(sweep, concurrency),
-                                    scheduler=build_scheduler(sweep), num_samples=sweep.trial_count(),
-                                    max_concurrent_trials=concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{search}-{scheduler}-{seed}", storage_path=storage, verbose=0, callbacks=[Arrivals()]))
-    tuner.fit()
-    best, spent = 0.0, None
-    for i, value in enumerate(arrivals, 1):
-        best = max(best, value)
-        if spent is None and best >= target:
-            spent = i
-    return {"epochs_to_target": spent, "total_epochs": len(arrivals), "final_best": best}
+def seed_noise(rows: list[dict]) -> tuple[int, float, float]:
+    """Configs recorded with both seeds: how many, the mean and the largest |difference| of their best val accuracy."""
+    by = {}
+    for r in rows:
+        if "epochs" in r:
+            by.setdefault(curve_key(r["config"]), {})[r["seed"]] = max(e["val_accuracy"] for e in r["epochs"])
+    diffs = [abs(v[0] - v[1]) for v in by.values() if 0 in v and 1 in v]
+    return len(diffs), (float(np.mean(diffs)) if diffs else float("nan")), (max(diffs) if diffs else float("nan"))
 
 
-def replay_many(curves: dict, tasks: list[tuple[str, str, int]], target: float) -> list[tuple]:
-    """One process: a local Ray, then the given (search, scheduler, seed) replays in turn."""
-    import logging
-    import os
+def summarise(g: dict, results: dict, methods: list[Method], seeds: int) -> dict:
+    """method -> unit -> per fraction: (median, q1, q3) regret, median test, share tied."""
+    out = {}
+    for m in methods:
+        for unit in ("seconds", "epochs"):
+            scored = [score(g, results[(m.name, s)], unit) for s in range(seeds)]
+            rows = []
+            for i in range(len(FRACTIONS)):
+                regrets = [x[i]["regret"] for x in scored if x[i]["regret"] is not None]
+                tests = [x[i]["test"] for x in scored if x[i]["test"] is not None]
+                q = np.percentile(regrets, [50, 25, 75]) if regrets else [float("nan")] * 3
+                rows.append({"regret": tuple(float(v) for v in q), "test": statistics.median(tests) if tests else float("nan"),
+                             "tied": sum(x[i]["tied"] for x in scored) / len(scored), "reached": len(regrets)})
+            out.setdefault(m.name, {})[unit] = rows
+    return out
 
-    import optuna
-    import ray
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    storage, results = tempfile.mkdtemp(prefix="imdb_ray_replay_"), []
-    for search, scheduler, seed in tasks:
-        result = replay(curves, search, scheduler, seed, target, storage)
-        results.append((search, scheduler, seed, result))
-        print(f"{search}+{scheduler} seed {seed}: {result['epochs_to_target']} epochs to target, "
-              f"{result['total_epochs']} in all, best {result['final_best']:.4f}", flush=True)
-    ray.shutdown()
-    return results
+def figure(summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, unit in zip(axes, ("seconds", "epochs")):
+        for name, by_unit in summary.items():
+            med = [r["regret"][0] * 100 for r in by_unit[unit]]
+            lo, hi = [r["regret"][1] * 100 for r in by_unit[unit]], [r["regret"][2] * 100 for r in by_unit[unit]]
+            line, = ax.plot(FRACTIONS, med, marker="o", label=name)
+            ax.fill_between(FRACTIONS, lo, hi, alpha=0.12, color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(FRACTIONS, ["1/16", "1/8", "1/4", "1/3", "1/2", "1"])
+        ax.set_xlabel(f"budget, share of the grid's cost in recorded {unit if unit == 'seconds' else 'trial-epochs'}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("regret: grid best - incumbent (val acc, points)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Median regret over search seeds (band: interquartile range)")
+    fig.tight_layout()
+    fig.savefig(FIGURE, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--record", action="store_true", help="re-record the grid's learning curves")
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=4, help="replays run at once, each with its own local Ray")
+    parser.add_argument("--record", action="store_true", help="record the runs the table is missing, then stop")
+    parser.add_argument("--budget-s", type=float, default=3 * 3600, help="--record: start no run after this many seconds")
+    parser.add_argument("--workers", type=int, default=2, help="--record: runs at once (one torch thread each)")
+    parser.add_argument("--seeds", type=int, default=50, help="search seeds per method")
+    parser.add_argument("--processes", type=int, default=2, help="replays at once, each with its own local Ray")
     args = parser.parse_args()
-    table = record_grid() if args.record or not GRID_FILE.exists() else json.loads(GRID_FILE.read_text())
-    curves = table["curves"]
-    grid_best = max(max(c) for c in curves.values())
-    grid_cost = sum(len(c) for c in curves.values())
-    target = grid_best - TOLERANCE
-
-    start = time.perf_counter()
-    tasks = [(search, scheduler, seed) for search, scheduler in COMBOS for seed in range(args.seeds)]
-    # Tune's loop mostly waits (a replayed epoch takes no compute): a few replays at once, each
-    # with its own local Ray, fill the machine; each replay itself is unchanged.
-    with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(replay_many, curves, tasks[i::args.processes], target): i for i in range(args.processes)}
-        done = [r for f in as_completed(futures) for r in f.result()]
-    runs: dict[tuple[str, str], list[dict]] = {}
-    for search, scheduler, seed, result in sorted(done, key=lambda r: (COMBOS.index(r[:2]), r[2])):
-        runs.setdefault((search, scheduler), []).append(result)
-    REPORT.write_text(report(table, runs, grid_best, grid_cost, args.seeds, time.perf_counter() - start))
+    if args.record:
+        return record(args.budget_s, args.workers, str(ROOT / ".cache" / "imdb_ray"))
+    rows = load_table()
+    if len([r for r in rows if "epochs" in r]) < len(runs()):
+        sys.exit(f"error: {TABLE} holds {len(rows)} of {len(runs())} runs; finish it first: {sys.argv[0]} --record")
+    start, g = time.perf_counter(), grid(rows)
+    results = run_replays(g, rows, METHODS, args.seeds, args.processes)
+    summary = summarise(g, results, METHODS, args.seeds)
+    figure(summary)
+    REPORT.write_text(report(g, rows, summary, args.seeds, time.perf_counter() - start))
     print(REPORT.read_text())
 
 
-def report(table: dict, runs: dict, grid_best: float, grid_cost: int, seeds: int, seconds: float) -> str:
-    lines = ["# Search efficiency: the engine's searchers and schedulers on a recorded grid", "",
-             "Command: `.venv/bin/python benchmarks/search_efficiency.py` (grid recorded by the same script with "
-             f"`--record`, {table.get('seconds', '?')} s on this machine; curves in `{GRID_FILE.name}`).", "",
-             f"Grid: {len(table['curves'])} configs (gru and cnn x lr {LRS} x width {{32, 64}}), "
-             f"{max(len(c) for c in table['curves'].values())} epochs each, on {DATA['n_train']} real IMDB reviews "
-             f"(val 10%, seeded). Best validation accuracy {grid_best:.4f}; the grid itself costs {grid_cost} trial-epochs.",
-             "", f"Each combination replayed with {seeds} seeds, 2 trials at a time, {len(table['curves'])} trials at most. "
-             f"Epochs to target: trial-epochs reported until the best validation accuracy so far is within "
-             f"{TOLERANCE * 100:.1f} pt of the grid's best ({grid_best - TOLERANCE:.4f}).", "",
-             "| search + scheduler | reached | median epochs to target | IQR | min-max | median / grid cost | "
-             "median epochs spent in all | median best found |", "|---|---|---|---|---|---|---|---|"]
-    for (search, scheduler), rs in runs.items():
-        reached = [r["epochs_to_target"] for r in rs if r["epochs_to_target"] is not None]
-        totals = statistics.median(r["total_epochs"] for r in rs)
-        found = statistics.median(r["final_best"] for r in rs)
-        if reached:
-            q = statistics.quantiles(reached, n=4) if len(reached) > 1 else [reached[0]] * 3
-            med = statistics.median(reached)
-            lines.append(f"| {search} + {scheduler} | {len(reached)}/{len(rs)} | {med:g} | {q[0]:g}-{q[2]:g} | "
-                         f"{min(reached)}-{max(reached)} | {med / grid_cost:.2f} | {totals:g} | {found:.4f} |")
-        else:
-            lines.append(f"| {search} + {scheduler} | 0/{len(rs)} | - | - | - | - | {totals:g} | {found:.4f} |")
-    best_id = max(table["curves"], key=lambda k: max(table["curves"][k]))
-    near = [k for k, c in table["curves"].items() if max(c) >= grid_best - TOLERANCE]
-    lines += ["", f"Configs within {TOLERANCE * 100:.1f} pt of the best: {len(near)} of {len(table['curves'])}. The best, "
-              f"{best_id}, has the curve {table['curves'][best_id]}: it reaches the target only at its last epoch, after "
-              "a weak start, which is the case an early-stopping scheduler is built to give up on (ASHA here: grace "
-              "period 1, reduction factor 2, on the running best).",
-              "A seed that never reaches the target is left out of the median and counted in 'reached'.",
-              f"Replays took {seconds:.0f} s in all.", ""]
+def report(g: dict, rows: list[dict], summary: dict, seeds: int, seconds: float) -> str:
+    key, epoch, best = g["best"]
+    pairs, mean_diff, max_diff = seed_noise(rows)
+    n_val = next(iter(g["curves"].values()))["n_val"]
+    lines = ["# Search efficiency: the engine's searchers and schedulers replayed on a recorded curve table", "",
+             "Command: `.venv/bin/python benchmarks/search_efficiency.py` (the table by the same script with `--record`: "
+             f"{TABLE.name}, {len(rows)} runs, {sum(e['seconds'] for r in rows for e in r.get('epochs', [])) / 3600:.1f} h of "
+             "recorded training+validation on this 2-core machine, two runs at a time).", "",
+             f"Table: {len(g['curves'])} configs (cnn, gru, attention_lstm x lr x width x dropout/frozen vectors), "
+             f"{DATA['epochs']} epochs each, trained on the same {DATA['n_train']} real IMDB training reviews less validation; "
+             f"validation: {n_val} movie-grouped reviews (binomial SE {100 * (best * (1 - best) / n_val) ** 0.5:.2f} pt at the best); "
+             f"test: {DATA['n_test']} official test reviews. Grid cost: {g['seconds']:.0f} recorded seconds, {g['epochs']} trial-epochs. "
+             f"Grid best: val {best:.4f} ({key}, epoch {epoch}).",
+             f"Seed noise: {pairs} configs recorded with two training seeds differ in best val accuracy by "
+             f"{100 * mean_diff:.2f} pt on average ({100 * max_diff:.2f} pt at most).", "",
+             "Rank correlation (Spearman, over configs) of the validation accuracy at each epoch with the config's best: "
+             + ", ".join(f"epoch {i + 1}: {r:.2f}" for i, r in enumerate(rung_correlations(g))) + ".", ""]
+    for unit in ("seconds", "epochs"):
+        lines += [f"## Regret at a budget of recorded {unit}, {seeds} search seeds per method", "",
+                  "median regret in val accuracy points [IQR]; median test accuracy of the incumbent's config", "",
+                  "| method | " + " | ".join(f"1/{round(1 / f)}" if f < 1 else "1" for f in FRACTIONS) + " |",
+                  "|---|" + "---|" * len(FRACTIONS)]
+        for name, by_unit in summary.items():
+            cells = [f"{100 * r['regret'][0]:.2f} [{100 * r['regret'][1]:.2f}-{100 * r['regret'][2]:.2f}]; {r['test']:.4f}"
+                     if r["reached"] else "-" for r in by_unit[unit]]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    third = FRACTIONS.index(1 / 3)
+    lines += ["## Tied with the grid's best at 1/3 of its cost in seconds", "",
+              "Share of search seeds whose incumbent is statistically tied with the grid's best config (paired bootstrap on "
+              "the recorded validation predictions, one-sided p > 0.05).", "", "| method | tied at 1/3 |", "|---|---|"]
+    lines += [f"| {name} | {by_unit['seconds'][third]['tied']:.0%} |" for name, by_unit in summary.items()]
+    lines += ["", f"![regret against budget]({FIGURE.name})", "", f"Replays took {seconds:.0f} s in all.", ""]
     return "\n".join(lines)
 
 

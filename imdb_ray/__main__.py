@@ -46,11 +46,22 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.json")
-    mlflow_run = tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]))
-    print(f"run folder: {run_dir}  (MLflow run {mlflow_run.run_id} in {uri})")
+    opened: list = []
+
+    def mlflow_run():
+        """The run's MLflow run, started on first use: a baseline's at the end of its one fit (which may
+        still refuse the data: no term left), so a refused fit leaves no run; a neural model's at once."""
+        if not opened:
+            opened.append(tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]])))
+            print(f"MLflow run {opened[0].run_id} in {uri}")
+        return opened[0]
+
+    print(f"run folder: {run_dir}")
+    if cfg.family.neural:
+        mlflow_run()
 
     def keep_checkpoint(metrics: dict, ckpt: str | None) -> None:
-        mlflow_run.epoch(metrics)
+        mlflow_run().epoch(metrics)
         with open(run_dir / "history.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if ckpt is not None:  # replace the previous epoch's checkpoint atomically
@@ -66,7 +77,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     except UserError:  # refused before an epoch finished (e.g. no term left for TF-IDF): leave no empty run
         if created and not (run_dir / "checkpoint").exists() and not (run_dir / "history.jsonl").exists():
             shutil.rmtree(run_dir)
-            mlflow_run.discard()
+            for run in opened:
+                run.discard()
         raise
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
@@ -74,7 +86,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.bundle import save_bundle
 
     save_bundle(result.model, cfg, run_dir / "model", result.vocab)
-    logged = mlflow_run.finish(result.test, run_dir / "model")
+    logged = mlflow_run().finish(result.test, run_dir / "model")
     print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")"
           + (f"; MLflow model {logged}" if logged else ""))
     print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "

@@ -66,7 +66,7 @@ def option_help(doc: str, hint, default) -> str:
 def _base(hint) -> Any:
     """The scalar type a flag's string becomes: int, float, bool or str (None allowed or not)."""
     options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (typing.Union, type(int | None)) else [hint]
-    core = contracts._strip(options[0]) if len(options) == 1 else str
+    core = contracts.unwrap(options[0]) if len(options) == 1 else str
     return core if core in (bool, int, float) else str
 
 

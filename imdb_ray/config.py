@@ -11,14 +11,16 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from imdb_ray import contracts
 from imdb_ray.contracts import Ge, Gt, Le, Lt, NonNegative, NonNegativeFloat, OpenFraction, Positive, PositiveFloat
 from imdb_ray.errors import UserError
 from imdb_ray.metrics import MetricName
 from imdb_ray.redact import redact
-from imdb_ray.models import FAMILIES, Family, check_model_args, get_model
+
+if TYPE_CHECKING:
+    from imdb_ray.models import Family
 
 # Training recipes as presets over the optimisation fields (not code paths).
 RECIPES = {
@@ -106,6 +108,8 @@ class TrialConfig:
             kwargs.update(RECIPES[kwargs["recipe"]])
         cfg = cls(**kwargs)
         if not strict:
+            from imdb_ray.models import get_model  # (the registry imports torch: not for --help or a sweep file)
+
             params = get_model(cfg.model).params
             model_args = {k: v for k, v in model_args.items() if k in params}
         cfg.model_args = model_args
@@ -116,6 +120,8 @@ class TrialConfig:
         single annotation can say."""
         for name, hint in field_types().items():
             contracts.check(name, getattr(self, name), hint)
+        from imdb_ray.models import check_model_args
+
         check_model_args(self.model, self.model_args)
         if self.embeddings not in ("word2vec", "random") and not Path(self.embeddings).exists():
             raise UserError(f"embeddings={self.embeddings!r}: not 'word2vec', 'random', or an existing vectors file")
@@ -131,10 +137,14 @@ class TrialConfig:
     @property
     def family(self) -> Family:
         """How this model's data is prepared and its bundle saved (models/families.py)."""
+        from imdb_ray.models import FAMILIES, get_model
+
         return FAMILIES[get_model(self.model).family]
 
     def resolved_model_args(self) -> dict[str, Any]:
         """The model's parameters with defaults filled in: what actually ran."""
+        from imdb_ray.models import get_model
+
         return {**get_model(self.model).params, **self.model_args}
 
     def to_dict(self) -> dict[str, Any]:

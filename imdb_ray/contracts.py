@@ -76,7 +76,7 @@ def check(name: str, value, hint) -> None:
 
 def choices(hint) -> tuple | None:
     """The allowed values of a Literal (or Literal | None) annotation, else None."""
-    hint = _strip(hint)
+    hint = unwrap(hint)
     if typing.get_origin(hint) is Literal:
         return typing.get_args(hint)
     if typing.get_origin(hint) in (Union, types.UnionType):
@@ -125,5 +125,6 @@ def _plural(text: str) -> str:
     return f"{head}s {rest}".rstrip()
 
 
-def _strip(hint):
+def unwrap(hint):
+    """The type inside an Annotated[...] (its range left out)."""
     return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint

@@ -146,6 +146,48 @@ def test_fuzz_sweep_files(text, capsys, tried):
         check("sweep files", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run", "--no-estimate"], capsys, tried)
 
 
+# Values outside a declared range or choice (imdb_ray/contracts.py), for model parameters, config fields and
+# sweep settings: each must be refused (exit 2, one line naming the key), never become a failed trial.
+OUT_OF_RANGE = {"dropout": st.one_of(st.floats(1.0, 10.0), st.floats(-10.0, -1e-6)), "hidden": st.integers(-50, 0),
+                "num_filters": st.integers(-50, 0), "kernel_sizes": st.lists(st.integers(-3, 0), min_size=1, max_size=3).map(tuple),
+                "pooling": st.text(max_size=6).filter(lambda t: t not in ("last", "mean", "max")), "lr": st.floats(-1.0, 0.0),
+                "epochs": st.integers(-3, 0), "val_fraction": st.one_of(st.floats(1.0, 3.0), st.floats(-1.0, 0.0)),
+                "warmup_ratio": st.floats(1.0, 2.0), "optimizer": st.sampled_from(["lion", "Adam", ""]), "n_train": st.integers(-5, 3)}
+SETTING_OUT_OF_RANGE = {"reduction_factor": st.integers(-3, 1), "grace_period": st.integers(-3, 0), "num_samples": st.integers(-3, 0),
+                        "confirm_seeds": st.integers(-3, 0), "ensemble_top": st.integers(-5, -1), "trainer": st.sampled_from(["horovod", ""]),
+                        "cpus_per_worker": st.floats(-4.0, 0.0), "gpus_per_worker": st.floats(-4.0, -1e-3), "max_failures": st.integers(-5, -1)}
+
+
+@st.composite
+def violations(draw) -> tuple[str, str]:
+    """A valid CNN/GRU sweep with exactly one value out of its range or choices: (file text, the key)."""
+    model = draw(st.sampled_from(["cnn", "gru"]))
+    keys = [k for k in OUT_OF_RANGE if k not in ({"hidden", "pooling"} if model == "cnn" else {"num_filters", "kernel_sizes"})]
+    key = draw(st.sampled_from(keys + sorted(SETTING_OUT_OF_RANGE)))
+    space, settings = {"model": repr(model), "n_train": "200", "epochs": "2"}, ""
+    if key in OUT_OF_RANGE:
+        bad = draw(OUT_OF_RANGE[key])
+        how = draw(st.sampled_from(["constant", "choice", "branch"]))
+        value = repr(bad) if how != "choice" else f"tune.choice([{draw(VALID[key]) if key in VALID else bad!r}, {bad!r}])"
+        if how == "branch":  # under the model, beside a second model that is fine
+            space["model"] = f"{{{model!r}: {{{key!r}: {value}}}, 'tfidf_lr': {{}}}}"
+        else:
+            space[key] = value
+    else:
+        settings = f", {key}={draw(SETTING_OUT_OF_RANGE[key])!r}"
+    body = ", ".join(f"{k!r}: {v}" for k, v in space.items())
+    return f"from ray import tune\nfrom imdb_ray.sweep import Sweep\nsweep = Sweep(name='fuzz', space={{{body}}}{settings})\n", key
+
+
+@fuzz(60)
+@given(example=violations())
+def test_fuzz_range_and_choice_violations_are_refused(example, capsys, tried):
+    text, key = example
+    with workspace({"sweeps/fuzz.py": text.encode()}) as ws:
+        code = check("range violations", ws, ["sweep", str(ws / "sweeps/fuzz.py"), "--dry-run", "--no-estimate"], capsys, tried)
+        assert code == 2, f"{key} out of range was accepted:\n{text}"
+
+
 # -------------------------------------------------------------------------------------- data files
 TEXTS = st.one_of(st.text(max_size=40), st.sampled_from(["A fine film.", "Dull and long.", "", "   ", "\ufeffBOM first",
                                                          'say "hi", then go', "tab\there", "line\nbreak", "x" * 200_000]))
@@ -187,7 +229,8 @@ def test_fuzz_data_files(example, capsys, tried):
 
 # ------------------------------------------------------------------------------------ command lines
 TRAIN_FLAGS = ["--lr", "--epochs", "--batch-size", "--n-train", "--n-test", "--val-fraction", "--clean-html", "--seed",
-               "--device", "--metric", "--optimizer", "--recipe", "--min-df", "--C", "--ngram-max", "--max-features",
+               "--device", "--metric", "--optimizer", "--recipe", "--min-df", "--C", "--ngram-max", "--max-features", "--warmup-ratio",
+               "--truncation", "--val-split", "--momentum", "--layer-decay", "--split-seed",
                "--hidden", "--bogus", "--text-column", "--max-len", "--embeddings", "--patience"]
 VALUES = st.one_of(st.sampled_from(["0", "1", "-1", "2.5", "1e-3", "abc", "true", "none", "", "cuda", "cpu", "native",
                                     "val_loss", "nan", "inf", "99999999999"]), st.text(max_size=5))
@@ -244,7 +287,7 @@ FOUND_AND_FIXED = [
 
 def test_fuzz_record(tried):
     """Last in the module: what the fuzzer tried, for results/reliability.md."""
-    assert set(tried) == {"sweep files", "data files", "command lines"}
+    assert set(tried) == {"sweep files", "data files", "command lines", "range violations"}
     for category, (examples, ok, refused) in tried.items():
         assert examples > 0
         record_row("Fuzzer", f"generated {category}",

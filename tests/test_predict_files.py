@@ -105,6 +105,8 @@ def test_labels_give_the_runs_own_test_metrics(run_dir, tmp_path, capsys):
     (["--file", "{tmp}/texts.txt", "--labels", "{tmp}/short.txt"], "has more rows than --labels"),
     (["--file", "{tmp}/texts.txt", "--labels", "{tmp}/long.txt"], "has more lines than the input has rows (2)"),
     (["--file", "{tmp}/bad_label.csv", "--label-column", "label"], "bad_label.csv: row 2: label 'maybe' is not 0/1"),
+    (["--file", "{tmp}/empty.txt", "--out", "{tmp}/out.csv"], "no text to classify"),
+    (["--file", "{tmp}/texts.txt", "--labels", "{tmp}/long.txt", "--out", "{tmp}/out.csv"], "has more lines than the input"),
 ])
 def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, message):
     (tmp_path / "in.csv").write_text("text,label\ngood,1\nbad,0\n")
@@ -112,8 +114,11 @@ def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, messa
     (tmp_path / "texts.txt").write_text("good\nbad\n")
     (tmp_path / "short.txt").write_text("1\n")
     (tmp_path / "long.txt").write_text("1\n0\n1\n")
+    (tmp_path / "empty.txt").write_text("")
     code, err, _ = cli(["predict", str(run_dir), *[a.replace("{tmp}", str(tmp_path)) for a in argv]], capsys)
+    err = [line for line in err if not line.startswith("predict: ")]  # --out's progress bar
     assert code == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
+    assert not (tmp_path / "out.csv").exists(), "a refused predict left its output file behind"
 
 
 @pytest.mark.parametrize("model", ["tfidf_lr", "nbsvm"])

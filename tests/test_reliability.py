@@ -37,6 +37,8 @@ def sweep_file(body: str, **settings) -> str:
 
 
 SMALL = "{'model': 'gru', 'n_train': 40, 'n_test': 20, 'epochs': 1}"
+# 4 domains of 10 rows each: a split by domain can only give a quarter of the rows to validation
+GROUPED = "text,label,domain\n" + "".join(f"A fine film with a great cast {i}.,{i % 2},d{i // 10}\n" for i in range(40))
 # (case, what to write into the workspace, argv, expected message fragment)
 BAD_INPUTS = [
     ("sweep file missing", {}, ["sweep", "{ws}/sweeps/nope.py"], "sweep file not found"),
@@ -115,6 +117,37 @@ BAD_INPUTS = [
      "cannot create m.db in"),
     ("sweep --test-only: a sqlite store that does not exist", {},
      ["sweep", "{ws}/sweeps/smoke.py", "--test-only", "--tracking-uri", "sqlite:///{ws}/typo.db"], "typo.db (no such file)"),
+    # ranges and choices: refused before a run folder, an MLflow run, a cache entry or Ray exists
+    ("train: a model parameter out of its range", {}, ["train", "--model", "cnn", "--dropout", "1.5"],
+     "dropout=1.5 must be a number in [0, 1)"),
+    ("train: a list with a value out of range", {}, ["train", "--model", "cnn", "--kernel-sizes", "0,3"],
+     "kernel_sizes=(0, 3) must be a list of integers > 0"),
+    ("train: --device cuda without a GPU", {}, ["train", "--model", "cnn", "--device", "cuda"], "device='cuda' but no CUDA GPU"),
+    ("train: a choice that is not one", {}, ["train", "--model", "gru", "--pooling", "maxx"], "pooling='maxx' must be one of last, mean, max"),
+    ("sweep file: a value out of range inside one model's branch",
+     {"sweeps/bad.py": sweep_file("{'model': {'cnn': {}, 'gru': {'hidden': tune.choice([64, -8])}}}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "space['model']['gru']['hidden'] value -8 (gru): hidden=-8 must be an integer > 0"),
+    ("sweep file: dropout out of range", {"sweeps/bad.py": sweep_file("{'model': 'cnn', 'dropout': 1.5}")},
+     ["sweep", "{ws}/sweeps/bad.py", "--dry-run"], "dropout=1.5 must be a number in [0, 1)"),
+    ("sweep file: reversed bounds", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': tune.loguniform(1e-2, 1e-4)}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "tune.loguniform(0.01, 0.0001) has its lower bound above its upper"),
+    ("sweep file: tune.sample_from", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': tune.sample_from(lambda c: 0.01)}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "space['lr']: tune.sample_from cannot be checked"),
+    ("sweep file: tune.randn on a positive parameter", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': tune.randn(0.01, 0.001)}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "space['lr']: tune.randn draws unbounded values"),
+    ("sweep file: a mode that contradicts the metric", {"sweeps/bad.py": sweep_file(SMALL, metric="val_loss", mode="max")},
+     ["sweep", "{ws}/sweeps/bad.py"], "mode='max' contradicts metric='val_loss'"),
+    ("data: a group column that names no column", {"train.csv": GROUPED, "test.csv": GROUPED},
+     ["train", "--model", "tfidf_lr", "--data", "{ws}/train.csv,{ws}/test.csv", "--group-column", "domian"],
+     "group_column='domian' names no column of"),
+    ("data: a column named twice", {"train.csv": GOOD_ROWS.replace("text,label", "text,text,label").replace(",1\n", ",x,1\n")
+                                    .replace(",0\n", ",x,0\n"), "test.csv": GOOD_ROWS},
+     ["train", "--data", "{ws}/train.csv,{ws}/test.csv"], "column 'text' appears more than once"),
+    ("data: train and test with different columns", {"train.csv": GROUPED, "test.csv": GOOD_ROWS},
+     ["train", "--data", "{ws}/train.csv,{ws}/test.csv", "--val-split", "random"], "the train and test files have different columns"),
+    ("data: groups too coarse for the validation fraction", {"train.csv": GROUPED, "test.csv": GROUPED},
+     ["train", "--model", "tfidf_lr", "--data", "{ws}/train.csv,{ws}/test.csv", "--group-column", "domain", "--val-fraction", "0.1"],
+     "give a validation share of 0.250"),
 ]
 
 
@@ -547,6 +580,23 @@ def test_local_ray_and_ui_bind_to_localhost(monkeypatch, tmp_path):
     record_row("Safe default", "network exposure",
                    "local Ray: dashboard_host=127.0.0.1 (dashboard off unless --dashboard); `ui`: --host 127.0.0.1 "
                    "(serving on it is tested in test_ui.py)", "-")
+
+
+def test_ui_on_a_taken_port_is_refused_before_the_server_starts(capsys, monkeypatch, tmp_path):
+    import socket
+    import subprocess as sp
+
+    started = []
+    monkeypatch.setattr(sp, "Popen", lambda *a, **k: started.append(a))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code = main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--port {port} on 127.0.0.1 is not free" in err[0] and not started, err
+    record_row("Bad input", "ui on a port another server holds", f"exit 2: `{err[0].replace(str(port), 'PORT')}`",
+               "nothing (no server started)")
 
 
 def test_readme_says_sweep_files_are_code():

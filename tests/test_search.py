@@ -123,9 +123,10 @@ def test_a_trial_stopped_by_the_scheduler_is_pruned_in_the_study():
     searcher.on_trial_result("a", {"best_val_accuracy": 0.65, "epoch": 2, "training_iteration": 1})
     searcher.on_trial_complete("a", {"best_val_accuracy": 0.7, "epoch": 3, "training_iteration": 2, "finished": False})
     searcher.on_trial_complete("b", {"best_val_accuracy": 0.8, "epoch": 6, "training_iteration": 6, "finished": True})
-    a, b = searcher._ot_study.trials[:2]
+    a, b = searcher.study.trials[:2]
     assert a.state == optuna.trial.TrialState.PRUNED and a.value == 0.7 and a.intermediate_values == {1: 0.6, 2: 0.65, 3: 0.7}
     assert b.state == optuna.trial.TrialState.COMPLETE and b.value == 0.8
+    assert b.intermediate_values == {6: 0.8}  # a COMPLETE trial's last epoch reaches the study too (Tune passes it only here)
 
 
 def test_the_sweep_metric_reaches_every_trial_and_the_searcher():
@@ -144,8 +145,29 @@ def test_the_study_is_kept_in_sqlite(tmp_path):
     study = optuna.load_study(study_name="c-1", storage=f"sqlite:///{tmp_path / 'optuna.sqlite'}")  # a new connection
     stored = {t.number: t for t in study.trials}
     for i, config in enumerate(configs):  # every trial that ran is in the file, complete, with its model
-        t = stored[searcher._ot_trials[f"t{i}"].number]
+        t = stored[searcher.numbers[f"t{i}"]]
         assert t.state == optuna.trial.TrialState.COMPLETE and t.params["model"] == config["model"]
+
+
+def test_a_resumed_searcher_continues_its_study(tmp_path):
+    """--resume: Tune builds the searcher again and restores it from its checkpoint; the study goes on in the same
+    sqlite file, with no second first round and no config run twice."""
+    sweep = Sweep(name="c", space=CONDITIONAL, num_samples=6).validate()
+    study = (tmp_path / "optuna.sqlite", "c-1")
+    searcher = build_search(sweep, concurrency=1, study=study)
+    before = drive(searcher, 3)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    resumed = build_search(sweep, concurrency=1, study=study)  # what Tuner.restore does: construct, then restore
+    assert not resumed.study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # no second first round queued
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    after = [resumed.suggest(f"u{i}") for i in range(3)]
+    for i, config in enumerate(after):
+        resumed.on_trial_complete(f"u{i}", {resumed.metric: 0.5, "finished": True, "epoch": 6})
+    assert len({config_key(c) for c in before + after}) == 6
+    stored = optuna.load_study(study_name="c-1", storage=f"sqlite:///{study[0]}")
+    assert [t.params["model"] for t in stored.trials[:3]] == ["tfidf_lr", "gru", "cnn"]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials) >= 6
+    assert not [t for t in stored.trials if t.state == optuna.trial.TrialState.WAITING]
 
 
 def test_define_by_run_names_parameters_per_model():

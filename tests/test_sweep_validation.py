@@ -171,17 +171,6 @@ def test_select_for_test_takes_the_top_and_the_best_of_each_model():
         ("tfidf_lr", 0.90), ("tfidf_lr", 0.89), ("gru", 0.88), ("cnn", 0.87), ("lstm", 0.5)]
 
 
-def test_placement_group_workaround_is_fenced_to_its_ray_version():
-    """ReleaseTrainPlacementGroups works around a Ray 2.60 leak, and trial.sweep_torch_trainer leaves out two of
-    Ray 2.60's Train callbacks; upgrading Ray must make someone check whether both are still needed
-    (tests/test_sweep_e2e.py::test_smoke_sweep_ray_train_mode reproduces the leak)."""
-    import ray
-
-    from imdb_ray.sweep.callbacks import ReleaseTrainPlacementGroups
-
-    assert ray.__version__.startswith(ReleaseTrainPlacementGroups.RAY_VERSION + "."), ray.__version__
-
-
 def test_a_sweeps_train_runs_start_no_helper_actors_they_do_not_use():
     """A trial's TorchTrainer leaves out Ray 2.60's DatasetManager (no Ray Dataset is passed) and the
     PlacementGroupCleaner (ReleaseTrainPlacementGroups does its work under Tune); every other default stays."""

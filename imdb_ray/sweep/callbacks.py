@@ -61,8 +61,6 @@ class ReleaseTrainPlacementGroups(Callback):
     Train worker reports its group; when the trial ends or restarts, the group is removed (a no-op
     if Train already did). Check whether it is still needed when upgrading Ray."""
 
-    RAY_VERSION = "2.60"
-
     def __init__(self):
         self.groups: dict[str, set[str]] = {}
 
@@ -85,12 +83,13 @@ class ReleaseTrainPlacementGroups(Callback):
 
 def release_placement_groups(hex_ids) -> int:
     """Remove the placement groups that still exist among these; returns how many were removed."""
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+    from ray.util.placement_group import placement_group_table, remove_placement_group
+
+    from imdb_ray.sweep.ray_compat import placement_group
 
     removed = 0
     for hex_id in hex_ids:
-        group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+        group = placement_group(hex_id)
         try:
             if placement_group_table(group).get("state") not in (None, "REMOVED"):
                 remove_placement_group(group)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import threading
 import time
 import warnings
@@ -21,6 +20,7 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
+from imdb_ray.sweep.ray_compat import fit_noticing_interrupt
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -215,15 +215,7 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
     if threading.current_thread() is not threading.main_thread() or os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") != "0":
         return tuner.fit()  # Tune leaves SIGINT alone: Ctrl-C raises KeyboardInterrupt as usual
 
-    def ours(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, ours)
-    try:
-        results = tuner.fit()
-        interrupted = signal.getsignal(signal.SIGINT) is ours
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    results, interrupted = fit_noticing_interrupt(tuner.fit)
     if interrupted:
         log.finish()
         print(f"[imdb_ray] interrupted; the sweep's state is saved in {experiment_path}: continue with the same "

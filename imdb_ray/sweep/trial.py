@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import ray
 import ray.train
 from ray import tune
-from ray.train._internal.session import _TrainingResult  # what Tune hands Trainable.restore (2.60)
-from ray.tune.trainable.function_trainable import wrap_function
+
+from imdb_ray.sweep.ray_compat import function_trainable, sweep_torch_trainer, training_result_type
 
 if TYPE_CHECKING:
     from imdb_ray.sweep.spec import Sweep
@@ -81,7 +81,7 @@ def direct_trial(config: dict) -> None:
         train(TrialConfig.from_flat(config, strict=False), on_epoch=report, resume_from=resume_dir, progress=False)
 
 
-class DirectTrial(wrap_function(direct_trial)):
+class DirectTrial(function_trainable(direct_trial)):
     """direct_trial, restorable when the driver died between Tune deleting a trial's older checkpoint
     (CheckpointConfig(num_to_keep=1)) and saving the experiment state that names the newer one: the
     state then names a folder that is gone, and Ray 2.60 fails the trial ("Could not recover from
@@ -89,12 +89,12 @@ class DirectTrial(wrap_function(direct_trial)):
     recorded name (so Tune's own bookkeeping stays true) and the trial resumes after its epoch."""
 
     def restore(self, checkpoint_path):
-        if isinstance(checkpoint_path, _TrainingResult):
+        if isinstance(checkpoint_path, training_result_type()):
             checkpoint_path = newest_on_storage(checkpoint_path)
         return super().restore(checkpoint_path)
 
 
-def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
+def newest_on_storage(recorded):
     """`recorded` if its folder exists, else the trial's newest checkpoint renamed to it, with its epoch
     as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
     from pyarrow.fs import FileSelector, FileType
@@ -113,7 +113,7 @@ def newest_on_storage(recorded: _TrainingResult) -> _TrainingResult:
         epoch = checkpoint_epoch(folder)
     print(f"[imdb_ray] {parent}: resuming after epoch {epoch} from {os.path.basename(newest)} "
           f"(the checkpoint the experiment state named was already replaced)", flush=True)
-    return _TrainingResult(checkpoint=tune.Checkpoint(path, filesystem=fs),
+    return training_result_type()(checkpoint=tune.Checkpoint(path, filesystem=fs),
                            metrics={**recorded.metrics, "training_iteration": epoch})
 
 
@@ -122,29 +122,6 @@ def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
     gpus = sweep.gpus_per_worker
     return ray.train.ScalingConfig(num_workers=sweep.workers_per_trial, use_gpu=gpus > 0,
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
-
-
-def sweep_torch_trainer() -> type:
-    """TorchTrainer less two helper actors that Ray 2.60 starts for every Train run and a sweep's runs do
-    not use; each is a Python process that imports Ray Data (~3-5 CPU-s on 2 cores), per trial:
-    - the DatasetManager, started even when no Ray Dataset is passed (the loop loads its own data);
-    - the detached PlacementGroupCleaner, which removes the run's placement group if its controller dies.
-      It asks the State API, which needs the dashboard: on a Ray without one (local mode's default)
-      it never sees the controller end and polls every second until Ray stops (seen: every trial's
-      cleaner, each logging a "Failed to query" warning a second).
-      Under Tune, callbacks.ReleaseTrainPlacementGroups removes a stopped trial's group instead, and a
-      dead driver's groups go with its job.
-    Fenced with that workaround: ReleaseTrainPlacementGroups.RAY_VERSION."""
-    from ray.train.torch import TorchTrainer
-    from ray.train.v2._internal.callbacks import DatasetsCallback
-    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-
-    class SweepTorchTrainer(TorchTrainer):
-        def _create_default_callbacks(self) -> list:
-            unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
-            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
-
-    return SweepTorchTrainer
 
 
 def make_trial(sweep: Sweep, storage: str):

@@ -1,0 +1,72 @@
+"""Every use of a Ray internal, in one place, each checked against the Ray version it was written for.
+
+imdb_ray uses Ray's public Tune and Train APIs everywhere else. What is here reaches past them, to work
+around a behaviour of Ray 2.60 or to start fewer processes; `tests/test_ray_compat.py` fails on any other
+Ray version, so an upgrade re-reads this file first (is each workaround still needed? does each name
+still exist?).
+"""
+from __future__ import annotations
+
+import signal
+
+RAY_VERSION = "2.60"  # what every workaround below was written against
+
+
+def training_result_type() -> type:
+    """The type Tune hands `Trainable.restore` (a checkpoint with its metrics): trial.DirectTrial renames a
+    replaced checkpoint to the one the experiment state names."""
+    from ray.train._internal.session import _TrainingResult
+
+    return _TrainingResult
+
+
+def function_trainable(fn) -> type:
+    """The class Tune makes of a function trainable, to subclass (trial.DirectTrial overrides restore)."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    return wrap_function(fn)
+
+
+def sweep_torch_trainer() -> type:
+    """TorchTrainer less two helper actors that Ray 2.60 starts for every Train run and a sweep's runs do
+    not use; each is a Python process that imports Ray Data (~3-5 CPU-s on 2 cores), per trial:
+    - the DatasetManager, started even when no Ray Dataset is passed (the loop loads its own data);
+    - the detached PlacementGroupCleaner, which removes the run's placement group if its controller dies.
+      It asks the State API, which needs the dashboard: on a Ray without one (local mode's default)
+      it never sees the controller end and polls every second until Ray stops (seen: every trial's
+      cleaner, each logging a "Failed to query" warning a second).
+      Under Tune, callbacks.ReleaseTrainPlacementGroups removes a stopped trial's group instead, and a
+      dead driver's groups go with its job."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class SweepTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list:
+            unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+    return SweepTorchTrainer
+
+
+def placement_group(hex_id: str):
+    """A PlacementGroup handle from the hex id a Train worker reported."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    return PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+
+
+def fit_noticing_interrupt(fit):
+    """(fit()'s results, whether Ctrl-C ended it). Tune 2.60 replaces the SIGINT handler during fit() and,
+    on Ctrl-C, saves its state and returns as if done; its only trace is that it puts back the handler it
+    replaced. So a handler of ours is installed first, and finding it back afterwards means Tune saw Ctrl-C."""
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, ours)
+    try:
+        results = fit()
+        return results, signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,60 @@
+"""Ray and Optuna are used through their public APIs, except in imdb_ray/sweep/ray_compat.py, which is fenced
+to the Ray version its workarounds were written for."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "imdb_ray"
+COMPAT = PACKAGE / "sweep" / "ray_compat.py"
+
+
+def private_uses(path: Path) -> list[str]:
+    """Imports of a private Ray/Optuna module or name, and, in a module that imports Ray or Optuna, reads of a
+    private attribute (`x._name`) that the module does not define itself (a base class's internals)."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("ray", "optuna"):
+            private = [a.name for a in node.names if a.name.startswith("_")]
+            if any(part.startswith("_") for part in node.module.split(".")) or private:
+                found.append(f"from {node.module} import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if a.name.split(".")[0] in ("ray", "optuna") and any(p.startswith("_") for p in a.name.split("."))]
+    if not any(isinstance(n, (ast.Import, ast.ImportFrom)) and any(m.split(".")[0] in ("ray", "optuna") for m in
+               ([n.module or ""] if isinstance(n, ast.ImportFrom) else [a.name for a in n.names])) for n in ast.walk(tree)):
+        return found
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    own |= {t.attr for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign))
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
+    found += [f"._{n.attr[1:]} (line {n.lineno})" for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+              and n.attr.startswith("_") and not n.attr.startswith("__") and n.attr not in own]
+    return found
+
+
+def test_ray_internals_are_fenced_to_the_ray_version_they_were_written_for():
+    """Fails on another Ray: read ray_compat.py (is each workaround still needed, does each name still exist?),
+    then move RAY_VERSION."""
+    import ray
+
+    from imdb_ray.sweep import ray_compat
+
+    assert ray.__version__.startswith(ray_compat.RAY_VERSION + "."), (ray.__version__, ray_compat.RAY_VERSION)
+    assert private_uses(COMPAT), "ray_compat.py holds the internals: the scan below must see them"
+    ray_compat.training_result_type(), ray_compat.sweep_torch_trainer(), ray_compat.function_trainable(lambda c: None)
+
+
+def test_no_module_but_ray_compat_reaches_into_ray_or_optuna():
+    found = {str(p.relative_to(PACKAGE.parent)): uses for p in sorted(PACKAGE.rglob("*.py"))
+             if p != COMPAT and (uses := private_uses(p))}
+    assert not found, found
+
+
+def test_the_scan_sees_a_private_read():
+    planted = PACKAGE.parent / "tests" / "_planted_private.py"
+    planted.write_text("import optuna\nfrom ray.train._internal.session import _TrainingResult\n\ndef f(s):\n    return s._ot_study\n")
+    try:
+        assert len(private_uses(planted)) == 2
+    finally:
+        planted.unlink()
