@@ -1,9 +1,9 @@
-# Two entry points, each sets itself up on first use:  make quickstart  |  make test
+# Two entry points, each sets itself up on first use:  make quickstart (the runtime)  |  make test (adds .[dev])
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: quickstart test install clean-cache
+.PHONY: quickstart test install reliability clean-cache
 
 # torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
 # on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU. --no-deps on
@@ -14,6 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	if command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install torch==2.13.0; \
 	else $(BIN)/pip install --no-index --no-deps torch==2.13.0 2>/dev/null \
 	  || $(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; fi
+	$(BIN)/pip install -e .
+	touch $@
+
+# the test tools and what the tests exercise beyond the runtime (MiniLM, bitsandbytes, playwright): `make test` only
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
@@ -26,8 +31,12 @@ quickstart: $(VENV)/.installed
 # processes, so two at a time fill two cores (TEST_WORKERS=1 for one at a time, more on a bigger machine)
 # (--durations: the slowest tests, so every CI log shows where the suite's wall time goes)
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
+
+# make test, and when it passes with every reliability case: results/reliability.md from what the tests saw
+reliability: $(VENV)/.installed-dev
+	IMDB_RAY_RECORD_RELIABILITY=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 clean-cache:
 	rm -rf .cache/imdb_ray

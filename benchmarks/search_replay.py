@@ -52,7 +52,8 @@ def sweep_space(rows: list[dict]) -> dict:
         for key, value in row["config"].items():
             if key != "model":
                 branch.setdefault(key, set()).add(value)
-    return {"model": {m: {k: tune.choice(sorted(v)) for k, v in b.items()} for m, b in space.items()}, "epochs": 4}
+    epochs = max(len(row["epochs"]) for row in rows)
+    return {"model": {m: {k: tune.choice(sorted(v)) for k, v in b.items()} for m, b in space.items()}, "epochs": epochs}
 
 
 def replay(curves: dict[str, list[dict]], space: dict, method: Method, seed: int, storage: str) -> list[dict]:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from imdb_ray.cli_options import add_train_args, model_flags, model_lines, parse_duration, positive_int
+from imdb_ray.cli_options import add_train_args, model_flags, models_listing, parse_duration, positive_int, sweep_settings_help
 from imdb_ray.errors import UserError, one_line
 
 
@@ -99,8 +99,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_models(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray.models import list_models
 
-    for entry in list_models():
-        print("\n".join(model_lines(entry)))
+    print("\n".join(models_listing(list_models())))
     return 0
 
 
@@ -117,7 +116,7 @@ def cmd_sweep(args: argparse.Namespace, extra: list[str]) -> int:
     if args.num_samples is not None and args.num_samples < 1:
         raise UserError("--num-samples must be >= 1")
     # The same sweep file on other hardware (a GPU cluster's file on a laptop), shorter, or bounded in time.
-    sweep = load_sweep(args.file, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
+    sweep = load_sweep(args.file, space_overrides=args.overrides, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None)
     storage = args.storage or str(Path("ray_results").resolve())
@@ -275,9 +274,14 @@ def _stop_group(proc, grace_s: float = 10.0) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
+    help_tail = None  # a callable: more help, computed only when help is asked for (it may import what --help need not)
+
     def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
         print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+    def format_help(self) -> str:
+        return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,10 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(p_train, DEFAULT_URI)
     sub.add_parser("models", help="list the registered models and their parameters")
     p_sweep = sub.add_parser("sweep", help="run a sweep file (sweeps/*.py) on Ray Tune")
-    p_sweep.add_argument("file")
-    where = p_sweep.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true", help="start a local Ray (the default)")
-    where.add_argument("--address", help="join a cluster: auto | ray://HOST:10001 | HOST:PORT")
+    p_sweep.help_tail = sweep_settings_help  # the Sweep settings, from their declarations
+    p_sweep.add_argument("file", help="a sweep file (sweeps/*.py): Python that defines `sweep = Sweep(...)`")
+    p_sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                         help="replace a constant of the space (epochs=1, max_len=128) or of one model's branch "
+                              "(gru.hidden=64); checked like the file itself")
+    p_sweep.add_argument("--address", help="join a cluster: auto | ray://HOST:10001 | HOST:PORT (default: start a local Ray)")
     p_sweep.add_argument("--storage", default=os.environ.get("IMDB_RAY_STORAGE"),
                          help="absolute path or s3://... for checkpoints and results (default $IMDB_RAY_STORAGE or ./ray_results)")
     p_sweep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
@@ -325,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("--tracking-uri", help=f"MLflow store for run ids and sweep:NAME (default {DEFAULT_URI})")
     p_rep = sub.add_parser("report", help="leaderboards with test confidence intervals, and plots, from MLflow")
     p_rep.add_argument("--sweep", action="append", help="a sweep name (repeatable; default: every sweep in the store)")
-    p_rep.add_argument("--out", default="results", help="folder for the files (default results/)")
+    p_rep.add_argument("--out", default="reports", help="folder for the files (default reports/, untracked; "
+                       "--out results adds to the project's record, never replacing another sweep's files)")
     p_rep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
     p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
     p_ui.add_argument("--tracking-uri")
@@ -344,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)  # a flag's own parser may raise UserError too
-        if args.command == "predict":  # texts after an option arrive as extras: they are texts too
-            args.texts += [e for e in extra if not e.startswith("--")]
+        if args.command in ("predict", "sweep"):  # texts (overrides) after an option arrive as extras: they are texts too
+            rest = "texts" if args.command == "predict" else "overrides"
+            setattr(args, rest, getattr(args, rest) + [e for e in extra if not e.startswith("--")])
             extra = [e for e in extra if e.startswith("--")]
         if extra and args.command != "train":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -3,11 +3,11 @@ so `--help`, `models` and validation say the same thing, and the parsing of what
 from __future__ import annotations
 
 import argparse
-import ast
 import typing
 from typing import Any
 
 from imdb_ray import contracts
+from imdb_ray.contracts import parse_value
 from imdb_ray.errors import UserError
 
 
@@ -22,26 +22,6 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise UserError(f"--time-budget {text!r} must be positive")
     return seconds
-
-
-def parse_value(text: str, like=None):
-    """CLI string -> Python value, guided by the default it replaces (bool/tuple/number/str)."""
-    low = text.lower()
-    if isinstance(like, bool) or low in ("true", "false"):
-        if low not in ("true", "false", "1", "0", "yes", "no"):
-            raise UserError(f"expected true/false, got {text!r}")
-        return low in ("true", "1", "yes")
-    if low in ("none", "null"):
-        return None
-    if isinstance(like, tuple):
-        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    if isinstance(like, float) and isinstance(value, int):
-        return float(value)
-    return value
 
 
 def positive_int(flag: str):
@@ -112,11 +92,34 @@ def model_flags(entry, extra: list[str]) -> dict[str, Any]:
     return flat
 
 
-def model_lines(entry) -> list[str]:
-    """What `models` prints for one model: a line per parameter with what it takes and its default."""
-    lines = [f"{entry.name:16s} [{entry.family}] {entry.doc}"]
-    for k, v in entry.params.items():
-        hint = entry.types.get(k)
-        takes = contracts.describe(hint) if hint is not None else ""
-        lines.append(f"    --{k.replace('_', '-'):22s} {takes}; default {v!r}")
+def sweep_settings_help() -> str:
+    """`sweep --help`'s epilog: every Sweep setting a sweep file may give, what it does and takes."""
+    from imdb_ray.sweep.spec import Sweep
+
+    helps, hints = contracts.field_comments(Sweep), contracts.hints(Sweep)
+    lines = ["settings of Sweep(...) in a sweep file:"]
+    for name, f in Sweep.__dataclass_fields__.items():
+        if name in ("source",):
+            continue
+        default = "required" if f.default is f.default_factory else f"default {f.default!r}"
+        lines.append(f"  {name}: {helps.get(name) or ''}{'; ' if helps.get(name) else ''}{contracts.describe(hints[name])}; {default}")
+    return "\n".join(lines)
+
+
+def models_listing(entries: list) -> list[str]:
+    """What `models` prints: models built by the same class grouped (the Hugging Face names share one
+    constructor), each parameter once with what it takes and its default (per name where they differ)."""
+    groups: dict[str, list] = {}
+    for entry in entries:
+        groups.setdefault(entry.origin, []).append(entry)
+    lines = []
+    for group in groups.values():
+        first = group[0]
+        lines.append(f"{', '.join(e.name for e in group)}  [{first.family}] {first.doc}")
+        for k in first.params:
+            hint = first.types.get(k)
+            defaults = {e.name: e.params[k] for e in group}
+            shown = (f"default {first.params[k]!r}" if len(set(map(repr, defaults.values()))) == 1 else
+                     "default " + ", ".join(f"{n}: {v!r}" for n, v in defaults.items()))
+            lines.append(f"    --{k.replace('_', '-'):22s} {contracts.describe(hint) if hint is not None else ''}; {shown}")
     return lines

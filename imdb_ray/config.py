@@ -183,9 +183,4 @@ def field_types() -> dict[str, Any]:
 @functools.cache
 def field_help() -> dict[str, str]:
     """Each field's help: the comment written after it above."""
-    import inspect
-    import re
-
-    source = inspect.getsource(TrialConfig)
-    found = dict(re.findall(r"^    (\w+): .*?=.*?  # (.*)$", source, flags=re.M))
-    return {name: found.get(name, "") for name in TrialConfig.fields()}
+    return {k: v for k, v in contracts.field_comments(TrialConfig).items() if k in TrialConfig.fields()}

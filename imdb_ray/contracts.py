@@ -9,6 +9,7 @@ cannot drift apart.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import types
 import typing
@@ -123,6 +124,36 @@ def _plural(text: str) -> str:
     text = text.removeprefix("an ").removeprefix("a ")
     head, _, rest = text.partition(" ")
     return f"{head}s {rest}".rstrip()
+
+
+def parse_value(text: str, like=None):
+    """A typed string (a command-line flag, a `key=value` override) -> Python value, guided by the value it
+    replaces (bool/tuple/number/str); checking it is `check`'s job."""
+    low = text.lower()
+    if isinstance(like, bool) or low in ("true", "false"):
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"expected true/false, got {text!r}")
+        return low in ("true", "1", "yes")
+    if low in ("none", "null"):
+        return None
+    if isinstance(like, tuple):
+        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(like, float) and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each dataclass field's help: the comment written after it (`lr: PositiveFloat = 1e-3  # the learning rate`)."""
+    import inspect
+    import re
+
+    found = dict(re.findall(r"^    (\w+): .*?  # (.*)$", inspect.getsource(cls), flags=re.M))
+    return {f: found.get(f, "") for f in cls.__dataclass_fields__}
 
 
 def unwrap(hint):

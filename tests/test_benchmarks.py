@@ -105,7 +105,7 @@ def test_a_replay_through_the_real_tuner_is_deterministic_for_its_seed(tmp_path,
     ray.init(address=ray_address, ignore_reinit_error=True)
     try:
         method = efficiency.Method("optuna + asha", "optuna", "asha")
-        first, second = (efficiency.replay(light, {**space, "epochs": 3}, method, 7, str(tmp_path / f"r{i}")) for i in (1, 2))
+        first, second = (efficiency.replay(light, space, method, 7, str(tmp_path / f"r{i}")) for i in (1, 2))
     finally:
         ray.shutdown()
     budgets = [f * g["seconds"] for f in efficiency.FRACTIONS]

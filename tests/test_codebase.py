@@ -13,10 +13,19 @@ def modules() -> dict[str, ast.Module]:
     return {str(p.relative_to(PACKAGE.parent)): ast.parse(p.read_text()) for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+def runtime_nodes(tree: ast.AST):
+    """ast.walk, less `if TYPE_CHECKING:` blocks (imports for annotations only: never run, no cycle)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
 def imported(tree: ast.Module) -> set[str]:
-    """Every module named in an import statement, at the top or inside a function."""
+    """Every module named in an import statement that runs, at the top or inside a function."""
     names = set()
-    for node in ast.walk(tree):
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
         elif isinstance(node, ast.Import):
@@ -47,7 +56,7 @@ def import_graph(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
     names = {path.removesuffix(".py").replace("/", ".").removesuffix(".__init__"): tree for path, tree in trees.items()}
     graph = {}
     for name, tree in names.items():
-        found = imported(tree) | {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        found = imported(tree) | {f"{n.module}.{a.name}" for n in runtime_nodes(tree) if isinstance(n, ast.ImportFrom) and n.module
                                   for a in n.names}
         graph[name] = {m for m in found if m in names and m != name}
     return graph

@@ -606,21 +606,22 @@ def test_readme_says_sweep_files_are_code():
 
 # ---------------------------------------------------------------------------------- the record
 N_FAULT_ROWS = 7  # worker kill, driver kill, two outages, failing trials, time budget, cache
+N_MORE_BAD_ROWS = 2  # a trial failing on its configuration, ui on a taken port
 N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
-N_FUZZ_ROWS = 4  # sweep files, data files, command lines, what it found (test_fuzz.py)
+N_FUZZ_ROWS = 5  # sweep files, range violations, data files, command lines, what it found (test_fuzz.py)
 SECTIONS = ("Fault", "Bad input", "Fuzzer", "Safe default")  # headings: "Faults", "Bad inputs", ...
 
 
 def write_record(rows: list[dict], passed: bool) -> bool:
     """results/reliability.md from this run's rows (called by conftest when the session ends), only
     when the run passed and every case of this module recorded its row."""
-    if not passed or len(rows) != len(BAD_INPUTS) + N_FAULT_ROWS + N_DEFAULT_ROWS + N_FUZZ_ROWS:
+    if not passed or len(rows) != len(BAD_INPUTS) + N_FAULT_ROWS + N_MORE_BAD_ROWS + N_DEFAULT_ROWS + N_FUZZ_ROWS:
         return False  # a partial or failing run records nothing
     matrix = [b[0] for b in BAD_INPUTS]
     rows = sorted(rows, key=lambda r: (SECTIONS.index(r["section"]), matrix.index(r["case"]) if r["case"] in matrix else 0,
                                        r["order"], r["case"]))
     lines = ["# Reliability record", "",
-             "Written by the test suite (`make test`) when it passes with every case of tests/test_reliability.py,",
+             "Written by the test suite (`make reliability`: `make test` that records) when it passes with every case of tests/test_reliability.py,",
              f"test_fuzz.py and test_ui.py; last written {time.strftime('%Y-%m-%d')}. Each row is one test's observed",
              "outcome, not a claim.", ""]
     for section in SECTIONS:

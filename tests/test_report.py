@@ -5,7 +5,8 @@ import numpy as np
 
 from imdb_ray.compare import bootstrap_ci
 from imdb_ray.plots import pareto_front
-from imdb_ray.report import TrialRow, write_comparison
+from imdb_ray.report import TrialRow
+from imdb_ray.study import as_confirmed, comparison_path, on_bundled_imdb, write_comparison
 
 
 def test_bootstrap_interval_matches_the_binomial_width():
@@ -50,7 +51,7 @@ def test_comparison_puts_our_best_matching_trial_beside_theirs(tmp_path):
     rows = [row("a", "gru", 0.85), row("b", "gru", 0.88), row("c", "gru", 0.90, strategy="rdrop"),
             row("d", "bert", 0.93, recipe="tuned"), row("e", "deberta_v3", 0.95, peft="lora")]
     rows[1].test_accuracy, rows[1].test_ci = 0.87, (0.866, 0.874)
-    text = write_comparison(rows, tmp_path).read_text()
+    text = write_comparison(rows, tmp_path / "comparison.md", ["s"], tmp_path).read_text()
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
     assert "88.00%" in lines["GRU"] and "87.00% [86.60%, 87.40%]" in lines["GRU"] and "s / b" in lines["GRU"]  # R-Drop's c is not plain GRU
     assert "93.00%" in lines["BERT_Trainer"] and "s / d" in lines["BERT_Trainer"]
@@ -67,7 +68,7 @@ def test_classic_rows_are_held_against_the_forks_plus_half_a_point(tmp_path):
             row("c", "gru", 0.90, 0.905), row("d", "tfidf_lr", 0.90, 0.9029), row("e", "nbsvm", 0.91, 0.9105),
             row("f", "lstm", 0.95, None)]  # never tested: no row of ours
     rows[0].confirmed_seeds = 2
-    text = write_comparison(rows, tmp_path).read_text()
+    text = write_comparison(rows, tmp_path / "comparison.md", ["classic"], tmp_path).read_text()
     table = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in text.split("## Classic rows")[1].splitlines() if ln.startswith("| ")}
     assert table["cnn"][1:3] == ["89.00%", "89.50%"] and table["cnn"][3] == "89.60%" and table["cnn"][-1].strip(" |") == "yes"
     assert table["gru"][2] == "90.60%" and table["gru"][-1].strip(" |") == "no"  # 0.905 < 0.901 + 0.005
@@ -95,7 +96,7 @@ def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path)
     """The confirmed table: a cnn config with two reruns and nbsvm confirmed by its own run (seeds "own run",
     sd 0), ranked together by mean validation; comparison.md reads the baseline's row as confirmed."""
     from imdb_ray.compare import confirmed_configs
-    from imdb_ray.report import _as_confirmed, write_leaderboard
+    from imdb_ray.report import write_leaderboard
 
     def row(name, model, val, test, seed="0", confirms=""):
         return TrialRow(run_id=name, name=name, status="FINISHED", model=model, strategy="ce", peft="none",
@@ -109,7 +110,7 @@ def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path)
     board = write_leaderboard("s", {"run_id": "p"}, search, tmp_path, confirmed=confirmed)[0].read_text()
     table = [ln.split(" | ") for ln in board.split("## Confirmed configurations")[1].splitlines() if ln.startswith("| 1") or ln.startswith("| 2")]
     assert [(t[1], t[4], t[6]) for t in table] == [("nb", "own run", "0.9090 ± 0.0000"), ("cn", "2", "0.8860 ± 0.0028")]
-    as_row = _as_confirmed(search[0], confirmed)
+    as_row = as_confirmed(search[0], confirmed)
     assert as_row.confirmed_seeds == 1 and as_row.test_ci == search[0].test_ci and "seed-independent" in as_row.name
 
 
@@ -123,3 +124,16 @@ def test_leaderboard_params_are_the_keys_that_vary_where_they_exist():
             {"model": "cnn", "amp": "True", "embed_dim": "100", "lr": "0.002", "num_filters": "100"},
             {"model": "tfidf_lr", "C": "4.0"}]
     assert _varying_params(runs) == ["hidden", "lr", "model"]
+
+
+def test_a_comparison_never_replaces_one_drawn_from_other_sweeps_and_only_imdb_sweeps_are_compared(tmp_path):
+    def row(name, sweep, **params):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model="gru", strategy="ce", peft="none",
+                        all_params={"n_test": "None", **params}, val_accuracy=0.8, sweep=sweep)
+
+    assert comparison_path(tmp_path, ["classic"]) == tmp_path / "comparison.md"  # none there yet
+    write_comparison([row("a", "classic")], tmp_path / "comparison.md", ["classic"], tmp_path)
+    assert comparison_path(tmp_path, ["classic"]) == tmp_path / "comparison.md"  # its own sweeps: rewritten
+    assert comparison_path(tmp_path, ["smoke"]) == tmp_path / "comparison-smoke.md"  # another sweep's: beside it
+    assert on_bundled_imdb([row("a", "s"), row("b", "s", data="None")])
+    assert not on_bundled_imdb([row("a", "s", data="/home/me/tweets")])  # a user's own data: no study to compare with

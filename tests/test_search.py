@@ -246,3 +246,13 @@ def test_a_sweep_knows_each_models_epoch_ceiling():
     with pytest.raises(UserError, match="must be an integer"):
         dataclasses.replace(sweep, reduction_factor=1).validate()
     assert dataclasses.replace(sweep, grace_period=6, scheduler="fifo").validate().grace_period == 6  # no ASHA: no bound
+
+
+def test_mlflow_child_runs_are_named_from_their_model_and_sampled_values():
+    from imdb_ray.sweep.callbacks import run_name
+
+    searched = {"gru": ["lr", "hidden"], "tfidf_lr": []}
+    assert run_name({"model": "gru", "lr": 0.0233456, "hidden": 128, "epochs": 6}, searched) == "gru lr=0.0233 hidden=128"
+    assert run_name({"model": "tfidf_lr"}, searched) == "tfidf_lr"
+    assert run_name({"model": "gru", "lr": 0.001, "hidden": 64, "seed": 2, "confirms": "abc"}, searched) == \
+        "confirm seed 2: gru lr=0.001 hidden=64"

@@ -53,6 +53,9 @@ def test_confirmation_reruns_the_winner_with_new_seeds(smoke_store):
     [best] = [c for c in search if c.data.tags.get("best_trial") == "true"]
     assert len(reruns) == 2 and sorted(c.data.params["seed"] for c in reruns) == ["1", "2"]
     assert all(c.data.tags["imdb_ray.confirms"] == best.data.tags["trial_id"] for c in reruns)
+    # runs named as the console names trials: model and sampled values; a rerun says it is one
+    assert best.info.run_name.startswith(best.data.params["model"] + " lr=")
+    assert sorted(c.info.run_name for c in reruns) == [f"confirm seed {s}: {best.info.run_name}" for s in (1, 2)]
     shared = {k: v for k, v in best.data.params.items() if k != "seed"}
     assert all({k: c.data.params.get(k) for k in shared} == shared for c in reruns)  # the same config, a new seed
     assert all(c.info.status == "FINISHED" and steps(client, c) == [1, 2, 3] for c in reruns)  # no scheduler stop
@@ -130,6 +133,12 @@ def test_smoke_sweep_direct_mode(smoke_store):
     index = (out / "README.md").read_text()
     assert "smoke_leaderboard.md" in index and "`python -m imdb_ray sweep " in index and " --storage " in index
     assert "Sweep: `python -m imdb_ray sweep " in (out / "smoke_leaderboard.md").read_text()
+    # without --out: an untracked reports/ folder; a project's results/ is never touched unless asked for
+    proc = subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", "smoke", "--tracking-uri",
+                           f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and (tmp_path / "reports" / "smoke_leaderboard.md").exists(), proc.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "reports").iterdir()} == {p.name for p in out.iterdir()}
+    assert "6 search trials + 2 confirmation reruns" in (out / "README.md").read_text()  # counted apart, as the leaderboard does
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", "predict", "sweep:smoke", "--tracking-uri",
                            f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -309,3 +309,29 @@ def test_placement_groups_of_trials_cut_by_the_sweeps_end_are_released(monkeypat
     assert released == [["aa"]]
     hook.on_experiment_end([done, cut])
     assert released == [["aa"], ["bb", "cc"]] and hook.groups == {}
+
+
+@pytest.mark.parametrize("overrides, expect", [
+    (["epochs=1", "max_len=32"], {"epochs": 1, "max_len": 32}),
+    (["gru.hidden=32"], {"gru.hidden": 32}),
+])
+def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
+    sweep = load_sweep(ROOT / "sweeps" / "smoke.py", space_overrides=overrides)
+    tree = sweep.branches()
+    for key, value in expect.items():
+        model, _, name = key.rpartition(".")
+        assert all(b[name] == value for m, b in tree.items() if not model or m == model), (key, tree)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["epochs1"], "override 'epochs1': write key=value"),
+    (["lr=0.1"], "override 'lr=0.1': lr is searched (tune.loguniform(0.001, 0.03)); overrides replace constants"),
+    (["hidden=64"], "override 'hidden=64': gru set(s) hidden in its own branch; write gru.hidden=..."),
+    (["nope.x=1"], "override 'nope.x=1': the space has no branch 'nope'"),
+    (["gru.hidden=abc"], "hidden='abc' must be an integer > 0"),
+    (["dropout=1.5"], "dropout=1.5 must be a number in [0, 1)"),
+    (["bogus=1"], "space['bogus']: no model"),
+])
+def test_a_bad_override_is_one_line_before_anything_starts(argv, message, capsys):
+    code, err, _ = cli(["sweep", str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", *argv], capsys)
+    assert code == 2 and len(err) == 1 and message in err[0], err

@@ -18,8 +18,8 @@ class MLflowTrialRuns(LoggerCallback):
     """One nested MLflow run per trial (what Ray's MLflowLoggerCallback does, with parent runs, the
     epoch as the step, one write per epoch, and a buffer for when the store does not answer)."""
 
-    def __init__(self, log: TrialLog):
-        self.log = log
+    def __init__(self, log: TrialLog, searched: dict[str, list[str]] | None = None):
+        self.log, self.searched = log, searched or {}
         self.started: list = []  # Tune's view, whether or not MLflow has been written yet
         self.ended: set = set()
         self.cut_short: list[str] = []  # trials still running when the sweep ended (its time budget)
@@ -27,7 +27,7 @@ class MLflowTrialRuns(LoggerCallback):
     def log_trial_start(self, trial):
         if trial not in self.started:
             self.started.append(trial)
-        self.log.start(trial.trial_id, str(trial), trial.config)
+        self.log.start(trial.trial_id, run_name(trial.config, self.searched), trial.config)
 
     def log_trial_result(self, iteration, trial, result):
         self.log.result(trial.trial_id, result, int(result.get("epoch", iteration)))
@@ -182,6 +182,15 @@ def trial_line(trial, searched: dict[str, list[str]], metric: str, epochs: dict[
     stopped = " (stopped early)" if last.get("finished") is False else ""
     best = f"best {metric.removeprefix('best_')} {last[metric]:.4f}" if metric in last else "no result"
     return f"{head}: {best}, {ran}/{most} epochs{stopped}, {last.get('time_total_s', 0):.0f}s"
+
+
+def run_name(config: dict, searched: dict[str, list[str]]) -> str:
+    """An MLflow child run's name: its model and sampled values, as the console shows them (`gru lr=0.0012
+    hidden=128`); a confirmation rerun says so (`confirm seed 2: gru lr=0.0012 hidden=128`)."""
+    model = config.get("model", "?")
+    params = " ".join(f"{k}={_short(config[k])}" for k in searched.get(model, []) if k in config)
+    name = f"{model} {params}".strip()
+    return f"confirm seed {config.get('seed')}: {name}" if config.get("confirms") else name
 
 
 def _short(value) -> str:

@@ -140,7 +140,7 @@ def run_confirmation(sweep: Sweep, configs: list[dict], storage: str, concurrenc
     print(f"[imdb_ray] confirmation: top {len(configs) // sweep.confirm_seeds} seed-dependent config(s) x "
           f"{sweep.confirm_seeds} new seed(s) = {len(configs)} trial(s); seed-independent models are confirmed by "
           "their own run", flush=True)
-    callbacks = [MLflowTrialRuns(log), ConsoleProgress.for_sweep(sweep, total=len(configs))]
+    callbacks = [MLflowTrialRuns(log, sweep.searched_keys()), ConsoleProgress.for_sweep(sweep, total=len(configs))]
     results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
                   log, sweep.experiment_path(storage, "confirm"))
     return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
@@ -170,6 +170,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     prepared = prepare_shared_data(sweep)
     print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
     quiet_ray(verbose)
+    print(f"[imdb_ray] starting Ray ({'joining ' + address if address else 'a local Ray on this machine'}) ...", flush=True)
     _start_ray(address, dashboard, verbose)
     try:
         concurrency = sweep.concurrency(ray.cluster_resources())
@@ -179,7 +180,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
-                                                    workers=sweep.workers_per_trial))
+                                                    workers=sweep.workers_per_trial), sweep.searched_keys())
         callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
         study = study_location(sweep, storage, parent_id)
         if study:

@@ -33,8 +33,8 @@ OVERRIDES = ("num_samples", "max_concurrent", "time_budget_s", "cpus_per_worker"
 class Sweep:
     """Everything a sweep file declares. `space` uses Ray Tune's search-space API."""
 
-    name: str
-    space: dict[str, Any]
+    name: str  # names the MLflow experiment, Ray's results folder and the registered model (letters, digits, _ . -)
+    space: dict[str, Any]  # Tune domains and constants, flat or one branch per model (sweep/space.py)
     metric: MetricName = "val_accuracy"  # what trials are ranked on: their best epoch's value (imdb_ray/metrics.py)
     mode: Literal["max", "min"] | None = None  # None: the metric's own direction; a contradicting one is an error
     search: Literal["optuna", "random", "grid"] = "optuna"  # optuna: seeded TPE; grid: every tune.grid_search value
@@ -232,9 +232,9 @@ def absolute_storage(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
-def load_sweep(path: str | Path, **overrides) -> Sweep:
+def load_sweep(path: str | Path, space_overrides: list[str] = (), **overrides) -> Sweep:
     """Run the sweep file (it is Python: only run files you trust); its `sweep`, with the command
-    line's overrides applied, validated."""
+    line's overrides applied (settings, and `key=value` constants of the space), validated."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: sweep file not found")
@@ -249,7 +249,37 @@ def load_sweep(path: str | Path, **overrides) -> Sweep:
     sweep = namespace.get("sweep")
     if not isinstance(sweep, Sweep):
         raise UserError(f"{path}: define `sweep = Sweep(...)` (from imdb_ray.sweep import Sweep)")
-    return dataclasses.replace(sweep, source=path.resolve()).with_overrides(**overrides)
+    sweep = dataclasses.replace(sweep, source=path.resolve())
+    if space_overrides:
+        sweep = dataclasses.replace(sweep, space=override_space(sweep, space_overrides))
+    return sweep.with_overrides(**overrides)
+
+
+def override_space(sweep: Sweep, assignments: list[str]) -> dict:
+    """The space with `key=value` (a shared constant) and `model.key=value` (one branch's) replaced or added, as
+    Hydra and W&B users write them; a searched key is not replaced (edit the file to change a search)."""
+    space = {k: (dict(v) if k == "model" and is_conditional(sweep.space) else v) for k, v in sweep.space.items()}
+    if is_conditional(sweep.space):
+        space["model"] = {m: dict(b) for m, b in space["model"].items()}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        model, _, name = key.rpartition(".")
+        if not sep or not name:
+            sweep.fail(f"override {text!r}: write key=value (or model.key=value for one model's branch)")
+        if model and not (is_conditional(space) and model in space["model"]):
+            sweep.fail(f"override {text!r}: the space has no branch '{model}' (its branches: "
+                       f"{', '.join(space['model']) if is_conditional(space) else 'none, it is flat'})")
+        target = space["model"][model] if model else space
+        owners = [m for m, b in space["model"].items() if name in b] if not model and is_conditional(space) else []
+        if owners:  # a branch's own value wins over a shared one: the override would change nothing
+            sweep.fail(f"override {text!r}: {', '.join(owners)} set(s) {name} in its own branch; write "
+                       + " ".join(f"{m}.{name}=..." for m in owners))
+        shared_default = getattr(TrialConfig, name, None) if name in TrialConfig.fields() else None
+        current = target.get(name, space.get(name, shared_default))
+        if is_searched(current) and name in target:
+            sweep.fail(f"override {text!r}: {name} is searched ({describe(current)}); overrides replace constants")
+        target[name] = contracts.parse_value(raw, current)
+    return space
 
 
 def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
