@@ -600,7 +600,7 @@ def test_ui_on_a_taken_port_is_refused_before_the_server_starts(capsys, monkeypa
 
 
 def test_readme_says_sweep_files_are_code():
-    assert "Sweep files are Python and therefore code: only run ones you trust." in (ROOT / "README.md").read_text()
+    assert "are Python and therefore code: only run ones you trust." in " ".join((ROOT / "README.md").read_text().split())
     record_row("Safe default", "sweep files run as Python", "the README says so where sweeps are introduced", "-")
 
 

@@ -143,6 +143,7 @@ def test_smoke_sweep_direct_mode(smoke_store):
                            f"sqlite:///{tmp_path}/mlflow.db", "One of the best films I have seen."],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.split("\t")[0] in ("positive", "negative"), proc.stderr
+    assert proc.stderr.startswith("sweep:smoke: its best trial ") and "Downloading" not in proc.stderr, proc.stderr  # named, quiet
     # the conditional space: each trial got (and MLflow shows) only its own model's keys; both models ran
     assert {c.data.params["model"] for c in children} == {"gru", "cnn"}
     for c in children:

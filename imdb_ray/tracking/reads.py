@@ -2,6 +2,8 @@
 sweeps in a store, and a model named by a run id, sweep:NAME or a models:/ URI, downloaded as a bundle folder."""
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +23,7 @@ def logged_predictions(runs: SweepRuns, run_id: str, split: str) -> pd.DataFrame
     """A tested trial's `<split>_predictions.csv`; None for runs logged before predictions were kept."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a report downloads dozens of tables
             path = runs.client.download_artifacts(run_id, f"{split}_predictions.csv", tmp)
         except Exception:  # older runs: no predictions logged, so no interval
             return None
@@ -58,12 +61,16 @@ def download_model(source: str, tracking_uri: str) -> Path:
     uri = f"runs:/{source}/model" if is_run_id else source
     if source.startswith("sweep:"):
         name = source[len("sweep:"):]
-        run_id = SweepRuns(tracking_uri, name).best_trial_run_id()
+        runs = SweepRuns(tracking_uri, name)
+        run_id = runs.best_trial_run_id()
         if run_id is None:
             raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
+        run = runs.client.get_run(run_id)
+        print(f"{source}: its best trial {run.data.tags.get('trial_id', '?')} ({run.info.run_name}), MLflow run {run_id}",
+              file=sys.stderr)
         uri = f"runs:/{run_id}/model"
     try:
-        with current_store(tracking_uri):  # models:/ URIs are read from the current registry
+        with current_store(tracking_uri, quiet=True):  # models:/ URIs are read from the current registry
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as e:
         raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
