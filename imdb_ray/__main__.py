@@ -223,6 +223,8 @@ def cmd_ui(args: argparse.Namespace, extra: list[str]) -> int:
     # features nothing here uses; they slow the start.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    if not args.verbose:  # the server's library deprecation notices are not the user's to act on
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning")
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                                "--port", str(args.port), "--workers", str(args.workers)], start_new_session=True)
     stopped_by: list[int] = []
@@ -335,9 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "--out results adds to the project's record, never replacing another sweep's files)")
     p_rep.add_argument("--tracking-uri", help=f"MLflow store (default {DEFAULT_URI})")
     p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
-    p_ui.add_argument("--tracking-uri")
+    p_ui.add_argument("--tracking-uri", help=f"the MLflow store to show (default $MLFLOW_TRACKING_URI, else {DEFAULT_URI})")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")
-    p_ui.add_argument("--port", type=int, default=5000)
+    p_ui.add_argument("--port", type=int, default=5000, help="the port to serve on (default 5000; a taken one is refused)")
+    p_ui.add_argument("-v", "--verbose", action="store_true", help="the server's own warnings too")
     p_ui.add_argument("--workers", type=positive_int("--workers"), default=1, help="server processes (default 1: one person's browser; "
                       "MLflow's own default of 4 costs seconds of start-up per process)")
     return parser

@@ -95,3 +95,17 @@ def test_model_parameter_ranges_are_checked_with_the_config():
                           ({"model": "bert", "peft": "loraa"}, "peft='loraa' must be one of none, lora")]:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             TrialConfig.from_flat(flat)
+
+
+def test_the_parser_and_help_import_no_torch_ray_or_mlflow():
+    """`python -m imdb_ray --help` (and building the parser) stays fast: the heavy libraries load only when a
+    command needs them. Checked in a fresh process, as a user starts it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom imdb_ray.__main__ import build_parser\nbuild_parser()\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    build_parser().parse_args(['--help'])\n"
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'optuna', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -191,6 +191,20 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
     record_row("Bad input", case, f"exit 2: `{shown}`", "nothing (no file created or changed, no run started)")
 
 
+def test_a_baseline_that_refuses_its_data_leaves_no_run(workspace, capsys):
+    """20 rows whose words each appear once: TF-IDF (min_df 2) keeps no term, which only its fit can tell. The
+    refusal is one line, and no run folder or MLflow run (not even a deleted one) is left: a baseline's run
+    starts when its one fit has succeeded."""
+    rows = "text,label\n" + "".join(f"word{i}a word{i}b,{i % 2}\n" for i in range(20))
+    for name in ("train.csv", "test.csv"):
+        (workspace / name).write_text(rows)
+    code = main(["train", "--model", "tfidf_lr", "--data", f"{workspace}/train.csv,{workspace}/test.csv", "--quiet",
+                 "--run-dir", str(workspace / "runs" / "new")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no terms remain" in err[0], err
+    assert not (workspace / "runs" / "new").exists() and not (workspace / "mlflow.db").exists()
+
+
 def test_the_matrix_is_big_enough():
     assert len(BAD_INPUTS) >= 20
 

@@ -256,3 +256,19 @@ def test_mlflow_child_runs_are_named_from_their_model_and_sampled_values():
     assert run_name({"model": "tfidf_lr"}, searched) == "tfidf_lr"
     assert run_name({"model": "gru", "lr": 0.001, "hidden": 64, "seed": 2, "confirms": "abc"}, searched) == \
         "confirm seed 2: gru lr=0.001 hidden=64"
+
+
+def test_dry_run_shows_each_domain_as_the_tune_call_that_makes_it():
+    from imdb_ray.sweep.space import candidates, describe
+
+    def fail(message):
+        raise UserError(message)
+
+    shown = {describe(d): candidates("x", d, fail) for d in (tune.qloguniform(1e-4, 1e-2, 1e-4), tune.quniform(0.1, 0.9, 0.1),
+                                                              tune.lograndint(1, 100), tune.qrandint(2, 20, 4), tune.randint(1, 5))}
+    assert shown == {"tune.qloguniform(0.0001, 0.01, 0.0001)": [0.0001, 0.01], "tune.quniform(0.1, 0.9, 0.1)": [0.1, 0.9],
+                     "tune.lograndint(1, 100)": [1, 99], "tune.qrandint(2, 20, 4)": [4, 20], "tune.randint(1, 5)": [1, 4]}
+    for domain, (low, high) in zip((tune.qrandint(2, 20, 4), tune.lograndint(1, 100), tune.quniform(0.1, 0.9, 0.1)),
+                                   ([4, 20], [1, 99], [0.1, 0.9])):  # the ends are what Ray's sampler produces
+        drawn = domain.sample(size=3000, random_state=0)
+        assert min(drawn) >= low - 1e-9 and max(drawn) <= high + 1e-9
