@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/search_efficiency.py --record --budget-s 3600   # record (resumable; ~3 h on 2 cores in all)
     .venv/bin/python benchmarks/search_efficiency.py                            # replay every method, write the report
 
-1. The table (benchmarks/search_record.py): 72 configs x 6 epochs of real training, per-epoch validation
+1. The table (benchmarks/search_record.py): 96 configs x 6 epochs of real training, per-epoch validation
    predictions on ~2,500 movie-grouped reviews, test accuracy on 5,000, wall seconds; 16 configs twice.
 2. Replays (benchmarks/search_replay.py): the real Tuner, searcher and scheduler classes a sweep builds,
    `--seeds` search seeds per method, one trial at a time (deterministic per seed).

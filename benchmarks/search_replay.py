@@ -104,6 +104,9 @@ def replay_many(curves: dict, space: dict, tasks: list[tuple[Method, int]]) -> l
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # a replayed epoch costs nothing: what is left is Tune's own bookkeeping per result and per trial
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1000000")  # no experiment-state snapshot between trials
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)

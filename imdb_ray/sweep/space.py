@@ -19,7 +19,6 @@ from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.models import get_model
 
 Branches = dict[str, dict[str, Any]]  # model -> {key: constant | Domain | grid_search dict}
 Fail = Callable[[str], None]
@@ -43,7 +42,7 @@ def branches(space: dict[str, Any], fail: Fail) -> Branches:
     """The space as {model: its keys}: shared keys that apply to the model, then its own. A key
     applies when it is one of the model's parameters or a config field its family uses (a baseline
     has no learning rate)."""
-    from imdb_ray.models import FAMILIES
+    from imdb_ray.models import FAMILIES, get_model  # (the registry imports torch: not for `sweep --help`)
 
     model = space.get("model", TrialConfig.model)
     shared = {k: v for k, v in space.items() if k != "model"}

@@ -3,12 +3,15 @@ so `--help`, `models` and validation say the same thing, and the parsing of what
 from __future__ import annotations
 
 import argparse
+import functools
 import typing
 from typing import Any
 
 from imdb_ray import contracts
 from imdb_ray.contracts import parse_value
 from imdb_ray.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"  # the MLflow store when neither --tracking-uri nor $MLFLOW_TRACKING_URI names one
 
 
 def parse_duration(text: str) -> float:
@@ -70,26 +73,26 @@ def add_train_args(p: argparse.ArgumentParser, default_uri: str) -> None:
     p.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
 
 
+class _ModelFlags(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(message)
+
+
 def model_flags(entry, extra: list[str]) -> dict[str, Any]:
-    """A model's parameters from the rest of the command line: --hidden 256 --bidirectional false."""
-    flat, i = {}, 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--"):
-            raise UserError(f"unexpected argument {flag!r}; model parameters are given as --name value")
-        name = flag[2:].replace("-", "_")
-        if "=" in name:
-            name, value = name.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(extra):
-                raise UserError(f"{flag} needs a value")
-            value, i = extra[i + 1], i + 2
-        if name not in entry.params:
-            raise UserError(f"unknown option {flag} (model '{entry.name}' parameters: {', '.join(entry.params)}; "
-                            "see `python -m imdb_ray models`)")
-        flat[name] = parse_value(value, entry.params[name])
-    return flat
+    """A model's parameters from the rest of the command line (--hidden 256 --bidirectional false), parsed by
+    argparse with flags made from the registry entry: each typed as its default is, checked later by the
+    config against its declared range."""
+    parser = _ModelFlags(prog=f"train --model {entry.name}", add_help=False, allow_abbrev=False)
+    for name, default in entry.params.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                            type=functools.partial(parse_value, like=default))
+    known, unknown = parser.parse_known_args(extra)
+    if unknown:
+        if not unknown[0].startswith("--"):
+            raise UserError(f"unexpected argument {unknown[0]!r}; model parameters are given as --name value")
+        raise UserError(f"unknown option {unknown[0].split('=')[0]} (model '{entry.name}' parameters: "
+                        f"{', '.join(entry.params)}; see `python -m imdb_ray models`)")
+    return vars(known)
 
 
 def sweep_settings_help() -> str:

@@ -1,0 +1,56 @@
+"""Command line: `python -m imdb_ray {train,models,sweep,predict,report,ui}`, one module per command.
+
+Every bad input ends in one line `error: ...` and exit code 2, before any work starts. Building the parser
+imports no torch, Ray or MLflow: each command imports what it needs when it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from imdb_ray.cli import models, predict, report, sweep, train, ui
+from imdb_ray.errors import UserError, one_line
+
+COMMANDS = (train, models, sweep, predict, report, ui)
+
+
+class _Parser(argparse.ArgumentParser):
+    help_tail = None  # a callable: more help, computed only when help is asked for (it may import what --help need not)
+
+    def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
+        print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def format_help(self) -> str:
+        return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m imdb_ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)  # a flag's own parser may raise UserError too
+        if args.command in ("predict", "sweep"):  # texts (overrides) after an option arrive as extras: they are texts too
+            rest = "texts" if args.command == "predict" else "overrides"
+            setattr(args, rest, getattr(args, rest) + [e for e in extra if not e.startswith("--")])
+            extra = [e for e in extra if e.startswith("--")]
+        if extra and args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args.run(args, extra)
+    except UserError as e:
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

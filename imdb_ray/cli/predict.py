@@ -1,0 +1,67 @@
+"""`predict`: texts, files or tables through a trained model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+from imdb_ray.cli.options import DEFAULT_URI, positive_int
+from imdb_ray.errors import UserError
+
+
+def add_parser(sub) -> None:
+    p_pred = sub.add_parser("predict", help="classify texts with a trained model")
+    p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, sweep:NAME (its best trial), "
+                        "or models:/imdb_ray-NAME@champion")
+    p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")
+    p_pred.add_argument("--file", help="one text per line (split on \\n only), or a .csv/.tsv/.jsonl/.parquet table (.gz too)")
+    p_pred.add_argument("--text-column", default="text", help="the table's text column (default text)")
+    p_pred.add_argument("--id-column", help="the table's id column (default: the row number)")
+    p_pred.add_argument("--label-column", help="the table's label column: print accuracy, macro-F1 and a 95%% interval")
+    p_pred.add_argument("--labels", help="a file with one label per input row (0/1, neg/pos): print accuracy etc.")
+    p_pred.add_argument("--out", help="write id, label, prob_negative, prob_positive to this .csv or .jsonl")
+    p_pred.add_argument("--with-text", action="store_true", help="--out: include each row's text")
+    p_pred.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="texts per forward pass (default 64)")
+    p_pred.add_argument("--tracking-uri", help=f"MLflow store for run ids and sweep:NAME (default {DEFAULT_URI})")
+    p_pred.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.bundle import Predictor
+    from imdb_ray.tracking.reads import resolve_model_source
+    from imdb_ray.predict import Chunk, Writer, label_lines, read_chunks, score
+
+    if args.labels and args.label_column:
+        raise UserError("give --labels FILE or --label-column, not both")
+    if args.file:  # check the inputs before loading a model
+        chunks = read_chunks(args.file, text_column=args.text_column, id_column=args.id_column,
+                             label_column=args.label_column)
+    elif args.texts and args.texts != ["-"]:
+        chunks = iter([Chunk([str(i + 1) for i in range(len(args.texts))], args.texts)])
+    else:
+        chunks = read_chunks(None)
+    labels = label_lines(args.labels) if args.labels else None
+    predictor = Predictor(resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri)))
+    out_is_new = args.out is not None and not Path(args.out).exists()
+    writer = Writer(args.out, with_text=args.with_text)
+    try:
+        try:
+            scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)
+        finally:
+            writer.close()
+        if labels is not None and next(labels, None) is not None:
+            raise UserError(f"--labels {args.labels} has more lines than the input has rows ({scored.rows})")
+        if scored.rows == 0:
+            raise UserError("no text to classify: give texts as arguments, --file FILE, or lines on stdin")
+    except UserError:  # a refused input leaves no output file behind (one it did not create is left as it was)
+        if out_is_new:
+            Path(args.out).unlink(missing_ok=True)
+        raise
+    if args.out:
+        print(f"{scored.rows} row(s) scored -> {args.out}", file=sys.stderr)
+    if scored.labels:
+        m = scored.metrics()
+        print(f"accuracy {m['accuracy']:.4f} (95% CI {m['ci_low']:.4f}-{m['ci_high']:.4f}), macro-F1 {m['f1']:.4f} "
+              f"on {len(scored.labels)} labelled row(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,96 @@
+"""`train`: one model, locally: a run folder (config, history, checkpoint, bundle) and an MLflow run."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from imdb_ray.cli.options import DEFAULT_URI, add_train_args, model_flags
+from imdb_ray.errors import UserError
+
+
+def add_parser(sub) -> None:
+    p_train = sub.add_parser("train", help="train one model locally; model parameters as --name value")
+    add_train_args(p_train, DEFAULT_URI)
+    p_train.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.models import get_model
+    from imdb_ray.train import load_trial_data, train
+
+    flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
+    flat.update(model_flags(get_model(flat.get("model", "gru")), extra))  # the rest: the model's own parameters
+    cfg = TrialConfig.from_flat(flat).with_absolute_paths()
+    if cfg.device == "cuda":  # a sweep's trials check this on their own machine; here this is that machine
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("device='cuda' but no CUDA GPU is visible here; use --device auto or cpu")
+
+    run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model}").resolve()
+    if args.resume:
+        if not (run_dir / "checkpoint").exists():
+            raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+    if not args.experiment.strip():  # MLflow would refuse it only after training
+        raise UserError("--experiment needs a name (the MLflow experiment the run goes to)")
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    tracking.check_reachable(uri)
+    dataset = load_trial_data(cfg)  # bad data fails here, before the run folder exists
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / "config.json")
+    opened: list = []
+
+    def mlflow_run():
+        """The run's MLflow run, started on first use: a baseline's at the end of its one fit (which may
+        still refuse the data: no term left), so a refused fit leaves no run; a neural model's at once."""
+        if not opened:
+            opened.append(tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]])))
+            print(f"MLflow run {opened[0].run_id} in {uri}")
+        return opened[0]
+
+    print(f"run folder: {run_dir}")
+    if cfg.family.neural:
+        mlflow_run()
+
+    def keep_checkpoint(metrics: dict, ckpt: str | None) -> None:
+        mlflow_run().epoch(metrics)
+        with open(run_dir / "history.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if ckpt is not None:  # replace the previous epoch's checkpoint atomically
+            tmp = run_dir / "checkpoint.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(ckpt, tmp)
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            os.replace(tmp, run_dir / "checkpoint")
+
+    try:
+        result = train(cfg, dataset=dataset, on_epoch=keep_checkpoint, evaluate_test=True, progress=not args.quiet,
+                       resume_from=run_dir / "checkpoint" if args.resume else None)
+    except UserError:  # refused before an epoch finished (e.g. no term left for TF-IDF): leave no empty run
+        if created and not (run_dir / "checkpoint").exists() and not (run_dir / "history.jsonl").exists():
+            shutil.rmtree(run_dir)
+            for run in opened:
+                run.discard()
+        raise
+    summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
+               "seconds": round(result.seconds, 1)}
+    (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, "history": result.history}, indent=2))
+    from imdb_ray.bundle import save_bundle
+
+    save_bundle(result.model, cfg, run_dir / "model", result.vocab)
+    logged = mlflow_run().finish(result.test, run_dir / "model")
+    print(f"model: {run_dir / 'model'}  (python -m imdb_ray predict {run_dir} \"a review\")"
+          + (f"; MLflow model {logged}" if logged else ""))
+    print(f"best epoch {result.best_epoch}: val_accuracy {result.val['val_accuracy']:.4f}  "
+          f"test_accuracy {result.test['test_accuracy']:.4f}  test_f1 {result.test['test_f1']:.4f}  "
+          f"({result.seconds:.0f}s)")
+    return 0
