@@ -58,7 +58,7 @@ BAD = [
      "mode='max' contradicts metric='val_loss'"),
     ("setting_range", "sweep = Sweep(name='x', space={'model': 'gru'}, reduction_factor=1)\n", "reduction_factor=1 must be an integer >= 2"),
     ("setting_choice", "sweep = Sweep(name='x', space={'model': 'gru'}, trainer='horovod')\n",
-     "trainer='horovod' must be one of ray_train, direct"),
+     "trainer='horovod' must be one of auto, ray_train, direct"),
 ]
 
 
@@ -77,15 +77,16 @@ def test_missing_sweep_file():
 
 
 def test_resources_the_cluster_can_never_satisfy():
-    sweep = Sweep(name="x", space={"model": "gru"}, gpus_per_worker=1)
+    sweep = Sweep(name="x", space={"model": "gru"}, gpus_per_worker=1, trainer="ray_train")
     with pytest.raises(UserError, match="one trial needs 1.01 CPU and 1 GPU; the cluster has 2 CPU and 0 GPU"):
         sweep.concurrency({"CPU": 2})
 
 
 def test_concurrency_leaves_room_for_train_workers():
     """2 CPUs, Train workers of 0.95 CPU: two trials fit, and never more than the CPUs allow."""
-    assert Sweep(name="x", space={"model": "gru"}, cpus_per_worker=0.95).concurrency({"CPU": 2}) == 2
-    assert Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1).concurrency({"CPU": 2}) == 1
+    assert Sweep(name="x", space={"model": "gru"}, cpus_per_worker=0.95, trainer="ray_train").concurrency({"CPU": 2}) == 2
+    assert Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1, trainer="ray_train").concurrency({"CPU": 2}) == 1
+    assert Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1).concurrency({"CPU": 2}) == 2  # auto: direct, no sliver
     assert Sweep(name="x", space={"model": "gru"}, workers_per_trial=2, cpus_per_worker=0.95).concurrency({"CPU": 2}) == 1
     assert Sweep(name="x", space={"model": "gru"}, trainer="direct", gpus_per_worker=0.25,
                  num_samples=16).concurrency({"CPU": 16, "GPU": 2}) == 8
@@ -335,3 +336,18 @@ def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
 def test_a_bad_override_is_one_line_before_anything_starts(argv, message, capsys):
     code, err, _ = cli(["sweep", str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", *argv], capsys)
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_the_cost_estimate_counts_ashas_expected_stops_and_the_confirmation_reruns():
+    from imdb_ray.sweep.cost import expected_epochs
+
+    asha = Sweep(name="x", space={"model": "gru"})
+    assert expected_epochs(asha, 4) == 2.0  # rungs 1, 2, 4: all run 1 epoch, half a 2nd, a quarter the 3rd and 4th
+    assert expected_epochs(dataclasses.replace(asha, grace_period=2), 4) == 3.0
+    assert expected_epochs(dataclasses.replace(asha, scheduler="fifo"), 4) == 4
+
+
+def test_the_default_trainer_is_direct_for_one_worker_and_ray_train_for_more():
+    assert Sweep(name="x", space={"model": "gru"}).validate().trainer == "direct"
+    assert Sweep(name="x", space={"model": "gru"}, workers_per_trial=2).validate().trainer == "ray_train"
+    assert Sweep(name="x", space={"model": "gru"}, trainer="ray_train").validate().trainer == "ray_train"  # asked for

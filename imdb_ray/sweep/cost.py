@@ -2,9 +2,10 @@
 sweep's own settings (batch size, max_len, model sizes), over a few real batches; then trial-epochs
 and device-hours for the whole sweep.
 
-The figure is an upper bound for the sweep as written: every trial running every epoch, the
-trials shared evenly between models, on a machine like this one. ASHA stops many trials sooner;
-a GPU trains many times faster than the CPU measured here.
+The trials are shared evenly between models; under ASHA each trial is counted with the epochs it runs when
+1/reduction_factor of the trials go on at each rung; the confirmation reruns run every epoch. Speeds are
+this machine's, measured after a warm-up epoch (the first batches pay for torch's one-time set-up); a GPU
+trains many times faster than the CPU measured here.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.sweep.space import candidates
 from imdb_ray.sweep.spec import Sweep
 
-MEASURE_BATCHES = 6  # training steps timed per neural model (the first one's warm-up is included)
+MEASURE_BATCHES = 6  # training steps per measured epoch (a first epoch of as many warms up and is not counted)
 BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
 FULL_TRAIN_ROWS = 25_000  # the official train split
 
@@ -25,7 +26,7 @@ FULL_TRAIN_ROWS = 25_000  # the official train split
 class ModelCost:
     model: str
     trials: float  # the model's share of the sweep's trials
-    epochs: int  # per trial, at most
+    epochs: float  # per trial, expected
     epoch_seconds: float | None  # one training epoch, measured; None when it could not be measured
     note: str = ""
 
@@ -41,11 +42,11 @@ def measure_samples_per_second(cfg: TrialConfig) -> float:
 
     rows = int(cfg.batch_size * MEASURE_BATCHES / (1 - cfg.val_fraction)) + 2 if cfg.family.neural else BASELINE_ROWS
     with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
-        small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=1, patience=0, cache_dir=cache,
-                                    embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
+        small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=2 if cfg.family.neural else 1, patience=0,
+                                    cache_dir=cache, embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
         result = train(small, progress=False)
     if cfg.family.neural:
-        return float(result.history[-1]["samples_per_second"])
+        return float(result.history[-1]["samples_per_second"])  # the second epoch: warm
     return rows * (1 - cfg.val_fraction) / result.seconds
 
 
@@ -64,16 +65,35 @@ def estimate(sweep: Sweep) -> list[ModelCost]:
             note = ""
         except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
             seconds, note = None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-        costs.append(ModelCost(model, per_model, 1 if not cfg.family.neural else epochs, seconds, note))
+        costs.append(ModelCost(model, per_model, 1 if not cfg.family.neural else expected_epochs(sweep, epochs), seconds, note))
+    if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed
+        for c in list(costs):
+            if c.epoch_seconds is not None and c.epochs > 1:
+                top = max(candidates("epochs", tree[c.model].get("epochs", TrialConfig.epochs), sweep.fail))
+                costs.append(ModelCost(f"{c.model} (confirm)", sweep.confirm_top * sweep.confirm_seeds / len(tree), top,
+                                       c.epoch_seconds))
     return costs
+
+
+def expected_epochs(sweep: Sweep, epochs: int) -> float:
+    """Epochs a trial runs on average: all of them under FIFO; under ASHA, the grace period, then at each rung
+    (grace x rf^k) 1/rf of the trials going on to the next."""
+    if sweep.scheduler != "asha":
+        return epochs
+    total, rung, share = min(sweep.grace_period, epochs), sweep.grace_period, 1.0
+    while rung < epochs:
+        share /= sweep.reduction_factor
+        following = min(rung * sweep.reduction_factor, epochs)
+        total, rung = total + share * (following - rung), following
+    return total
 
 
 def cost_lines(sweep: Sweep, costs: list[ModelCost], concurrency: int | None) -> list[str]:
     device, per_trial = sweep.devices_per_trial()
-    lines = ["  cost, measured on this machine (upper bound: every trial runs every epoch; ASHA stops many sooner):"]
+    lines = ["  cost, measured on this machine (each model's speed after a warm-up epoch; ASHA's expected stops):"]
     for c in costs:
         speed = f"{c.epoch_seconds:.1f}s/epoch" if c.epoch_seconds is not None else c.note
-        lines.append(f"    {c.model:15s} ~{c.trials:.1f} trial(s) x {c.epochs} epoch(s)  {speed}")
+        lines.append(f"    {c.model:24s} ~{c.trials:.1f} trial(s) x {c.epochs:.2g} epoch(s)  {speed}")
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)

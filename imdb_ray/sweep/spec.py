@@ -42,7 +42,8 @@ class Sweep:
     num_samples: Positive = 8  # trials to sample (grid: repeats of the grid)
     grace_period: Positive = 1  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: Annotated[int, Ge(2)] = 2  # ASHA: 1/reduction_factor of the trials go on at each rung
-    trainer: Literal["ray_train", "direct"] = "ray_train"  # ray_train: Ray Train workers; direct: the loop in the trial's process
+    # auto: direct for a one-worker trial (no Train controller, worker group or sync actors to start), ray_train for more
+    trainer: Literal["auto", "ray_train", "direct"] = "auto"  # ray_train: Ray Train workers; direct: the loop in the trial's process
     workers_per_trial: Positive = 1  # data-parallel workers per trial (more than 1 needs ray_train)
     cpus_per_worker: PositiveFloat = 1.0  # CPUs each worker holds
     gpus_per_worker: NonNegativeFloat = 0.0  # fractions share a GPU: 0.25 packs four small trials on one
@@ -87,9 +88,11 @@ class Sweep:
     def fail(self, message: str):
         raise UserError(f"{self.source or self.name}: {message}")
 
-    def __post_init__(self) -> None:  # mode left out: the metric's own direction (a wrong metric fails validation)
+    def __post_init__(self) -> None:  # what a setting left to its default means (a wrong value fails validation)
         if self.mode is None and isinstance(self.metric, str) and self.metric in METRICS:
             self.mode = METRICS[self.metric].mode
+        if self.trainer == "auto" and isinstance(self.workers_per_trial, int):
+            self.trainer = "direct" if self.workers_per_trial == 1 else "ray_train"
 
     @property
     def selection(self) -> Metric:
