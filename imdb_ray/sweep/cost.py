@@ -4,8 +4,9 @@ and device-hours for the whole sweep.
 
 The trials are shared evenly between models; under ASHA each trial is counted with the epochs it runs when
 1/reduction_factor of the trials go on at each rung; the confirmation reruns run every epoch. Speeds are
-this machine's, measured after a warm-up epoch (the first batches pay for torch's one-time set-up); a GPU
-trains many times faster than the CPU measured here.
+this machine's, with the torch threads a trial gets, an epoch's validation pass included, measured after a
+warm-up epoch (the first batches pay for torch's one-time set-up); a GPU trains many times faster than this CPU.
+Not counted: starting Ray and each trial's process, preparing the shared data, the test evaluation.
 """
 from __future__ import annotations
 
@@ -35,18 +36,29 @@ class ModelCost:
         return None if self.epoch_seconds is None else self.trials * self.epochs * self.epoch_seconds
 
 
-def measure_samples_per_second(cfg: TrialConfig) -> float:
-    """Train `cfg` for one short epoch on a few batches of real reviews (a baseline: one fit on a
-    slice, its data loading included); training samples per second."""
+def measure_samples_per_second(cfg: TrialConfig, threads: int) -> float:
+    """Train `cfg` for two short epochs on a few batches of real reviews, with the torch threads a trial gets (a
+    baseline: one fit on a slice, its data loading included); training rows per second of the second epoch,
+    its validation pass included (the first epoch pays torch's one-time set-up)."""
+    import time
+
+    import torch
+
     from imdb_ray.train import train
 
     rows = int(cfg.batch_size * MEASURE_BATCHES / (1 - cfg.val_fraction)) + 2 if cfg.family.neural else BASELINE_ROWS
-    with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
-        small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=2 if cfg.family.neural else 1, patience=0,
-                                    cache_dir=cache, embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
-        result = train(small, progress=False)
+    ends: list[float] = []
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
+            small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=2 if cfg.family.neural else 1, patience=0,
+                                        cache_dir=cache, embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
+            result = train(small, progress=False, on_epoch=lambda metrics, ckpt: ends.append(time.perf_counter()))
+    finally:
+        torch.set_num_threads(previous)
     if cfg.family.neural:
-        return float(result.history[-1]["samples_per_second"])  # the second epoch: warm
+        return rows * (1 - cfg.val_fraction) / (ends[1] - ends[0])
     return rows * (1 - cfg.val_fraction) / result.seconds
 
 
@@ -61,7 +73,7 @@ def estimate(sweep: Sweep) -> list[ModelCost]:
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
         rows = (cfg.n_train or FULL_TRAIN_ROWS) * (1 - cfg.val_fraction)
         try:
-            seconds = rows / measure_samples_per_second(cfg)
+            seconds = rows / measure_samples_per_second(cfg, round(sweep.cpus_per_worker))
             note = ""
         except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
             seconds, note = None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
@@ -90,7 +102,7 @@ def expected_epochs(sweep: Sweep, epochs: int) -> float:
 
 def cost_lines(sweep: Sweep, costs: list[ModelCost], concurrency: int | None) -> list[str]:
     device, per_trial = sweep.devices_per_trial()
-    lines = ["  cost, measured on this machine (each model's speed after a warm-up epoch; ASHA's expected stops):"]
+    lines = ["  cost, measured on this machine (each model's epoch with validation, warm; ASHA's expected stops; no start-up):"]
     for c in costs:
         speed = f"{c.epoch_seconds:.1f}s/epoch" if c.epoch_seconds is not None else c.note
         lines.append(f"    {c.model:24s} ~{c.trials:.1f} trial(s) x {c.epochs:.2g} epoch(s)  {speed}")
