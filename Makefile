@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: quickstart test install reliability clean-cache
+.PHONY: quickstart test install reliability docs clean-cache
 
 # torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
 # on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU. --no-deps on
@@ -37,6 +37,10 @@ test: $(VENV)/.installed-dev
 # make test, and when it passes with every reliability case: results/reliability.md from what the tests saw
 reliability: $(VENV)/.installed-dev
 	IMDB_RAY_RECORD_RELIABILITY=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
+
+# docs/settings.md from the declarations (a test fails when it is out of step)
+docs: $(VENV)/.installed
+	$(BIN)/python -c "from imdb_ray.cli.options import settings_markdown; open('docs/settings.md', 'w').write(settings_markdown())"
 
 clean-cache:
 	rm -rf .cache/imdb_ray

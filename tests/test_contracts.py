@@ -109,3 +109,14 @@ def test_the_parser_and_help_import_no_torch_ray_or_mlflow():
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'optuna', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_settings_page_is_written_from_the_declarations():
+    """docs/settings.md is what `make docs` writes now: a changed range, choice, default or comment shows there."""
+    from pathlib import Path
+
+    from imdb_ray.cli.options import settings_markdown
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+    assert page.read_text() == settings_markdown(), "docs/settings.md is out of step with the declarations: run `make docs`"
+    assert "| `val_fraction` | the share of the training rows held out for validation | a number in (0, 1) | `0.1` |" in page.read_text()

@@ -126,3 +126,27 @@ def models_listing(entries: list) -> list[str]:
                      "default " + ", ".join(f"{n}: {v!r}" for n, v in defaults.items()))
             lines.append(f"    --{k.replace('_', '-'):22s} {contracts.describe(hint) if hint is not None else ''}; {shown}")
     return lines
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every TrialConfig field, Sweep setting and model parameter with what it does, what it
+    takes and its default, written from the declarations (`make docs`; a test keeps the file in step)."""
+    from imdb_ray.config import TrialConfig, field_help, field_types
+    from imdb_ray.models import list_models
+    from imdb_ray.sweep.spec import Sweep
+
+    def row(name: str, doc: str, hint, default) -> str:
+        return f"| `{name}` | {doc.replace('|', '/')} | {contracts.describe(hint).replace('|', '/')} | `{default!r}` |"
+
+    lines = ["# Settings", "", "Written by `make docs` from the declarations that validate them (imdb_ray/contracts.py); "
+             "`train --help`, `sweep --help` and `models` say the same.", "",
+             "## A trial (`train --name value`, or a key of a sweep's space)", "", "| setting | what | takes | default |",
+             "|---|---|---|---|"]
+    lines += [row(n, field_help()[n], field_types()[n], f.default) for n, f in TrialConfig.fields().items()]
+    lines += ["", "## A sweep (`Sweep(...)` in a sweep file)", "", "| setting | what | takes | default |", "|---|---|---|---|"]
+    helps, hints = contracts.field_comments(Sweep), contracts.hints(Sweep)
+    lines += [row(n, helps.get(n, ""), hints[n], "required" if f.default is f.default_factory else f.default)
+              for n, f in Sweep.__dataclass_fields__.items() if n != "source"]
+    lines += ["", "## Models (`train --model NAME --param value`, or keys of a model's branch)", ""]
+    lines += ["    " + line for line in models_listing(list_models())]
+    return "\n".join(lines) + "\n"
