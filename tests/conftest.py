@@ -95,7 +95,7 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(session.config, "workerinput") or ROWS_ENV not in os.environ:
         return
     rows = recorded_rows()
-    if rows and os.environ.get("IMDB_RAY_RECORD_RELIABILITY") == "1":  # `make reliability`; `make test` leaves results/ alone
+    if rows and os.environ.get("IMDB_RAY_RECORD_RESULTS") == "1":  # `make record`; `make test` leaves results/ alone
         from test_reliability import write_record
 
         write_record(rows, passed=exitstatus == 0)

@@ -635,7 +635,7 @@ def write_record(rows: list[dict], passed: bool) -> bool:
     rows = sorted(rows, key=lambda r: (SECTIONS.index(r["section"]), matrix.index(r["case"]) if r["case"] in matrix else 0,
                                        r["order"], r["case"]))
     lines = ["# Reliability record", "",
-             "Written by the test suite (`make reliability`: `make test` that records) when it passes with every case of tests/test_reliability.py,",
+             "Written by the test suite (`make record`: `make test` that records) when it passes with every case of tests/test_reliability.py,",
              f"test_fuzz.py and test_ui.py; last written {time.strftime('%Y-%m-%d')}. Each row is one test's observed",
              "outcome, not a claim.", ""]
     for section in SECTIONS:

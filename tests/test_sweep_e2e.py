@@ -267,12 +267,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
     """`python -m imdb_ray ui` in a real headless browser: the parent sweep run, its nested trials,
     MLflow's compare view of the trials with their metrics, and the registered model with its
-    `champion` alias. Screenshots go to results/."""
+    `champion` alias. Screenshots go to results/ under `make record`, else beside the test's store."""
     import json
+    import os
 
     from playwright.sync_api import sync_playwright
 
     tmp_path, _ = smoke_store
+    shots = ROOT / "results" if os.environ.get("IMDB_RAY_RECORD_RESULTS") == "1" else tmp_path
     client, parents, children = child_runs(tmp_path, "smoke")
     port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "imdb_ray", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
@@ -302,7 +304,7 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
             names = [c.info.run_name for c in children]
             for name in names:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=30000)
-            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_sweep.png"))
+            page.screenshot(path=str(shots / "mlflow_ui_sweep.png"))
 
             ids = json.dumps([c.info.run_id for c in children])
             page.goto(f'{base}/#/compare-runs?runs={ids}&experiments=["{exp_id}"]')
@@ -314,7 +316,7 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
             assert all(name in body for name in names)
             missing = [m for m in ("val_accuracy", "best_val_accuracy", "train_loss", "device_seconds") if m not in body]
             assert not missing, (missing, body[-3000:])
-            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_compare.png"))
+            page.screenshot(path=str(shots / "mlflow_ui_compare.png"))
 
             page.set_viewport_size({"width": 1500, "height": 900})
             page.goto(f"{base}/#/models/imdb_ray-smoke")  # the Model Registry: the sweep's champion
@@ -322,7 +324,7 @@ def test_mlflow_ui_shows_the_sweep_in_chromium(smoke_store):
             page.wait_for_timeout(1000)
             body = page.inner_text("body")
             assert "imdb_ray-smoke" in body and "Version 1" in body, body[-3000:]
-            page.screenshot(path=str(ROOT / "results" / "mlflow_ui_registry.png"))
+            page.screenshot(path=str(shots / "mlflow_ui_registry.png"))
             browser.close()
     finally:
         import os
