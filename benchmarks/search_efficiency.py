@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/search_efficiency.py --record --budget-s 3600   # record (resumable; ~3 h on 2 cores in all)
     .venv/bin/python benchmarks/search_efficiency.py                            # replay every method, write the report
 
-1. The table (benchmarks/search_record.py): 96 configs x 6 epochs of real training, per-epoch validation
+1. The table (benchmarks/search_record.py): 72 configs x 6 epochs of real training, per-epoch validation
    predictions on ~2,500 movie-grouped reviews, test accuracy on 5,000, wall seconds; 16 configs twice.
 2. Replays (benchmarks/search_replay.py): the real Tuner, searcher and scheduler classes a sweep builds,
    `--seeds` search seeds per method, one trial at a time (deterministic per seed).
@@ -16,11 +16,15 @@ Writes results/search_efficiency.md and results/search_efficiency.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
+import hashlib
+import json
 import multiprocessing
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +38,17 @@ from search_replay import replay  # noqa: E402, F401  (the tests replay through 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT, FIGURE = ROOT / "results" / "search_efficiency.md", ROOT / "results" / "search_efficiency.png"
 FRACTIONS = [1 / 16, 1 / 8, 1 / 4, 1 / 3, 1 / 2, 1.0]
+# the baselines, then one lever at a time from optuna + asha (g1 r2), the engine's defaults before this benchmark
 METHODS = [Method("random + fifo", "random", "fifo"), Method("random + asha", "random", "asha"),
            Method("optuna + fifo", "optuna", "fifo"), Method("optuna + asha (g1 r2)", "optuna", "asha"),
            Method("optuna + asha (g2 r2)", "optuna", "asha", grace_period=2),
-           Method("optuna + asha (g1 r3)", "optuna", "asha", reduction_factor=3)]
+           Method("optuna + asha (g1 r3)", "optuna", "asha", reduction_factor=3),
+           Method("optuna + asha per model (g1 r2)", "optuna", "asha", settings={"rungs_per_model": True}),
+           Method("optuna + asha 3 brackets (g1 r2)", "optuna", "asha", settings={"brackets": 3}),
+           Method("optuna 5 start-up + asha (g1 r2)", "optuna", "asha", settings={"startup_trials": 5})]
+# every replay's arrivals, by method, seed and table: a report after a new lever replays only that lever
+CACHE = ROOT / ".cache" / "search_replays.jsonl.gz"
+REPLAYS_PER_RAY = 25  # replays per local Ray start (one costs seconds)
 
 
 def grid(rows: list[dict]) -> dict:
@@ -64,14 +75,31 @@ def score(g: dict, arrivals: list[dict], unit: str) -> list[dict]:
     return out
 
 
+def replay_key(method: Method, seed: int, table: str) -> str:
+    return json.dumps([dataclasses.asdict(method) | {"name": None}, seed, table], sort_keys=True)
+
+
 def run_replays(g: dict, rows: list[dict], methods: list[Method], seeds: int, processes: int) -> dict:
+    """(method name, seed) -> arrivals, replaying only what CACHE lacks for this table."""
     space = sweep_space([r for r in rows if r["seed"] == 0 and "epochs" in r])
     curves = {k: r["epochs"] for k, r in g["curves"].items()}
     light = {k: [{"val_accuracy": e["val_accuracy"], "seconds": e["seconds"]} for e in v] for k, v in curves.items()}
-    tasks = [(m, s) for m in methods for s in range(seeds)]
+    table = hashlib.sha256(json.dumps(light, sort_keys=True).encode()).hexdigest()[:16]
+    cached = {}
+    if CACHE.exists():
+        with gzip.open(CACHE, "rt") as f:
+            cached = dict(json.loads(line) for line in f)
+    tasks = [(m, s) for m in methods for s in range(seeds) if replay_key(m, s, table) not in cached]
+    print(f"[replay] {len(methods) * seeds - len(tasks)} replays cached, {len(tasks)} to run", flush=True)
+    by_name, chunks = {m.name: m for m in methods}, [tasks[i:i + REPLAYS_PER_RAY] for i in range(0, len(tasks), REPLAYS_PER_RAY)]
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = pool.map(replay_many, [light] * processes, [space] * processes, [tasks[i::processes] for i in range(processes)])
-        return {(name, seed): arrivals for part in parts for name, seed, arrivals in part}
+        for part in as_completed([pool.submit(replay_many, light, space, chunk) for chunk in chunks]):
+            fresh = {replay_key(by_name[name], seed, table): arrivals for name, seed, arrivals in part.result()}
+            with gzip.open(CACHE, "at") as f:  # kept as each chunk ends: a cut report loses one chunk at most
+                f.write("".join(json.dumps([k, v]) + "\n" for k, v in fresh.items()))
+            cached.update(fresh)
+    return {(m.name, s): cached[replay_key(m, s, table)] for m in methods for s in range(seeds)}
 
 
 def rung_correlations(g: dict) -> list[float]:

@@ -64,41 +64,16 @@ def test_suite_cpu_sums_each_process_by_its_role():
     assert busy.returncode == 0 and count >= 1 and 0.8 <= seconds
 
 
-def small_table(path) -> list[dict]:
-    """A synthetic 3-epoch curve table in the recorder's format: 2 models x 3 learning rates."""
-    import base64
-    import gzip
-    import json
-
-    import numpy as np
-
-    rng, rows = np.random.default_rng(0), []
-    labels = rng.integers(0, 2, 40)
-    for model, width in (("gru", "hidden"), ("cnn", "num_filters")):
-        for lr in (1e-3, 3e-3, 1e-2):
-            epochs = []
-            for epoch in (1, 2, 3):
-                probs = np.clip(labels * 0.6 + rng.normal(0.2, 0.25, 40), 0, 1)
-                right = (probs >= 0.5) == labels
-                epochs.append({"epoch": epoch, "val_accuracy": float(right.mean()), "seconds": float(rng.uniform(1, 3)),
-                               "test_accuracy": float(rng.uniform(0.7, 0.9)),
-                               "val_probs": base64.b64encode(np.round(probs * 255).astype(np.uint8).tobytes()).decode(),
-                               "test_right": base64.b64encode(np.packbits(right).tobytes()).decode()})
-            rows.append({"config": {"model": model, "lr": lr, width: 16}, "seed": 0, "epochs": epochs, "n_val": 40, "n_test": 40,
-                         "val_labels": "".join(map(str, labels.tolist()))})
-    with gzip.open(path, "wt") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
 def test_a_replay_through_the_real_tuner_is_deterministic_for_its_seed(tmp_path, ray_address):
-    """benchmarks/search_efficiency.py: the real Tuner, searcher and scheduler over a recorded table give the same
-    incumbents twice for one seed, and every budget's incumbent is a config the table holds."""
+    """benchmarks/search_efficiency.py: the real Tuner, searcher and scheduler over a small part of the committed
+    curve table (8 configs, 2 families, their first 400 reviews) give the same incumbents twice for one seed, and
+    every budget's incumbent is a config the table holds."""
     import ray
 
-    efficiency = load("search_efficiency")
-    small_table(tmp_path / "t.jsonl.gz")
-    rows = efficiency.load_table(tmp_path / "t.jsonl.gz")
+    efficiency, record = load("search_efficiency"), load("search_record")
+    keep = {"model": ("cnn", "gru"), "lr": (3e-4, 1e-3), "dropout": (0.2,), "freeze_embeddings": (False,)}
+    rows = record.excerpt(record.load_table(), keep, reviews=400)
+    assert len(rows) == 8 and {len(r["epochs"]) for r in rows} == {record.DATA["epochs"]}
     g = efficiency.grid(rows)
     space = efficiency.sweep_space(rows)
     light = {k: [{"val_accuracy": e["val_accuracy"], "seconds": e["seconds"]} for e in r["epochs"]] for k, r in g["curves"].items()}

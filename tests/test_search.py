@@ -272,3 +272,25 @@ def test_dry_run_shows_each_domain_as_the_tune_call_that_makes_it():
                                    ([4, 20], [1, 99], [0.1, 0.9])):  # the ends are what Ray's sampler produces
         drawn = domain.sample(size=3000, random_state=0)
         assert min(drawn) >= low - 1e-9 and max(drawn) <= high + 1e-9
+
+
+@pytest.mark.parametrize("per_model", [False, True])
+def test_asha_per_model_ranks_a_trial_only_against_its_own_model(per_model):
+    """Two CNNs at 0.9 after epoch 1, then a GRU at 0.6: plain ASHA stops the GRU (below the rung's top half);
+    with rungs_per_model it is the first GRU at its rung and goes on."""
+    from types import SimpleNamespace
+
+    from imdb_ray.sweep.runner import build_scheduler
+    from imdb_ray.sweep.schedulers import PerModelASHA
+
+    sweep = Sweep(name="c", space={"model": {"cnn": {}, "gru": {}}, "epochs": 4}, rungs_per_model=per_model).validate()
+    scheduler = build_scheduler(sweep)
+    assert isinstance(scheduler, PerModelASHA) == per_model
+    scheduler.set_search_properties("best_val_accuracy", "max")
+    decisions = []
+    for i, (model, score) in enumerate([("cnn", 0.9), ("cnn", 0.9), ("gru", 0.6)]):
+        trial = SimpleNamespace(trial_id=f"t{i}", config={"model": model})
+        scheduler.on_trial_add(None, trial)
+        decisions.append(scheduler.on_trial_result(None, trial, {"epoch": 1, "best_val_accuracy": score}))
+    assert decisions[:2] == ["CONTINUE", "CONTINUE"]
+    assert decisions[2] == ("CONTINUE" if per_model else "STOP")

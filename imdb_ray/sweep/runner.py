@@ -87,7 +87,8 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
     if sweep.search == "grid":
         return GridSearch(grid_configs(tree, sweep.num_samples, sweep.seed), metric=metric, mode=sweep.mode)
     if sweep.search == "optuna":  # multivariate TPE over each model's own parameters; constant_liar for parallel trials
-        sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True, constant_liar=concurrency > 1)
+        sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True, constant_liar=concurrency > 1,
+                                             n_startup_trials=sweep.startup_trials)
     else:
         sampler = optuna.samplers.RandomSampler(seed=sweep.seed)
     storage = optuna_storage(study[0]) if study else None
@@ -96,15 +97,22 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
 
 
 def build_scheduler(sweep: Sweep):
-    """ASHA on epochs (it stops a trial only at rungs, on the running best), or FIFO (every trial runs out)."""
+    """ASHA on epochs (it stops a trial only at rungs, on the running best), one set of rungs for all trials or
+    one per model; or FIFO (every trial runs out)."""
+    import numpy as np
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from imdb_ray.sweep.schedulers import PerModelASHA
 
     if sweep.scheduler == "fifo":
         return FIFOScheduler()
+    if sweep.brackets > 1:  # ASHA assigns a trial its bracket with numpy's global generator
+        np.random.seed(sweep.seed)
     # time_attr is the loop's own epoch, not Tune's training_iteration: a ray_train trial resumed after
     # its driver died starts Tune's count again at 1 while its Train checkpoint goes on from its epoch.
-    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
-                         reduction_factor=sweep.reduction_factor)
+    asha = dict(time_attr="epoch", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
+                reduction_factor=sweep.reduction_factor, brackets=sweep.brackets)
+    return PerModelASHA(**asha) if sweep.rungs_per_model else ASHAScheduler(**asha)
 
 
 def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,

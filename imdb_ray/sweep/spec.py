@@ -42,6 +42,9 @@ class Sweep:
     num_samples: Positive = 8  # trials to sample (grid: repeats of the grid)
     grace_period: Positive = 1  # ASHA: epochs every trial gets before it can be stopped
     reduction_factor: Annotated[int, Ge(2)] = 2  # ASHA: 1/reduction_factor of the trials go on at each rung
+    rungs_per_model: bool = False  # ASHA: rank a trial at a rung only against trials of its own model
+    brackets: Positive = 1  # ASHA: Hyperband-style brackets, each starting its rungs later; 1 is plain ASHA
+    startup_trials: NonNegative = 10  # optuna: trials sampled at random before TPE models the results
     # auto: direct for a one-worker trial (no Train controller, worker group or sync actors to start), ray_train for more
     trainer: Literal["auto", "ray_train", "direct"] = "auto"  # ray_train: Ray Train workers; direct: the loop in the trial's process
     workers_per_trial: Positive = 1  # data-parallel workers per trial (more than 1 needs ray_train)
