@@ -39,9 +39,10 @@ test: $(VENV)/.installed-dev
 record: $(VENV)/.installed-dev
 	IMDB_RAY_RECORD_RESULTS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
-# docs/settings.md from the declarations (a test fails when it is out of step)
+# docs/settings.md and the models catalog from the declarations (a test fails when either is out of step)
 docs: $(VENV)/.installed
 	$(BIN)/python -c "from imdb_ray.cli.options import settings_markdown; open('docs/settings.md', 'w').write(settings_markdown())"
+	$(BIN)/python -c "from imdb_ray.cli.options import MODELS_CATALOG, models_catalog; MODELS_CATALOG.write_text(models_catalog())"
 
 clean-cache:
 	rm -rf .cache/imdb_ray

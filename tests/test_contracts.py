@@ -120,3 +120,17 @@ def test_the_settings_page_is_written_from_the_declarations():
     page = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
     assert page.read_text() == settings_markdown(), "docs/settings.md is out of step with the declarations: run `make docs`"
     assert "| `val_fraction` | the share of the training rows held out for validation | a number in (0, 1) | `0.1` |" in page.read_text()
+
+
+def test_models_prints_the_registry_without_importing_torch():
+    """`models` reads imdb_ray/models/catalog.txt (torch-free, fast); it must say what the registry says now."""
+    import subprocess
+    import sys
+
+    from imdb_ray.cli.options import MODELS_CATALOG, models_catalog
+
+    assert MODELS_CATALOG.read_text() == models_catalog(), "imdb_ray/models/catalog.txt is out of step with the registry: run `make docs`"
+    code = ("import sys\nfrom imdb_ray.cli import main\ntry:\n    main(['models'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'transformers') if m in sys.modules), file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout == models_catalog() and out.stderr.strip().endswith("[]"), out.stderr

@@ -1,9 +1,13 @@
-"""`models`: the registered models, grouped by what builds them, each parameter with its range and default."""
+"""`models`: the registered models, grouped by what builds them, each parameter with its range and default.
+
+Printed from imdb_ray/models/catalog.txt, which `make docs` writes from the registry (a test holds the two in
+step), so listing the models does not import torch and every model module (about a second here).
+"""
 from __future__ import annotations
 
 import argparse
 
-from imdb_ray.cli.options import models_listing
+from imdb_ray.cli.options import MODELS_CATALOG
 
 
 def add_parser(sub) -> None:
@@ -11,7 +15,5 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from imdb_ray.models import list_models
-
-    print("\n".join(models_listing(list_models())))
+    print(MODELS_CATALOG.read_text(), end="")
     return 0

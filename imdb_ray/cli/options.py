@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import typing
+from pathlib import Path
 from typing import Any
 
 from imdb_ray import contracts
@@ -107,6 +108,16 @@ def sweep_settings_help() -> str:
         default = "required" if f.default is f.default_factory else f"default {f.default!r}"
         lines.append(f"  {name}: {helps.get(name) or ''}{'; ' if helps.get(name) else ''}{contracts.describe(hints[name])}; {default}")
     return "\n".join(lines)
+
+
+MODELS_CATALOG = Path(__file__).resolve().parent.parent / "models" / "catalog.txt"  # `make docs` writes it
+
+
+def models_catalog() -> str:
+    """What `models` prints and imdb_ray/models/catalog.txt holds: the registry's listing."""
+    from imdb_ray.models import list_models
+
+    return "\n".join(models_listing(list_models())) + "\n"
 
 
 def models_listing(entries: list) -> list[str]:
