@@ -342,9 +342,12 @@ def test_the_cost_estimate_counts_ashas_expected_stops_and_the_confirmation_reru
     from imdb_ray.sweep.cost import expected_epochs
 
     asha = Sweep(name="x", space={"model": "gru"})
-    assert expected_epochs(asha, 4) == 2.0  # rungs 1, 2, 4: all run 1 epoch, half a 2nd, a quarter the 3rd and 4th
-    assert expected_epochs(dataclasses.replace(asha, grace_period=2), 4) == 3.0
-    assert expected_epochs(dataclasses.replace(asha, scheduler="fifo"), 4) == 4
+    assert expected_epochs(asha, 4, trials=1) == 4  # alone at every rung: never stopped
+    # many trials: rungs 1 and 2 each keep half, so 1 + 1/2 + 2/4 = 2 epochs; a little more (the first ones go on)
+    assert 2.0 < expected_epochs(asha, 4, trials=400) < 2.1
+    assert 2.0 < expected_epochs(asha, 4, trials=8) < expected_epochs(asha, 4, trials=3) < 4
+    assert 3.0 < expected_epochs(dataclasses.replace(asha, grace_period=2), 4, trials=400) < 3.1
+    assert expected_epochs(dataclasses.replace(asha, scheduler="fifo"), 4, trials=8) == 4
 
 
 def test_the_default_trainer_is_direct_for_one_worker_and_ray_train_for_more():

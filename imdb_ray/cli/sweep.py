@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                 concurrency = sweep.concurrency(cluster)
             except UserError:
                 concurrency = None
-            print("\n".join(cost_lines(sweep, estimate(sweep), concurrency)))
+            print("\n".join(cost_lines(sweep, *estimate(sweep), concurrency)))
         return 0
     from imdb_ray.sweep.runner import run_sweep
 

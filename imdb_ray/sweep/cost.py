@@ -2,11 +2,13 @@
 sweep's own settings (batch size, max_len, model sizes), over a few real batches; then trial-epochs
 and device-hours for the whole sweep.
 
-The trials are shared evenly between models; under ASHA each trial is counted with the epochs it runs when
-1/reduction_factor of the trials go on at each rung; the confirmation reruns run every epoch. Speeds are
-this machine's, with the torch threads a trial gets, an epoch's validation pass included, measured after a
-warm-up epoch (the first batches pay for torch's one-time set-up); a GPU trains many times faster than this CPU.
-Not counted: starting Ray and each trial's process, preparing the shared data, the test evaluation.
+The trials are shared evenly between models; under ASHA each trial is counted with the epochs ASHA's own rule
+gives that many trials arriving one after another (early trials meet empty rungs and go on); the confirmation
+reruns run every epoch. Speeds are this machine's, with the torch threads a trial gets, an epoch's validation
+pass included, measured after a warm-up epoch (the first batches pay for torch's one-time set-up), at both ends
+of every searched value (a width of 64 and of 128 cost differently) and averaged; a GPU trains many times faster
+than this CPU. Added once: the shared data preparation (measured on a slice, scaled to the sweep's rows) and the
+sweep's fixed cost (Ray start, MLflow, trial starts, test evaluation: SWEEP_FIXED_S).
 """
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ from imdb_ray.sweep.spec import Sweep
 
 MEASURE_BATCHES = 6  # training steps per measured epoch (a first epoch of as many warms up and is not counted)
 BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
+PREP_ROWS = 1_000  # the shared data preparation (split, tokens, word vectors) is timed on this many, then scaled
 FULL_TRAIN_ROWS = 25_000  # the official train split
+# A one-trial sweep command over a plain train() of the same trial on this 2-core machine: Ray start, MLflow
+# parent and child runs, the trial's start, test evaluation and registration (results/sweep_overhead.md, +44.7 s).
+SWEEP_FIXED_S = 45.0
+ASHA_SIMULATIONS = 200  # seeded orders of trials of random quality, for ASHA's expected epochs
 
 
 @dataclass
@@ -62,55 +69,95 @@ def measure_samples_per_second(cfg: TrialConfig, threads: int) -> float:
     return rows * (1 - cfg.val_fraction) / result.seconds
 
 
-def estimate(sweep: Sweep) -> list[ModelCost]:
-    """Each model's measured epoch time and its share of the sweep's trial-epochs."""
+def measure_preparation_seconds(cfg: TrialConfig) -> float:
+    """The shared data preparation a sweep pays once (split, tokenising, word vectors), timed on PREP_ROWS
+    training rows in a fresh cache and scaled to cfg's rows."""
+    import time
+
+    from imdb_ray.train import load_trial_data, make_loaders
+
+    rows = cfg.n_train or FULL_TRAIN_ROWS
+    with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
+        small = dataclasses.replace(cfg, n_train=min(rows, PREP_ROWS), n_test=8, cache_dir=cache)
+        start = time.perf_counter()
+        make_loaders(small, load_trial_data(small))
+        return (time.perf_counter() - start) * rows / min(rows, PREP_ROWS)
+
+
+def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, str]:
+    """One training epoch (validation included), averaged over `configs`; or None and why it failed."""
+    try:
+        return sum((c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / measure_samples_per_second(c, threads)
+                   for c in configs) / len(configs), ""
+    except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
+        return None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+
+
+def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
+    """Each model's measured epoch time and its share of the sweep's trial-epochs; the shared preparation's
+    seconds (measured for the first model: the models of a sweep usually share one)."""
     tree = sweep.branches()
     per_model = sweep.trial_count() / len(tree)
-    costs = []
+    costs, prepare = [], None
     for model, branch in tree.items():
-        base = {k: candidates(k, v, sweep.fail)[0] for k, v in branch.items()}
-        cfg = TrialConfig.from_flat({**base, "model": model})
+        ends = [{k: candidates(k, v, sweep.fail)[i] for k, v in branch.items()} for i in (0, -1)]
+        configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
+        configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
-        rows = (cfg.n_train or FULL_TRAIN_ROWS) * (1 - cfg.val_fraction)
-        try:
-            seconds = rows / measure_samples_per_second(cfg, round(sweep.cpus_per_worker))
-            note = ""
-        except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
-            seconds, note = None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-        costs.append(ModelCost(model, per_model, 1 if not cfg.family.neural else expected_epochs(sweep, epochs), seconds, note))
+        seconds, note = epoch_seconds(configs, round(sweep.cpus_per_worker))
+        prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
+        trials = sweep.trial_count() / (len(tree) if sweep.rungs_per_model else 1)
+        ran = 1 if not configs[0].family.neural else expected_epochs(sweep, epochs, trials)
+        costs.append(ModelCost(model, per_model, ran, seconds, note))
     if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed
         for c in list(costs):
             if c.epoch_seconds is not None and c.epochs > 1:
                 top = max(candidates("epochs", tree[c.model].get("epochs", TrialConfig.epochs), sweep.fail))
                 costs.append(ModelCost(f"{c.model} (confirm)", sweep.confirm_top * sweep.confirm_seeds / len(tree), top,
                                        c.epoch_seconds))
-    return costs
+    return costs, prepare or 0.0
 
 
-def expected_epochs(sweep: Sweep, epochs: int) -> float:
-    """Epochs a trial runs on average: all of them under FIFO; under ASHA, the grace period, then at each rung
-    (grace x rf^k) 1/rf of the trials going on to the next."""
+def expected_epochs(sweep: Sweep, epochs: int, trials: float) -> float:
+    """Epochs a trial runs on average: all of them under FIFO; under ASHA, what its rule gives `trials` trials
+    of random quality arriving one after another: at each rung (grace x rf^k below the last epoch) a trial goes
+    on unless it is below the (1 - 1/rf) quantile of the trials recorded there so far, itself included."""
+    import numpy as np
+
     if sweep.scheduler != "asha":
         return epochs
-    total, rung, share = min(sweep.grace_period, epochs), sweep.grace_period, 1.0
+    rungs, rung = [], sweep.grace_period
     while rung < epochs:
-        share /= sweep.reduction_factor
-        following = min(rung * sweep.reduction_factor, epochs)
-        total, rung = total + share * (following - rung), following
-    return total
+        rungs.append(rung)
+        rung *= sweep.reduction_factor
+    rng, n, total = np.random.default_rng(0), max(1, round(trials)), 0
+    for _ in range(ASHA_SIMULATIONS):
+        recorded: dict[int, list[float]] = {r: [] for r in rungs}
+        for quality in rng.random(n):
+            ran = epochs
+            for r in rungs:
+                recorded[r].append(quality)
+                if quality < np.percentile(recorded[r], (1 - 1 / sweep.reduction_factor) * 100):
+                    ran = r
+                    break
+            total += ran
+    return total / (ASHA_SIMULATIONS * n)
 
 
-def cost_lines(sweep: Sweep, costs: list[ModelCost], concurrency: int | None) -> list[str]:
+def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, concurrency: int | None) -> list[str]:
     device, per_trial = sweep.devices_per_trial()
-    lines = ["  cost, measured on this machine (each model's epoch with validation, warm; ASHA's expected stops; no start-up):"]
+    lines = ["  cost, measured on this machine (each model's epoch with validation, warm; ASHA's expected stops):"]
     for c in costs:
         speed = f"{c.epoch_seconds:.1f}s/epoch" if c.epoch_seconds is not None else c.note
         lines.append(f"    {c.model:24s} ~{c.trials:.1f} trial(s) x {c.epochs:.2g} epoch(s)  {speed}")
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)
+    fixed = prepare_seconds + SWEEP_FIXED_S
+    lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
+                 f"Ray start, MLflow, trial starts and test evaluation ~{SWEEP_FIXED_S:.0f}s (results/sweep_overhead.md)")
     line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
-            + (f", ~{_hours(total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
+            + (f", ~{_hours(fixed + total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
     lines.append(line)
@@ -118,4 +165,4 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], concurrency: int | None) ->
 
 
 def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h" if seconds >= 3600 else f"{seconds / 60:.1f}m"
