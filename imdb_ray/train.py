@@ -96,8 +96,8 @@ def make_loaders(cfg: TrialConfig, dataset: Dataset, bucket: bool = True) -> tup
     for name, tensors in prepared.splits.items():
         ds = TensorDataset(*(tensors[f] for f in (*family.input_fields, "labels")))
         if name == "train" and bucket and cfg.bucket_by_length and "lengths" in tensors:
-            loaders[name] = DataLoader(ds, batch_sampler=LengthBuckets(tensors["lengths"], cfg.batch_size),
-                                       collate_fn=family.collate)
+            sampler = LengthBuckets(tensors["lengths"], cfg.batch_size, max_tokens=cfg.batch_tokens)
+            loaders[name] = DataLoader(ds, batch_sampler=sampler, collate_fn=family.collate)
             continue
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,

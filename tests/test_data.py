@@ -206,3 +206,18 @@ def test_length_buckets_cover_every_row_once_with_less_padding():
     padded = sum(len(b) * int(lengths[b].max()) for b in epoch)
     shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(1)).split(32)
     assert padded < 0.7 * sum(len(b) * int(lengths[b].max()) for b in shuffled)  # what the collate computes
+
+
+def test_token_budget_batches_fit_their_budget_and_cover_every_row_once():
+    import torch
+
+    from imdb_ray.data import LengthBuckets
+
+    lengths = torch.randint(5, 513, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = LengthBuckets(lengths, batch_size=16, chunk=10, max_tokens=4096)
+    sampler.set_epoch(3)
+    expected = len(sampler)  # counted before the epoch, from the same seed
+    epoch = list(sampler)
+    assert len(epoch) == expected and sorted(i for b in epoch for i in b) == list(range(1000))
+    assert all(len(b) * int(lengths[b].max()) <= 4096 for b in epoch)
+    assert max(len(b) for b in epoch) > 16 > min(len(b) for b in epoch)  # short rows share a step, long ones split

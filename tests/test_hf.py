@@ -58,6 +58,28 @@ def test_features_are_the_classifier_input(tiny_checkpoints, small_imdb, tmp_pat
     torch.testing.assert_close(model.model.classifier(features), logits)
 
 
+def test_length_bucketed_batches_give_each_review_the_logits_it_gets_padded(tiny_checkpoints, small_imdb, tmp_path):
+    """The encoder path's train batches are length-bucketed (token-budget here) and cut to their longest row:
+    each review's logits match those of the same review padded to max_len."""
+    from imdb_ray.data import LengthBuckets
+
+    cfg = dataclasses.replace(hf_cfg(tmp_path, tiny_checkpoints["bert"]), max_len=128, batch_tokens=512)  # the tiny config has 128 positions
+    loaders, build_args, _ = make_loaders(cfg, small_imdb)
+    sampler = loaders["train"].batch_sampler
+    assert isinstance(sampler, LengthBuckets) and sampler.max_tokens == 512
+    model = build_model(cfg, build_args).eval()
+    ids, mask, _ = loaders["train"].dataset.tensors
+    sampler.set_epoch(0)
+    batches = list(sampler)
+    sampler.set_epoch(0)  # the loader draws the same batches
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask)[0]
+        for rows, (inputs, _) in zip(batches, loaders["train"]):
+            assert inputs["input_ids"].shape[1] == int(mask[rows].sum(1).max())
+            assert len(rows) * inputs["input_ids"].shape[1] <= 512 or len(rows) == 1
+            torch.testing.assert_close(model(**inputs)[0], padded[rows], atol=1e-5, rtol=1e-4)
+
+
 def test_random_pooler_is_trainable_under_prompt_tuning(tiny_checkpoints, tmp_path):
     """DeBERTa's pooler is not in a base checkpoint: it starts random and must learn (the study froze it)."""
     from transformers import AutoModel, AutoTokenizer

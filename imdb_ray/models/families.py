@@ -33,7 +33,7 @@ class Prepared:
 
 
 WORD_PIPELINE = frozenset({"min_freq", "max_vocab", "embeddings", "embed_dim", "w2v_algorithm", "w2v_window",
-                           "w2v_min_count", "w2v_epochs", "freeze_embeddings", "bucket_by_length"})
+                           "w2v_min_count", "w2v_epochs", "freeze_embeddings"})
 # What a scikit-learn baseline reads of a TrialConfig: the data, the seed, the metric.
 BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_train", "n_test", "val_fraction",
                              "val_split", "group_column", "split_seed", "clean_html", "seed", "metric", "cache_dir", "w2v_workers"})
@@ -124,7 +124,9 @@ class HFFamily(Family):
         from imdb_ray.models.hf import resolve_checkpoint
         from imdb_ray.text import prepare_hf_data
 
-        return Prepared(prepare_hf_data(cfg, dataset, resolve_checkpoint(cfg.resolved_model_args()["checkpoint"])), {})
+        splits = prepare_hf_data(cfg, dataset, resolve_checkpoint(cfg.resolved_model_args()["checkpoint"]))
+        # real tokens per row: the train loader buckets by them (the collate cuts each batch to its longest row)
+        return Prepared({name: {**t, "lengths": t["attention_mask"].sum(1)} for name, t in splits.items()}, {})
 
     def collate(self, rows):
         """Cut the columns that are padding in every row."""
