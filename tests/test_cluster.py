@@ -148,3 +148,25 @@ def test_gpu_check_plan_is_sound_without_a_gpu():
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", "/nonexistent/x.md"],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 2 and "no CUDA device here" in proc.stderr
+
+
+def test_gpu_packing_from_a_measured_peak_with_cuda_faked(monkeypatch):
+    """The planner's arithmetic, the dry-run's peak measurement (CUDA calls faked at the edge) and its advice."""
+    import torch
+
+    from imdb_ray.sweep.cost import ModelCost, cost_lines
+    from imdb_ray.sweep.packing import measure_peak_bytes, trials_per_gpu
+
+    gib = 2**30
+    assert trials_per_gpu(int(0.45 * gib), 139 * gib) == 8  # a GRU on an H200: capped at 8
+    assert trials_per_gpu(20 * gib, 80 * gib) == 2  # 20 x 1.5 + 0.5 GiB each
+    assert trials_per_gpu(100 * gib, 80 * gib) == 1  # never fewer than one
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * gib)
+    assert measure_peak_bytes(lambda: calls.append("run")) == 3 * gib and calls == ["reset", "run"]
+    sweep = Sweep(name="x", space={"model": "gru"}, gpus_per_worker=0.125).validate()
+    lines = cost_lines(sweep, [ModelCost("gru", 8, 4, 10.0, peak_bytes=20 * gib)], 0.0, 8, gpu_bytes=80 * gib)
+    assert "2 trial(s) per 80 GiB GPU" in lines[-1] and "gpus_per_worker=0.5" in lines[-1]
+    assert "this sweep's 0.125 packs 8: more than fit" in lines[-1]

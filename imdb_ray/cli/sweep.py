@@ -80,7 +80,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                 concurrency = sweep.concurrency(cluster)
             except UserError:
                 concurrency = None
-            print("\n".join(cost_lines(sweep, *estimate(sweep), concurrency)))
+            gpu_bytes = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+            print("\n".join(cost_lines(sweep, *estimate(sweep), concurrency, gpu_bytes)))
         return 0
     from imdb_ray.sweep.runner import run_sweep
 

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 
 from imdb_ray.config import TrialConfig
+from imdb_ray.sweep.packing import measure_peak_bytes, packing_line
 from imdb_ray.sweep.space import candidates
 from imdb_ray.sweep.spec import Sweep
 
@@ -37,16 +38,17 @@ class ModelCost:
     epochs: float  # per trial, expected
     epoch_seconds: float | None  # one training epoch, measured; None when it could not be measured
     note: str = ""
+    peak_bytes: int | None = None  # the GPU memory its measured batches reached (CUDA only)
 
     @property
     def device_seconds(self) -> float | None:
         return None if self.epoch_seconds is None else self.trials * self.epochs * self.epoch_seconds
 
 
-def measure_samples_per_second(cfg: TrialConfig, threads: int) -> float:
+def measure_samples_per_second(cfg: TrialConfig, threads: int) -> tuple[float, int | None]:
     """Train `cfg` for two short epochs on a few batches of real reviews, with the torch threads a trial gets (a
     baseline: one fit on a slice, its data loading included); training rows per second of the second epoch,
-    its validation pass included (the first epoch pays torch's one-time set-up)."""
+    its validation pass included (the first epoch pays torch's one-time set-up); and on CUDA the peak GPU memory."""
     import time
 
     import torch
@@ -61,12 +63,14 @@ def measure_samples_per_second(cfg: TrialConfig, threads: int) -> float:
         with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
             small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=2 if cfg.family.neural else 1, patience=0,
                                         cache_dir=cache, embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
-            result = train(small, progress=False, on_epoch=lambda metrics, ckpt: ends.append(time.perf_counter()))
+            results: list = []
+            peak = measure_peak_bytes(lambda: results.append(
+                train(small, progress=False, on_epoch=lambda metrics, ckpt: ends.append(time.perf_counter()))))
     finally:
         torch.set_num_threads(previous)
     if cfg.family.neural:
-        return rows * (1 - cfg.val_fraction) / (ends[1] - ends[0])
-    return rows * (1 - cfg.val_fraction) / result.seconds
+        return rows * (1 - cfg.val_fraction) / (ends[1] - ends[0]), peak
+    return rows * (1 - cfg.val_fraction) / results[0].seconds, peak
 
 
 def measure_preparation_seconds(cfg: TrialConfig) -> float:
@@ -84,13 +88,16 @@ def measure_preparation_seconds(cfg: TrialConfig) -> float:
         return (time.perf_counter() - start) * rows / min(rows, PREP_ROWS)
 
 
-def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, str]:
-    """One training epoch (validation included), averaged over `configs`; or None and why it failed."""
+def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, str, int | None]:
+    """One training epoch (validation included), averaged over `configs`, and the largest GPU peak among them;
+    or None and why it failed."""
     try:
-        return sum((c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / measure_samples_per_second(c, threads)
-                   for c in configs) / len(configs), ""
+        measured = [measure_samples_per_second(c, threads) for c in configs]
     except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
-        return None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        return None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", None
+    seconds = sum((c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / speed for c, (speed, _) in zip(configs, measured))
+    peaks = [p for _, p in measured if p is not None]
+    return seconds / len(configs), "", max(peaks) if peaks else None
 
 
 def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
@@ -104,11 +111,11 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
         configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
-        seconds, note = epoch_seconds(configs, round(sweep.cpus_per_worker))
+        seconds, note, peak = epoch_seconds(configs, round(sweep.cpus_per_worker))
         prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
         trials = sweep.trial_count() / (len(tree) if sweep.rungs_per_model else 1)
         ran = 1 if not configs[0].family.neural else expected_epochs(sweep, epochs, trials)
-        costs.append(ModelCost(model, per_model, ran, seconds, note))
+        costs.append(ModelCost(model, per_model, ran, seconds, note, peak))
     if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed
         for c in list(costs):
             if c.epoch_seconds is not None and c.epochs > 1:
@@ -144,7 +151,9 @@ def expected_epochs(sweep: Sweep, epochs: int, trials: float) -> float:
     return total / (ASHA_SIMULATIONS * n)
 
 
-def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, concurrency: int | None) -> list[str]:
+def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, concurrency: int | None,
+               gpu_bytes: int | None = None) -> list[str]:
+    """The estimate's lines; with `gpu_bytes` (this machine's GPU) and measured peaks, how many trials fit per GPU."""
     device, per_trial = sweep.devices_per_trial()
     lines = ["  cost, measured on this machine (each model's epoch with validation, warm; ASHA's expected stops):"]
     for c in costs:
@@ -161,6 +170,9 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
     lines.append(line)
+    peaks = [c.peak_bytes for c in costs if c.peak_bytes is not None]
+    if peaks and gpu_bytes:
+        lines.append(packing_line(max(peaks), gpu_bytes, sweep.gpus_per_worker))
     return lines
 
 
