@@ -120,7 +120,8 @@ def build_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Opt
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # fused: one CUDA kernel for the whole update instead of a few per tensor (CPU keeps the default path)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=all(p.is_cuda for g in groups for p in g["params"]) or None)
 
 
 def lr_multiplier(schedule: str, step: int, warmup: int, total: int) -> float:
