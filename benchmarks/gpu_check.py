@@ -7,13 +7,15 @@
    local configs (BERT-base, DeBERTa-v3-base, ModernBERT-base shapes: no hub): training samples/s at 256
    and 512 tokens, peak memory, and model FLOP utilisation (6 x parameters x tokens/s over the GPU's
    dense bf16 peak; attention FLOPs left out, so it is a lower bound).
-2. Four trials packed on one GPU (gpus_per_worker=0.25) against one at a time: sweep wall-time ratio.
-3. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
-4. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use.
-5. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
+2. Encoders on real IMDB reviews at max_len 512 (BERT WordPiece ids, the real length distribution): real
+   tokens/s and MFU on real tokens, plain padded batches against length-bucketed token-budget batches.
+3. sweeps/quickstart.py at 1, 4 and 8 trials per GPU (gpus_per_worker 1, 0.25, 0.125): trials/hour, best val.
+4. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
+5. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use.
+6. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
    installed or load a model offline, the exact error is recorded.
-6. The training loop itself (`imdb_ray.train.train`, bf16 autocast) on the full official split: gru and
-   cnn with benchmarks/classic_full.py's settings (to hold against results/classic_cpu.md), and a
+7. Only with `--only loop` (about 30 minutes): the training loop itself (`imdb_ray.train.train`, bf16
+   autocast) on the full official split: gru and cnn with benchmarks/classic_full.py's settings (to hold against results/classic_cpu.md), and a
    MiniLM-shaped BERT from scratch (its config and tokenizer only: no weights needed).
 Each check is timed and recorded, failed or not; one failing check does not stop the others.
 `--only loop,classic` runs the checks whose names start with those words (a machine without Ray or
@@ -51,6 +53,12 @@ SEQ_LENS = (256, 512)
 LOOP_CLASSIC = ("gru", "cnn")
 # classic_full.py's COMMON flags and its lr for these rows, as TrialConfig fields
 LOOP_SETTINGS = dict(val_split="random", epochs=4, patience=2, max_len=256, batch_size=64, seed=0, lr=1e-3)
+REAL_ENCODERS = ("modernbert-base", "bert-base", "deberta-v3-base")
+REAL_REVIEWS, REAL_BATCH = 2048, 32
+REAL_WAYS = {"plain": f"shuffled batches of {REAL_BATCH} padded to 512",
+             "bucketed": f"length-bucketed, token budget {REAL_BATCH * 256:,} slots, cut to the longest row"}
+PACK_PER_GPU = (1, 4, 8)
+SLOW = ("loop",)  # the full-split training rows (~30 minutes): only when named in --only
 LOOP_HF = dict(val_split="random", epochs=3, patience=2, max_len=256, batch_size=32, seed=0, lr=3e-4,
                schedule="linear", warmup_ratio=0.1)
 
@@ -61,8 +69,11 @@ def plan() -> list[tuple[str, str]]:
     steps += [(f"classic {m} @ {n}", f"bf16 autocast training steps, {m} {args}, batch 64") for m, args in CLASSIC.items() for n in SEQ_LENS]
     steps += [(f"{name} @ {n}", f"transformers.{kind} random init, bf16 autocast training steps, batch {32 if n == 256 else 16}")
               for name, (kind, _) in ENCODERS.items() for n in SEQ_LENS]
-    steps += [("packing", "sweeps/smoke.py with --gpus-per-worker 0.25 (4 at once) vs 1 (one at a time): wall-time ratio"),
-              ("ray_train nccl", "sweeps/smoke.py, trainer=ray_train, 1 trial on 1 GPU (TorchConfig backend nccl)"),
+    steps += [(f"real {name} {way}", f"{REAL_REVIEWS} real IMDB reviews at max_len 512, {desc}: real tokens/s, MFU on real tokens")
+              for name in REAL_ENCODERS for way, desc in REAL_WAYS.items()]
+    steps += [(f"packing {k} per GPU", f"sweeps/quickstart.py with --gpus-per-worker {1 / k:g} --max-concurrent {k}: "
+               "trials/hour, best val") for k in PACK_PER_GPU]
+    steps += [("ray_train nccl", "sweeps/smoke.py, trainer=ray_train, 1 trial on 1 GPU (TorchConfig backend nccl)"),
               ("lora int8", "train --model hf MiniLM --peft lora --quantization int8 on the GPU"),
               ("lora nf4", "train --model hf MiniLM --peft lora --quantization nf4 on the GPU"),
               ("unsloth", "a venv of its own: pip install -e '.[gpu,dev]', then train --engine unsloth on MiniLM")]
@@ -101,6 +112,11 @@ def check_plan() -> list[str]:
         TrialConfig(model="hf", model_args={"checkpoint": str(minilm()), "peft": "lora", "quantization": quantization}).validate()
     for gpus in (0.25, 1.0):
         load_sweep(ROOT / "sweeps" / "smoke.py", gpus_per_worker=gpus, cpus_per_worker=1.0, max_concurrent=4)
+    for k in PACK_PER_GPU:
+        load_sweep(ROOT / "sweeps" / "quickstart.py", gpus_per_worker=1 / k, cpus_per_worker=1.0, max_concurrent=k)
+    ids, lengths = real_reviews()
+    if ids.shape[1] != 512 or len(ids) < 0.9 * REAL_REVIEWS or not 100 < float(lengths.float().median()) < 512:
+        problems.append(f"real reviews: {tuple(ids.shape)}, median length {float(lengths.float().median()):.0f}")
     if not minilm().is_dir():
         problems.append(f"MiniLM not found at {minilm()}")
     return problems
@@ -169,6 +185,60 @@ def encoder_row(name: str, seq_len: int) -> str:
     return f"{params / 1e6:.0f}M params: {rate:.0f} samples/s, peak {memory:.1f} GiB, MFU {mfu}"
 
 
+def real_reviews() -> tuple:
+    """REAL_REVIEWS official train reviews as BERT WordPiece ids (MiniLM's tokenizer: bert-base-uncased's
+    vocabulary), padded to 512, and their lengths: the real length distribution every encoder row trains on."""
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.text import encode_hf, load_tokenizer
+    from imdb_ray.train import load_trial_data
+
+    with tempfile.TemporaryDirectory() as cache:
+        dataset = load_trial_data(TrialConfig(model="cnn", n_train=REAL_REVIEWS, n_test=8, val_fraction=0.01,
+                                              val_split="random", cache_dir=cache))
+    ids, mask = encode_hf(load_tokenizer(str(minilm())), dataset.train.texts, 512)
+    return ids, mask.sum(1)
+
+
+def real_row(name: str, way: str, reviews: tuple) -> str:
+    """Real tokens/s and MFU on real tokens for one epoch of `reviews` batched `way` (plain or bucketed)."""
+    import torch
+    import transformers
+
+    from imdb_ray.data import LengthBuckets
+
+    ids, lengths = reviews
+    kind, args = ENCODERS[name]
+    model = transformers.AutoModelForSequenceClassification.from_config(getattr(transformers, kind)(**args, num_labels=2)).cuda()
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    if way == "plain":
+        batches = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0)).split(REAL_BATCH)
+    else:
+        batches = [torch.tensor(b) for b in LengthBuckets(lengths, REAL_BATCH, max_tokens=REAL_BATCH * 256)]
+    real, start = 0, None
+    for i, rows in enumerate(batches):
+        if i == 3:  # 3 warm-up steps
+            torch.cuda.synchronize()
+            start, real = time.perf_counter(), 0
+        width = 512 if way == "plain" else int(lengths[rows].max())
+        x = ids[rows, :width].cuda()
+        mask = (torch.arange(width)[None, :] < lengths[rows][:, None]).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(input_ids=x, attention_mask=mask).logits.float(),
+                                                     torch.zeros(len(rows), dtype=torch.long, device="cuda"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        real += int(lengths[rows].sum())
+    torch.cuda.synchronize()
+    rate = real / (time.perf_counter() - start)
+    peak = peak_tflops()
+    del model, optimizer
+    torch.cuda.empty_cache()
+    mfu = f"{6 * params * rate / (peak * 1e12):.1%}" if peak else "unknown GPU peak"
+    return f"{rate:,.0f} real tokens/s over {len(batches)} batches, MFU on real tokens {mfu}"
+
+
 def classic_row(model_name: str, seq_len: int) -> str:
     import torch
 
@@ -230,10 +300,18 @@ def sweep(work: Path, name: str, *extra: str) -> float:
     return time.perf_counter() - start
 
 
-def packing(work: Path) -> str:
-    alone = sweep(work, "alone", "--gpus-per-worker", "1", "--max-concurrent", "1")
-    packed = sweep(work, "packed", "--gpus-per-worker", "0.25", "--max-concurrent", "4")
-    return f"6 trials: one at a time {alone:.0f}s, four at once {packed:.0f}s: throughput x{alone / packed:.2f}"
+def packing(work: Path, per_gpu: int) -> str:
+    """sweeps/quickstart.py with `per_gpu` trials sharing the GPU: its search trials per hour and best line."""
+    start = time.perf_counter()
+    out = subprocess.run([PY, "-m", "imdb_ray", "sweep", "sweeps/quickstart.py", "--storage", str(work / f"pack{per_gpu}"),
+                          "--tracking-uri", f"sqlite:///{work}/pack{per_gpu}.db", "--cache-dir", str(work / "cache"),
+                          "--cpus-per-worker", "1", "--gpus-per-worker", f"{1 / per_gpu:g}", "--max-concurrent", str(per_gpu)],
+                         capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"exit {out.returncode}: {(out.stderr or out.stdout).strip().splitlines()[-1][:300]}")
+    best = next((ln.strip() for ln in out.stdout.splitlines() if ln.startswith("best trial")), "no best line")
+    return f"{seconds:.0f}s for 8 search + 4 confirmation trials: {12 * 3600 / seconds:.0f} trials/hour; {best[:160]}"
 
 
 def ray_train_variant() -> str:
@@ -265,17 +343,25 @@ def unsloth(work: Path) -> str:
 
 def run_checks(work: Path, only: tuple[str, ...] = (), on_row=lambda rows: None) -> list[tuple[str, str, float]]:
     """Every check of the plan (those `only` names), in order; `on_row(rows)` after each one."""
-    checks = {"environment": environment, "packing": lambda: packing(work), "ray_train nccl": lambda: ray_train_nccl(work),
+    reviews: list = []  # tokenised once, for every real-review row
+
+    def real(name: str, way: str) -> str:
+        reviews[:] = reviews or [real_reviews()]
+        return real_row(name, way, reviews[0])
+
+    checks = {"environment": environment, "ray_train nccl": lambda: ray_train_nccl(work),
               "lora int8": lambda: lora(work, "int8"), "lora nf4": lambda: lora(work, "nf4"), "unsloth": lambda: unsloth(work)}
     checks |= {f"classic {m} @ {n}": (lambda m=m, n=n: classic_row(m, n)) for m in CLASSIC for n in SEQ_LENS}
     checks |= {f"{e} @ {n}": (lambda e=e, n=n: encoder_row(e, n)) for e in ENCODERS for n in SEQ_LENS}
+    checks |= {f"real {e} {w}": (lambda e=e, w=w: real(e, w)) for e in REAL_ENCODERS for w in REAL_WAYS}
+    checks |= {f"packing {k} per GPU": (lambda k=k: packing(work, k)) for k in PACK_PER_GPU}
     checks |= {f"loop {m}": (lambda m=m: loop_row({"model": m, **LOOP_SETTINGS})) for m in LOOP_CLASSIC}
     checks["loop bert scratch"] = lambda: loop_row({"model": "hf", "checkpoint": str(minilm_config_only(work)), "init": "scratch",
                                                     **LOOP_HF})
     rows = []
     for name, _ in plan():
-        if only and not name.startswith(only):
-            rows.append((name, "not run (--only)", 0.0))
+        if (only and not name.startswith(only)) or (not only and name.startswith(SLOW)):
+            rows.append((name, "not run (--only)" if only else "not run (slow: --only loop)", 0.0))
             continue
         start = time.perf_counter()
         print(f"[gpu_check] {name} ...", flush=True)

@@ -140,7 +140,8 @@ def test_gpu_check_plan_is_sound_without_a_gpu():
                           text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0 and "plan: OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     for check in ("environment", "classic gru @ 512", "bert-base @ 256", "deberta-v3-base @ 512", "modernbert-base @ 512",
-                  "packing", "ray_train nccl", "lora int8", "lora nf4", "unsloth"):
+                  "real modernbert-base bucketed", "real bert-base plain", "packing 8 per GPU", "ray_train nccl", "lora int8",
+                  "lora nf4", "unsloth"):
         assert check in proc.stdout
     import torch
 
