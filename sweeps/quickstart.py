@@ -1,7 +1,7 @@
 """The README's main job: a real small sweep on IMDB (4k train reviews, 4k official test reviews).
 GRU vs TextCNN vs attention-LSTM, learning rate and width searched by Optuna, ASHA stops the weak
-ones early; the top two configs are then confirmed with new seeds. About 10 minutes on a 2-core CPU
-(633 s measured, results/quickstart_cpu.md):
+ones early; the top two configs are then confirmed with new seeds. Minutes on a 2-core CPU (what it
+printed and took: results/quickstart_cpu.md):
 
     python -m imdb_ray sweep sweeps/quickstart.py
 """
