@@ -80,6 +80,25 @@ def test_length_bucketed_batches_give_each_review_the_logits_it_gets_padded(tiny
             torch.testing.assert_close(model(**inputs)[0], padded[rows], atol=1e-5, rtol=1e-4)
 
 
+def test_attention_kernels_give_the_same_logits(tiny_checkpoints, small_imdb, tmp_path):
+    """attention='sdpa' (transformers' default where a model has it) and 'eager' compute the same thing;
+    flash_attention_2 without a GPU and flash-attn is refused before anything is built."""
+    logits = {}
+    for kernel in ("eager", "sdpa"):
+        cfg = hf_cfg(tmp_path, tiny_checkpoints["bert"], attention=kernel)
+        loaders, build_args, _ = make_loaders(cfg, small_imdb)
+        torch.manual_seed(0)
+        model = build_model(cfg, build_args).eval()
+        assert model.model.config._attn_implementation == kernel
+        inputs, _ = next(iter(loaders["val"]))
+        with torch.no_grad():
+            logits[kernel] = model(**inputs)[0]
+    torch.testing.assert_close(logits["eager"], logits["sdpa"], atol=1e-5, rtol=1e-4)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="flash_attention_2' needs an NVIDIA GPU"):
+            hf_cfg(tmp_path, tiny_checkpoints["bert"], attention="flash_attention_2").validate()
+
+
 def test_random_pooler_is_trainable_under_prompt_tuning(tiny_checkpoints, tmp_path):
     """DeBERTa's pooler is not in a base checkpoint: it starts random and must learn (the study froze it)."""
     from transformers import AutoModel, AutoTokenizer

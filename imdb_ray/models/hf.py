@@ -65,6 +65,15 @@ def model_type_of(checkpoint: str) -> str:
     return "unknown"
 
 
+def attention_kwargs(attention: str) -> dict:
+    """transformers' attn_implementation: `auto` is FlashAttention 2 where flash-attn is installed and a GPU is
+    visible, else transformers' own default (PyTorch SDPA for the models that have it, eager for the rest)."""
+    if attention == "auto":
+        flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+        return {"attn_implementation": "flash_attention_2"} if flash else {}
+    return {"attn_implementation": attention}
+
+
 class HFClassifier(nn.Module):
     """A transformers sequence classifier (optionally PEFT-wrapped) returning (logits, features)."""
 
@@ -72,9 +81,11 @@ class HFClassifier(nn.Module):
                  init: Literal["pretrained", "scratch"] = "pretrained", peft: PeftMethod = "none", lora_r: Positive = 8,
                  lora_alpha: Positive = 16, lora_dropout: Dropout = 0.1, num_virtual_tokens: Positive = 20,
                  prompt_init_text: str | None = None, encoder_hidden_size: Positive = 128,
-                 quantization: Literal["none", "int8", "nf4"] = "none", engine: Literal["torch", "unsloth"] = "torch"):
+                 quantization: Literal["none", "int8", "nf4"] = "none", engine: Literal["torch", "unsloth"] = "torch",
+                 attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"):
         super().__init__()
-        self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization, engine=engine)
+        self.validate_args(checkpoint=checkpoint, init=init, peft=peft, quantization=quantization, engine=engine,
+                           attention=attention)
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         path = resolve_checkpoint(checkpoint)
@@ -83,10 +94,10 @@ class HFClassifier(nn.Module):
                 model, new_modules = _load_unsloth(path, num_classes, quantization, lora_r, lora_alpha, lora_dropout), set()
             elif init == "scratch":
                 config = AutoConfig.from_pretrained(path, num_labels=num_classes)
-                model = AutoModelForSequenceClassification.from_config(config)
+                model = AutoModelForSequenceClassification.from_config(config, **attention_kwargs(attention))
                 new_modules: set[str] = set()
             else:
-                kwargs = {"num_labels": num_classes}
+                kwargs = {"num_labels": num_classes, **attention_kwargs(attention)}
                 if quantization != "none":
                     kwargs["quantization_config"] = _bnb_config(quantization)
                 model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
@@ -117,6 +128,10 @@ class HFClassifier(nn.Module):
         if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:
             raise UserError(f"peft='prefix_tuning' does not work with {checkpoint} ({model_type}: its attention takes no "
                             "past key/values); use lora, prompt_tuning or p_tuning")
+        if args.get("attention") == "flash_attention_2" and (importlib.util.find_spec("flash_attn") is None
+                                                             or not torch.cuda.is_available()):
+            raise UserError("attention='flash_attention_2' needs an NVIDIA GPU and the flash-attn package; "
+                            "use attention='auto' (sdpa where the model has it)")
         engine = args.get("engine", "torch")
         if engine == "unsloth":
             if not torch.cuda.is_available():
