@@ -215,7 +215,7 @@ def report(g: dict, rows: list[dict], summary: dict, seeds: int, seconds: float)
     third = FRACTIONS.index(1 / 3)
     lines += ["## Tied with the grid's best at 1/3 of its cost in seconds", "",
               "Share of search seeds whose incumbent is statistically tied with the grid's best config (paired bootstrap on "
-              "the recorded validation predictions, one-sided p > 0.05). The issue's target: tied in at least 80 % of seeds, and "
+              "the recorded validation predictions, one-sided p > 0.05). Target: tied in at least 80 % of seeds, and "
               "a median regret at or below random + fifo's at every budget (in seconds).", "",
               "| method | tied at 1/3 | median regret <= random + fifo's at every budget | target met |", "|---|---|---|---|"]
     baseline = [r["regret"][0] for r in summary["random + fifo"]["seconds"]]
