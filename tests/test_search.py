@@ -127,6 +127,15 @@ def test_a_trial_stopped_by_the_scheduler_is_pruned_in_the_study():
     assert a.state == optuna.trial.TrialState.PRUNED and a.value == 0.7 and a.intermediate_values == {1: 0.6, 2: 0.65, 3: 0.7}
     assert b.state == optuna.trial.TrialState.COMPLETE and b.value == 0.8
     assert b.intermediate_values == {6: 0.8}  # a COMPLETE trial's last epoch reaches the study too (Tune passes it only here)
+    import warnings
+
+    third = searcher.suggest("c")
+    assert third is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when a step is reported twice: the last epoch is told once
+        searcher.on_trial_result("c", {"best_val_accuracy": 0.75, "epoch": 6, "training_iteration": 6})
+        searcher.on_trial_complete("c", {"best_val_accuracy": 0.75, "epoch": 6, "training_iteration": 6, "finished": True})
+    assert searcher.study.trials[2].intermediate_values == {6: 0.75}
 
 
 def test_the_sweep_metric_reaches_every_trial_and_the_searcher():

@@ -109,7 +109,9 @@ class SweepSearch(Searcher):
         if error or value is None:
             state, value = optuna.trial.TrialState.FAIL, None
         else:
-            ot_trial.report(value, result.get("epoch", result.get("training_iteration", 1)))
+            step = result.get("epoch", result.get("training_iteration", 1))
+            if step not in self.study.get_trials(deepcopy=False)[ot_trial.number].intermediate_values:  # not seen yet
+                ot_trial.report(value, step)
             stopped_early = result.get("finished") is False  # by the scheduler: TPE ranks it by the epoch it reached
             state = optuna.trial.TrialState.PRUNED if stopped_early else optuna.trial.TrialState.COMPLETE
         try:
