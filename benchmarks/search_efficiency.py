@@ -65,13 +65,15 @@ def score(g: dict, arrivals: list[dict], unit: str) -> list[dict]:
     best_key, best_epoch, best_val = g["best"]
     reference = g["curves"][best_key]["epochs"][best_epoch - 1]["val_probs"]
     labels = g["curves"][best_key]["val_labels"]
-    out = []
+    out, ties = [], g.setdefault("ties", {})  # (key, epoch) -> tied: incumbents repeat across seeds and methods
     for found in incumbents(arrivals, [f * g[unit] for f in FRACTIONS], unit):
         if found is None:
             out.append({"regret": None, "test": None, "tied": False})
             continue
         e = g["curves"][found[0]]["epochs"][found[1] - 1]
-        tied = paired_bootstrap_p(labels, e["val_probs"], reference) > 0.05
+        if found not in ties:
+            ties[found] = paired_bootstrap_p(labels, e["val_probs"], reference) > 0.05
+        tied = ties[found]
         out.append({"regret": best_val - e["val_accuracy"], "test": e["test_accuracy"], "tied": tied})
     return out
 
