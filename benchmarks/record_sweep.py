@@ -49,6 +49,9 @@ def main() -> None:
            "--tracking-uri", f"sqlite:///{work}/mlflow.db", *flags]
     walls = work / "wall_s.json"
     earlier = json.loads(walls.read_text()) if "--resume" in flags and walls.exists() else []
+    # what --dry-run predicts for this command, measured here first, to set beside the wall time it really takes
+    dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True)
+    estimate = next((ln.strip() for ln in dry.stdout.splitlines() if ln.strip().startswith("total:")), "none printed")
     start = time.perf_counter()
 
     def note_wall() -> None:
@@ -85,7 +88,8 @@ def main() -> None:
     text = (f"# `{sweep_file}` on this machine\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Wall time of the whole command "
             f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**"
-            f"{f' over {len(earlier) + 1} invocations' if earlier else ''}.\n"
+            f"{f' over {len(earlier) + 1} invocations' if earlier else ''}; what `--dry-run` estimated beforehand: "
+            f"`{estimate}`.\n"
             f"Produced by `.venv/bin/python benchmarks/record_sweep.py {sweep_file} {' '.join(sys.argv[2:])}`"
             f" which runs `python -m imdb_ray sweep {sweep_file}`, then `python -m imdb_ray report --sweep {name}`: "
             f"`{name}_leaderboard.md` (paired comparisons, ensembles, confirmed configs) and its plots.\n\n"
