@@ -204,7 +204,7 @@ def real_row(name: str, way: str, reviews: tuple) -> str:
     import torch
     import transformers
 
-    from imdb_ray.data import LengthBuckets
+    from imdb_ray.batching import LengthBuckets
 
     ids, lengths = reviews
     kind, args = ENCODERS[name]

@@ -23,8 +23,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from imdb_ray.batching import LengthBuckets
 from imdb_ray.config import TrialConfig
-from imdb_ray.data import Dataset, LengthBuckets, Split, load_dataset_cached
+from imdb_ray.data import Dataset, Split, load_dataset_cached
 from imdb_ray.errors import UserError
 from imdb_ray.metrics import METRICS
 from imdb_ray.losses import build_loss

@@ -192,7 +192,7 @@ def test_group_column_of_user_data(tmp_path):
 def test_length_buckets_cover_every_row_once_with_less_padding():
     import torch
 
-    from imdb_ray.data import LengthBuckets
+    from imdb_ray.batching import LengthBuckets
 
     lengths = torch.randint(5, 257, (1000,), generator=torch.Generator().manual_seed(0))
     sampler = LengthBuckets(lengths, batch_size=32, chunk=10)
@@ -211,7 +211,7 @@ def test_length_buckets_cover_every_row_once_with_less_padding():
 def test_token_budget_batches_fit_their_budget_and_cover_every_row_once():
     import torch
 
-    from imdb_ray.data import LengthBuckets
+    from imdb_ray.batching import LengthBuckets
 
     lengths = torch.randint(5, 513, (1000,), generator=torch.Generator().manual_seed(0))
     sampler = LengthBuckets(lengths, batch_size=16, chunk=10, max_tokens=4096)

@@ -61,7 +61,7 @@ def test_features_are_the_classifier_input(tiny_checkpoints, small_imdb, tmp_pat
 def test_length_bucketed_batches_give_each_review_the_logits_it_gets_padded(tiny_checkpoints, small_imdb, tmp_path):
     """The encoder path's train batches are length-bucketed (token-budget here) and cut to their longest row:
     each review's logits match those of the same review padded to max_len."""
-    from imdb_ray.data import LengthBuckets
+    from imdb_ray.batching import LengthBuckets
 
     cfg = dataclasses.replace(hf_cfg(tmp_path, tiny_checkpoints["bert"]), max_len=128, batch_tokens=512)  # the tiny config has 128 positions
     loaders, build_args, _ = make_loaders(cfg, small_imdb)

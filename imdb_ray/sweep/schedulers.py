@@ -16,15 +16,21 @@ class PerModelASHA(FIFOScheduler):
         super().__init__()
         self.asha_args = asha_args
         self.by_model: dict[str, ASHAScheduler] = {}
+        self.search_metric: str | None = None
+        self.search_mode: str | None = None
+
+    @property
+    def metric(self) -> str | None:
+        return self.search_metric
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
-        self._metric, self._mode = metric, mode
+        self.search_metric, self.search_mode = metric, mode
         return True
 
     def _asha(self, trial) -> ASHAScheduler:
         model = str(trial.config.get("model", ""))
         if model not in self.by_model:
-            self.by_model[model] = ASHAScheduler(metric=self._metric, mode=self._mode, **self.asha_args)
+            self.by_model[model] = ASHAScheduler(metric=self.search_metric, mode=self.search_mode, **self.asha_args)
         return self.by_model[model]
 
     def on_trial_add(self, tune_controller, trial) -> None:

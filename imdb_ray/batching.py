@@ -1,0 +1,62 @@
+"""Train batches of similar lengths: the collate cuts each batch to its longest row, so short reviews stop
+paying for long ones (word models and encoders alike)."""
+from __future__ import annotations
+
+
+class LengthBuckets:
+    """A batch sampler of similar-length batches: each epoch a seeded shuffle, cut into chunks of
+    `chunk` batches, each chunk sorted by length and cut into batches, the batches shuffled. With the
+    collate cutting padding to the longest row of a batch, short reviews stop paying for long ones;
+    each epoch still sees every row once, in a new order.
+
+    `max_tokens`: batches of as many rows as fit that many token slots (rows x the batch's longest row,
+    at most `batch_size` x 8 rows) instead of `batch_size` rows: a step costs about the same whatever
+    the lengths, as in fairseq's --max-tokens."""
+
+    MAX_ROWS_FACTOR = 8  # a token-budget batch of very short rows holds at most batch_size x this many
+
+    def __init__(self, lengths, batch_size: int, chunk: int = 50, max_tokens: int | None = None):
+        import torch
+
+        self.lengths, self.batch_size, self.chunk, self.max_tokens = lengths, batch_size, chunk, max_tokens
+        self.generator = torch.Generator().manual_seed(0)
+
+    def set_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def _cut(self, part: list[int]) -> list[list[int]]:
+        """A length-sorted (longest first) chunk of row indices cut into batches."""
+        if self.max_tokens is None:
+            return [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        batches, i = [], 0
+        while i < len(part):
+            rows = max(1, min(self.batch_size * self.MAX_ROWS_FACTOR, self.max_tokens // max(1, int(self.lengths[part[i]]))))
+            batches.append(part[i:i + rows])
+            i += rows
+        return batches
+
+    def _batches(self, generator) -> list[list[int]]:
+        import torch
+
+        order = torch.randperm(len(self.lengths), generator=generator)
+        size = self.batch_size * self.chunk
+        batches = []
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            batches += self._cut(part[torch.argsort(self.lengths[part], descending=True, stable=True)].tolist())
+        return batches
+
+    def __iter__(self):
+        import torch
+
+        batches = self._batches(self.generator)
+        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[i]
+
+    def __len__(self) -> int:
+        if self.max_tokens is None:
+            return -(-len(self.lengths) // self.batch_size)
+        import torch
+
+        # the next epoch's count (it varies a little with the shuffle), from a copy of the generator
+        return len(self._batches(torch.Generator().set_state(self.generator.get_state())))
