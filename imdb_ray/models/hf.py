@@ -65,12 +65,15 @@ def model_type_of(checkpoint: str) -> str:
     return "unknown"
 
 
+def flash_attention_usable() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+
+
 def attention_kwargs(attention: str) -> dict:
     """transformers' attn_implementation: `auto` is FlashAttention 2 where flash-attn is installed and a GPU is
     visible, else transformers' own default (PyTorch SDPA for the models that have it, eager for the rest)."""
     if attention == "auto":
-        flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
-        return {"attn_implementation": "flash_attention_2"} if flash else {}
+        return {"attn_implementation": "flash_attention_2"} if flash_attention_usable() else {}
     return {"attn_implementation": attention}
 
 
@@ -128,8 +131,7 @@ class HFClassifier(nn.Module):
         if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:
             raise UserError(f"peft='prefix_tuning' does not work with {checkpoint} ({model_type}: its attention takes no "
                             "past key/values); use lora, prompt_tuning or p_tuning")
-        if args.get("attention") == "flash_attention_2" and (importlib.util.find_spec("flash_attn") is None
-                                                             or not torch.cuda.is_available()):
+        if args.get("attention") == "flash_attention_2" and not flash_attention_usable():
             raise UserError("attention='flash_attention_2' needs an NVIDIA GPU and the flash-attn package; "
                             "use attention='auto' (sdpa where the model has it)")
         engine = args.get("engine", "torch")

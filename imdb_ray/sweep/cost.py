@@ -105,7 +105,8 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     seconds (measured for the first model: the models of a sweep usually share one)."""
     tree = sweep.branches()
     per_model = sweep.trial_count() / len(tree)
-    costs, prepare = [], None
+    costs, prepare, ran_by_epochs = [], None, {}
+    rung_trials = sweep.trial_count() / (len(tree) if sweep.rungs_per_model else 1)  # the trials meeting at a rung
     for model, branch in tree.items():
         ends = [{k: candidates(k, v, sweep.fail)[i] for k, v in branch.items()} for i in (0, -1)]
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
@@ -113,8 +114,9 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
         seconds, note, peak = epoch_seconds(configs, round(sweep.cpus_per_worker))
         prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
-        trials = sweep.trial_count() / (len(tree) if sweep.rungs_per_model else 1)
-        ran = 1 if not configs[0].family.neural else expected_epochs(sweep, epochs, trials)
+        if epochs not in ran_by_epochs:  # simulated once per epoch count, not once per model
+            ran_by_epochs[epochs] = expected_epochs(sweep, epochs, rung_trials)
+        ran = 1 if not configs[0].family.neural else ran_by_epochs[epochs]
         costs.append(ModelCost(model, per_model, ran, seconds, note, peak))
     if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed
         for c in list(costs):
