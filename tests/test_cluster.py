@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -171,3 +172,58 @@ def test_gpu_packing_from_a_measured_peak_with_cuda_faked(monkeypatch):
     lines = cost_lines(sweep, [ModelCost("gru", 8, 4, 10.0, peak_bytes=20 * gib)], 0.0, 8, gpu_bytes=80 * gib)
     assert "2 trial(s) per 80 GiB GPU" in lines[-1] and "gpus_per_worker=0.5" in lines[-1]
     assert "this sweep's 0.125 packs 8: more than fit" in lines[-1]
+
+
+@pytest.mark.slow
+def test_a_packed_trial_out_of_gpu_memory_is_retried_alone_with_a_larger_share(tmp_path, monkeypatch):
+    """Packing's guard, with one logical GPU declared to Ray and CUDA's out-of-memory error raised at the edge:
+    the trial that fits keeps its quarter GPU; the one that ran out is retried from Tune with half a GPU; one
+    that runs out again fails alone. A ray_train trial gives its grown share to its Train workers."""
+    import ray
+    import torch
+    from ray import tune
+
+    from imdb_ray.sweep import trial as trial_module
+    from imdb_ray.sweep.callbacks import GrowGpuShareOnOOM
+    from imdb_ray.sweep.packing import SHARE_KEY, ran_out_of_gpu_memory
+
+    def packed(config):
+        share = tune.get_context().get_trial_resources().required_resources.get("GPU", 0)
+        if share < config["needs"]:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (share {share})")
+        tune.report({"share": share})
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        grow = GrowGpuShareOnOOM(0.25, 0.5, direct=True)
+        results = tune.Tuner(tune.with_resources(packed, {"CPU": 0.5, "GPU": 0.25}),
+                             param_space={"needs": tune.grid_search([0.25, 0.5, 1.0])},
+                             run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[grow], verbose=0,
+                                                       failure_config=tune.FailureConfig(max_failures=1))).fit()
+    finally:
+        ray.shutdown()
+    by_need = {r.config["needs"]: r for r in results}
+    assert by_need[0.25].error is None and by_need[0.25].metrics["share"] == 0.25  # it fit: never touched
+    assert by_need[0.5].error is None and by_need[0.5].metrics["share"] == 0.5  # retried with twice the share
+    assert isinstance(by_need[1.0].error, Exception) and "CUDA out of memory" in str(by_need[1.0].error)
+    assert sorted(grow.grown.values()) == [0.5, 0.5]  # 0.25 -> 0.5 once each; the second failure was final
+    assert not ran_out_of_gpu_memory("Failure # 1\nCUDA out of memory\nFailure # 2\nMemoryError: host RAM")
+
+    captured = []
+
+    class FakeTrainer:  # what make_trial's ray_train function hands Ray Train, without starting workers
+        def __init__(self, *args, scaling_config, **kwargs):
+            captured.append(scaling_config.resources_per_worker)
+
+        def fit(self):
+            pass
+
+    monkeypatch.setattr(trial_module, "sweep_torch_trainer", lambda: FakeTrainer)
+    monkeypatch.setattr("ray.tune.integration.ray_train.TuneReportCallback", ray.train.UserCallback)  # needs a Tune session
+    monkeypatch.setattr(trial_module.tune, "get_context", lambda: SimpleNamespace(get_experiment_name=lambda: "x",
+                                                                                 get_trial_id=lambda: "t"))
+    ray_train = trial_module.make_trial(Sweep(name="x", space={"model": "gru"}, trainer="ray_train", gpus_per_worker=0.25,
+                                              cpus_per_worker=2).validate(), str(tmp_path))
+    ray_train({"model": "gru"})
+    ray_train({"model": "gru", SHARE_KEY: 0.5})
+    assert captured == [{"CPU": 2, "GPU": 0.25}, {"CPU": 2, "GPU": 0.5}]

@@ -11,6 +11,7 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
+from imdb_ray.sweep.packing import SHARE_KEY, grown_share, ran_out_of_gpu_memory
 from imdb_ray.tracking import TrialLog
 
 
@@ -97,6 +98,29 @@ def release_placement_groups(hex_ids) -> int:
         except Exception:  # gone already, or the cluster is shutting down: nothing left to free
             pass
     return removed
+
+
+class GrowGpuShareOnOOM(Callback):
+    """A packed trial that runs out of GPU memory fails alone (each trial is its own process) and Tune retries
+    it from its last checkpoint (the sweep's max_failures); this gives the retry twice the GPU share, so Ray
+    packs fewer trials beside it. A direct trial's share is its Tune resources; a ray_train trial's is what
+    its function gives the Train workers, read from the config (SHARE_KEY)."""
+
+    def __init__(self, gpus_per_worker: float, cpus_per_worker: float, direct: bool):
+        self.share, self.cpus, self.direct = gpus_per_worker, cpus_per_worker, direct
+        self.grown: dict[str, float] = {}  # trial id -> the share its retry got
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        share = trial.config.get(SHARE_KEY, self.share)
+        grown = grown_share(share) if ran_out_of_gpu_memory(_error_text(trial)) else None
+        if grown is None:
+            return
+        trial.config[SHARE_KEY] = self.grown[trial.trial_id] = grown
+        if self.direct:  # Tune requests the new share when it starts the trial again (update_resources: not while running)
+            trial.update_resources({"CPU": self.cpus, "GPU": grown})
+        trial.invalidate_json_state()  # the experiment state (--resume) keeps the new config
+        print(f"[imdb_ray] {trial.trial_id} ran out of GPU memory at gpus_per_worker={share:g}; retrying it from its "
+              f"last checkpoint with {grown:g}", flush=True)
 
 
 class ConsoleProgress(Callback):

@@ -31,6 +31,23 @@ def measure_peak_bytes(run: Callable[[], object]) -> int | None:
     return int(torch.cuda.max_memory_allocated())
 
 
+OUT_OF_GPU_MEMORY = ("OutOfMemoryError", "CUDA out of memory")  # torch's exception name and its message
+SHARE_KEY = "gpus_per_worker"  # in a retried trial's config: the grown GPU share (absent: the sweep's own)
+
+
+def ran_out_of_gpu_memory(error_text: str | None) -> bool:
+    """Whether a trial's latest failure (Tune's error file appends one block per failure) was CUDA running out
+    of memory, and not an ordinary crash or host memory (a MemoryError is a config too big for any GPU share)."""
+    latest = (error_text or "").rsplit("Failure # ", 1)[-1]
+    return any(marker in latest for marker in OUT_OF_GPU_MEMORY)
+
+
+def grown_share(share: float) -> float | None:
+    """The GPU share to retry an out-of-memory trial with: twice its last, up to a whole GPU, so Ray packs half
+    as many beside it. None when it already had a whole GPU (then more sharing was not the cause)."""
+    return min(1.0, 2 * share) if 0 < share < 1 else None
+
+
 def packing_line(peak_bytes: int, gpu_bytes: int, gpus_per_worker: float) -> str:
     """What the dry-run says: the measured peak, how many trials fit, and whether the sweep packs more."""
     fit = trials_per_gpu(peak_bytes, gpu_bytes)

@@ -18,7 +18,7 @@ from ray.tune.search.sample import Domain
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.sweep.callbacks import ConsoleProgress, MLflowTrialRuns, ReleaseTrainPlacementGroups
+from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.ray_compat import fit_noticing_interrupt
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
@@ -74,6 +74,13 @@ def local_resources() -> dict[str, float]:
     import torch
 
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def packing_callbacks(sweep: Sweep) -> list:
+    """With trials packed several to a GPU: one that runs out of GPU memory is retried with a larger share."""
+    if not 0 < sweep.gpus_per_worker < 1:
+        return []
+    return [GrowGpuShareOnOOM(sweep.gpus_per_worker, sweep.cpus_per_worker, direct=sweep.trainer == "direct")]
 
 
 def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None = None):
@@ -148,7 +155,8 @@ def run_confirmation(sweep: Sweep, configs: list[dict], storage: str, concurrenc
     print(f"[imdb_ray] confirmation: top {len(configs) // sweep.confirm_seeds} seed-dependent config(s) x "
           f"{sweep.confirm_seeds} new seed(s) = {len(configs)} trial(s); seed-independent models are confirmed by "
           "their own run", flush=True)
-    callbacks = [MLflowTrialRuns(log, sweep.searched_keys()), ConsoleProgress.for_sweep(sweep, total=len(configs))]
+    callbacks = [MLflowTrialRuns(log, sweep.searched_keys()), ConsoleProgress.for_sweep(sweep, total=len(configs)),
+                 *packing_callbacks(sweep)]
     results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
                   log, sweep.experiment_path(storage, "confirm"))
     return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
@@ -189,7 +197,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
                                                     workers=sweep.workers_per_trial), sweep.searched_keys())
-        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep)] + ([ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)] + (
+            [ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
         study = study_location(sweep, storage, parent_id)
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)

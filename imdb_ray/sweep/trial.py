@@ -8,6 +8,7 @@ trains: `imdb_ray.train` and the config (torch, scikit-learn) are imported where
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ import ray
 import ray.train
 from ray import tune
 
+from imdb_ray.sweep.packing import SHARE_KEY
 from imdb_ray.sweep.ray_compat import function_trainable, sweep_torch_trainer, training_result_type
 
 if TYPE_CHECKING:
@@ -117,9 +119,10 @@ def newest_on_storage(recorded):
                            metrics={**recorded.metrics, "training_iteration": epoch})
 
 
-def scaling_config(sweep: Sweep) -> ray.train.ScalingConfig:
-    """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU/GPU share."""
-    gpus = sweep.gpus_per_worker
+def scaling_config(sweep: Sweep, gpus: float | None = None) -> ray.train.ScalingConfig:
+    """Ray Train's resources for one trial: workers_per_trial workers, each with its CPU share and its GPU share
+    (`gpus`: a retried trial's grown share, else the sweep's)."""
+    gpus = sweep.gpus_per_worker if gpus is None else gpus
     return ray.train.ScalingConfig(num_workers=sweep.workers_per_trial, use_gpu=gpus > 0,
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
 
@@ -130,15 +133,18 @@ def make_trial(sweep: Sweep, storage: str):
     if sweep.trainer == "direct":
         return DirectTrial
     scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
+    cpus = sweep.cpus_per_worker
 
     def ray_train_trial(config: dict) -> None:
         from ray.train.torch import TorchConfig
         from ray.tune.integration.ray_train import TuneReportCallback
 
         context = tune.get_context()
+        grown = config.get(SHARE_KEY)  # set by callbacks.GrowGpuShareOnOOM when a worker ran out of GPU memory
         sweep_torch_trainer()(
-            train_worker, train_loop_config=config,
-            torch_config=TorchConfig(backend=backend), scaling_config=scaling,
+            train_worker, train_loop_config=config, torch_config=TorchConfig(backend=backend),
+            scaling_config=scaling if grown is None else dataclasses.replace(
+                scaling, resources_per_worker={"CPU": cpus, "GPU": grown}),
             run_config=ray.train.RunConfig(
                 name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
                 callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
