@@ -290,11 +290,11 @@ def test_asha_per_model_ranks_a_trial_only_against_its_own_model(per_model):
     from types import SimpleNamespace
 
     from imdb_ray.sweep.runner import build_scheduler
-    from imdb_ray.sweep.schedulers import PerModelASHA
+    from imdb_ray.sweep.schedulers import GroupedASHA
 
     sweep = Sweep(name="c", space={"model": {"cnn": {}, "gru": {}}, "epochs": 4}, rungs_per_model=per_model).validate()
     scheduler = build_scheduler(sweep)
-    assert isinstance(scheduler, PerModelASHA) == per_model
+    assert isinstance(scheduler, GroupedASHA) == per_model
     scheduler.set_search_properties("best_val_accuracy", "max")
     decisions = []
     for i, (model, score) in enumerate([("cnn", 0.9), ("cnn", 0.9), ("gru", 0.6)]):
@@ -303,3 +303,27 @@ def test_asha_per_model_ranks_a_trial_only_against_its_own_model(per_model):
         decisions.append(scheduler.on_trial_result(None, trial, {"epoch": 1, "best_val_accuracy": score}))
     assert decisions[:2] == ["CONTINUE", "CONTINUE"]
     assert decisions[2] == ("CONTINUE" if per_model else "STOP")
+
+
+def test_asha_leaves_one_pass_models_out_of_its_rungs():
+    """NB-SVM's one score (0.90 at "epoch 1") would rank every neural trial's first epoch below it: its trials
+    run outside the rungs, so a CNN at 0.6 after epoch 1 is the first at its rung and goes on; a second CNN
+    below it is still stopped (ASHA as usual among the neural trials)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from imdb_ray.sweep.runner import build_scheduler
+
+    sweep = Sweep(name="c", space={"model": {"nbsvm": {}, "tfidf_lr": {}, "cnn": {}}, "epochs": 4}).validate()
+    assert sorted(sweep.one_pass_models()) == ["nbsvm", "tfidf_lr"]
+    scheduler = build_scheduler(sweep)
+    scheduler.set_search_properties("best_val_accuracy", "max")
+    decisions = []
+    for i, (model, score) in enumerate([("nbsvm", 0.90), ("tfidf_lr", 0.88), ("cnn", 0.6), ("cnn", 0.5), ("cnn", 0.4)]):
+        trial = SimpleNamespace(trial_id=f"t{i}", config={"model": model})
+        scheduler.on_trial_add(None, trial)
+        decisions.append(scheduler.on_trial_result(None, trial, {"epoch": 1, "best_val_accuracy": score}))
+    assert decisions == ["CONTINUE", "CONTINUE", "CONTINUE", "STOP", "STOP"]
+    plain = build_scheduler(Sweep(name="c", space={"model": {"cnn": {}, "gru": {}}, "epochs": 4}).validate())
+    assert type(plain) is ASHAScheduler  # nothing to group: Ray's own scheduler, as the replay measured

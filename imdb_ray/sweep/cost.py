@@ -106,7 +106,8 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     tree = sweep.branches()
     per_model = sweep.trial_count() / len(tree)
     costs, prepare, ran_by_epochs = [], None, {}
-    rung_trials = sweep.trial_count() / (len(tree) if sweep.rungs_per_model else 1)  # the trials meeting at a rung
+    ranked = len(tree) - len(sweep.one_pass_models())  # one-pass models' trials stay outside the rungs
+    rung_trials = sweep.trial_count() * max(1, ranked) / len(tree) / (max(1, ranked) if sweep.rungs_per_model else 1)
     for model, branch in tree.items():
         ends = [{k: candidates(k, v, sweep.fail)[i] for k, v in branch.items()} for i in (0, -1)]
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]

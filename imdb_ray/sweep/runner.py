@@ -105,11 +105,11 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
 
 def build_scheduler(sweep: Sweep):
     """ASHA on epochs (it stops a trial only at rungs, on the running best), one set of rungs for all trials or
-    one per model; or FIFO (every trial runs out)."""
+    one per model, one-pass models (no epochs) outside them; or FIFO (every trial runs out)."""
     import numpy as np
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from imdb_ray.sweep.schedulers import PerModelASHA
+    from imdb_ray.sweep.schedulers import GroupedASHA
 
     if sweep.scheduler == "fifo":
         return FIFOScheduler()
@@ -119,7 +119,10 @@ def build_scheduler(sweep: Sweep):
     # its driver died starts Tune's count again at 1 while its Train checkpoint goes on from its epoch.
     asha = dict(time_attr="epoch", max_t=sweep.max_epochs(), grace_period=sweep.grace_period,
                 reduction_factor=sweep.reduction_factor, brackets=sweep.brackets)
-    return PerModelASHA(**asha) if sweep.rungs_per_model else ASHAScheduler(**asha)
+    one_pass = frozenset(sweep.one_pass_models())
+    if sweep.rungs_per_model or one_pass:
+        return GroupedASHA(per_model=sweep.rungs_per_model, one_pass=one_pass, **asha)
+    return ASHAScheduler(**asha)
 
 
 def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, resume: bool,

@@ -225,6 +225,10 @@ class Sweep:
         return {m: self._most_epochs(b) if FAMILIES[get_model(m).family].uses("epochs") else 1
                 for m, b in self.branches().items()}
 
+    def one_pass_models(self) -> list[str]:
+        """The sweep's models that train in one pass (tfidf_lr, nbsvm): one score, no epochs for ASHA to stop between."""
+        return [m for m in self.branches() if not TrialConfig.from_flat({"model": m}, strict=False).family.neural]
+
     def max_epochs(self) -> int:
         """The most epochs a trial can run (ASHA's max_t)."""
         return max(self._most_epochs(b) for b in self.branches().values())
