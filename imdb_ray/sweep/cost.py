@@ -8,7 +8,7 @@ reruns run every epoch. Speeds are this machine's, with the torch threads a tria
 pass included, measured after a warm-up epoch (the first batches pay for torch's one-time set-up), at both ends
 of every searched value (a width of 64 and of 128 cost differently) and averaged; a GPU trains many times faster
 than this CPU. Added once: the shared data preparation (measured on a slice, scaled to the sweep's rows) and the
-sweep's fixed cost (Ray start, MLflow, trial starts, test evaluation: SWEEP_FIXED_S).
+sweep's fixed cost (Ray start, MLflow, test evaluation: SWEEP_FIXED_S) and its trials' (TRIAL_FIXED_S).
 """
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ MEASURE_BATCHES = 6  # training steps per measured epoch (a first epoch of as ma
 BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
 PREP_ROWS = 1_000  # the shared data preparation (split, tokens, word vectors) is timed on this many, then scaled
 FULL_TRAIN_ROWS = 25_000  # the official train split
-# A one-trial sweep command over a plain train() of the same trial on this 2-core machine: Ray start, MLflow
-# parent and child runs, the trial's start, test evaluation and registration (results/sweep_overhead.md, +44.7 s).
-SWEEP_FIXED_S = 45.0
+# What a sweep command costs beyond training on this 2-core machine (results/sweep_overhead.md): once per sweep
+# (Ray start, the MLflow parent run, test evaluation and registration, Ray stop), and per trial by trainer (a
+# direct trial reuses its process; a ray_train trial starts a Train controller and workers).
+SWEEP_FIXED_S = 17.0
+TRIAL_FIXED_S = {"direct": 0.0, "ray_train": 19.6}
 ASHA_SIMULATIONS = 200  # seeded orders of trials of random quality, for ASHA's expected epochs
 
 
@@ -165,9 +167,11 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)
-    fixed = prepare_seconds + SWEEP_FIXED_S
+    starts = TRIAL_FIXED_S[sweep.trainer] * sum(c.trials for c in costs) / max(1, concurrency or 1)
+    fixed = prepare_seconds + SWEEP_FIXED_S + starts
     lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
-                 f"Ray start, MLflow, trial starts and test evaluation ~{SWEEP_FIXED_S:.0f}s (results/sweep_overhead.md)")
+                 f"Ray start, MLflow and test evaluation ~{SWEEP_FIXED_S:.0f}s, trial starts ({sweep.trainer}) ~{starts:.0f}s "
+                 "(results/sweep_overhead.md)")
     line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
             + (f", ~{_hours(fixed + total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if len(measured) < len(costs):
