@@ -193,7 +193,13 @@ def test_a_packed_trial_out_of_gpu_memory_is_retried_alone_with_a_larger_share(t
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (share {share})")
         tune.report({"share": share})
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    from ray.cluster_utils import Cluster
+
+    # a Ray of its own with one logical GPU, joined rather than started by ray.init: a Ray that ray.init
+    # starts in this process and stops again broke the session cluster's later sweeps (actors "cancelled
+    # before they started")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "include_dashboard": False})
+    ray.init(address=cluster.address, logging_level="ERROR")
     try:
         grow = GrowGpuShareOnOOM(0.25, 0.5, direct=True)
         results = tune.Tuner(tune.with_resources(packed, {"CPU": 0.5, "GPU": 0.25}),
@@ -202,6 +208,7 @@ def test_a_packed_trial_out_of_gpu_memory_is_retried_alone_with_a_larger_share(t
                                                        failure_config=tune.FailureConfig(max_failures=1))).fit()
     finally:
         ray.shutdown()
+        cluster.shutdown()
     by_need = {r.config["needs"]: r for r in results}
     assert by_need[0.25].error is None and by_need[0.25].metrics["share"] == 0.25  # it fit: never touched
     assert by_need[0.5].error is None and by_need[0.5].metrics["share"] == 0.5  # retried with twice the share
