@@ -109,8 +109,8 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     tree = sweep.branches()
     per_model = sweep.trial_count() / len(tree)
     costs, prepare, ran_by_epochs = [], None, {}
-    ranked = len(tree) - len(sweep.one_pass_models())  # one-pass models' trials stay outside the rungs
-    rung_trials = sweep.trial_count() * max(1, ranked) / len(tree) / (max(1, ranked) if sweep.rungs_per_model else 1)
+    ranked = max(1, len(tree) - len(sweep.one_pass_models()))  # one-pass models' trials stay outside the rungs
+    rung_trials = per_model if sweep.rungs_per_model else per_model * ranked  # the trials meeting at a rung
     for model, branch in tree.items():
         ends = [{k: candidates(k, v, sweep.fail)[i] for k, v in branch.items()} for i in (0, -1)]
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
