@@ -32,7 +32,7 @@ def record(revision: str | None) -> dict:
     rows = list(csv.DictReader(io.StringIO(at_revision("results/classic_leaderboard.csv", revision))))
     summary = at_revision("results/classic_sweep_cpu.md", revision)
     board = at_revision("results/classic_leaderboard.md", revision)
-    confirmed = re.findall(r"^\| \d+ \| (\S+) \| (\w+) \| [^|]* \| ([^|]+) \| ([\d.]+ ± [\d.]+) \| ([\d.]+ ± [\d.]+) \|",
+    confirmed = re.findall(r"^\| \d+ \| ([^|]+) \| (\w+) \| [^|]* \| ([^|]+) \| ([\d.]+ ± [\d.]+) \| ([\d.]+ ± [\d.]+) \|",
                            board.split("## Confirmed configurations")[-1], flags=re.M)
     return {"trials": [r for r in rows if r["status"] != "ensemble"],
             "ensembles": {r["trial"]: r for r in rows if r["status"] == "ensemble"},
@@ -48,12 +48,17 @@ def best_per_model(trials: list[dict]) -> dict[str, dict]:
         model = out.setdefault(row["model"], {"best": row, "trials": 0, "epochs": 0})
         model["trials"] += 1
         model["epochs"] += int(row["epochs"] or 0)
-        if float(row["val_accuracy"]) > float(model["best"]["val_accuracy"]):
+        if score(row) > score(model["best"]):
             model["best"] = row
     return out
 
 
-def section(before: dict, after: dict, labels: tuple[str, str], revision: str) -> str:
+def score(row: dict) -> float:
+    """A trial's validation accuracy; one stopped by the budget before its first epoch has none."""
+    return float(row["val_accuracy"]) if row["val_accuracy"] else float("-inf")
+
+
+def section(before: dict, after: dict, labels: tuple[str, str], revision: str, note: str = "") -> str:
     old, new = best_per_model(before["trials"]), best_per_model(after["trials"])
     lines = [MARK, f"Before: {labels[0]} (the record committed at {revision}); after: {labels[1]} (this record). Same "
              "sweep otherwise, same machine, same 60-minute search budget and flags. Per model: the best validation "
@@ -62,7 +67,7 @@ def section(before: dict, after: dict, labels: tuple[str, str], revision: str) -
              "`.venv/bin/python benchmarks/classic_before_after.py` (see its docstring).", "",
              "| model | best val before | best val after | test before | test after | trials / epochs before | "
              "trials / epochs after |", "|---|---|---|---|---|---|---|"]
-    for model in sorted(set(old) | set(new), key=lambda m: -max(float(x[m]["best"]["val_accuracy"]) for x in (old, new) if m in x)):
+    for model in sorted(set(old) | set(new), key=lambda m: -max(score(x[m]["best"]) for x in (old, new) if m in x)):
         cells = []
         for key in ("val_accuracy", "test_accuracy"):
             cells += [(side[model]["best"][key] or "") if model in side else "not run" for side in (old, new)]
@@ -81,6 +86,8 @@ def section(before: dict, after: dict, labels: tuple[str, str], revision: str) -
     for i in range(max(len(before["confirmed"]), len(after["confirmed"]))):
         cells = [", ".join(x["confirmed"][i]) if i < len(x["confirmed"]) else "" for x in (before, after)]
         lines.append(f"| {i + 1} | {cells[0]} | {cells[1]} |")
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +96,9 @@ def main() -> None:
     parser.add_argument("--before", required=True, help="git revision holding the earlier record")
     parser.add_argument("--label-before", default="before")
     parser.add_argument("--label-after", default="after")
+    parser.add_argument("--note", default="", help="a caveat to print under the tables (e.g. what shared the machine)")
     args = parser.parse_args()
-    text = section(record(args.before), record(None), (args.label_before, args.label_after), args.before)
+    text = section(record(args.before), record(None), (args.label_before, args.label_after), args.before, args.note)
     target = ROOT / "results" / "classic_comparison.md"
     target.write_text(target.read_text().split(MARK)[0].rstrip("\n") + "\n" + text)
     print(text)

@@ -2,6 +2,7 @@
 epochs per trial (where the scheduler stopped whom)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -57,23 +58,24 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     # learning curves of the top trials
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for r in done[:top]:
-        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=f"{r.name} ({r.model})")
+        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=trial_label(r))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{name}: top {min(top, len(done))} trials")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(out / f"{name}_curves.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     # which trial ran how many epochs (ASHA's early stops, failures)
-    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(rows) + 1.5))
+    labels = [trial_label(r) for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.15 * sum(label.count("\n") + 2 for label in labels) + 1.5))
     colours = {"FINISHED": "tab:green", "FAILED": "tab:red"}
     for i, r in enumerate(rows):
         stopped = r.status == "FINISHED" and not ran_to_its_end(r)
         ax.barh(i, r.epochs, color="tab:orange" if stopped else colours.get(r.status, "tab:gray"))
-    ax.set_yticks(range(len(rows)), [f"{r.name} ({r.model})" for r in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("epochs run (green: ran to its end, all epochs or its own patience stop;\n"
                   "orange: stopped by the scheduler; red: failed; gray: cut when the sweep ended)", fontsize=8)
@@ -83,6 +85,12 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def trial_label(r, width: int = 60) -> str:
+    """A trial's name for a legend or an axis: its model first, wrapped (names carry the sampled values)."""
+    name = r.name if r.name.split(" ")[0] == r.model else f"{r.name} ({r.model})"
+    return textwrap.fill(name, width)
 
 
 def ran_to_its_end(r) -> bool:

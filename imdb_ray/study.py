@@ -54,13 +54,19 @@ def _matches(row: TrialRow, want: dict) -> bool:
     return row.val_accuracy is not None
 
 
+def shown(path: Path) -> str:
+    """A path as a reader can repeat it: relative to the working directory when under it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def write_comparison(rows: list[TrialRow], path: Path, sweeps: list[str], out: Path) -> Path:
     """The original study's reported numbers beside our best matching trial (selected on validation)."""
     from imdb_ray.reference import ORIGINAL, SOURCE
 
     pct = lambda v: "" if v is None else f"{v:.2%}"  # noqa: E731
     lines = ["# Our runs beside the original study", "",
-             f"Command: `python -m imdb_ray report{''.join(f' --sweep {n}' for n in sweeps)} --out {out}` (our trials from "
+             f"Command: `python -m imdb_ray report{''.join(f' --sweep {n}' for n in sweeps)} --out {shown(out)}` (our trials from "
              f"sweeps: {', '.join(sweeps)}). Theirs: {SOURCE}. Their accuracies are",
              "train and **validation** accuracy on a random split of the labelled training data (their README gives",
              "no seed), and their Kaggle column is the competition's ROC AUC, not accuracy. Ours: the trial with the",

@@ -89,3 +89,17 @@ def test_a_replay_through_the_real_tuner_is_deterministic_for_its_seed(tmp_path,
     assert len(first) < g["epochs"]  # ASHA stopped some trials early
     regrets = [s["regret"] for s in efficiency.score(g, first, "seconds") if s["regret"] is not None]
     assert regrets and all(r >= 0 for r in regrets) and regrets == sorted(regrets, reverse=True)  # a kept best only improves
+
+
+def test_classic_before_after_reads_both_committed_records_per_model():
+    """The before/after table of the classic sweep: a trial the budget stopped before its first epoch has no
+    validation score and never becomes its model's best; both records parse (trials, confirmed configs)."""
+    compare = load("classic_before_after")
+    rows = [{"model": "cnn", "val_accuracy": "", "epochs": "0"}, {"model": "cnn", "val_accuracy": "0.88", "epochs": "3"},
+            {"model": "gru", "val_accuracy": "0.85", "epochs": ""}]
+    best = compare.best_per_model(rows)
+    assert best["cnn"]["best"]["val_accuracy"] == "0.88" and (best["cnn"]["trials"], best["cnn"]["epochs"]) == (2, 3)
+    assert (best["gru"]["trials"], best["gru"]["epochs"]) == (1, 0)
+    after = compare.record(None)  # the record in the tree
+    assert after["trials"] and after["confirmed"] and all(len(c) == 4 for c in after["confirmed"])
+    assert {"cnn", "nbsvm"} <= {r["model"] for r in after["trials"]}
