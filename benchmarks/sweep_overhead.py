@@ -1,101 +1,149 @@
-"""What the sweep engine costs beyond training, side by side in one run: TRIALS small trials as plain `train()`
-calls in this process, then as sweeps of 1 and of TRIALS trials (one at a time) for each trainer. The sweep of one
-trial and the sweep of TRIALS trials differ only in trials, so
+"""What the sweep engine costs beyond training, side by side in one run, as a user meets it: whole commands. A
+plain process (`python benchmarks/sweep_overhead.py --plain N`: import, then N small `train()` calls) against
+`python -m imdb_ray sweep` of the same N trials (one at a time), for N = 1 and N = TRIALS, for each trainer.
 
-    per-trial fixed cost = (sweep(N) - sweep(1)) / (N - 1) - one plain trial
-    per-sweep fixed cost = sweep(1) - one plain trial - per-trial fixed cost   (ray.init, MLflow parent, study,
-                                                                               test evaluation, registration)
+    per-trial fixed cost = (trials' span in the sweep of N - in the sweep of 1) / (N - 1) - one warm plain trial
+    per-sweep fixed cost = sweep command(N) - plain process(N) - N x per-trial fixed cost
+                           (CLI imports, ray.init, MLflow parent, study, the first trial's process, test evaluation,
+                           registration, Ray stop)
 
-Plus the shared preparation: the first trial builds tokens + Word2Vec, later trials read the cache.
+The trials' spans and the sweep's phases come from the times its console lines were printed. Plus the shared
+preparation: the first trial builds tokens + Word2Vec, later trials read the cache.
 
     .venv/bin/python benchmarks/sweep_overhead.py
 Writes results/sweep_overhead.md.
 """
 from __future__ import annotations
 
-import contextlib
-import io
+import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from ray import tune
-
-from imdb_ray.config import TrialConfig
-from imdb_ray.sweep import Sweep
-from imdb_ray.sweep.runner import run_sweep
-from imdb_ray.text import prepare_word_data
-from imdb_ray.train import load_trial_data, train
-
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 8
+REPEATS = 3  # plain processes and auto sweeps (tens of seconds each) are run this many times, alternating, and the
+# median kept: one run of each moved by 10-15 % between runs on this shared 2-core machine. ray_train sweeps run once.
 SETTINGS = {"model": "gru", "n_train": 2000, "n_test": 500, "epochs": 1, "max_len": 100, "hidden": 32, "val_split": "random"}
+SWEEP_FILE = """from ray import tune
+from imdb_ray.sweep import Sweep
+
+sweep = Sweep(name={name!r}, space={{**{settings!r}, "seed": tune.grid_search(list(range({trials})))}}, search="grid",
+              scheduler="fifo", num_samples=1, trainer={trainer!r}, cpus_per_worker=1, max_failures=0, max_concurrent=1,
+              test_top=1, ensemble_top=0)
+"""
 
 
-class StampedLines(io.TextIOBase):
-    """stdout that also notes when each console line of the sweep was printed, for the phases below."""
+def plain_process(cache: str, trials: int) -> None:
+    """--plain N: what a user's own script would do; prints each train() call's seconds as JSON."""
+    import torch
 
-    def __init__(self, echo):
-        self.echo, self.lines, self.partial = echo, [], ""
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.train import train
 
-    def write(self, text: str) -> int:
-        self.echo.write(text)
-        self.partial += text
-        *done, self.partial = self.partial.split("\n")
-        self.lines += [(time.perf_counter(), line) for line in done]
-        return len(text)
-
-    def flush(self) -> None:
-        self.echo.flush()
-
-    def first(self, marker: str) -> float:
-        return next(t for t, line in self.lines if marker in line)
-
-    def last(self, marker: str) -> float:
-        return [t for t, line in self.lines if marker in line][-1]
+    torch.set_num_threads(1)  # what a trial with cpus_per_worker=1 gets
+    seconds = []
+    for seed in range(trials):
+        start = time.perf_counter()
+        train(TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": seed}), progress=False)
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps(seconds))
 
 
-def phases(lines: StampedLines, start: float, end: float) -> dict[str, float]:
-    """Seconds of a sweep command's phases, from its console lines: before Ray (validation, shared data),
-    Ray start and the MLflow parent run, the trials, and the close (test evaluation, registration, Ray stop)."""
-    ray_from, trials_from, trials_to = lines.first("starting Ray"), lines.first("sample(s), up to"), lines.last("[imdb_ray] sweep:")
-    return {"before Ray": ray_from - start, "Ray start + MLflow parent": trials_from - ray_from,
-            "trials": trials_to - trials_from, "test evaluation, registration, Ray stop": end - trials_to}
+def prepare(cache: str) -> list[float]:
+    """Every seed's tokens and Word2Vec, built before anything is timed (the sweeps and the plain runs all find
+    them cached); the first seed's build and three cache hits timed, for the preparation table."""
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.text import prepare_word_data
+    from imdb_ray.train import load_trial_data
+
+    dataset = load_trial_data(TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": 0}))
+    prep = []
+    for seed in [0, 0, 0, 0, *range(1, TRIALS)]:
+        start = time.perf_counter()
+        prepare_word_data(TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": seed}), dataset)
+        prep.append(time.perf_counter() - start)
+    return prep[:4]
 
 
-def timed_sweep(work: Path, cache: str, trainer: str, trials: int) -> tuple[float, dict[str, float]]:
-    name = f"overhead_{trainer}_{trials}"
-    sweep = Sweep(name=name, space={**SETTINGS, "cache_dir": cache, "seed": tune.grid_search(list(range(trials)))},
-                  search="grid", scheduler="fifo", num_samples=1, trainer=trainer, cpus_per_worker=1, max_failures=0,
-                  max_concurrent=1, test_top=1, ensemble_top=0, source=work / f"{name}.py").validate()
-    sweep.source.write_text(f"# generated by benchmarks/sweep_overhead.py: {SETTINGS}\n")
-    lines = StampedLines(sys.stdout)
+def timed_plain(cache: str, trials: int) -> tuple[float, list[float]]:
     start = time.perf_counter()
-    with contextlib.redirect_stdout(lines):
-        run_sweep(sweep, address=None, storage=str(work / "ray"), tracking_uri=f"sqlite:///{work}/mlflow.db", cache_dir=cache)
+    done = subprocess.run([sys.executable, __file__, "--plain", str(trials), "--cache", cache], cwd=ROOT, check=True,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    print(f"[overhead] plain process of {trials} trial(s): {wall:.1f} s", file=sys.stderr, flush=True)
+    return wall, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# What a local Ray gets from imdb_ray (runner.LOCAL_RAY_TRAIN_ENV) put back to Ray's own defaults, for the row beside
+RAY_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
+
+
+def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float]]:
+    """`python -m imdb_ray sweep` of `trials` seeds of SETTINGS, its results under `work`, its MLflow runs in the
+    one store beside (created by the first sweep); its wall seconds and phases."""
+    name = f"overhead_{trainer}_{trials}"
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / f"{name}.py"
+    source.write_text(SWEEP_FILE.format(name=name, settings=SETTINGS, trials=trials, trainer=trainer))
+    stamps = []
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "imdb_ray", "sweep", str(source), "--storage", str(work / "ray"),
+                             "--tracking-uri", f"sqlite:///{work.parent}/mlflow.db", "--cache-dir", cache],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    for line in proc.stdout:
+        stamps.append((time.perf_counter(), line))
+        print(line, end="", flush=True)
+    if proc.wait() != 0:
+        sys.exit(f"{name}: the sweep command failed (exit {proc.returncode})")
     end = time.perf_counter()
     print(f"[overhead] {trainer} sweep of {trials} trial(s): {end - start:.1f} s", file=sys.stderr, flush=True)
-    return end - start, phases(lines, start, end)
+    return end - start, phases(stamps, start, end)
 
 
-def report(plain: list[float], warm: float, sweeps: dict, prep: list[float]) -> list[str]:
+def phases(stamps: list[tuple[float, str]], start: float, end: float) -> dict[str, float]:
+    """Seconds of a sweep command's phases, from its console lines: before Ray (imports, validation, shared data),
+    Ray start and the MLflow parent run, the trials, and the close (test evaluation, registration, Ray stop)."""
+    first = lambda marker: next(t for t, line in stamps if marker in line)  # noqa: E731
+    last = [t for t, line in stamps if line.startswith("[imdb_ray] sweep:")][-1]
+    ray_from, trials_from = first("starting Ray"), first("sample(s), up to")
+    return {"before Ray (imports, checks, shared data)": ray_from - start, "Ray start + MLflow parent": trials_from - ray_from,
+            "trials": last - trials_from, "test evaluation, registration, Ray stop": end - last}
+
+
+def median_run(runs: list[tuple[float, object]]) -> tuple[float, object]:
+    """The run with the median wall time (its phases or call times with it)."""
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
+def report(plain: dict, sweeps: dict, prep: list[float]) -> list[str]:
+    warm = sum(plain[TRIALS][1][1:]) / (TRIALS - 1)  # train() calls 2..N of the plain process: torch warmed up
     lines = ["# Fixed cost of the sweep engine (CPU)", "",
-             f"Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run. A trial: {SETTINGS} "
-             "on the bundled IMDB data, one torch thread, trials one at a time. A plain `train()` of it in this process: "
-             f"**{warm:.2f} s** warm (mean of calls 2-{TRIALS}; the first, {plain[0]:.2f} s, warms torch up).", "",
-             f"| trainer | sweep of 1 trial (s) | sweep of {TRIALS} trials (s) | {TRIALS} trials / {TRIALS} plain | "
+             "Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run, whole commands "
+             f"as a user runs them, one after another on an otherwise idle machine. A trial: {SETTINGS} on the bundled "
+             "IMDB data, one torch thread, trials one at a time, every seed's Word2Vec built beforehand (all runs find "
+             f"it cached). Plain processes and auto sweeps: the median of {REPEATS} runs, run alternately; ray_train sweeps: "
+             f"one run each. A plain process of 1 / {TRIALS} `train()` calls (Python start, imports, the calls): "
+             f"**{plain[1][0]:.1f} s / {plain[TRIALS][0]:.1f} s**; one warm `train()` call in it: **{warm:.2f} s**.", "",
+             f"| trainer | sweep of 1 trial (s) | sweep of {TRIALS} trials (s) | sweep of {TRIALS} / plain process of {TRIALS} | "
              "fixed cost per trial (s) | fixed cost per sweep (s) |", "|---|---|---|---|---|---|"]
-    for trainer in ("auto", "ray_train"):
+    for trainer in ("auto", "ray_train", "ray_train, Ray's defaults"):
         (one, one_phases), (many, many_phases) = sweeps[trainer, 1], sweeps[trainer, TRIALS]
         per_trial = (many_phases["trials"] - one_phases["trials"]) / (TRIALS - 1) - warm
-        per_sweep = one - one_phases["trials"]
-        lines.append(f"| {trainer} | {one:.1f} | {many:.1f} | {many / (TRIALS * warm):.2f} | {per_trial:+.2f} | {per_sweep:+.1f} |")
-    lines += ["", f"Per trial: the trials' span in the sweep of {TRIALS} less the sweep of 1's, over {TRIALS - 1} trials, less "
-              "one warm plain trial. Per sweep: the sweep of one trial less its trials' span. Where it goes (seconds, from the "
-              "times the console lines were printed):", "",
+        per_sweep = many - plain[TRIALS][0] - TRIALS * per_trial
+        lines.append(f"| {trainer} | {one:.1f} | {many:.1f} | {many / plain[TRIALS][0]:.2f} | {per_trial:+.2f} | {per_sweep:+.1f} |")
+    lines += ["", f"Per trial: the trials' span in the sweep of {TRIALS} less the sweep of 1's, over {TRIALS - 1} trials, "
+              f"less one warm plain trial. Per sweep: the sweep of {TRIALS} less the plain process of {TRIALS} less "
+              f"{TRIALS} per-trial costs. \"Ray's defaults\": Ray Train's preemption watcher on and its controller polling "
+              "every 2 s, as Ray ships them; a local Ray started by imdb_ray turns the watcher off and polls every 0.2 s "
+              "(`LOCAL_RAY_TRAIN_ENV` in imdb_ray/sweep/runner.py). Where a sweep's time goes (seconds, from when its console lines were printed; "
+              "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {trainer}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in ph.values()) + " |"
               for (trainer, n), (_, ph) in sweeps.items()]
@@ -105,30 +153,26 @@ def report(plain: list[float], warm: float, sweeps: dict, prep: list[float]) -> 
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plain", type=int, help=argparse.SUPPRESS)  # the plain process this script times
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain:
+        return plain_process(args.cache, args.plain)
     work = Path(tempfile.mkdtemp(prefix="imdb_ray_bench_"))
     cache = str(work / "cache")
-    cfg = TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": 0})
-    dataset = load_trial_data(cfg)
-    prep = []
-    for _ in range(4):  # trial 1 builds, trials 2..4 hit the cache
-        start = time.perf_counter()
-        prepare_word_data(cfg, dataset)
-        prep.append(time.perf_counter() - start)
-
-    for seed in range(1, TRIALS):  # each seed's own Word2Vec, built now: the sweeps find them all cached too
-        prepare_word_data(TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": seed}), dataset)
-
-    torch.set_num_threads(1)  # what a trial with cpus_per_worker=1 gets
-    plain = []
-    for seed in range(TRIALS):
-        start = time.perf_counter()
-        train(TrialConfig.from_flat({**SETTINGS, "cache_dir": cache, "seed": seed}), progress=False)
-        plain.append(time.perf_counter() - start)
-    warm = sum(plain[1:]) / (TRIALS - 1)  # the first call warms torch up, as a sweep's first trial does
-    print(f"[overhead] plain train(): {warm:.1f} s per warm trial", file=sys.stderr, flush=True)
-    sweeps = {(trainer, n): timed_sweep(work, cache, trainer, n)
-              for trainer in ("auto", "ray_train") for n in (1, TRIALS)}  # auto: a one-worker trial runs in its Tune process
-    lines = report(plain, warm, sweeps, prep)
+    prep = prepare(cache)
+    runs: dict = {}
+    for repeat in range(REPEATS):  # alternating, so a slow spell of the machine touches every kind alike
+        for n in (1, TRIALS):
+            runs.setdefault(("plain", n), []).append(timed_plain(cache, n))
+            runs.setdefault(("auto", n), []).append(timed_sweep(work / f"auto{repeat}", cache, "auto", n))
+    runs.update({("ray_train", n): [timed_sweep(work / "ray_train", cache, "ray_train", n)] for n in (1, TRIALS)})
+    runs.update({("ray_train, Ray's defaults", n): [timed_sweep(work / "ray_defaults", cache, "ray_train", n, RAY_DEFAULTS)]
+                 for n in (1, TRIALS)})
+    plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
+    sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
+    lines = report(plain, sweeps, prep)
     (ROOT / "results" / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)

@@ -105,6 +105,25 @@ def test_gpu_fractions_map_onto_ray_resources():
     assert cluster_sim.gpus_per_worker == 0.5 and cluster_sim.space["epochs"] == EPOCHS
 
 
+def test_a_local_ray_trims_ray_trains_per_trial_machinery_and_a_cluster_keeps_its_defaults(monkeypatch):
+    """The environment a local Ray's processes inherit (set before ray.init, so Train's controller reads it): no
+    preemption watcher, a 0.2-s poll; a value the user set wins; joining a cluster changes nothing."""
+    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+
+    import imdb_ray.sweep.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner.ray, "init", lambda **kw: seen.append({k: runner.os.environ.get(k) for k in runner.LOCAL_RAY_TRAIN_ENV}))
+    for key in runner.LOCAL_RAY_TRAIN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    runner._start_ray("10.0.0.1:6379", dashboard=False)
+    assert seen[-1] == {key: None for key in runner.LOCAL_RAY_TRAIN_ENV}
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")
+    runner._start_ray(None, dashboard=False)
+    assert seen[-1] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0"}
+    assert set(runner.LOCAL_RAY_TRAIN_ENV) <= ENV_VARS_TO_PROPAGATE  # Train hands them on to its controller and workers
+
+
 @pytest.mark.slow
 def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
     from mlflow.tracking import MlflowClient

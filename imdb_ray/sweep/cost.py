@@ -25,12 +25,12 @@ MEASURE_BATCHES = 6  # training steps per measured epoch (a first epoch of as ma
 BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
 PREP_ROWS = 1_000  # the shared data preparation (split, tokens, word vectors) is timed on this many, then scaled
 FULL_TRAIN_ROWS = 25_000  # the official train split
-# What a sweep command costs beyond training on this 2-core machine: once per sweep (Ray start, the MLflow parent
-# run, test evaluation and registration, Ray stop) and per trial by trainer (a direct trial reuses its process; a
-# ray_train trial starts a Train controller and workers). From results/sweep_overhead.md's one-trial rows (+44.7 s
-# direct, +52.6 s ray_train over a plain train()), until benchmarks/sweep_overhead.py's split is recorded there.
-SWEEP_FIXED_S = 44.7
-TRIAL_FIXED_S = {"direct": 0.0, "ray_train": 7.9}
+# What a sweep command costs beyond training on this 2-core machine, from results/sweep_overhead.md (a sweep of 8
+# trials against a plain process of the same 8): once per sweep (imports, Ray start, the MLflow parent run, the first
+# trial's process, test evaluation and registration, Ray stop; the auto row) and per trial by trainer (a direct trial
+# reuses its process; a ray_train trial starts a Train controller, its workers and their helper actors).
+SWEEP_FIXED_S = 11.3
+TRIAL_FIXED_S = {"direct": 0.7, "ray_train": 14.9}
 ASHA_SIMULATIONS = 200  # seeded orders of trials of random quality, for ASHA's expected epochs
 
 

@@ -1,5 +1,5 @@
 """A validated Sweep -> a Ray Tune run. Each trial (sweep/trial.py) runs the one training loop, either
-inside Ray Train workers (`trainer="ray_train"`, DDP-ready, ~20 s fixed cost) or in the Tune trial
+inside Ray Train workers (`trainer="ray_train"`, DDP-ready, ~15 s fixed cost per trial on 2 cores) or in the Tune trial
 process itself (`trainer="direct"`, for cheap single-device trials). After the search the selected trials are
 evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
 """
@@ -281,6 +281,14 @@ def quiet_ray(verbose: bool) -> None:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
+# A local Ray is one machine: Ray Train's preemption watcher (one more actor process per trial, for spot nodes being
+# drained) has nothing to watch, and its controller's 2-s poll of the workers delays each trial's end by up to 2 s.
+# results/sweep_overhead.md has a ray_train trial's fixed cost with these and with Ray's defaults side by side: on 2
+# cores the difference is within run-to-run noise (the cost is dominated by starting the trial's processes). A
+# cluster keeps Ray's defaults (its nodes may be spot instances); set these variables there to change them.
+LOCAL_RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
 def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> None:
     import logging
 
@@ -289,6 +297,8 @@ def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> N
         ray.init(address=address, logging_level=level)
         return
     local = local_resources()
+    for key, value in LOCAL_RAY_TRAIN_ENV.items():  # before ray.init: its processes inherit the environment
+        os.environ.setdefault(key, value)
     # address="local": a Ray of its own, even when another runs on this machine (plain ray.init()
     # would join that one). The dashboard (off by default: it costs a core's worth on a laptop)
     # never leaves localhost.
