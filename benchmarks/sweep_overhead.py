@@ -80,8 +80,13 @@ def timed_plain(cache: str, trials: int) -> tuple[float, list[float]]:
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# What a local Ray gets from imdb_ray (runner.LOCAL_RAY_TRAIN_ENV) put back to Ray's own defaults, for the row beside
-RAY_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "2.0"}
+def ray_defaults() -> dict[str, str]:
+    """What a local Ray gets from imdb_ray (runner.LOCAL_RAY_TRAIN_ENV) put back to Ray Train's own defaults, as the
+    installed Ray defines them, for the row beside."""
+    from ray.train.v2._internal import constants as train
+
+    return {train.ENABLE_PREEMPTION_WATCHER_ENV_VAR: str(int(train.DEFAULT_ENABLE_PREEMPTION_WATCHER)),
+            train.HEALTH_CHECK_INTERVAL_S_ENV_VAR: str(train.DEFAULT_HEALTH_CHECK_INTERVAL_S)}
 
 
 def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float]]:
@@ -168,7 +173,7 @@ def main() -> None:
             runs.setdefault(("plain", n), []).append(timed_plain(cache, n))
             runs.setdefault(("auto", n), []).append(timed_sweep(work / f"auto{repeat}", cache, "auto", n))
     runs.update({("ray_train", n): [timed_sweep(work / "ray_train", cache, "ray_train", n)] for n in (1, TRIALS)})
-    runs.update({("ray_train, Ray's defaults", n): [timed_sweep(work / "ray_defaults", cache, "ray_train", n, RAY_DEFAULTS)]
+    runs.update({("ray_train, Ray's defaults", n): [timed_sweep(work / "ray_defaults", cache, "ray_train", n, ray_defaults())]
                  for n in (1, TRIALS)})
     plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
     sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
