@@ -19,7 +19,10 @@ def secret_name(name: str) -> bool:
 
 
 def _env_secrets() -> list[str]:
-    return [v for k, v in os.environ.items() if secret_name(k) and len(v) >= 8]
+    # Key by key, not os.environ.items(): another thread (MLflow's telemetry) may unset a variable between
+    # the listing of names and the reading of its value, and items() then raises KeyError.
+    values = (os.environ.get(name) for name in list(os.environ) if secret_name(name))
+    return [v for v in values if v is not None and len(v) >= 8]
 
 
 def looks_secret(name: str, value: Any) -> bool:

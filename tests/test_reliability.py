@@ -570,6 +570,22 @@ def test_secrets_are_never_logged(monkeypatch):
                    "secret-named environment variables", "-")
 
 
+def test_secret_scan_survives_a_variable_unset_by_another_thread(monkeypatch):
+    """MLflow's telemetry thread unsets _MLFLOW_TELEMETRY_SESSION_ID while the sweep logs its parent run's params:
+    a name listed, then gone when its value is read (this crashed a sweep with KeyError)."""
+    from collections import UserDict
+    from types import SimpleNamespace
+
+    import imdb_ray.redact as redact
+
+    class VanishingEnviron(UserDict):  # lists a name whose value is gone by the time it is read
+        def __iter__(self):
+            return iter([*self.data, "_GONE_SESSION_TOKEN"])
+
+    monkeypatch.setattr(redact, "os", SimpleNamespace(environ=VanishingEnviron({"MY_SERVICE_TOKEN": "s3cr3t-value-1234"})))
+    assert redact.safe_params({"lr": 0.1, "data": "s3://b?sig=s3cr3t-value-1234"}) == {"lr": 0.1}
+
+
 def test_local_ray_and_ui_bind_to_localhost(monkeypatch, tmp_path):
     import ray
 
