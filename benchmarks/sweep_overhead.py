@@ -89,11 +89,13 @@ def ray_defaults() -> dict[str, str]:
             train.HEALTH_CHECK_INTERVAL_S_ENV_VAR: str(train.DEFAULT_HEALTH_CHECK_INTERVAL_S)}
 
 
-def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float]]:
+def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float], int]:
     """`python -m imdb_ray sweep` of `trials` seeds of SETTINGS, its results under `work`, its MLflow runs in the
-    one store beside (created by the first sweep); its wall seconds and phases."""
+    one store beside (created by the first sweep); its wall seconds, phases and the Python processes Ray started."""
     name = f"overhead_{trainer}_{trials}"
     work.mkdir(parents=True, exist_ok=True)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt"))  # this sweep's Ray session alone, for its process count (short: Ray's
+    env = {**(env or {}), "RAY_TMPDIR": str(ray_tmp)}  # sockets live under it, and a socket path has at most 107 bytes)
     source = work / f"{name}.py"
     source.write_text(SWEEP_FILE.format(name=name, settings=SETTINGS, trials=trials, trainer=trainer))
     stamps = []
@@ -109,7 +111,14 @@ def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | N
         sys.exit(f"{name}: the sweep command failed (exit {proc.returncode})")
     end = time.perf_counter()
     print(f"[overhead] {trainer} sweep of {trials} trial(s): {end - start:.1f} s", file=sys.stderr, flush=True)
-    return end - start, phases(stamps, start, end)
+    processes = worker_processes(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+    return end - start, phases(stamps, start, end), processes
+
+
+def worker_processes(ray_tmp: Path) -> int:
+    """Python worker processes the raylet started in the session(s) under `ray_tmp` (Ray's own log of each start)."""
+    return sum(log.read_text(errors="replace").count("Started worker process") for log in ray_tmp.glob("**/logs/raylet*.out"))
 
 
 def phases(stamps: list[tuple[float, str]], start: float, end: float) -> dict[str, float]:
@@ -118,11 +127,11 @@ def phases(stamps: list[tuple[float, str]], start: float, end: float) -> dict[st
     first = lambda marker: next(t for t, line in stamps if marker in line)  # noqa: E731
     last = [t for t, line in stamps if line.startswith("[imdb_ray] sweep:")][-1]
     ray_from, trials_from = first("starting Ray"), first("sample(s), up to")
-    return {"before Ray (imports, checks, shared data)": ray_from - start, "Ray start + MLflow parent": trials_from - ray_from,
+    return {"before Ray (imports, checks, shared data)": ray_from - start, "Ray start (an existing store checked beside it) + MLflow parent": trials_from - ray_from,
             "trials": last - trials_from, "test evaluation, registration, Ray stop": end - last}
 
 
-def median_run(runs: list[tuple[float, object]]) -> tuple[float, object]:
+def median_run(runs: list[tuple]) -> tuple:
     """The run with the median wall time (its phases or call times with it)."""
     return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
 
@@ -137,21 +146,28 @@ def report(plain: dict, sweeps: dict, prep: list[float]) -> list[str]:
              f"one run each. A plain process of 1 / {TRIALS} `train()` calls (Python start, imports, the calls): "
              f"**{plain[1][0]:.1f} s / {plain[TRIALS][0]:.1f} s**; one warm `train()` call in it: **{warm:.2f} s**.", "",
              f"| trainer | sweep of 1 trial (s) | sweep of {TRIALS} trials (s) | sweep of {TRIALS} / plain process of {TRIALS} | "
-             "fixed cost per trial (s) | fixed cost per sweep (s) |", "|---|---|---|---|---|---|"]
+             "fixed cost per trial (s) | fixed cost per sweep (s) | Python processes Ray started per trial |",
+             "|---|---|---|---|---|---|---|"]
     for trainer in ("auto", "ray_train", "ray_train, Ray's defaults"):
-        (one, one_phases), (many, many_phases) = sweeps[trainer, 1], sweeps[trainer, TRIALS]
+        (one, one_phases, one_procs), (many, many_phases, many_procs) = sweeps[trainer, 1], sweeps[trainer, TRIALS]
         per_trial = (many_phases["trials"] - one_phases["trials"]) / (TRIALS - 1) - warm
         per_sweep = many - plain[TRIALS][0] - TRIALS * per_trial
-        lines.append(f"| {trainer} | {one:.1f} | {many:.1f} | {many / plain[TRIALS][0]:.2f} | {per_trial:+.2f} | {per_sweep:+.1f} |")
+        procs = (many_procs - one_procs) / (TRIALS - 1)
+        lines.append(f"| {trainer} | {one:.1f} | {many:.1f} | {many / plain[TRIALS][0]:.2f} | {per_trial:+.2f} | {per_sweep:+.1f} "
+                     f"| {procs:.1f} |")
     lines += ["", f"Per trial: the trials' span in the sweep of {TRIALS} less the sweep of 1's, over {TRIALS - 1} trials, "
               f"less one warm plain trial. Per sweep: the sweep of {TRIALS} less the plain process of {TRIALS} less "
               f"{TRIALS} per-trial costs. \"Ray's defaults\": Ray Train's preemption watcher on and its controller polling "
               "every 2 s, as Ray ships them; a local Ray started by imdb_ray turns the watcher off and polls every 0.2 s "
-              "(`LOCAL_RAY_TRAIN_ENV` in imdb_ray/sweep/runner.py). Where a sweep's time goes (seconds, from when its console lines were printed; "
+              "(`LOCAL_RAY_TRAIN_ENV` in imdb_ray/sweep/runner.py). Processes per trial: the Python worker processes "
+              f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (an auto "
+              "trial reuses its process: Tune's reuse_actors; a Ray Train trial starts its Tune trial actor, Train's "
+              "controller, its worker and Train's helper actors afresh, each a new Python process that imports what it "
+              "runs). Where a sweep's time goes (seconds, from when its console lines were printed; "
               "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {trainer}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in ph.values()) + " |"
-              for (trainer, n), (_, ph) in sweeps.items()]
+              for (trainer, n), (_, ph, _) in sweeps.items()]
     lines += ["", "Shared preparation (tokenise + encode + Word2Vec) per trial of a sweep:", "",
               "| trial | seconds |", "|---|---|", f"| 1 (builds) | {prep[0]:.2f} |"]
     return lines + [f"| {i} (cache hit) | {p:.2f} |" for i, p in enumerate(prep[1:], start=2)]

@@ -103,3 +103,27 @@ def test_classic_before_after_reads_both_committed_records_per_model():
     after = compare.record(None)  # the record in the tree
     assert after["trials"] and after["confirmed"] and all(len(c) == 4 for c in after["confirmed"])
     assert {"cnn", "nbsvm"} <= {r["model"] for r in after["trials"]}
+
+
+def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts(tmp_path):
+    """benchmarks/sweep_overhead.py: its two formulas and Ray's process count, on numbers made up here."""
+    bench = load("sweep_overhead")
+    logs = tmp_path / "ray" / "session_x" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "raylet.out").write_text("worker_pool.cc:564: Started worker process with pid 1\nother\n"
+                                     "worker_pool.cc:564: Started worker process with pid 2\n")
+    assert bench.worker_processes(tmp_path) == 2
+    n = bench.TRIALS
+    plain = {1: (6.0, [2.0]), n: (6.0 + 2.0 * (n - 1) + 2.0, [2.0] * n)}  # warm plain trial: 2.0 s
+
+    def phases(trials_span):
+        return {"before Ray": 1.0, "Ray start": 1.0, "trials": trials_span, "close": 1.0}
+
+    sweeps = {}
+    for trainer, extra, procs in (("auto", 0.5, 0), ("ray_train", 10.0, 8), ("ray_train, Ray's defaults", 11.0, 9)):
+        sweeps[trainer, 1] = (20.0, phases(5.0), 3)
+        sweeps[trainer, n] = (20.0 + (2.0 + extra) * (n - 1), phases(5.0 + (2.0 + extra) * (n - 1)), 3 + procs * (n - 1))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.report(plain, sweeps, [6.0, 0.1]) if line.startswith("| ")}
+    auto, ray_train = rows["auto"], rows["ray_train"]
+    assert auto[4:7] == ["+0.50", f"{20.0 + 2.5 * (n - 1) - plain[n][0] - n * 0.5:+.1f}", "0.0 |"]
+    assert ray_train[4] == "+10.00" and ray_train[6] == "8.0 |"

@@ -125,6 +125,34 @@ def test_sweep_cli_error_from_the_entry_point():
     assert len(lines) == 1 and "MLflow tracking store http://127.0.0.1:9 is not reachable" in lines[0], proc.stderr
 
 
+def test_an_existing_sqlite_store_is_checked_while_ray_starts(monkeypatch, tmp_path):
+    """An existing sqlite store is opened in a thread beside Ray's start (~2 s sooner, results/sweep_overhead.md);
+    one that is no MLflow store still ends the sweep with one line before anything is logged, and Ray is stopped.
+    A store that is not there yet, or a server, is checked before anything starts (test_reliability.py)."""
+    import ray
+
+    from helpers import fresh_store
+    from imdb_ray.sweep import runner
+
+    events = []
+    monkeypatch.setattr(runner, "prepare_shared_data", lambda s: [])
+    monkeypatch.setattr(runner, "_start_ray", lambda *a: events.append("ray started"))
+    monkeypatch.setattr(ray, "shutdown", lambda: events.append("ray stopped"))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(runner.SweepRuns, "start_parent", lambda *a: (events.append("parent logged"), 1 / 0))
+    not_a_store = tmp_path / "notes.db"
+    not_a_store.write_text("meeting notes, not a database\n")
+    sweep = load_sweep(ROOT / "sweeps" / "smoke.py")
+    with pytest.raises(UserError, match=r"notes.db cannot be read as an MLflow store \(.*\); pass the --tracking-uri"):
+        runner.run_sweep(sweep, address=None, storage=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{not_a_store}")
+    assert events == ["ray started", "ray stopped"]
+
+    events.clear()  # a good store: the check passes and the sweep goes on to its parent run
+    with pytest.raises(ZeroDivisionError):
+        runner.run_sweep(sweep, address=None, storage=str(tmp_path / "ray"), tracking_uri=fresh_store(tmp_path))
+    assert events == ["ray started", "parent logged", "ray stopped"]
+
+
 def test_dry_run_prints_plan(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, err, out = cli(["sweep", "sweeps/gru_lr.py", "--dry-run"], capsys)

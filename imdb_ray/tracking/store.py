@@ -24,13 +24,25 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of a sqlite:/// store; None for any other kind."""
+    return Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
+
+
+def opens_slowly(uri: str) -> bool:
+    """An existing sqlite store: checking it imports MLflow's SQL store and reads its schema, about 2 s of
+    CPU and no network wait that could fail fast, so a sweep checks it while Ray starts (runner.run_sweep)."""
+    path = sqlite_file(uri)
+    return path is not None and path.exists()
+
+
 def check_reachable(uri: str, *, must_exist: bool = False) -> None:
     """Fail before any work starts when the tracking store cannot be used. A sqlite file that is not
     there yet is not created here: the first run logged creates it (and its tables, seconds of CPU), so
     a command refused later leaves no empty store behind. `must_exist`: for commands that only read
     (report, predict, --test-only), where a missing file is a wrong path."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
-    path = Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
+    path = sqlite_file(uri)
     if path is not None and not path.exists():
         if must_exist:
             raise UserError(f"no MLflow store at {uri} (no such file); pass the --tracking-uri that the sweep or "
@@ -46,6 +58,9 @@ def check_reachable(uri: str, *, must_exist: bool = False) -> None:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:
+        if path is not None:  # a file that is there but is no MLflow store (or one MLflow cannot read)
+            raise UserError(f"MLflow tracking store {uri} cannot be read as an MLflow store ({type(e).__name__}); "
+                            "pass the --tracking-uri of your MLflow store, or a new file") from None
         raise UserError(f"MLflow tracking store {uri} is not reachable ({type(e).__name__}); "
                         "start the server or pass --tracking-uri sqlite:///mlflow.db") from None
 
