@@ -112,6 +112,7 @@ def run_once(workers: int, workdir: Path, kill_one: bool = False) -> dict:
 def peft_estimate() -> list[str]:
     """sweeps/peft.py on 4 GPUs, from stated assumptions (no GPU was measured for this file)."""
     from imdb_ray.sweep import load_sweep
+    from imdb_ray.sweep.cost import TRIAL_FIXED_S
 
     sweep = load_sweep(ROOT / "sweeps" / "peft.py")
     n_train, n_val, tokens = 22_500, 2_500, sweep.space["max_len"]  # IMDB train minus 10% val; padded batches ~ max_len
@@ -134,7 +135,8 @@ def peft_estimate() -> list[str]:
         f"- ASHA (grace 1, reduction {sweep.reduction_factor}, 3 epochs): ~{epochs_total:.0f} trial-epochs for "
         f"{sweep.num_samples} trials instead of {3 * sweep.num_samples} -> {gpu_s / 3600:.1f} GPU-hours",
         f"- on 4 GPUs, kept busy: ~{gpu_s / 4 / 60:.0f} min of training, plus node start-up (minutes), the model "
-        "download, one tokenisation in the driver, and ~30 s of Ray Train start-up per trial (results/sweep_overhead.md)",
+        f"download, one tokenisation in the driver, and ~{TRIAL_FIXED_S[sweep.trainer]:.0f} s to start each trial "
+        f"(trainer {sweep.trainer}, measured on 2 CPU cores: results/sweep_overhead.md)",
         f"- memory decides the packing, not compute: batch {sweep.space['batch_size']} x {tokens} tokens needs ~{act_gb:.0f} GB "
         "of activations per trial (Korthikanti et al. 2022, 16-bit), so gpus_per_worker=0.25 (4 trials per GPU) fits "
         "an 80 GB GPU but not a 24 GB A10G: there use 0.5 with batch 16, or 1.0",

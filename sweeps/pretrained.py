@@ -25,5 +25,5 @@ sweep = Sweep(
     },
     metric="val_accuracy", mode="max",
     search="grid", scheduler="fifo", num_samples=1,
-    trainer="ray_train", workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=1,
+    workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=1,  # trainer "auto": one worker, so the loop runs in the trial's own process
 )

@@ -24,5 +24,5 @@ sweep = Sweep(
     metric="val_accuracy", mode="max",
     search="optuna", scheduler="asha", grace_period=1, reduction_factor=2,
     num_samples=32,
-    trainer="ray_train", workers_per_trial=1, cpus_per_worker=2, gpus_per_worker=0.5,
+    workers_per_trial=1, cpus_per_worker=2, gpus_per_worker=0.5,  # trainer "auto": one worker, so the loop runs in the trial's own process
 )
