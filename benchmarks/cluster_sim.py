@@ -135,7 +135,7 @@ def peft_estimate() -> list[str]:
         f"- ASHA (grace 1, reduction {sweep.reduction_factor}, 3 epochs): ~{epochs_total:.0f} trial-epochs for "
         f"{sweep.num_samples} trials instead of {3 * sweep.num_samples} -> {gpu_s / 3600:.1f} GPU-hours",
         f"- on 4 GPUs, kept busy: ~{gpu_s / 4 / 60:.0f} min of training, plus node start-up (minutes), the model "
-        f"download, one tokenisation in the driver, and ~{TRIAL_FIXED_S[sweep.trainer]:.0f} s to start each trial "
+        f"download, one tokenisation in the driver, and ~{TRIAL_FIXED_S[sweep.trainer]:.1f} s to start each trial "
         f"(trainer {sweep.trainer}, measured on 2 CPU cores: results/sweep_overhead.md)",
         f"- memory decides the packing, not compute: batch {sweep.space['batch_size']} x {tokens} tokens needs ~{act_gb:.0f} GB "
         "of activations per trial (Korthikanti et al. 2022, 16-bit), so gpus_per_worker=0.25 (4 trials per GPU) fits "
