@@ -126,7 +126,7 @@ def test_sweep_cli_error_from_the_entry_point():
 
 
 def test_an_existing_sqlite_store_is_checked_while_ray_starts(monkeypatch, tmp_path):
-    """An existing sqlite store is opened in a thread beside Ray's start (~2 s sooner, results/sweep_overhead.md);
+    """An existing sqlite store is opened in a thread beside Ray's start (both mostly wait: imports, processes);
     one that is no MLflow store still ends the sweep with one line before anything is logged, and Ray is stopped.
     A store that is not there yet, or a server, is checked before anything starts (test_reliability.py)."""
     import ray

@@ -236,9 +236,9 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
 
 
 def check_store_in_background(tracking_uri: str) -> Future:
-    """check_reachable for an existing sqlite store, in a thread while Ray starts: opening the store is ~2 s of imports
-    and schema reads and Ray's start mostly waits on its processes, so side by side a sweep starts ~2 s sooner
-    (results/sweep_overhead.md). The caller takes .result() before anything is written to the store."""
+    """check_reachable for an existing sqlite store, in a thread while Ray starts: opening the store is seconds of
+    imports and schema reads, Ray's start mostly waits on its processes, so side by side they take about the longer
+    of the two, not the sum. The caller takes .result() before anything is written to the store."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="imdb_ray-store-check")
     try:
         return pool.submit(check_reachable, tracking_uri)

@@ -30,8 +30,8 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def opens_slowly(uri: str) -> bool:
-    """An existing sqlite store: checking it imports MLflow's SQL store and reads its schema, about 2 s of
-    CPU and no network wait that could fail fast, so a sweep checks it while Ray starts (runner.run_sweep)."""
+    """An existing sqlite store: checking it imports MLflow's SQL store and reads its schema (seconds of CPU, no
+    network wait that could fail fast), so a sweep checks it while Ray starts (runner.check_store_in_background)."""
     path = sqlite_file(uri)
     return path is not None and path.exists()
 
