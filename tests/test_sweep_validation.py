@@ -153,6 +153,23 @@ def test_an_existing_sqlite_store_is_checked_while_ray_starts(monkeypatch, tmp_p
     assert events == ["ray started", "parent logged", "ray stopped"]
 
 
+def test_dry_run_reports_a_checkpoint_not_on_this_machine_without_loading_it(monkeypatch, tmp_path):
+    """Offline, loading a hub checkpoint retries for ~20 s and fails; online, a dry run should not fetch gigabytes:
+    a Hugging Face model whose checkpoint is neither a folder nor in the cache is named, never loaded."""
+    from imdb_ray.models.hf import available_offline
+    from imdb_ray.sweep import cost
+
+    monkeypatch.setattr(cost, "epoch_seconds", lambda *a: pytest.fail("a checkpoint that is not here was loaded"))
+    sweep = Sweep(name="x", space={"model": "bert", "checkpoint": "imdb-ray-tests/never-downloaded"}, search="grid",
+                  scheduler="fifo", num_samples=1)
+    costs, _ = cost.estimate(sweep)
+    assert costs[0].epoch_seconds is None
+    assert costs[0].note == ("not measured here: imdb-ray-tests/never-downloaded is not on this machine (a dry run "
+                             "downloads nothing; `hf download imdb-ray-tests/never-downloaded` first to measure it)")
+    assert available_offline(str(tmp_path)) and not available_offline("imdb-ray-tests/never-downloaded")
+    assert not available_offline("not a hub name!")
+
+
 def test_dry_run_prints_plan(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, err, out = cli(["sweep", "sweeps/gru_lr.py", "--dry-run"], capsys)

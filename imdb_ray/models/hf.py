@@ -52,6 +52,20 @@ def resolve_checkpoint(name: str) -> str:
     return name
 
 
+def available_offline(checkpoint: str) -> bool:
+    """Whether `checkpoint` loads without the network: a folder (or IMDB_RAY_HF_MIRROR's copy of it), or a hub
+    name whose config.json is already in the Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = resolve_checkpoint(checkpoint)
+    if Path(path).is_dir():
+        return True
+    try:
+        return isinstance(try_to_load_from_cache(path, "config.json"), str)
+    except ValueError:  # not a valid hub name either (HFValidationError)
+        return False
+
+
 def model_type_of(checkpoint: str) -> str:
     """The architecture (config.model_type), from a local config.json or, offline, from the name."""
     config = Path(resolve_checkpoint(checkpoint)) / "config.json"

@@ -103,6 +103,17 @@ def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | Non
     return seconds / len(configs), "", max(peaks) if peaks else None
 
 
+def checkpoint_not_here(cfg: TrialConfig) -> str | None:
+    """The Hugging Face checkpoint `cfg` would download, if any: offline, loading one retries the hub for ~20 s and
+    fails, and online a dry run has no business fetching gigabytes, so such a model is reported, not measured."""
+    checkpoint = cfg.resolved_model_args().get("checkpoint")
+    if checkpoint is None:
+        return None
+    from imdb_ray.models.hf import available_offline
+
+    return None if available_offline(checkpoint) else checkpoint
+
+
 def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     """Each model's measured epoch time and its share of the sweep's trial-epochs; the shared preparation's
     seconds (measured for the first model: the models of a sweep usually share one)."""
@@ -116,7 +127,10 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
         configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
-        seconds, note, peak = epoch_seconds(configs, round(sweep.cpus_per_worker))
+        missing = next(filter(None, map(checkpoint_not_here, configs)), None)
+        seconds, note, peak = (None, f"not measured here: {missing} is not on this machine (a dry run downloads nothing; "
+                                     f"`hf download {missing}` first to measure it)", None) if missing else \
+            epoch_seconds(configs, round(sweep.cpus_per_worker))
         prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
         if epochs not in ran_by_epochs:  # simulated once per epoch count, not once per model
             ran_by_epochs[epochs] = expected_epochs(sweep, epochs, rung_trials)
