@@ -237,8 +237,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
 
 def check_store_in_background(tracking_uri: str) -> Future:
     """check_reachable for an existing sqlite store, in a thread while Ray starts: opening the store is seconds of
-    imports and schema reads, Ray's start mostly waits on its processes, so side by side they take about the longer
-    of the two, not the sum. The caller takes .result() before anything is written to the store."""
+    imports and schema reads, Ray's start mostly waits on its processes, so side by side they take less than the sum
+    (results/store_check_overlap.md). The caller takes .result() before anything is written to the store."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="imdb_ray-store-check")
     try:
         return pool.submit(check_reachable, tracking_uri)
