@@ -1,4 +1,4 @@
-"""What a sweep gains by checking an existing sqlite MLflow store while Ray starts (`check_store_in_background` in
+"""What a sweep gains by checking an existing sqlite MLflow store while Ray starts (`in_background` in
 imdb_ray/sweep/runner.py) instead of before: each way in a fresh process, as a sweep command meets them (imdb_ray's
 sweep modules imported, the store's SQL layer not yet), alternating, REPEATS times each, medians kept.
 
@@ -31,7 +31,7 @@ def child(way: str, uri: str) -> None:
         runner.check_reachable(uri)
         runner._start_ray(None, dashboard=False)
     else:
-        check = runner.check_store_in_background(uri)
+        check = runner.in_background(runner.check_reachable, uri)
         runner._start_ray(None, dashboard=False)
         check.result()
     print(json.dumps(time.perf_counter() - start), flush=True)
@@ -69,7 +69,7 @@ def main() -> None:
              "Produced by `.venv/bin/python benchmarks/store_check_overlap.py`: an existing sqlite store checked "
              "(`check_reachable`) and a local Ray started (`_start_ray`), each in a fresh process, alternating, "
              f"{REPEATS} runs each; medians. A sweep command does the second since the store check went beside Ray's "
-             "start (`check_store_in_background`): the check is imports and schema reads, Ray's start mostly waits on "
+             "start (`in_background`): the check is imports and schema reads, Ray's start mostly waits on "
              "its processes.", "",
              "| store check and Ray start | seconds (median) | runs |", "|---|---|---|"]
     lines += [f"| {way} | {statistics.median(seconds[way]):.2f} | {', '.join(f'{s:.2f}' for s in seconds[way])} |" for way in ways]

@@ -192,7 +192,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
     quiet_ray(verbose)
     print(f"[imdb_ray] starting Ray ({'joining ' + address if address else 'a local Ray on this machine'}) ...", flush=True)
-    store_check = check_store_in_background(tracking_uri) if store_later else None
+    store_check = in_background(check_reachable, tracking_uri) if store_later else None  # read before anything is logged
     _start_ray(address, dashboard, verbose)
     try:
         if store_check:
@@ -228,20 +228,21 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             crown_best_confirmed(summary.tested, reruns, sweep.mode == "max")
             summary.mlflow_unwritten += confirm_log.finish()
             everything += list(confirm_results)
-        summary.mlflow_unwritten += mlflow_runs.log.finish() + _close(runs, parent_id, summary.tested + summary.confirmed,
-                                                                      everything)
-        return summary
+        summary.mlflow_unwritten += mlflow_runs.log.finish()
+        closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything)  # while Ray stops
     finally:
         ray.shutdown()
+    summary.mlflow_unwritten += closing.result()
+    return summary
 
 
-def check_store_in_background(tracking_uri: str) -> Future:
-    """check_reachable for an existing sqlite store, in a thread while Ray starts: opening the store is seconds of
-    imports and schema reads, Ray's start mostly waits on its processes, so side by side they take less than the sum
-    (results/store_check_overlap.md). The caller takes .result() before anything is written to the store."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="imdb_ray-store-check")
+def in_background(work, *args) -> Future:
+    """work(*args) in a thread of its own, beside Ray's start or stop: those mostly wait on Ray's processes, while
+    opening the MLflow store (imports, schema reads) and logging the tested models are CPU, so side by side they take
+    less than the sum (results/store_check_overlap.md). The caller takes .result()."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="imdb_ray-beside-ray")
     try:
-        return pool.submit(check_reachable, tracking_uri)
+        return pool.submit(work, *args)
     finally:
         pool.shutdown(wait=False)
 

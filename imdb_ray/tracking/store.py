@@ -31,7 +31,7 @@ def sqlite_file(uri: str) -> Path | None:
 
 def opens_slowly(uri: str) -> bool:
     """An existing sqlite store: checking it imports MLflow's SQL store and reads its schema (seconds of CPU, no
-    network wait that could fail fast), so a sweep checks it while Ray starts (runner.check_store_in_background)."""
+    network wait that could fail fast), so a sweep checks it while Ray starts (runner.in_background)."""
     path = sqlite_file(uri)
     return path is not None and path.exists()
 
