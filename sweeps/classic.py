@@ -40,7 +40,7 @@ sweep = Sweep(
     num_samples=40,
     test_each="model",  # besides the top 3, the best trial of every model is evaluated on test
     confirm_top=3, confirm_seeds=2,  # the top 3 configs again with seeds 1 and 2: the leaderboard quotes their means
-    # ray_train, though one worker: results/classic_sweep_cpu.md was recorded so (each trial ~15 s more to start,
+    # ray_train, though one worker: results/classic_sweep_cpu.md was recorded so (each trial ~12 s more to start,
     # results/sweep_overhead.md); drop it for "auto" when you need no comparison with that record
     trainer="ray_train", workers_per_trial=1, cpus_per_worker=4, gpus_per_worker=0.25,
 )
