@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -30,10 +31,17 @@ def sqlite_file(uri: str) -> Path | None:
 
 
 def opens_slowly(uri: str) -> bool:
-    """An existing sqlite store: checking it imports MLflow's SQL store and reads its schema (seconds of CPU, no
-    network wait that could fail fast), so a sweep checks it while Ray starts (runner.in_background)."""
+    """A sqlite file that holds MLflow's tables (a read-only look, milliseconds): checking it in full imports MLflow's
+    SQL store and reads its schema (seconds of CPU, no network wait that could fail fast), so a sweep does that while
+    Ray starts (runner.in_background). Any other file is checked before anything starts, and refused at once."""
     path = sqlite_file(uri)
-    return path is not None and path.exists()
+    if path is None or not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'").fetchone() is not None
+    except sqlite3.DatabaseError:
+        return False
 
 
 def check_reachable(uri: str, *, must_exist: bool = False) -> None:
