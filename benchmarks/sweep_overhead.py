@@ -136,8 +136,26 @@ def median_run(runs: list[tuple]) -> tuple:
     return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
 
 
-def report(plain: dict, sweeps: dict, prep: list[float]) -> list[str]:
-    warm = sum(plain[TRIALS][1][1:]) / (TRIALS - 1)  # train() calls 2..N of the plain process: torch warmed up
+def warm_trial(plain_run: tuple) -> float:
+    """Seconds of one warm train() call: calls 2..N of a plain process of N (torch warmed up)."""
+    return sum(plain_run[1][1:]) / (TRIALS - 1)
+
+
+def fixed_costs(plain_many: tuple, one: tuple, many: tuple, warm: float) -> tuple[float, float]:
+    """(per trial, per sweep) seconds from a plain process of TRIALS and sweeps of 1 and TRIALS (module docstring)."""
+    per_trial = (many[1]["trials"] - one[1]["trials"]) / (TRIALS - 1) - warm
+    return per_trial, many[0] - plain_many[0] - TRIALS * per_trial
+
+
+def per_sweep_by_round(runs: dict) -> list[float]:
+    """The auto sweep's per-sweep cost from each alternating round's own plain process and sweeps: how far one
+    round's figure moves from the next on this machine."""
+    rounds = zip(runs["plain", TRIALS], runs["auto", 1], runs["auto", TRIALS])
+    return [fixed_costs(plain, one, many, warm_trial(plain))[1] for plain, one, many in rounds]
+
+
+def report(plain: dict, sweeps: dict, prep: list[float], rounds: list[float] | None = None) -> list[str]:
+    warm = warm_trial(plain[TRIALS])
     lines = ["# Fixed cost of the sweep engine (CPU)", "",
              "Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run, whole commands "
              f"as a user runs them, one after another on an otherwise idle machine. A trial: {SETTINGS} on the bundled "
@@ -149,12 +167,16 @@ def report(plain: dict, sweeps: dict, prep: list[float]) -> list[str]:
              "fixed cost per trial (s) | fixed cost per sweep (s) | Python processes Ray started per trial |",
              "|---|---|---|---|---|---|---|"]
     for trainer in ("auto", "ray_train", "ray_train, Ray's defaults"):
-        (one, one_phases, one_procs), (many, many_phases, many_procs) = sweeps[trainer, 1], sweeps[trainer, TRIALS]
-        per_trial = (many_phases["trials"] - one_phases["trials"]) / (TRIALS - 1) - warm
-        per_sweep = many - plain[TRIALS][0] - TRIALS * per_trial
-        procs = (many_procs - one_procs) / (TRIALS - 1)
-        lines.append(f"| {trainer} | {one:.1f} | {many:.1f} | {many / plain[TRIALS][0]:.2f} | {per_trial:+.2f} | {per_sweep:+.1f} "
-                     f"| {procs:.1f} |")
+        one, many = sweeps[trainer, 1], sweeps[trainer, TRIALS]
+        per_trial, per_sweep = fixed_costs(plain[TRIALS], one, many, warm)
+        procs = (many[2] - one[2]) / (TRIALS - 1)
+        lines.append(f"| {trainer} | {one[0]:.1f} | {many[0]:.1f} | {many[0] / plain[TRIALS][0]:.2f} | {per_trial:+.2f} "
+                     f"| {per_sweep:+.1f} | {procs:.1f} |")
+    if rounds:
+        lines += ["", f"The auto sweep's fixed cost per sweep computed within each of the {len(rounds)} alternating rounds "
+                  "(that round's plain processes and sweeps alone): " + ", ".join(f"{r:+.1f}" for r in rounds) + " s: how far "
+                  "the figure moves between rounds of one run. Between runs on different days it has moved more (Ray's start "
+                  "and the first trial's process slower, the plain process not): compare rows of one run, not of two."]
     lines += ["", f"Per trial: the trials' span in the sweep of {TRIALS} less the sweep of 1's, over {TRIALS - 1} trials, "
               f"less one warm plain trial. Per sweep: the sweep of {TRIALS} less the plain process of {TRIALS} less "
               f"{TRIALS} per-trial costs. \"Ray's defaults\": Ray Train's preemption watcher on and its controller polling "
@@ -193,7 +215,7 @@ def main() -> None:
                  for n in (1, TRIALS)})
     plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
     sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
-    lines = report(plain, sweeps, prep)
+    lines = report(plain, sweeps, prep, per_sweep_by_round(runs))
     (ROOT / "results" / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)

@@ -127,3 +127,10 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     auto, ray_train = rows["auto"], rows["ray_train"]
     assert auto[4:7] == ["+0.50", f"{20.0 + 2.5 * (n - 1) - plain[n][0] - n * 0.5:+.1f}", "0.0 |"]
     assert ray_train[4] == "+10.00" and ray_train[6] == "8.0 |"
+    # per round: each round's plain process and sweeps alone (round 2's plain process 3 s slower: its per sweep 3 s less)
+    slow_plain = (plain[n][0] + 3.0, plain[n][1])
+    runs = {("plain", n): [plain[n], slow_plain], ("auto", 1): [sweeps["auto", 1]] * 2, ("auto", n): [sweeps["auto", n]] * 2}
+    first, second = bench.per_sweep_by_round(runs)
+    assert f"{first:+.1f}" == auto[5] and second == pytest.approx(first - 3.0)
+    assert any(line.startswith("The auto sweep's fixed cost per sweep computed within each of the 2") and f"{first:+.1f}, {second:+.1f} s" in line
+               for line in bench.report(plain, sweeps, [6.0, 0.1], [first, second]))
