@@ -1,7 +1,7 @@
 """A validated Sweep -> a Ray Tune run. Each trial (sweep/trial.py) runs the one training loop, either
-inside Ray Train workers (`trainer="ray_train"`, DDP-ready, ~12 s fixed cost per trial on 2 cores) or in the Tune trial
-process itself (`trainer="direct"`, for cheap single-device trials). After the search the selected trials are
-evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
+inside Ray Train workers (`trainer="ray_train"`, DDP-ready, far more fixed cost per trial: results/sweep_overhead.md)
+or in the Tune trial process itself (`trainer="direct"`, for cheap single-device trials). After the search the selected
+trials are evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
 """
 from __future__ import annotations
 
