@@ -1,5 +1,6 @@
-"""The plots `report` writes per sweep: accuracy vs cost with Pareto fronts, learning curves, and
-epochs per trial (where the scheduler stopped whom)."""
+"""The plots `report` writes per sweep: accuracy vs cost with Pareto fronts, learning curves (the best
+trial of each model, PEFT method or strategy the sweep compares), and epochs per trial (where the
+scheduler stopped whom)."""
 from __future__ import annotations
 
 import textwrap
@@ -29,8 +30,7 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     done = [r for r in rows if r.val_accuracy is not None]
     # accuracy vs cost, with the Pareto front (the trials nothing else beats on both)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    # colour by what the sweep varies most visibly: the model, else the PEFT method, else the strategy
-    group = next((g for g in ("model", "peft", "strategy") if len({getattr(r, g) for r in done}) > 1), "model")
+    group = compared(done)
     for ax, attr, label in ((axes[0], "device_seconds", "device-seconds"), (axes[1], "trainable_params", "trainable parameters")):
         pts = [(getattr(r, attr), r.val_accuracy, getattr(r, group)) for r in done if getattr(r, attr)]
         if pts:
@@ -55,18 +55,21 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     paths.append(out / f"{name}_pareto.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
-    # learning curves of the top trials
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for r in done[:top]:
-        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=trial_label(r))
+    # learning curves: the best trial of each thing the sweep compares, else its top trials
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    shown, title = curve_trials(done, group, top)
+    for r in shown:
+        label = trial_label(r) if group == "model" else f"{group}={getattr(r, group)}: {trial_label(r)}"
+        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=label)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{name}: top {min(top, len(done))} trials")
-    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title(f"{name}: {title}")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, never over them
     ax.grid(alpha=0.3)
     fig.tight_layout()
     paths.append(out / f"{name}_curves.png")
-    fig.savefig(paths[-1], dpi=110)
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")  # the legend outside the axes included
     plt.close(fig)
     # which trial ran how many epochs (ASHA's early stops, failures)
     labels = [trial_label(r) for r in rows]
@@ -85,6 +88,23 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def compared(rows: list) -> str:
+    """What the sweep varies most visibly, for colours and curves: the model, else the PEFT method, else the strategy."""
+    return next((g for g in ("model", "peft", "strategy") if len({getattr(r, g) for r in rows}) > 1), "model")
+
+
+def curve_trials(rows: list, group: str, top: int, most: int = 10) -> tuple[list, str]:
+    """The trials whose learning curves are drawn, and the plot's title. `rows` best first. A sweep that compares
+    several values of `group` (models, say) shows the best trial of each (up to `most`: matplotlib's ten colours): its top trials alone are
+    often one model's. A sweep of one value shows its `top` trials."""
+    values = list(dict.fromkeys(getattr(r, group) for r in rows))  # in order of each value's best trial
+    if len(values) < 2:
+        return rows[:top], f"top {min(top, len(rows))} trials"
+    best = [next(r for r in rows if getattr(r, group) == v) for v in values[:most]]
+    more = f" ({len(values) - most} more not shown)" if len(values) > most else ""
+    return best, f"best trial of each {group}{more}"
 
 
 def trial_label(r, width: int = 60) -> str:

@@ -4,7 +4,7 @@ Per sweep (the newest parent run of each experiment) it writes into the output f
   <sweep>_leaderboard.md / .csv   one row per trial, best validation first; test accuracy with a 95%
                                   bootstrap interval where the trial's test predictions were logged
   <sweep>_pareto.png              accuracy vs device-seconds and vs trainable parameters, Pareto fronts
-  <sweep>_curves.png              validation accuracy per epoch of the top trials
+  <sweep>_curves.png              validation accuracy per epoch: the best trial of each model (PEFT method, strategy) compared, else the top trials
   <sweep>_asha.png                how many epochs each trial ran (early stops and failures visible)
 Selection is always on validation; test numbers are reported, never used to choose.
 """

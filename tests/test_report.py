@@ -137,3 +137,33 @@ def test_a_comparison_never_replaces_one_drawn_from_other_sweeps_and_only_imdb_s
     assert comparison_path(tmp_path, ["smoke"]) == tmp_path / "comparison-smoke.md"  # another sweep's: beside it
     assert on_bundled_imdb([row("a", "s"), row("b", "s", data="None")])
     assert not on_bundled_imdb([row("a", "s", data="/home/me/tweets")])  # a user's own data: no study to compare with
+
+
+def test_learning_curves_show_the_best_trial_of_each_model_compared_else_the_top_trials():
+    """A sweep's top trials are often one model's (four NB-SVM points and one CNN in the classic record): a sweep
+    that compares models draws each model's best trial; a one-model sweep of strategies, each strategy's best;
+    a sweep of one configuration family, its top trials."""
+    from imdb_ray.plots import compared, curve_trials
+
+    def row(name, model, val, strategy="ce"):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model=model, strategy=strategy, peft="none",
+                        all_params={}, val_accuracy=val, sweep="s", curve=[val])
+
+    classic = [row("nb1", "nbsvm", 0.903), row("nb2", "nbsvm", 0.900), row("cnn1", "cnn", 0.899),
+               row("nb3", "nbsvm", 0.897), row("gru1", "gru", 0.89), row("cnn2", "cnn", 0.88)]
+    assert compared(classic) == "model"
+    shown, title = curve_trials(classic, "model", top=5)
+    assert [r.name for r in shown] == ["nb1", "cnn1", "gru1"] and title == "best trial of each model"
+
+    strategies = [row("a", "gru", 0.87, "rdrop"), row("b", "gru", 0.86, "rdrop"), row("c", "gru", 0.85, "ce"),
+                  row("d", "gru", 0.84, "supcon")]
+    assert compared(strategies) == "strategy"
+    assert [r.name for r in curve_trials(strategies, "strategy", top=5)[0]] == ["a", "c", "d"]
+
+    one = [row(f"g{i}", "gru", 0.9 - i / 100) for i in range(7)]
+    shown, title = curve_trials(one, compared(one), top=5)
+    assert [r.name for r in shown] == ["g0", "g1", "g2", "g3", "g4"] and title == "top 5 trials"
+
+    many = [row(f"m{i}", f"model{i}", 0.9 - i / 100) for i in range(12)]
+    shown, title = curve_trials(many, "model", top=5)
+    assert len(shown) == 10 and title == "best trial of each model (2 more not shown)"
