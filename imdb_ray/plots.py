@@ -59,7 +59,8 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     fig, ax = plt.subplots(figsize=(10, 4.2))
     shown, title = curve_trials(done, group, top)
     for r in shown:
-        label = trial_label(r) if group == "model" else f"{group}={getattr(r, group)}: {trial_label(r)}"
+        value = f"{group}={getattr(r, group)}"
+        label = trial_label(r) if group == "model" or value in r.name else f"{value}: {trial_label(r)}"
         ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=label)
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     ax.set_xlabel("epoch")
@@ -90,6 +91,9 @@ def write_plots(name: str, rows: list, out: Path, top: int = 5) -> list[Path]:
     return paths
 
 
+GROUP_NAMES = {"model": "model", "peft": "PEFT method", "strategy": "strategy"}
+
+
 def compared(rows: list) -> str:
     """What the sweep varies most visibly, for colours and curves: the model, else the PEFT method, else the strategy."""
     return next((g for g in ("model", "peft", "strategy") if len({getattr(r, g) for r in rows}) > 1), "model")
@@ -104,7 +108,7 @@ def curve_trials(rows: list, group: str, top: int, most: int = 10) -> tuple[list
         return rows[:top], f"top {min(top, len(rows))} trials"
     best = [next(r for r in rows if getattr(r, group) == v) for v in values[:most]]
     more = f" ({len(values) - most} more not shown)" if len(values) > most else ""
-    return best, f"best trial of each {group}{more}"
+    return best, f"best trial of each {GROUP_NAMES[group]}{more}"
 
 
 def trial_label(r, width: int = 60) -> str:

@@ -158,7 +158,12 @@ def test_learning_curves_show_the_best_trial_of_each_model_compared_else_the_top
     strategies = [row("a", "gru", 0.87, "rdrop"), row("b", "gru", 0.86, "rdrop"), row("c", "gru", 0.85, "ce"),
                   row("d", "gru", 0.84, "supcon")]
     assert compared(strategies) == "strategy"
-    assert [r.name for r in curve_trials(strategies, "strategy", top=5)[0]] == ["a", "c", "d"]
+    shown, title = curve_trials(strategies, "strategy", top=5)
+    assert [r.name for r in shown] == ["a", "c", "d"] and title == "best trial of each strategy"
+    peft = [row("hf peft=lora", "hf", 0.86), row("hf peft=p_tuning", "hf", 0.62)]
+    for r, method in zip(peft, ("lora", "p_tuning")):
+        r.peft = method
+    assert compared(peft) == "peft" and curve_trials(peft, "peft", top=5)[1] == "best trial of each PEFT method"
 
     one = [row(f"g{i}", "gru", 0.9 - i / 100) for i in range(7)]
     shown, title = curve_trials(one, compared(one), top=5)
