@@ -29,8 +29,8 @@ FULL_TRAIN_ROWS = 25_000  # the official train split
 # trials against a plain process of the same 8): once per sweep (imports, Ray start, the MLflow parent run, the first
 # trial's process, test evaluation and registration, Ray stop; the auto row) and per trial by trainer (a direct trial
 # reuses its process; a ray_train trial starts a Train controller, its workers and their helper actors).
-SWEEP_FIXED_S = 18.2
-TRIAL_FIXED_S = {"direct": 0.1, "ray_train": 28.2}
+SWEEP_FIXED_S = 11.1
+TRIAL_FIXED_S = {"direct": 0.01, "ray_train": 11.8}
 ASHA_SIMULATIONS = 200  # seeded orders of trials of random quality, for ASHA's expected epochs
 
 
