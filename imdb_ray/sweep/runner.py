@@ -138,7 +138,8 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     search = GridSearch(confirm, metric=metric, mode=sweep.mode) if confirm else build_search(sweep, concurrency, study)
     # reuse_actors (direct trials): a trial's process serves the next trial (same results: each trial seeds
     # itself), so a short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep:
-    # 60 s -> 45 s). Not for ray_train: a reused actor's next TorchTrainer never got its workers (Ray 2.60).
+    # 60 s -> 45 s). Not for ray_train (Ray 2.60): a trial stopped early (ASHA) leaves its TorchTrainer.fit() running
+    # in the actor, Tune's reset waits 2 s for it, then fails the next trial ("Could not re-use actor").
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=metric, mode=sweep.mode, search_alg=search,
