@@ -25,6 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the record: float kernels, and so trained weights, can differ between models."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "CPU model unknown"
+
+
 def take_path(flags: list[str], name: str) -> Path | None:
     """Remove `name PATH` from flags (they are this script's, not the sweep's); PATH resolved from the repo root."""
     if name not in flags:
@@ -86,7 +95,9 @@ def main() -> None:
     # its comparison.md (the original study's rows and the classic targets) from this sweep alone
     shutil.copy(report_dir / "comparison.md", ROOT / "results" / f"{name}_comparison.md")
     text = (f"# `{sweep_file}` on this machine\n\n"
-            f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}), no GPU. Wall time of the whole command "
+            f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {cpu_model()}), no GPU: the same seeds give these "
+            f"numbers again on this CPU model; another can round differently in torch's kernels and train to other ones. "
+            f"Wall time of the whole command "
             f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**"
             f"{f' over {len(earlier) + 1} invocations' if earlier else ''}; what `--dry-run` estimated beforehand: "
             f"`{estimate}`.\n"
