@@ -101,8 +101,8 @@ def compared(rows: list) -> str:
 
 def curve_trials(rows: list, group: str, top: int, most: int = 10) -> tuple[list, str]:
     """The trials whose learning curves are drawn, and the plot's title. `rows` best first. A sweep that compares
-    several values of `group` (models, say) shows the best trial of each (up to `most`: matplotlib's ten colours): its top trials alone are
-    often one model's. A sweep of one value shows its `top` trials."""
+    several values of `group` (models, say) shows the best trial of each, up to `most` (matplotlib's ten colours):
+    its top trials alone are often one model's. A sweep of one value shows its `top` trials."""
     values = list(dict.fromkeys(getattr(r, group) for r in rows))  # in order of each value's best trial
     if len(values) < 2:
         return rows[:top], f"top {min(top, len(rows))} trials"
