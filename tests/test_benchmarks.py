@@ -134,3 +134,18 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     assert f"{first:+.1f}" == auto[5] and second == pytest.approx(first - 3.0)
     assert any(line.startswith("The auto sweep's fixed cost per sweep computed within each of the 2") and f"{first:+.1f}, {second:+.1f} s" in line
                for line in bench.report(plain, sweeps, [6.0, 0.1], [first, second]))
+
+
+def test_every_results_file_is_indexed_with_a_command_that_exists():
+    """results/README.md is the index of results/: every file there has a row, and every script a row names
+    exists, so a renamed benchmark or a finished record cannot leave the index behind."""
+    import re
+
+    index = (ROOT / "results" / "README.md").read_text()
+    rows = [line for line in index.splitlines() if line.startswith("| `")]
+    named = set(re.findall(r"`([\w.-]+\.(?:md|csv|json|png|jsonl\.gz))`", "\n".join(rows)))
+    files = {p.name for p in (ROOT / "results").iterdir() if p.is_file() and p.name != "README.md"}
+    assert files - named == set(), "results files without a row in results/README.md"
+    for script in set(re.findall(r"benchmarks/(\w+\.py)", "\n".join(rows))):
+        assert (ROOT / "benchmarks" / script).is_file(), script
+    assert all(line.rstrip().endswith("|") and line.count(" | ") >= 2 for line in rows)  # file | what | command
