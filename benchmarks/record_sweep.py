@@ -34,6 +34,37 @@ def cpu_model() -> str:
         return platform.processor() or "CPU model unknown"
 
 
+def timeline(store: str, name: str, started: float, ended: float) -> str:
+    """Where one invocation's wall time went, from its MLflow runs' start and end times: before the first trial, each
+    stage's span beside the seconds its trials ran (their sum over the span and the trials at once: how full the
+    slots were), between the stages, and after the last trial. The dry run's estimate counts the trials' seconds and
+    a fixed cost; an idle slot at a stage's end and the test evaluations are what it leaves out."""
+    from imdb_ray.tracking import SweepRuns
+
+    runs = SweepRuns(store, name)
+    parent = runs.parent()
+    slots = int(float(parent.data.params.get("concurrency", 1)))
+    trials = [r for r in runs.trials(parent.info.run_id) if r.info.end_time]
+    stages = {stage: sorted(((r.info.start_time / 1e3, r.info.end_time / 1e3) for r in trials
+                             if (r.data.tags.get("imdb_ray.stage") == "confirm") == (stage == "confirmation")))
+              for stage in ("search", "confirmation")}
+    parts, edge = [], started
+    for stage, spans in stages.items():
+        if not spans:
+            continue
+        begin, end = spans[0][0], max(e for _, e in spans)
+        busy = sum(e - s for s, e in spans)
+        parts.append(f"{'before the first trial (imports, checks, shared data, Ray start, MLflow parent)' if edge == started else 'between the stages (test evaluation of the best trials, the next Tuner)'} "
+                     f"{begin - edge:.0f} s")
+        parts.append(f"{stage} {end - begin:.0f} s ({len(spans)} trials, {busy:.0f} trial-seconds: {busy / (end - begin) / slots:.0%} "
+                     f"of {slots} slot(s) busy)")
+        edge = end
+    parts.append(f"after the last trial (test evaluation, registration, Ray stop) {ended - edge:.0f} s")
+    total = sum(e - s for spans in stages.values() for s, e in spans)
+    return (f"Where the wall time went (from the MLflow runs' start and end times): {'; '.join(parts)}. The trials ran "
+            f"{total:.0f} trial-seconds in all ({total / 3600:.2f} CPU-hours).")
+
+
 def take_path(flags: list[str], name: str) -> Path | None:
     """Remove `name PATH` from flags (they are this script's, not the sweep's); PATH resolved from the repo root."""
     if name not in flags:
@@ -61,7 +92,7 @@ def main() -> None:
     # what --dry-run predicts for this command, measured here first, to set beside the wall time it really takes
     dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True)
     estimate = next((ln.strip() for ln in dry.stdout.splitlines() if ln.strip().startswith("total:")), "none printed")
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
 
     def note_wall() -> None:
         walls.write_text(json.dumps(earlier + [round(time.perf_counter() - start, 1)]))
@@ -81,6 +112,7 @@ def main() -> None:
     out = "".join(lines)
     stop.set()
     note_wall()
+    ended_at = time.time()
     wall = sum(json.loads(walls.read_text()))
     if proc.returncode != 0:
         sys.exit(f"sweep ended with exit {proc.returncode}; continue with the same command plus --resume")
@@ -94,13 +126,15 @@ def main() -> None:
         shutil.copy(report_dir / file, ROOT / "results" / file)
     # its comparison.md (the original study's rows and the classic targets) from this sweep alone
     shutil.copy(report_dir / "comparison.md", ROOT / "results" / f"{name}_comparison.md")
+    # one invocation's timeline (a resumed record's stages span sessions)
+    where = "" if earlier else timeline(f"sqlite:///{work}/mlflow.db", name, started_at, ended_at) + "\n"
     text = (f"# `{sweep_file}` on this machine\n\n"
             f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {cpu_model()}), no GPU: the same seeds give these "
             f"numbers again on this CPU model; another can round differently in torch's kernels and train to other ones. "
             f"Wall time of the whole command "
             f"(Ray start, shared data preparation, all trials, test evaluation, confirmation reruns): **{wall:.0f} s**"
             f"{f' over {len(earlier) + 1} invocations' if earlier else ''}; what `--dry-run` estimated beforehand: "
-            f"`{estimate}`.\n"
+            f"`{estimate}`.\n{where}"
             f"Produced by `.venv/bin/python benchmarks/record_sweep.py {sweep_file} {' '.join(sys.argv[2:])}`"
             f" which runs `python -m imdb_ray sweep {sweep_file}`, then `python -m imdb_ray report --sweep {name}`: "
             f"`{name}_leaderboard.md` (paired comparisons, ensembles, confirmed configs) and its plots.\n\n"

@@ -149,3 +149,30 @@ def test_every_results_file_is_indexed_with_a_command_that_exists():
     for script in set(re.findall(r"benchmarks/(\w+\.py)", "\n".join(rows))):
         assert (ROOT / "benchmarks" / script).is_file(), script
     assert all(line.rstrip().endswith("|") and line.count(" | ") >= 2 for line in rows)  # file | what | command
+
+
+def test_record_sweep_timeline_splits_the_wall_time_by_stage_from_the_mlflow_runs(tmp_path):
+    """A search of 3 trials on 2 slots (one slot idle at its end), then a confirmation of 2 side by side:
+    the record says how long each stage took beside the seconds its trials ran, and what came before,
+    between and after."""
+    from mlflow import MlflowClient
+
+    from helpers import fresh_store
+
+    record_sweep = load("record_sweep")
+    uri, t0 = fresh_store(tmp_path), 1_800_000_000.0
+    client = MlflowClient(uri)
+    exp = client.create_experiment("demo")
+    parent = client.create_run(exp, tags={"imdb_ray.kind": "sweep"}, start_time=int((t0 + 5) * 1e3)).info.run_id
+    client.log_param(parent, "concurrency", 2)
+    for begin, end, stage in [(10, 30, None), (10, 20, None), (20, 50, None), (55, 75, "confirm"), (55, 75, "confirm")]:
+        tags = {"mlflow.parentRunId": parent, **({"imdb_ray.stage": stage} if stage else {})}
+        run = client.create_run(exp, tags=tags, start_time=int((t0 + begin) * 1e3)).info.run_id
+        client.set_terminated(run, end_time=int((t0 + end) * 1e3))
+    line = record_sweep.timeline(uri, "demo", t0, t0 + 80)
+    assert "before the first trial (imports, checks, shared data, Ray start, MLflow parent) 10 s" in line
+    assert "search 40 s (3 trials, 60 trial-seconds: 75% of 2 slot(s) busy)" in line
+    assert "between the stages (test evaluation of the best trials, the next Tuner) 5 s" in line
+    assert "confirmation 20 s (2 trials, 40 trial-seconds: 100% of 2 slot(s) busy)" in line
+    assert "after the last trial (test evaluation, registration, Ray stop) 5 s" in line
+    assert "100 trial-seconds in all" in line

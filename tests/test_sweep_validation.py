@@ -181,6 +181,25 @@ def test_dry_run_prints_plan(capsys, monkeypatch):
     assert "total: 90 trial-epochs" in out and "CPU-hours" in out
 
 
+def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
+    """Each model is measured at both ends of its searched values; the estimate is their mean, and the line
+    also says what the sweep costs if every trial takes the slower end and every rerun is of the slowest model
+    (TPE favours what scores well, not what is cheap)."""
+    from imdb_ray.sweep.cost import ModelCost, cost_lines
+
+    sweep = Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1).validate()
+    costs = [ModelCost("gru", 4, 2, 10.0, slowest_epoch_seconds=20.0), ModelCost("cnn", 4, 2, 5.0),
+             ModelCost("gru (confirm)", 2, 4, 7.5, slowest_epoch_seconds=20.0)]
+    lines = cost_lines(sweep, costs, 0.0, 2)
+    assert lines[1].endswith("10.0s/epoch (20.0s at its slowest searched values)")  # the confirm row: the mean alone
+    assert lines[3].endswith("7.5s/epoch") and lines[2].endswith("5.0s/epoch")
+    total = lines[-1]  # mean: 4x2x10 + 4x2x5 + 2x4x7.5 = 180 s; slow end: 160 + 40 + 160 = 360 s; over 2 at once
+    assert "total: 24 trial-epochs, 0.05 CPU-hours" in total and "up to 0.10 CPU-hours" in total
+    assert "if every trial takes its model's slowest searched values and the reruns are all of the slowest model" in total
+    even = cost_lines(sweep, [ModelCost("cnn", 4, 2, 5.0)], 0.0, 2)[-1]
+    assert "up to" not in even  # one setting, one speed: no range
+
+
 def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, err, out = cli(["sweep", "sweeps/classic.py", "--dry-run", "--no-estimate", "--cpus-per-worker", "1",

@@ -6,8 +6,9 @@ The trials are shared evenly between models; under ASHA each trial is counted wi
 gives that many trials arriving one after another (early trials meet empty rungs and go on); the confirmation
 reruns run every epoch. Speeds are this machine's, with the torch threads a trial gets, an epoch's validation
 pass included, measured after a warm-up epoch (the first batches pay for torch's one-time set-up), at both ends
-of every searched value (a width of 64 and of 128 cost differently) and averaged; a GPU trains many times faster
-than this CPU. Added once: the shared data preparation (measured on a slice, scaled to the sweep's rows) and the
+of every searched value (a width of 64 and of 128 cost differently) and averaged; the slower end gives the range's
+top, the cost of a search that keeps to the slow settings and reruns only the slowest model (TPE goes where the
+scores are, whatever they cost). A GPU trains many times faster than this CPU. Added once: the shared data preparation (measured on a slice, scaled to the sweep's rows) and the
 sweep's fixed cost (Ray start, MLflow, test evaluation: SWEEP_FIXED_S) and its trials' (TRIAL_FIXED_S).
 """
 from __future__ import annotations
@@ -42,10 +43,17 @@ class ModelCost:
     epoch_seconds: float | None  # one training epoch, measured; None when it could not be measured
     note: str = ""
     peak_bytes: int | None = None  # the GPU memory its measured batches reached (CUDA only)
+    slowest_epoch_seconds: float | None = None  # at the slower end of its searched values (default: the mean)
 
     @property
     def device_seconds(self) -> float | None:
         return None if self.epoch_seconds is None else self.trials * self.epochs * self.epoch_seconds
+
+    @property
+    def slowest_device_seconds(self) -> float | None:
+        """Its trials at the slowest measured settings: what a search that keeps to them costs."""
+        slowest = self.slowest_epoch_seconds or self.epoch_seconds
+        return None if slowest is None else self.trials * self.epochs * slowest
 
 
 def measure_samples_per_second(cfg: TrialConfig, threads: int) -> tuple[float, int | None]:
@@ -91,16 +99,16 @@ def measure_preparation_seconds(cfg: TrialConfig) -> float:
         return (time.perf_counter() - start) * rows / min(rows, PREP_ROWS)
 
 
-def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, str, int | None]:
-    """One training epoch (validation included), averaged over `configs`, and the largest GPU peak among them;
-    or None and why it failed."""
+def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, float | None, str, int | None]:
+    """One training epoch (validation included): averaged over `configs` and the slowest of them, and the largest
+    GPU peak among them; or None and why it failed."""
     try:
         measured = [measure_samples_per_second(c, threads) for c in configs]
     except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
-        return None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", None
-    seconds = sum((c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / speed for c, (speed, _) in zip(configs, measured))
+        return None, None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", None
+    seconds = [(c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / speed for c, (speed, _) in zip(configs, measured)]
     peaks = [p for _, p in measured if p is not None]
-    return seconds / len(configs), "", max(peaks) if peaks else None
+    return sum(seconds) / len(seconds), max(seconds), "", max(peaks) if peaks else None
 
 
 def checkpoint_not_here(cfg: TrialConfig) -> str | None:
@@ -128,20 +136,21 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
         configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
         missing = next(filter(None, map(checkpoint_not_here, configs)), None)
-        seconds, note, peak = (None, f"not measured here: {missing} is not on this machine (a dry run downloads nothing; "
-                                     f"`hf download {missing}` first to measure it)", None) if missing else \
+        seconds, slowest, note, peak = (None, None, f"not measured here: {missing} is not on this machine (a dry run "
+                                        f"downloads nothing; `hf download {missing}` first to measure it)", None) if missing else \
             epoch_seconds(configs, round(sweep.cpus_per_worker))
         prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
         if epochs not in ran_by_epochs:  # simulated once per epoch count, not once per model
             ran_by_epochs[epochs] = expected_epochs(sweep, epochs, rung_trials)
         ran = 1 if not configs[0].family.neural else ran_by_epochs[epochs]
-        costs.append(ModelCost(model, per_model, ran, seconds, note, peak))
-    if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed
+        costs.append(ModelCost(model, per_model, ran, seconds, note, peak, slowest))
+    if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed,
+        slowest = max((c.slowest_epoch_seconds or 0.0 for c in costs), default=0.0)  # or all of the slowest model's
         for c in list(costs):
             if c.epoch_seconds is not None and c.epochs > 1:
                 top = max(candidates("epochs", tree[c.model].get("epochs", TrialConfig.epochs), sweep.fail))
                 costs.append(ModelCost(f"{c.model} (confirm)", sweep.confirm_top * sweep.confirm_seeds / len(tree), top,
-                                       c.epoch_seconds))
+                                       c.epoch_seconds, slowest_epoch_seconds=slowest))
     return costs, prepare or 0.0
 
 
@@ -178,6 +187,8 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     lines = ["  cost, measured on this machine (each model's epoch with validation, warm; ASHA's expected stops):"]
     for c in costs:
         speed = f"{c.epoch_seconds:.1f}s/epoch" if c.epoch_seconds is not None else c.note
+        if c.epoch_seconds and not c.model.endswith("(confirm)") and (c.slowest_epoch_seconds or 0) > 1.05 * c.epoch_seconds:
+            speed += f" ({c.slowest_epoch_seconds:.1f}s at its slowest searched values)"
         lines.append(f"    {c.model:24s} ~{c.trials:.1f} trial(s) x {c.epochs:.2g} epoch(s)  {speed}")
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
@@ -187,8 +198,13 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
                  f"Ray start, MLflow and test evaluation ~{SWEEP_FIXED_S:.0f}s, trial starts ({sweep.trainer}) ~{starts:.0f}s "
                  "(results/sweep_overhead.md)")
+    slowest = sum(c.slowest_device_seconds for c in costs if c.slowest_device_seconds is not None)
     line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
             + (f", ~{_hours(fixed + total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
+    if slowest > total * 1.05:  # the searcher may keep to the slow end (TPE favours what scores well, not what is cheap)
+        line += (f"; up to {slowest * per_trial / 3600:.2f} {device}-hours"
+                 + (f", ~{_hours(fixed + slowest / max(1, concurrency))} wall" if concurrency else "")
+                 + " if every trial takes its model's slowest searched values and the reruns are all of the slowest model")
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
     lines.append(line)
