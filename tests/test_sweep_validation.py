@@ -189,7 +189,7 @@ def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
 
     sweep = Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1).validate()
     costs = [ModelCost("gru", 4, 2, 10.0, slowest_epoch_seconds=20.0), ModelCost("cnn", 4, 2, 5.0),
-             ModelCost("gru (confirm)", 2, 4, 7.5, slowest_epoch_seconds=20.0)]
+             ModelCost("gru (confirm)", 2, 4, 7.5, slowest_epoch_seconds=20.0, rerun=True)]
     lines = cost_lines(sweep, costs, 0.0, 2)
     assert lines[1].endswith("10.0s/epoch (20.0s at its slowest searched values)")  # the confirm row: the mean alone
     assert lines[3].endswith("7.5s/epoch") and lines[2].endswith("5.0s/epoch")
