@@ -9,7 +9,8 @@ is what a lever is judged by; test is evaluated once per row, on the restored be
 
 Each row is `imdb_ray.train.train` on the full official split. Sized for a GPU, where a row takes
 under a minute and several rows share the card; on 2 CPU cores one row takes 15-40 minutes.
-Rows are written as they finish, so a run cut by its budget keeps what it measured; `--resume` runs only
+Rows are written as they finish; `--budget-s` begins no row after its time and waits for the rows that have begun
+(none is left running or thrown away), so a session keeps what it measured; `--resume` runs only
 the rows its table does not have yet (kept in results/classic_recipes.json beside it), on the same device.
 """
 from __future__ import annotations
@@ -120,7 +121,7 @@ def save_done(path: Path, device: str, done: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parallel", type=int, default=1, help="rows at once (a GPU holds several)")
-    parser.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=None, help="begin no row after this many seconds (rows already running are finished)")
     parser.add_argument("--out", default=str(ROOT / "results" / "classic_recipes.md"))
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch: checks the script, measures nothing")
     parser.add_argument("--resume", action="store_true", help="keep the rows --out already has; run the others")
@@ -138,27 +139,31 @@ def main() -> None:
     start, done = time.perf_counter(), load_done(saved, device) if args.resume else {}
     if done:
         print(f"[recipes] --resume: {len(done)} row(s) measured before, kept", flush=True)
-    pool = cf.ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn"))
-    futures = {pool.submit(run_row, model, extra, smoke, w2v_workers): (model, recipe)
-               for model, recipe, extra in pending(done, args.models)}
-    try:
-        for future in cf.as_completed(futures, timeout=None if args.budget_s is None else max(1.0, args.budget_s)):
-            key = futures[future]
-            try:
-                done[key] = future.result()
-            except Exception as e:  # noqa: BLE001 (a failed row is recorded as such; the others go on)
-                done[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
-            print(f"[recipes] {time.perf_counter() - start:5.0f}s {key[0]} / {key[1]}: {done[key]}", flush=True)
-            Path(args.out).write_text(table(done, device, command))
-            save_done(saved, device, done)
-    except cf.TimeoutError:
-        print(f"[recipes] budget of {args.budget_s:g}s spent: {len(done)} of {len(futures)} rows", flush=True)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    queue, running = pending(done, args.models), {}
+    with cf.ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+        def start_rows() -> None:  # up to --parallel at once, none begun once the budget is spent
+            while queue and len(running) < args.parallel and (args.budget_s is None or time.perf_counter() - start < args.budget_s):
+                model, recipe, extra = queue.pop(0)
+                running[pool.submit(run_row, model, extra, smoke, w2v_workers)] = (model, recipe)
+
+        start_rows()
+        while running:  # a row that has begun is waited for: its minutes are not thrown away, nor left running
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                key = running.pop(future)
+                try:
+                    done[key] = future.result()
+                except Exception as e:  # noqa: BLE001 (a failed row is recorded as such; the others go on)
+                    done[key] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+                print(f"[recipes] {time.perf_counter() - start:5.0f}s {key[0]} / {key[1]}: {done[key]}", flush=True)
+                Path(args.out).write_text(table(done, device, command))
+                save_done(saved, device, done)
+            start_rows()
+    if queue:
+        print(f"[recipes] budget of {args.budget_s:g}s spent: {len(queue)} row(s) not begun; continue with --resume", flush=True)
     Path(args.out).write_text(table(done, device, command))
     print(f"[recipes] -> {args.out}", flush=True)
-    os._exit(0)  # rows still running at the budget are abandoned, not waited for
-
 
 if __name__ == "__main__":
     main()

@@ -43,6 +43,22 @@ def test_classic_recipes_runs_the_rows_left_of_the_models_asked_for():
         recipes.pending({}, "cnn,bert")
 
 
+def test_classic_recipes_budget_begins_no_row_after_it_and_finishes_the_row_running(tmp_path):
+    """--budget-s is a session's: the row that began inside it runs to its end and is kept (no process is left
+    training unrecorded), the rest wait for --resume."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "recipes.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classic_recipes.py"), "--smoke", "--models", "cnn",
+                           "--budget-s", "1", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cnn / base: {'val'" in proc.stdout and "budget of 1s spent: 6 row(s) not begun" in proc.stdout
+    saved = out.with_suffix(".json")
+    assert list(load("classic_recipes").load_done(saved, json.loads(saved.read_text())["device"])) == [("cnn", "base")]
+
+
 def test_suite_cpu_sums_each_process_by_its_role():
     """benchmarks/suite_cpu.py: Ray's process titles, our CLI commands and the rest, each to its role; the
     sampler counts a process started while it runs, and only that process's own CPU time."""
