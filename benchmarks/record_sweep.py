@@ -54,8 +54,9 @@ def timeline(store: str, name: str, started: float, ended: float) -> str:
             continue
         begin, end = spans[0][0], max(e for _, e in spans)
         busy = sum(e - s for s, e in spans)
-        parts.append(f"{'before the first trial (imports, checks, shared data, Ray start, MLflow parent)' if edge == started else 'between the stages (test evaluation of the best trials, the next Tuner)'} "
-                     f"{begin - edge:.0f} s")
+        gap = ("between the stages (test evaluation of the best trials, the next Tuner)" if parts else
+               "before the first trial (imports, checks, shared data, Ray start, MLflow parent)")
+        parts.append(f"{gap} {begin - edge:.0f} s")
         parts.append(f"{stage} {end - begin:.0f} s ({len(spans)} trials, {busy:.0f} trial-seconds: {busy / (end - begin) / slots:.0%} "
                      f"of {slots} slot(s) busy)")
         edge = end
