@@ -37,8 +37,8 @@ def cpu_model() -> str:
 def timeline(store: str, name: str, started: float, ended: float) -> str:
     """Where one invocation's wall time went, from its MLflow runs' start and end times: before the first trial, each
     stage's span beside the seconds its trials ran (their sum over the span and the trials at once: how full the
-    slots were), between the stages, and after the last trial. The dry run's estimate counts the trials' seconds and
-    a fixed cost; an idle slot at a stage's end and the test evaluations are what it leaves out."""
+    slots were), between the stages, and after the last trial. The dry run's estimate counts the trials' seconds, a
+    fixed cost and the test evaluations; an idle slot at a stage's end is what it leaves out."""
     from imdb_ray.tracking import SweepRuns
 
     runs = SweepRuns(store, name)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray import tune
 
 from helpers import cli
 from imdb_ray.errors import UserError
@@ -159,7 +160,7 @@ def test_dry_run_reports_a_checkpoint_not_on_this_machine_without_loading_it(mon
     from imdb_ray.models.hf import available_offline
     from imdb_ray.sweep import cost
 
-    monkeypatch.setattr(cost, "epoch_seconds", lambda *a: pytest.fail("a checkpoint that is not here was loaded"))
+    monkeypatch.setattr(cost, "measure_speeds", lambda *a: pytest.fail("a checkpoint that is not here was loaded"))
     sweep = Sweep(name="x", space={"model": "bert", "checkpoint": "imdb-ray-tests/never-downloaded"}, search="grid",
                   scheduler="fifo", num_samples=1)
     costs, _ = cost.estimate(sweep)
@@ -179,6 +180,8 @@ def test_dry_run_prints_plan(capsys, monkeypatch):
     speed = [ln for ln in out.splitlines() if ln.strip().startswith("gru ") and "s/epoch" in ln]
     assert len(speed) == 1 and "18.0 trial(s) x 5 epoch(s)" in speed[0] and float(speed[0].split()[-1][:-7]) > 0
     assert "total: 90 trial-epochs" in out and "CPU-hours" in out
+    once = next(ln for ln in out.splitlines() if ln.strip().startswith("once:"))  # 3 tested (test_top), measured
+    assert "test evaluation of ~3 trial(s) one after another ~" in once and int(once.split("~")[-1][:-1]) > 0
 
 
 def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
@@ -198,6 +201,26 @@ def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
     assert "if every trial takes its model's slowest searched values and the reruns are all of the slowest model" in total
     even = cost_lines(sweep, [ModelCost("cnn", 4, 2, 5.0)], 0.0, 2)[-1]
     assert "up to" not in even  # one setting, one speed: no range
+
+
+def test_dry_run_estimate_adds_the_test_evaluations_the_driver_runs_one_after_another():
+    """After each stage the driver scores the tested trials on validation and test, one at a time, outside the trial
+    slots: the search's top (the largest of test_top, ensemble_top, confirm_top), the best of each `test_each`
+    value, every confirmation rerun; at the mean test-evaluation time, or the slowest model's at the slow end."""
+    from imdb_ray.sweep.cost import ModelCost, cost_lines, tested_count
+
+    space = {"model": {"gru": {"hidden": tune.choice([32, 64])}, "cnn": {}, "lstm": {}}}
+    sweep = Sweep(name="x", space=space, num_samples=8, test_top=3, ensemble_top=3, confirm_top=2, confirm_seeds=2,
+                  cpus_per_worker=1).validate()
+    assert tested_count(sweep) == 3 + 2 * 2
+    assert tested_count(dataclasses.replace(sweep, test_each="model")) == 3 + 2 + 2 * 2  # two more models' best
+    assert tested_count(dataclasses.replace(sweep, test_each="hidden")) == 3 + 1 + 2 * 2  # only gru has hidden
+    assert tested_count(dataclasses.replace(sweep, num_samples=2, confirm_top=0)) == 2  # no more than ran
+    costs = [ModelCost("gru", 4, 2, 10.0, slowest_epoch_seconds=30.0, test_seconds=2.0), ModelCost("cnn", 4, 2, 5.0, test_seconds=4.0)]
+    once, total = cost_lines(sweep, costs, 0.0, 2)[-2:]
+    assert once.endswith("test evaluation of ~7 trial(s) one after another ~21s")  # 7 x the mean, 3 s
+    # wall: 11.1 s fixed + 21 s testing + (80 + 40) s of trials over 2 slots = 92 s; slow end: 11.1 + 7 x 4 + (240 + 40) / 2
+    assert "~1.5m wall at 2 trial(s) at once" in total and "~3.0m wall if every trial" in total
 
 
 def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch):

@@ -9,8 +9,9 @@ pass included, measured after a warm-up epoch (the first batches pay for torch's
 of every searched value (a width of 64 and of 128 cost differently) and averaged; the slower end gives the range's
 top, the cost of a search that keeps to the slow settings and reruns only the slowest model (TPE goes where the
 scores are, whatever they cost). A GPU trains many times faster than this CPU. Added once: the shared data
-preparation (measured on a slice, scaled to the sweep's rows) and the sweep's fixed cost (Ray start, MLflow, test
-evaluation: SWEEP_FIXED_S) and its trials' (TRIAL_FIXED_S).
+preparation (measured on a slice, scaled to the sweep's rows), the sweep's fixed cost (Ray start, MLflow:
+SWEEP_FIXED_S) and its trials' (TRIAL_FIXED_S), and the test evaluations the driver runs one after another after
+each stage (each tested trial's validation and test rows at the inference speed measured beside its training speed).
 """
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ from imdb_ray.sweep.space import candidates
 from imdb_ray.sweep.spec import Sweep
 
 MEASURE_BATCHES = 6  # training steps per measured epoch (a first epoch of as many warms up and is not counted)
+EVAL_BATCHES = 4  # test batches scored after the measured epochs: the inference speed of a test evaluation
 BASELINE_ROWS = 2_000  # a scikit-learn baseline is timed fitting this many reviews, then scaled linearly
 PREP_ROWS = 1_000  # the shared data preparation (split, tokens, word vectors) is timed on this many, then scaled
-FULL_TRAIN_ROWS = 25_000  # the official train split
+FULL_TRAIN_ROWS = FULL_TEST_ROWS = 25_000  # the official splits
 # What a sweep command costs beyond training on this 2-core machine, from results/sweep_overhead.md (a sweep of 8
 # trials against a plain process of the same 8): once per sweep (imports, Ray start, the MLflow parent run, the first
-# trial's process, test evaluation and registration, Ray stop; the auto row) and per trial by trainer (a direct trial
-# reuses its process; a ray_train trial starts a Train controller, its workers and their helper actors).
+# trial's process, registration, Ray stop, and the benchmark's one test evaluation, ~0.5 s of 500 rows, which the
+# estimate also counts among its test evaluations; the auto row) and per trial by trainer (a direct trial reuses its
+# process; a ray_train trial starts a Train controller, its workers and their helper actors).
 SWEEP_FIXED_S = 11.1
 TRIAL_FIXED_S = {"direct": 0.01, "ray_train": 11.8}
 # The slow end is shown when it is this much above the mean: two timings of one config on a few batches differed by
@@ -49,6 +52,7 @@ class ModelCost:
     peak_bytes: int | None = None  # the GPU memory its measured batches reached (CUDA only)
     slowest_epoch_seconds: float | None = None  # at the slower end of its searched values (default: the mean)
     rerun: bool = False  # confirmation reruns: the mean of the model's ends, or the slowest model's slowest
+    test_seconds: float | None = None  # one test evaluation of a trial (its validation and test rows), measured
 
     @property
     def device_seconds(self) -> float | None:
@@ -61,32 +65,40 @@ class ModelCost:
         return None if slowest is None else self.trials * self.epochs * slowest
 
 
-def measure_samples_per_second(cfg: TrialConfig, threads: int) -> tuple[float, int | None]:
+def measure_samples_per_second(cfg: TrialConfig, threads: int) -> tuple[float, float, int | None]:
     """Train `cfg` for two short epochs on a few batches of real reviews, with the torch threads a trial gets (a
-    baseline: one fit on a slice, its data loading included); training rows per second of the second epoch,
-    its validation pass included (the first epoch pays torch's one-time set-up); and on CUDA the peak GPU memory."""
+    baseline: one fit on a slice, its data loading included), then score a few test batches; training rows per second
+    of the second epoch, its validation pass included (the first epoch pays torch's one-time set-up); rows per second
+    scored after training (the restored model on validation and test: what a test evaluation does); and on CUDA the
+    peak GPU memory. A baseline's test evaluation refits it and scores both splits: counted at its training speed."""
     import time
 
     import torch
 
-    from imdb_ray.train import train
+    from imdb_ray.train import load_trial_data, train
 
-    rows = int(cfg.batch_size * MEASURE_BATCHES / (1 - cfg.val_fraction)) + 2 if cfg.family.neural else BASELINE_ROWS
+    neural = cfg.family.neural
+    rows = int(cfg.batch_size * MEASURE_BATCHES / (1 - cfg.val_fraction)) + 2 if neural else BASELINE_ROWS
     ends: list[float] = []
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
         with tempfile.TemporaryDirectory(prefix="imdb_ray_cost_") as cache:
-            small = dataclasses.replace(cfg, n_train=rows, n_test=8, epochs=2 if cfg.family.neural else 1, patience=0,
-                                        cache_dir=cache, embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
+            small = dataclasses.replace(cfg, n_train=rows, n_test=cfg.batch_size * EVAL_BATCHES if neural else 8,
+                                        epochs=2 if neural else 1, patience=0, cache_dir=cache,
+                                        embeddings="random" if cfg.embeddings == "word2vec" else cfg.embeddings)
+            data = load_trial_data(small)
             results: list = []
             peak = measure_peak_bytes(lambda: results.append(
-                train(small, progress=False, on_epoch=lambda metrics, ckpt: ends.append(time.perf_counter()))))
+                train(small, dataset=data, progress=False, evaluate_test=neural,
+                      on_epoch=lambda metrics, ckpt: ends.append(time.perf_counter()))))
+            scoring = time.perf_counter() - ends[-1]  # restoring the best epoch, then validation and test scored
     finally:
         torch.set_num_threads(previous)
-    if cfg.family.neural:
-        return rows * (1 - cfg.val_fraction) / (ends[1] - ends[0]), peak
-    return rows * (1 - cfg.val_fraction) / results[0].seconds, peak
+    if not neural:
+        speed = rows * (1 - cfg.val_fraction) / results[0].seconds
+        return speed, speed, peak
+    return len(data.train) / (ends[1] - ends[0]), (len(data.val) + len(data.test)) / scoring, peak
 
 
 def measure_preparation_seconds(cfg: TrialConfig) -> float:
@@ -104,16 +116,21 @@ def measure_preparation_seconds(cfg: TrialConfig) -> float:
         return (time.perf_counter() - start) * rows / min(rows, PREP_ROWS)
 
 
-def epoch_seconds(configs: list[TrialConfig], threads: int) -> tuple[float | None, float | None, str, int | None]:
-    """One training epoch (validation included): averaged over `configs` and the slowest of them, and the largest
-    GPU peak among them; or None and why it failed."""
+def measure_speeds(configs: list[TrialConfig], threads: int) -> dict:
+    """ModelCost's measured fields for one model's configs (its searched values' two ends): one training epoch
+    (validation included) averaged over them and the slowest; one test evaluation (the trial's validation and test
+    rows scored), averaged; the largest GPU peak among them. If the measurement fails: a note that says why."""
     try:
         measured = [measure_samples_per_second(c, threads) for c in configs]
     except Exception as e:  # noqa: BLE001 (a checkpoint not on this machine, no memory: say so, go on)
-        return None, None, f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}", None
-    seconds = [(c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) / speed for c, (speed, _) in zip(configs, measured)]
-    peaks = [p for _, p in measured if p is not None]
-    return sum(seconds) / len(seconds), max(seconds), "", max(peaks) if peaks else None
+        return {"note": f"not measured here: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
+    train_rows = [(c.n_train or FULL_TRAIN_ROWS) * (1 - c.val_fraction) for c in configs]
+    scored_rows = [(c.n_train or FULL_TRAIN_ROWS) * c.val_fraction + (c.n_test or FULL_TEST_ROWS) for c in configs]
+    seconds = [rows / speed for rows, (speed, _, _) in zip(train_rows, measured)]
+    tests = [rows / speed for rows, (_, speed, _) in zip(scored_rows, measured)]
+    peaks = [p for _, _, p in measured if p is not None]
+    return {"epoch_seconds": sum(seconds) / len(seconds), "slowest_epoch_seconds": max(seconds),
+            "test_seconds": sum(tests) / len(tests), "peak_bytes": max(peaks) if peaks else None}
 
 
 def checkpoint_not_here(cfg: TrialConfig) -> str | None:
@@ -141,14 +158,15 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
         configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
         missing = next(filter(None, map(checkpoint_not_here, configs)), None)
-        seconds, slowest, note, peak = (None, None, f"not measured here: {missing} is not on this machine (a dry run "
-                                        f"downloads nothing; `hf download {missing}` first to measure it)", None) if missing else \
-            epoch_seconds(configs, round(sweep.cpus_per_worker))
-        prepare = measure_preparation_seconds(configs[0]) if prepare is None and seconds is not None else prepare
+        measured = {"note": f"not measured here: {missing} is not on this machine (a dry run downloads nothing; "
+                            f"`hf download {missing}` first to measure it)"} if missing else \
+            measure_speeds(configs, round(sweep.cpus_per_worker))
+        if prepare is None and "epoch_seconds" in measured:
+            prepare = measure_preparation_seconds(configs[0])
         if epochs not in ran_by_epochs:  # simulated once per epoch count, not once per model
             ran_by_epochs[epochs] = expected_epochs(sweep, epochs, rung_trials)
         ran = 1 if not configs[0].family.neural else ran_by_epochs[epochs]
-        costs.append(ModelCost(model, per_model, ran, seconds, note, peak, slowest))
+        costs.append(ModelCost(model, per_model, ran, measured.pop("epoch_seconds", None), **measured))
     if sweep.confirm_top:  # the best configs again with new seeds, every epoch: counted at the models' mean speed,
         slowest = max((c.slowest_epoch_seconds or 0.0 for c in costs), default=0.0)  # or all of the slowest model's
         for c in list(costs):
@@ -199,16 +217,19 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)
     starts = TRIAL_FIXED_S[sweep.trainer] * sum(c.trials for c in costs) / max(1, concurrency or 1)
-    fixed = prepare_seconds + SWEEP_FIXED_S + starts
+    evaluations, tests = tested_count(sweep), [c.test_seconds for c in costs if c.test_seconds is not None]
+    testing = evaluations * sum(tests) / len(tests) if tests else 0.0
+    fixed = prepare_seconds + SWEEP_FIXED_S + starts + testing
     lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
-                 f"Ray start, MLflow and test evaluation ~{SWEEP_FIXED_S:.0f}s, trial starts ({sweep.trainer}) ~{starts:.0f}s "
-                 "(results/sweep_overhead.md)")
+                 f"Ray start and MLflow ~{SWEEP_FIXED_S:.0f}s, trial starts ({sweep.trainer}) ~{starts:.0f}s "
+                 f"(results/sweep_overhead.md), test evaluation of ~{evaluations} trial(s) one after another ~{testing:.0f}s")
     slowest = sum(c.slowest_device_seconds for c in costs if c.slowest_device_seconds is not None)
+    slow_fixed = fixed - testing + evaluations * max(tests, default=0.0)  # every tested trial of the slowest model
     line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
             + (f", ~{_hours(fixed + total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if slowest > total * SLOW_END_SHOWN:  # the searcher may keep to the slow end (TPE favours what scores well, not what is cheap)
         line += (f"; up to {slowest * per_trial / 3600:.2f} {device}-hours"
-                 + (f", ~{_hours(fixed + slowest / max(1, concurrency))} wall" if concurrency else "")
+                 + (f", ~{_hours(slow_fixed + slowest / max(1, concurrency))} wall" if concurrency else "")
                  + " if every trial takes its model's slowest searched values and the reruns are all of the slowest model")
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
@@ -217,6 +238,20 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     if peaks and gpu_bytes:
         lines.append(packing_line(max(peaks), gpu_bytes, sweep.gpus_per_worker))
     return lines
+
+
+def tested_count(sweep: Sweep) -> int:
+    """Trials the driver evaluates on test (sweep/evaluate.py): the search's top by validation (as many as the
+    largest of test_top, ensemble_top, confirm_top), the best of each `test_each` value, every confirmation rerun."""
+    trials = sweep.trial_count()
+    top = min(trials, max(sweep.test_top, sweep.ensemble_top, sweep.confirm_top))
+    if sweep.test_each:
+        key, values = sweep.test_each, set()
+        for model, branch in sweep.branches().items():
+            if key == "model" or key in branch:
+                values |= {str(v) for v in ([model] if key == "model" else candidates(key, branch[key], sweep.fail))}
+        top = min(trials, top + max(0, len(values) - 1))  # the best trial overall already covers one value
+    return top + sweep.confirm_top * sweep.confirm_seeds
 
 
 def _hours(seconds: float) -> str:
