@@ -35,7 +35,7 @@ Positives = Annotated[tuple[Positive, ...], Strict(False), MinLen(1)]
 _STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
-def hints(obj) -> dict[str, Any]:
+def hints(obj: type) -> dict[str, Any]:
     """The resolved annotations (with their Annotated ranges) of a function's parameters or a class's
     __init__ / dataclass fields ({} if they cannot be read). Not the return type's: a builder may name a
     type it imports only when called (sklearn's Pipeline)."""
@@ -55,7 +55,7 @@ def _adapter(hint) -> TypeAdapter:
     return TypeAdapter(hint, config=_STRICT)
 
 
-def matches(value, hint) -> bool:
+def matches(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     try:
@@ -69,13 +69,13 @@ def matches(value, hint) -> bool:
         return False
 
 
-def check(name: str, value, hint) -> None:
+def check(name: str, value: Any, hint: Any) -> None:
     """Raise UserError `name=value must be <what the annotation allows>` when value does not fit."""
     if not matches(value, hint):
         raise UserError(f"{name}={value!r} must be {describe(hint)}")
 
 
-def choices(hint) -> tuple | None:
+def choices(hint: Any) -> tuple | None:
     """The allowed values of a Literal (or Literal | None) annotation, else None."""
     hint = unwrap(hint)
     if typing.get_origin(hint) is Literal:
@@ -87,7 +87,7 @@ def choices(hint) -> tuple | None:
     return None
 
 
-def describe(hint) -> str:
+def describe(hint: Any) -> str:
     """The annotation in words: 'a number in [0, 1)', 'one of head, tail', 'an integer > 0 or None'."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
@@ -126,7 +126,7 @@ def _plural(text: str) -> str:
     return f"{head}s {rest}".rstrip()
 
 
-def parse_value(text: str, like=None):
+def parse_value(text: str, like: Any = None) -> Any:
     """A typed string (a command-line flag, a `key=value` override) -> Python value, guided by the value it
     replaces (bool/tuple/number/str); checking it is `check`'s job."""
     low = text.lower()
@@ -147,7 +147,7 @@ def parse_value(text: str, like=None):
     return value
 
 
-def field_comments(cls) -> dict[str, str]:
+def field_comments(cls: type) -> dict[str, str]:
     """Each dataclass field's help: the comment written after it (`lr: PositiveFloat = 1e-3  # the learning rate`)."""
     import inspect
     import re
@@ -156,6 +156,6 @@ def field_comments(cls) -> dict[str, str]:
     return {f: found.get(f, "") for f in cls.__dataclass_fields__}
 
 
-def unwrap(hint):
+def unwrap(hint: Any) -> Any:
     """The type inside an Annotated[...] (its range left out)."""
     return typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint

@@ -108,7 +108,7 @@ def _check_header(path: Path, text: str, sep: str) -> None:
         raise UserError(f"{path}: column {', '.join(map(repr, twice))} appears more than once in the header; rename one")
 
 
-def parse_label(value, where: str) -> int:
+def parse_label(value: object, where: str) -> int:
     if isinstance(value, (bool, np.bool_)):
         return int(value)
     if isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -12,13 +12,17 @@ import torch
 from imdb_ray.cache import cache_key, code_version, load_or_build
 from imdb_ray.errors import UserError
 
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+    from imdb_ray.config import TrialConfig
+
 
 def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
 def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_count: int, epochs: int,
-                   skipgram: bool, workers: int, seed: int):
+                   skipgram: bool, workers: int, seed: int) -> KeyedVectors:
     from gensim.models import Word2Vec
 
     # gensim seeds each word's initial vector with hashfxn(word + seed); Python's own hash differs per
@@ -29,7 +33,7 @@ def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_c
     return model.wv
 
 
-def load_vectors(path: str):
+def load_vectors(path: str) -> KeyedVectors:
     """A word2vec text/binary file, or a GloVe file (no header line), through gensim's KeyedVectors."""
     from gensim.models import KeyedVectors
 
@@ -46,7 +50,7 @@ def load_vectors(path: str):
             raise UserError(f"{path}: not a word2vec or GloVe vectors file ({e})") from None
 
 
-def embedding_matrix(cfg, train_tokens: Callable[[], list[list[str]]], vocab: list[str],
+def embedding_matrix(cfg: TrialConfig, train_tokens: Callable[[], list[list[str]]], vocab: list[str],
                      fingerprint: str) -> tuple[torch.Tensor, float]:
     """(V, D) float matrix aligned with `vocab`, and the share of words that had no vector.
     `train_tokens` gives the tokenised train split, called only when Word2Vec has to be trained."""

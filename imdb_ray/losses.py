@@ -8,10 +8,13 @@ named components (logged separately per epoch). Strategies compose here, never i
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from imdb_ray.config import TrialConfig
 
 LossFn = Callable[[torch.nn.Module, dict, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -45,7 +48,7 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, tau: float = 0.1) 
     return per_anchor.mean()
 
 
-def build_loss(cfg) -> LossFn:
+def build_loss(cfg: TrialConfig) -> LossFn:
     """The loss `cfg` asks for: cross-entropy, plus R-Drop and/or SupCon terms."""
     alpha, weight, tau = cfg.rdrop_alpha, cfg.supcon_weight, cfg.supcon_tau
 

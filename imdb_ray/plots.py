@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from imdb_ray.report import TrialRow
 
 
 def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -111,13 +115,13 @@ def curve_trials(rows: list, group: str, top: int, most: int = 10) -> tuple[list
     return best, f"best trial of each {GROUP_NAMES[group]}{more}"
 
 
-def trial_label(r, width: int = 60) -> str:
+def trial_label(r: TrialRow, width: int = 60) -> str:
     """A trial's name for a legend or an axis: its model first, wrapped (names carry the sampled values)."""
     name = r.name if r.name.split(" ")[0] == r.model else f"{r.name} ({r.model})"
     return textwrap.fill(name, width)
 
 
-def ran_to_its_end(r) -> bool:
+def ran_to_its_end(r: TrialRow) -> bool:
     """Did the trial end by itself (all its epochs, a one-fit baseline, or the loop's own `patience`
     stop: no better validation accuracy in its last `patience` epochs), not by the scheduler?"""
     from imdb_ray.models import FAMILIES, list_models

@@ -32,7 +32,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         return score_texts(self.predictor, model_input)
 
 
-def score_texts(predictor: Predictor, model_input) -> pd.DataFrame:
+def score_texts(predictor: Predictor, model_input: pd.DataFrame | list[str]) -> pd.DataFrame:
     """Texts (a DataFrame's `text` column, its first column, or a list) -> label and probabilities."""
     if isinstance(model_input, pd.DataFrame):
         column = "text" if "text" in model_input.columns else model_input.columns[0]

@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from imdb_ray.cache import cache_key, code_version, load_or_build
 from imdb_ray.data import Dataset, Split
 from imdb_ray.embeddings import embedding_matrix
+
+if TYPE_CHECKING:
+    from imdb_ray.config import TrialConfig
+    from transformers import PreTrainedTokenizerBase
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -64,7 +68,7 @@ class WordData:
     oov_rate: float  # share of vocabulary words without a pretrained vector
 
 
-def prepare_word_data(cfg, dataset: Dataset) -> WordData:
+def prepare_word_data(cfg: TrialConfig, dataset: Dataset) -> WordData:
     """Encoded splits + word vectors for `cfg`, from the cache when the same settings ran before."""
     fingerprint = dataset.fingerprint()
     text_key = cache_key("words", fingerprint, cfg.min_freq, cfg.max_vocab, cfg.max_len, cfg.truncation,
@@ -88,7 +92,7 @@ def _splits(dataset: Dataset) -> dict[str, Split]:
     return {"train": dataset.train, "val": dataset.val, "test": dataset.test}
 
 
-def prepare_hf_data(cfg, dataset: Dataset, path: str) -> dict[str, dict[str, torch.Tensor]]:
+def prepare_hf_data(cfg: TrialConfig, dataset: Dataset, path: str) -> dict[str, dict[str, torch.Tensor]]:
     """Splits tokenised with the fast tokenizer of the checkpoint at `path` (a hub name or a folder;
     special tokens added after truncation), right-padded to max_len, cached like the word pipeline."""
     key = cache_key("hf", dataset.fingerprint(), path, cfg.max_len, cfg.truncation,
@@ -105,7 +109,7 @@ def prepare_hf_data(cfg, dataset: Dataset, path: str) -> dict[str, dict[str, tor
     return load_or_build(cfg.cache_dir, f"hf-{key}", build)
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
@@ -113,7 +117,7 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-def encode_hf(tokenizer, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_hf(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention_mask), both (N, max_len): special tokens added after our truncation, right-padded."""
     prefix, suffix = _special_tokens(tokenizer)
     budget = max_len - len(prefix) - len(suffix)

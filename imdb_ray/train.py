@@ -137,7 +137,7 @@ def lr_multiplier(schedule: str, step: int, warmup: int, total: int) -> float:
     return max(0.0, 1.0 - progress) if schedule == "linear" else max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def build_scheduler(cfg: TrialConfig, optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = int(cfg.warmup_ratio * total_steps)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg.schedule, step, warmup, total_steps))
 
@@ -152,7 +152,7 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, prefix: str) -> tuple[dict, np.ndarray]:
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, prefix: str) -> tuple[dict, np.ndarray]:
     """Metrics over a whole split, and the positive-class probabilities (for later analysis)."""
     model.eval()
     losses, probs, labels = [], [], []
@@ -180,7 +180,7 @@ def reshuffle(loader: DataLoader, seed: int) -> None:
         loader.generator.manual_seed(seed)
 
 
-def validate(model, loader, device) -> dict:
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict:
     """Validation metrics. With several Train workers, rank 0 evaluates the whole split and sends its
     numbers to every rank: they equal a single worker's (a DistributedSampler would pad the shards
     with repeated reviews), and every rank takes the same best-epoch and early-stopping decision."""
@@ -219,7 +219,8 @@ class Progress:
         return self.epoch >= cfg.epochs or (cfg.patience > 0 and self.bad_epochs >= cfg.patience)
 
 
-def save_checkpoint(folder: str, model, optimizer, scheduler, scaler, progress: Progress) -> None:
+def save_checkpoint(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, progress: Progress) -> None:
     torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": progress.epoch,
                 "best_model": progress.best_state, "best_value": progress.best_value, "bad_epochs": progress.bad_epochs,
@@ -227,7 +228,8 @@ def save_checkpoint(folder: str, model, optimizer, scheduler, scaler, progress: 
                os.path.join(folder, CHECKPOINT_FILE))
 
 
-def load_checkpoint(folder: str | Path, model, optimizer, scheduler, scaler) -> Progress:
+def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> Progress:
     state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     load_trainable_state(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])

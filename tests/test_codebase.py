@@ -44,6 +44,19 @@ def test_no_function_over_80_lines_and_no_module_over_400():
     assert not long_functions and not long_modules, (long_functions, long_modules)
 
 
+def test_every_public_module_level_function_has_type_hints():
+    """Every argument and the return of each public function a module defines (methods follow the Tune, torch and
+    MLflow interfaces they override); types used only in hints are imported under `if TYPE_CHECKING:`."""
+    unhinted = []
+    for path, tree in modules().items():
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                if node.returns is None or any(a.annotation is None for a in args):
+                    unhinted.append(f"{path}: {node.name}")
+    assert not unhinted, unhinted
+
+
 def test_only_the_sweep_package_imports_ray():
     """Everything below the orchestration (the loop, models, data, tracking) runs and is tested without Ray."""
     users = {path for path, tree in modules().items() if any(m == "ray" or m.startswith("ray.") for m in imported(tree))}

@@ -10,7 +10,7 @@ import argparse
 from imdb_ray.cli.options import MODELS_CATALOG
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("models", help="list the registered models and their parameters").set_defaults(run=run)
 
 

@@ -6,11 +6,14 @@ import argparse
 import functools
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from imdb_ray import contracts
 from imdb_ray.contracts import parse_value
 from imdb_ray.errors import UserError
+
+if TYPE_CHECKING:
+    from imdb_ray.models.registry import ModelEntry
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # the MLflow store when neither --tracking-uri nor $MLFLOW_TRACKING_URI names one
 
@@ -28,7 +31,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def positive_int(flag: str):
+def positive_int(flag: str) -> Callable[[str], int]:
     """An argparse type: an integer > 0, else one line naming the flag."""
     def parse(text: str) -> int:
         try:
@@ -41,7 +44,7 @@ def positive_int(flag: str):
     return parse
 
 
-def option_help(doc: str, hint, default) -> str:
+def option_help(doc: str, hint: Any, default: Any) -> str:
     """One line: what it does, what it takes, its default (argparse needs %% for a literal %)."""
     text = f"{doc + '; ' if doc else ''}{contracts.describe(hint)}; default {default!r}"
     return text.replace("%", "%%")
@@ -79,7 +82,7 @@ class _ModelFlags(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def model_flags(entry, extra: list[str]) -> dict[str, Any]:
+def model_flags(entry: ModelEntry, extra: list[str]) -> dict[str, Any]:
     """A model's parameters from the rest of the command line (--hidden 256 --bidirectional false), parsed by
     argparse with flags made from the registry entry: each typed as its default is, checked later by the
     config against its declared range."""

@@ -9,7 +9,7 @@ from imdb_ray.cli.options import DEFAULT_URI, positive_int
 from imdb_ray.errors import UserError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p_pred = sub.add_parser("predict", help="classify texts with a trained model")
     p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, sweep:NAME (its best trial), "
                         "or models:/imdb_ray-NAME@champion")

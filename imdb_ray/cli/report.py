@@ -6,7 +6,7 @@ import argparse
 from imdb_ray.cli.options import DEFAULT_URI
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p_rep = sub.add_parser("report", help="leaderboards with test confidence intervals, and plots, from MLflow")
     p_rep.add_argument("--sweep", action="append", help="a sweep name (repeatable; default: every sweep in the store)")
     p_rep.add_argument("--out", default="reports", help="folder for the files (default reports/, untracked; "

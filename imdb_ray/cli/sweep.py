@@ -11,7 +11,7 @@ from imdb_ray.cli.options import DEFAULT_URI, parse_duration, sweep_settings_hel
 from imdb_ray.errors import UserError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p_sweep = sub.add_parser("sweep", help="run a sweep file (sweeps/*.py) on Ray Tune")
     p_sweep.help_tail = sweep_settings_help  # the Sweep settings, from their declarations
     p_sweep.add_argument("file", help="a sweep file (sweeps/*.py): Python that defines `sweep = Sweep(...)`")

@@ -14,7 +14,7 @@ from imdb_ray.cli.options import DEFAULT_URI, add_train_args, model_flags
 from imdb_ray.errors import UserError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p_train = sub.add_parser("train", help="train one model locally; model parameters as --name value")
     add_train_args(p_train, DEFAULT_URI)
     p_train.set_defaults(run=run)

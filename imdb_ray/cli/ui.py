@@ -11,7 +11,7 @@ from imdb_ray.cli.options import DEFAULT_URI, positive_int
 from imdb_ray.errors import UserError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p_ui = sub.add_parser("ui", help="the MLflow UI for the tracking store (bound to 127.0.0.1)")
     p_ui.add_argument("--tracking-uri", help=f"the MLflow store to show (default $MLFLOW_TRACKING_URI, else {DEFAULT_URI})")
     p_ui.add_argument("--host", default="127.0.0.1", help="0.0.0.0 exposes it to the network: only on purpose")

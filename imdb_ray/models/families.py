@@ -12,13 +12,16 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import get_model
+
+if TYPE_CHECKING:
+    from imdb_ray.config import TrialConfig
 
 Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
 
@@ -210,7 +213,7 @@ def seed_independent(model: str) -> bool:
         return False
 
 
-def build_model(cfg, build_args: dict) -> torch.nn.Module:
+def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
     """cfg's registered model with its parameters and the family's build arguments (word vectors)."""
     try:
         return get_model(cfg.model).build(**build_args, **cfg.model_args)

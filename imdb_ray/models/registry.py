@@ -29,7 +29,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str = "word", defaults: dict[str, Any] | None = None):
+def register_model(name: str, family: str = "word", defaults: dict[str, Any] | None = None) -> Callable[[type], type]:
     """Register `cls` under `name`; `defaults` overrides some parameter defaults for this name. A name
     already taken by another class is an error (a plugin must not silently replace a built-in model)."""
     def wrap(cls):

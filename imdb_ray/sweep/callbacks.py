@@ -7,12 +7,16 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
 from imdb_ray.sweep.packing import SHARE_KEY, grown_share, ran_out_of_gpu_memory
 from imdb_ray.tracking import TrialLog
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 
 class MLflowTrialRuns(LoggerCallback):
@@ -82,7 +86,7 @@ class ReleaseTrainPlacementGroups(Callback):
             release_placement_groups(self.groups.pop(trial_id))
 
 
-def release_placement_groups(hex_ids) -> int:
+def release_placement_groups(hex_ids: Iterable[str]) -> int:
     """Remove the placement groups that still exist among these; returns how many were removed."""
     from ray.util.placement_group import placement_group_table, remove_placement_group
 
@@ -194,7 +198,7 @@ class ConsoleProgress(Callback):
         return f"{model} epoch {last.get('epoch', 0)}/{self.epochs.get(model, '?')}{value}"
 
 
-def trial_line(trial, searched: dict[str, list[str]], metric: str, epochs: dict[str, int], failed: bool = False) -> str:
+def trial_line(trial: Trial, searched: dict[str, list[str]], metric: str, epochs: dict[str, int], failed: bool = False) -> str:
     """`gru lr=0.0012 hidden=128: best val_accuracy 0.8712, 4/6 epochs (stopped early), 53s`."""
     config, last = trial.config, trial.last_result or {}
     params = " ".join(f"{k}={_short(config[k])}" for k in searched.get(config.get("model"), []) if k in config)

@@ -11,6 +11,7 @@ import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 from imdb_ray.compare import confirmed_configs
 from imdb_ray.config import TrialConfig
@@ -18,6 +19,10 @@ from imdb_ray.errors import UserError
 from imdb_ray.models import seed_independent
 from imdb_ray.sweep.spec import Sweep
 from imdb_ray.tracking import SweepRuns, Tested, check_reachable, error_summary
+
+if TYPE_CHECKING:
+    from ray.tune import Checkpoint, Result
+    from imdb_ray.train import Evaluation
 
 
 @dataclass
@@ -40,7 +45,7 @@ class SweepSummary:
         return next((t for t in self.tested if t.is_best), None)
 
 
-def best_value(result, sweep: Sweep) -> float:
+def best_value(result: Result, sweep: Sweep) -> float:
     """A trial's best epoch (the weights it keeps), not its last one: the loop's own running best, reported
     with every epoch. Tune's per-trial history is no substitute: a trial resumed after its driver died
     starts a new result.json, which is empty when the trial is cut before its next epoch."""
@@ -51,7 +56,7 @@ def best_value(result, sweep: Sweep) -> float:
     return float(values.max() if sweep.mode == "max" else values.min())
 
 
-def configuration_error(results) -> str | None:
+def configuration_error(results: Iterable[Result]) -> str | None:
     """'trial ID failed on its configuration: <the UserError's message>' for the first trial that raised
     imdb_ray's UserError (a user's mistake, not a crash); None when no trial did."""
     for r in results:
@@ -63,7 +68,7 @@ def configuration_error(results) -> str | None:
     return None
 
 
-def best_checkpoint(result):
+def best_checkpoint(result: Result) -> Checkpoint | None:
     """The trial's last checkpoint (it holds the best epoch's weights), local or remote."""
     from ray.tune import Checkpoint
 
@@ -73,7 +78,7 @@ def best_checkpoint(result):
     return Checkpoint(path) if path else None
 
 
-def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
+def leaderboard(results: Iterable[Result], sweep: Sweep, top: int = 5) -> list[dict]:
     """The best `top` trials by validation (with the parameters their model's branch samples), then every failure."""
     searched = sweep.searched_keys()
     rows = []
@@ -91,13 +96,13 @@ def leaderboard(results, sweep: Sweep, top: int = 5) -> list[dict]:
     return ok[:top] + [r for r in rows if r["status"] != "ok"]
 
 
-def rank_by_validation(results, sweep: Sweep) -> list:
+def rank_by_validation(results: Iterable[Result], sweep: Sweep) -> list[Result]:
     """The trials that reported the sweep's metric, best first."""
     return sorted((r for r in results if r.metrics and sweep.metric in r.metrics and r.metrics_dataframe is not None),
                   key=lambda r: best_value(r, sweep), reverse=sweep.mode == "max")
 
 
-def select_for_test(results, sweep: Sweep) -> list:
+def select_for_test(results: Iterable[Result], sweep: Sweep) -> list[Result]:
     """The top `test_top` (or `ensemble_top`) trials by validation and the configs the confirmation stage
     reruns, then the best of each `test_each` value not among them."""
     ranked = rank_by_validation(results, sweep)
@@ -114,7 +119,7 @@ def select_for_test(results, sweep: Sweep) -> list:
     return chosen
 
 
-def confirm_configs(results, sweep: Sweep) -> list[dict]:
+def confirm_configs(results: Iterable[Result], sweep: Sweep) -> list[dict]:
     """The confirmation stage's trials: the top `confirm_top` configs by validation of models whose training
     depends on the seed, each with `confirm_seeds` new seeds (seed + 1, + 2, ...; the data split stays),
     tagged with the trial they confirm. A seed-independent config (tfidf_lr, nbsvm) would only repeat its
@@ -138,7 +143,7 @@ def crown_best_confirmed(tested: list[Tested], reruns: list[Tested], descending:
             t.is_best = t is confirmed[0].original
 
 
-def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | None = None,
+def evaluate_on_test(sweep: Sweep, results: Iterable[Result], experiment_path: str, skip: set | None = None,
                      every: bool = False) -> list[Tested]:
     """Evaluate the selected trials (`every`: all that finished, none marked best: the confirmation
     reruns) once each on test. Files go next to Ray's results (the caller logs them to MLflow), so
@@ -176,7 +181,7 @@ def evaluate_on_test(sweep: Sweep, results, experiment_path: str, skip: set | No
     return tested
 
 
-def save_tested(folder: Path, cfg: TrialConfig, evaluation, trial_id: str = "") -> dict[str, str]:
+def save_tested(folder: Path, cfg: TrialConfig, evaluation: Evaluation, trial_id: str = "") -> dict[str, str]:
     """A tested trial's per-review predictions on test (intervals, paired comparisons) and validation
     (ensembles), and its model bundle (logged to MLflow as the trial's pyfunc model); evaluation.json,
     written last, marks the set complete (a resumed sweep keeps it instead of evaluating again)."""

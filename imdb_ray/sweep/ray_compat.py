@@ -8,6 +8,12 @@ still exist?).
 from __future__ import annotations
 
 import signal
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ray.train._internal.session import _TrainingResult as TrainingResult  # noqa: F401 (trial.py's hints)
+    from ray.tune import ResultGrid
+    from ray.util.placement_group import PlacementGroup
 
 RAY_VERSION = "2.60"  # what every workaround below was written against
 
@@ -20,7 +26,7 @@ def training_result_type() -> type:
     return _TrainingResult
 
 
-def function_trainable(fn) -> type:
+def function_trainable(fn: Callable[[dict], None]) -> type:
     """The class Tune makes of a function trainable, to subclass (trial.DirectTrial overrides restore)."""
     from ray.tune.trainable.function_trainable import wrap_function
 
@@ -49,7 +55,7 @@ def sweep_torch_trainer() -> type:
     return SweepTorchTrainer
 
 
-def placement_group(hex_id: str):
+def placement_group(hex_id: str) -> PlacementGroup:
     """A PlacementGroup handle from the hex id a Train worker reported."""
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup
@@ -57,7 +63,7 @@ def placement_group(hex_id: str):
     return PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
 
 
-def fit_noticing_interrupt(fit):
+def fit_noticing_interrupt(fit: Callable[[], ResultGrid]) -> tuple[ResultGrid, bool]:
     """(fit()'s results, whether Ctrl-C ended it). Tune 2.60 replaces the SIGINT handler during fit() and,
     on Ctrl-C, saves its state and returns as if done; its only trace is that it puts back the handler it
     replaced. So a handler of ours is installed first, and finding it back afterwards means Tune saw Ctrl-C."""

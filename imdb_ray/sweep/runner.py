@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import ray
 from ray import tune
@@ -27,6 +28,11 @@ from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_g
 from imdb_ray.sweep.spec import Sweep, absolute_storage
 from imdb_ray.sweep.trial import make_trial
 from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable, opens_slowly
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
 
 
 # --------------------------------------------------------------------------------- before the run
@@ -84,7 +90,7 @@ def packing_callbacks(sweep: Sweep) -> list:
     return [GrowGpuShareOnOOM(sweep.gpus_per_worker, sweep.cpus_per_worker, direct=sweep.trainer == "direct")]
 
 
-def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None = None):
+def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None = None) -> Searcher:
     """The sweep's searcher over its branches (sweep/search.py). `study`: the sqlite file and study
     name that keep Optuna's history (None: in memory)."""
     import optuna
@@ -104,7 +110,7 @@ def build_search(sweep: Sweep, concurrency: int, study: tuple[Path, str] | None 
                        study_name=study[1] if study else None)
 
 
-def build_scheduler(sweep: Sweep):
+def build_scheduler(sweep: Sweep) -> TrialScheduler:
     """ASHA on epochs (it stops a trial only at rungs, on the running best), one set of rungs for all trials or
     one per model, one-pass models (no epochs) outside them; or FIFO (every trial runs out)."""
     import numpy as np
@@ -237,7 +243,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     return summary
 
 
-def in_background(work, *args) -> Future:
+def in_background(work: Callable[..., Any], *args: Any) -> Future:
     """work(*args) in a thread of its own, beside Ray's start or stop: those mostly wait on Ray's processes, while
     opening the MLflow store (imports, schema reads) and logging the tested models are CPU, so side by side they take
     less than the sum (results/store_check_overlap.md). The caller takes .result()."""
@@ -248,7 +254,7 @@ def in_background(work, *args) -> Future:
         pool.shutdown(wait=False)
 
 
-def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
+def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str) -> ResultGrid:
     """tuner.fit(); on Ctrl-C, what MLflow is owed is written and KeyboardInterrupt raised, so nothing is
     evaluated on a half-done sweep. Tune (2.60) ends fit() after Ctrl-C as if done, its state saved; its
     only trace is that it put back the SIGINT handler it had replaced, so one is set here to see that."""
@@ -264,7 +270,7 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str):
     return results
 
 
-def refuse_misconfigured(results, runs: SweepRuns, parent_id: str, log: TrialLog) -> None:
+def refuse_misconfigured(results: ResultGrid, runs: SweepRuns, parent_id: str, log: TrialLog) -> None:
     """The net under validation: a trial that failed on a user error (a configuration the checks before
     Ray missed) ends the sweep with that error's line, nothing evaluated and no champion crowned. What
     the other trials computed stays in MLflow (the parent run marked FAILED) and in Ray's results."""

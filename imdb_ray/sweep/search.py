@@ -20,11 +20,15 @@ from __future__ import annotations
 import pickle
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ray.tune.search import Searcher
 
 from imdb_ray.models.registry import get_model
 from imdb_ray.sweep.space import DefineByRun, config_key
+
+if TYPE_CHECKING:
+    import optuna
 
 MAX_DRAWS = 64  # asks per suggestion before the searcher gives up on finding a new config
 
@@ -156,7 +160,7 @@ class GridSearch(Searcher):
         self.__dict__.update(pickle.loads(Path(checkpoint_path).read_bytes()))
 
 
-def optuna_storage(path: Path):
+def optuna_storage(path: Path) -> optuna.storages.RDBStorage:
     """A sqlite Optuna storage at `path` (created with its folder)."""
     import optuna
 

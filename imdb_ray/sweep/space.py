@@ -13,18 +13,22 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer, LogUniform, Normal
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+
 Branches = dict[str, dict[str, Any]]  # model -> {key: constant | Domain | grid_search dict}
 Fail = Callable[[str], None]
 
 
-def is_grid(value) -> bool:
+def is_grid(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"grid_search"}
 
 
@@ -33,7 +37,7 @@ def is_conditional(space: dict) -> bool:
     return isinstance(model, dict) and not is_grid(model)
 
 
-def is_searched(value) -> bool:
+def is_searched(value: Any) -> bool:
     """Whether a space value varies between trials (a Tune domain or a grid)."""
     return isinstance(value, Domain) or is_grid(value)
 
@@ -78,7 +82,7 @@ def branches(space: dict[str, Any], fail: Fail) -> Branches:
     return result
 
 
-def candidates(where: str, value, fail: Fail) -> list:
+def candidates(where: str, value: Any, fail: Fail) -> list:
     """Representative values of one space entry: every category and grid value, a range's two ends (as
     the domain produces them: rounded to its step, an integer range's upper end exclusive). A domain
     whose values cannot be known before the sweep is refused by name. `where` names the entry in errors."""
@@ -162,7 +166,7 @@ def count_configs(tree: Branches, search: str, num_samples: int) -> int:
     return num_samples * sum(math.prod(len(v["grid_search"]) for v in b.values() if is_grid(v)) for b in tree.values())
 
 
-def describe(value) -> str:
+def describe(value: Any) -> str:
     """A space entry as --dry-run shows it: the Tune call that would make it (log scale and step kept)."""
     if is_grid(value):
         return f"grid_search({value['grid_search']})"
@@ -240,7 +244,7 @@ class DefineByRun:
         return [{"model": model, **dict(point)} for point in itertools.product(*axes)]
 
 
-def suggest(trial, name: str, distribution) -> Any:
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
     """One Optuna distribution drawn through the trial's public suggest_* API."""
     kind = type(distribution).__name__
     if kind == "CategoricalDistribution":

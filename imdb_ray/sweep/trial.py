@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import ray
 import ray.train
@@ -21,6 +21,7 @@ from imdb_ray.sweep.packing import SHARE_KEY
 from imdb_ray.sweep.ray_compat import function_trainable, sweep_torch_trainer, training_result_type
 
 if TYPE_CHECKING:
+    from imdb_ray.sweep.ray_compat import TrainingResult
     from imdb_ray.sweep.spec import Sweep
 
 
@@ -96,7 +97,7 @@ class DirectTrial(function_trainable(direct_trial)):
         return super().restore(checkpoint_path)
 
 
-def newest_on_storage(recorded):
+def newest_on_storage(recorded: TrainingResult) -> TrainingResult:
     """`recorded` if its folder exists, else the trial's newest checkpoint renamed to it, with its epoch
     as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
     from pyarrow.fs import FileSelector, FileType
@@ -127,7 +128,7 @@ def scaling_config(sweep: Sweep, gpus: float | None = None) -> ray.train.Scaling
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
 
 
-def make_trial(sweep: Sweep, storage: str):
+def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
     """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
     function that builds a TorchTrainer and reports through TuneReportCallback)."""
     if sweep.trainer == "direct":

@@ -9,10 +9,13 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from imdb_ray.errors import UserError
 from imdb_ray.redact import safe_params
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -97,14 +100,14 @@ def _client(uri: str):
     return MlflowClient(uri)
 
 
-def experiment_id(client, name: str) -> str:
+def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created on first use ("custom model development": MLflow's UI then opens on the
     runs table, not its GenAI pages)."""
     exp = client.get_experiment_by_name(name)
     return exp.experiment_id if exp else client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
 
-def log_metrics(client, run_id: str, values: dict[str, Any], step: int) -> None:
+def log_metrics(client: MlflowClient, run_id: str, values: dict[str, Any], step: int) -> None:
     """The numbers among `values` (booleans are not), in one request: all are written, or none."""
     from mlflow.entities import Metric
 
