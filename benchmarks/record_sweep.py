@@ -92,7 +92,7 @@ def main() -> None:
     earlier = json.loads(walls.read_text()) if "--resume" in flags and walls.exists() else []
     # what --dry-run predicts for this command, measured here first, to set beside the wall time it really takes
     dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True)
-    estimate = next((ln.strip() for ln in dry.stdout.splitlines() if ln.strip().startswith("total:")), "none printed")
+    estimate = " ".join(ln.strip() for ln in dry.stdout.splitlines() if ln.strip().startswith(("once:", "total:"))) or "none printed"
     start, started_at = time.perf_counter(), time.time()
 
     def note_wall() -> None:
