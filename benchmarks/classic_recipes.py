@@ -8,7 +8,7 @@ is what a lever is judged by; test is evaluated once per row, on the restored be
     python benchmarks/classic_recipes.py --resume --models cnn      # one model's rows (CNN's are the quickest)
 
 Each row is `imdb_ray.train.train` on the full official split. Sized for a GPU, where a row takes
-under a minute and several rows share the card; on 2 CPU cores one row takes 15-40 minutes.
+under a minute and several rows share the card; on 2 idle CPU cores most rows have taken 5-17 minutes.
 Rows are written as they finish; `--budget-s` begins no row after its time and waits for the rows that have begun
 (none is left running or thrown away), so a session keeps what it measured; `--resume` runs only
 the rows its table does not have yet (kept in results/classic_recipes.json beside it), on the same device.
