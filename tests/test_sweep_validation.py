@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,7 +178,9 @@ def test_dry_run_prints_plan(capsys, monkeypatch):
     assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in out
     # the cost estimate: gru's epoch measured here, 6 rates x 3 seeds x 5 epochs = 90 trial-epochs
     speed = [ln for ln in out.splitlines() if ln.strip().startswith("gru ") and "s/epoch" in ln]
-    assert len(speed) == 1 and "18.0 trial(s) x 5 epoch(s)" in speed[0] and float(speed[0].split()[-1][:-7]) > 0
+    # the slow end may follow the mean, "(..s at its slowest searched values)", when two timings differ by >15 %
+    assert len(speed) == 1 and "18.0 trial(s) x 5 epoch(s)" in speed[0]
+    assert float(re.search(r"  ([0-9.]+)s/epoch", speed[0]).group(1)) > 0
     assert "total: 90 trial-epochs" in out and "CPU-hours" in out
     once = next(ln for ln in out.splitlines() if ln.strip().startswith("once:"))  # 3 tested (test_top), measured
     assert "test evaluation of ~3 trial(s) one after another ~" in once and int(once.split("~")[-1][:-1]) > 0
