@@ -65,12 +65,17 @@ def pending(done: dict, models: str | None) -> list[tuple[str, str, dict]]:
     return [(model, recipe, extra) for model, recipe, extra in rows() if model in chosen and (model, recipe) not in done]
 
 
-def run_row(model: str, extra: dict, smoke: dict, w2v_workers: int) -> dict:
+def run_row(model: str, recipe: str, extra: dict, smoke: dict, w2v_workers: int) -> dict:
     from imdb_ray.config import TrialConfig
     from imdb_ray.train import train
 
     cfg = TrialConfig.from_flat({"model": model, **BASE, **extra, **smoke, "w2v_workers": w2v_workers}).validate()
-    result = train(cfg, evaluate_test=True, progress=False)
+
+    def say_epoch(metrics: dict, _checkpoint: str | None) -> None:  # a row runs for minutes: one line per epoch
+        print(f"[recipes]        {model} / {recipe}: epoch {metrics['epoch']}/{cfg.epochs} val_accuracy "
+              f"{metrics['val_accuracy']:.4f} ({metrics['epoch_seconds']:.0f}s)", flush=True)
+
+    result = train(cfg, evaluate_test=True, progress=False, on_epoch=say_epoch)
     epochs = [h for h in result.history if "epoch_seconds" in h]
     return {"val": result.val["val_accuracy"], "test": result.test["test_accuracy"], "best_epoch": result.best_epoch,
             "epochs": len(epochs), "epoch_s": sum(h["epoch_seconds"] for h in epochs) / len(epochs), "wall_s": result.seconds}
@@ -145,7 +150,9 @@ def main() -> None:
         def start_rows() -> None:  # up to --parallel at once, none begun once the budget is spent
             while queue and len(running) < args.parallel and (args.budget_s is None or time.perf_counter() - start < args.budget_s):
                 model, recipe, extra = queue.pop(0)
-                running[pool.submit(run_row, model, extra, smoke, w2v_workers)] = (model, recipe)
+                running[pool.submit(run_row, model, recipe, extra, smoke, w2v_workers)] = (model, recipe)
+                print(f"[recipes] {time.perf_counter() - start:5.0f}s {model} / {recipe}: begun "
+                      f"({len(queue)} row(s) after it)", flush=True)
 
         start_rows()
         while running:  # a row that has begun is waited for: its minutes are not thrown away, nor left running

@@ -55,6 +55,8 @@ def test_classic_recipes_budget_begins_no_row_after_it_and_finishes_the_row_runn
                            "--budget-s", "1", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cnn / base: {'val'" in proc.stdout and "budget of 1s spent: 6 row(s) not begun" in proc.stdout
+    assert "cnn / base: begun (6 row(s) after it)" in proc.stdout  # a row's minutes show as they pass:
+    assert "cnn / base: epoch 1/1 val_accuracy" in proc.stdout  # its start, then each epoch from its process
     saved = out.with_suffix(".json")
     assert list(load("classic_recipes").load_done(saved, json.loads(saved.read_text())["device"])) == [("cnn", "base")]
 
