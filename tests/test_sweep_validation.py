@@ -225,6 +225,26 @@ def test_dry_run_estimate_adds_the_test_evaluations_the_driver_runs_one_after_an
     assert "~1.5m wall at 2 trial(s) at once" in total and "~3.0m wall if every trial" in total
 
 
+def test_dry_run_wall_waits_for_the_last_trial_of_each_stage():
+    """A stage lasts until its last trial ends: trial-seconds over the slots would leave out the slots that wait for it
+    (3 trials on 2 slots take two trial lengths, not one and a half; a slow model's trial last keeps one slot busy)."""
+    from imdb_ray.sweep.cost import ModelCost, cost_lines, stage_seconds
+
+    assert stage_seconds([ModelCost("gru", 3, 2, 10.0)], slots=2) == 40  # 20 s trials: two rounds, the second half idle
+    assert stage_seconds([ModelCost("gru", 4, 2, 10.0)], slots=2) == 40  # the same wall, no slot idle
+    assert stage_seconds([ModelCost("gru", 4, 2, 10.0)], slots=2, start=1.0) == 42  # each trial's own start
+    # models in turn, each trial in the first slot to free: cnn 10 | gru 30 | cnn 10 -> slots end at 20 and 30
+    assert stage_seconds([ModelCost("cnn", 2, 2, 5.0), ModelCost("gru", 1, 3, 10.0)], slots=2) == 30
+    assert stage_seconds([ModelCost("gru", 3, 2, 10.0, slowest_epoch_seconds=20.0)], slots=2, slow=True) == 80
+    assert stage_seconds([ModelCost("bert", 4, 2, None), ModelCost("cnn", 4, 2, 5.0)], slots=4) == 10  # unmeasured: out
+    sweep = Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1, confirm_top=0).validate()
+    # 3 trials x 60 s on 2 slots: 120 s of wall (not 90), plus 11.1 s per sweep
+    assert "~2.2m wall at 2 trial(s) at once" in cost_lines(sweep, [ModelCost("gru", 3, 6, 10.0)], 0.0, 2)[-1]
+    # the confirmation reruns are a stage of their own, after the search: 2 x 40 s on 2 slots adds 40 s
+    lines = cost_lines(sweep, [ModelCost("gru", 3, 6, 10.0), ModelCost("gru (confirm)", 2, 4, 10.0, rerun=True)], 0.0, 2)
+    assert "~2.9m wall at 2 trial(s) at once" in lines[-1]
+
+
 def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     code, err, out = cli(["sweep", "sweeps/classic.py", "--dry-run", "--no-estimate", "--cpus-per-worker", "1",

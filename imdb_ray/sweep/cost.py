@@ -12,10 +12,14 @@ scores are, whatever they cost). A GPU trains many times faster than this CPU. A
 preparation (measured on a slice, scaled to the sweep's rows), the sweep's fixed cost (Ray start, MLflow:
 SWEEP_FIXED_S) and its trials' (TRIAL_FIXED_S), and the test evaluations the driver runs one after another after
 each stage (each tested trial's validation and test rows at the inference speed measured beside its training speed).
+The wall time places each stage's trials on the slots as Tune does, each in the first slot to free up (`stage_seconds`):
+a stage lasts until its last trial ends, so slots that wait for it then count (models of unequal speed, fewer trials
+left than slots), which the trial-seconds over the slots leave out.
 """
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import tempfile
 from dataclasses import dataclass
 
@@ -216,20 +220,24 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)
-    starts = TRIAL_FIXED_S[sweep.trainer] * sum(c.trials for c in costs) / max(1, concurrency or 1)
+    start = TRIAL_FIXED_S[sweep.trainer]
+    starts = start * sum(c.trials for c in costs) / max(1, concurrency or 1)
     evaluations, tests = tested_count(sweep), [c.test_seconds for c in costs if c.test_seconds is not None]
     testing = evaluations * sum(tests) / len(tests) if tests else 0.0
-    fixed = prepare_seconds + SWEEP_FIXED_S + starts + testing
+    fixed = prepare_seconds + SWEEP_FIXED_S + testing
+    slots = max(1, concurrency or 1)
+    walls = [sum(stage_seconds([c for c in costs if c.rerun == rerun], slots, start, slow)
+                 for rerun in (False, True)) for slow in (False, True)]  # the search, then the confirmation reruns
     lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
                  f"Ray start and MLflow ~{SWEEP_FIXED_S:.0f}s, trial starts ({sweep.trainer}) ~{starts:.0f}s "
                  f"(results/sweep_overhead.md), test evaluation of ~{evaluations} trial(s) one after another ~{testing:.0f}s")
     slowest = sum(c.slowest_device_seconds for c in costs if c.slowest_device_seconds is not None)
     slow_fixed = fixed - testing + evaluations * max(tests, default=0.0)  # every tested trial of the slowest model
     line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
-            + (f", ~{_hours(fixed + total / max(1, concurrency))} wall at {concurrency} trial(s) at once" if concurrency else ""))
+            + (f", ~{_hours(fixed + walls[0])} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if slowest > total * SLOW_END_SHOWN:  # the searcher may keep to the slow end (TPE favours what scores well, not what is cheap)
         line += (f"; up to {slowest * per_trial / 3600:.2f} {device}-hours"
-                 + (f", ~{_hours(slow_fixed + slowest / max(1, concurrency))} wall" if concurrency else "")
+                 + (f", ~{_hours(slow_fixed + walls[1])} wall" if concurrency else "")
                  + " if every trial takes its model's slowest searched values and the reruns are all of the slowest model")
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
@@ -238,6 +246,19 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     if peaks and gpu_bytes:
         lines.append(packing_line(max(peaks), gpu_bytes, sweep.gpus_per_worker))
     return lines
+
+
+def stage_seconds(costs: list[ModelCost], slots: int, start: float = 0.0, slow: bool = False) -> float:
+    """Wall seconds of one stage: its trials (the models' shares, rounded, taken in turn) each start in the first slot
+    to free up, as Tune places them, and last their model's expected epochs at its mean (or, `slow`, its slowest)
+    measured speed plus `start` seconds; the stage ends with its last trial. Models not measured are left out."""
+    measured = [c for c in costs if c.epoch_seconds is not None]
+    lengths = [c.epochs * ((c.slowest_epoch_seconds or c.epoch_seconds) if slow else c.epoch_seconds) + start
+               for c in measured]
+    free = [0.0] * slots  # when each slot is next free: a heap
+    for trial in range(round(sum(c.trials for c in measured))):
+        heapq.heapreplace(free, free[0] + lengths[trial % len(lengths)])
+    return max(free)
 
 
 def tested_count(sweep: Sweep) -> int:
