@@ -220,12 +220,11 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     measured = [c.device_seconds for c in costs if c.device_seconds is not None]
     total = sum(measured)
     trial_epochs = sum(c.trials * c.epochs for c in costs)
-    start = TRIAL_FIXED_S[sweep.trainer]
-    starts = start * sum(c.trials for c in costs) / max(1, concurrency or 1)
+    start, slots = TRIAL_FIXED_S[sweep.trainer], max(1, concurrency or 1)
+    starts = start * sum(c.trials for c in costs) / slots  # shown for reading; the stages' walls count each trial's
     evaluations, tests = tested_count(sweep), [c.test_seconds for c in costs if c.test_seconds is not None]
     testing = evaluations * sum(tests) / len(tests) if tests else 0.0
     fixed = prepare_seconds + SWEEP_FIXED_S + testing
-    slots = max(1, concurrency or 1)
     walls = [sum(stage_seconds([c for c in costs if c.rerun == rerun], slots, start, slow)
                  for rerun in (False, True)) for slow in (False, True)]  # the search, then the confirmation reruns
     lines.append(f"    once: shared data preparation ~{prepare_seconds:.0f}s (measured on {PREP_ROWS:,} rows, scaled), "
