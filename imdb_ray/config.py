@@ -160,10 +160,15 @@ class TrialConfig:
         return d
 
     def with_absolute_paths(self) -> "TrialConfig":
-        """Ray Tune changes a trial's working directory: pin every path before trials start."""
-        cfg = dataclasses.replace(self, cache_dir=str(Path(self.cache_dir).expanduser().resolve()))
+        """Pin every path before it is saved or trials start (Ray Tune changes a trial's working directory; a model
+        bundle reads its base checkpoint again from wherever `predict` runs)."""
+        cfg = dataclasses.replace(self, cache_dir=str(Path(self.cache_dir).expanduser().resolve()),
+                                  model_args=dict(self.model_args))
         if cfg.embeddings not in ("word2vec", "random"):
             cfg.embeddings = str(Path(cfg.embeddings).expanduser().resolve())
+        checkpoint = Path(str(cfg.model_args.get("checkpoint", ""))).expanduser()
+        if "checkpoint" in cfg.model_args and checkpoint.is_dir():  # a folder here; a hub name stays a name
+            cfg.model_args["checkpoint"] = str(checkpoint.resolve())
         if cfg.data is not None:
             parts = [Path(p.strip()).expanduser() for p in cfg.data.split(",")]
             if all(p.exists() for p in parts):

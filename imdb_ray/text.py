@@ -12,6 +12,7 @@ import torch
 from imdb_ray.cache import cache_key, code_version, load_or_build
 from imdb_ray.data import Dataset, Split
 from imdb_ray.embeddings import embedding_matrix
+from imdb_ray.errors import UserError
 
 if TYPE_CHECKING:
     from imdb_ray.config import TrialConfig
@@ -112,9 +113,21 @@ def prepare_hf_data(cfg: TrialConfig, dataset: Dataset, path: str) -> dict[str, 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except OSError as e:  # no such folder or hub name, offline, no tokenizer files
+        raise unloadable(path, e) from None
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # transformers builds an empty one from a bare config.json
+        raise UserError(f"checkpoint {path!r} has no tokenizer (a vocabulary of only special tokens would read every word "
+                        "as unknown); save the tokenizer beside the model: tokenizer.save_pretrained(folder)")
     tokenizer.model_max_length = 10**9  # we truncate ourselves; silence the length warning
     return tokenizer
+
+
+def unloadable(checkpoint: str, error: OSError) -> UserError:
+    """The one-line refusal of a checkpoint transformers could not load (its first line says why)."""
+    return UserError(f"checkpoint {checkpoint!r} cannot be loaded ({str(error).strip().splitlines()[0]}); give a "
+                     "local folder, set IMDB_RAY_HF_MIRROR, or go online")
 
 
 def encode_hf(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,6 +89,20 @@ BAD_INPUTS = [
      "peft='prefix_tuning' does not work with distilbert-base-uncased"),
     ("int8 without bitsandbytes", {"HIDE": "bitsandbytes"},
      ["train", "--model", "distilbert", "--peft", "lora", "--quantization", "int8"], "quantization='int8' needs bitsandbytes"),
+    ("HF checkpoint: no such folder", {}, ["train", "--model", "hf", "--checkpoint", "{ws}/models/nope"],
+     "checkpoint '{ws}/models/nope': no such folder, and not a Hugging Face hub name"),
+    ("HF checkpoint: a folder with no model in it", {"models/empty/README.md": "notes"},
+     ["train", "--model", "hf", "--checkpoint", "{ws}/models/empty"], "models/empty': the folder has no config.json"),
+    ("HF checkpoint: a model folder without its tokenizer", {"models/bare/config.json": '{"model_type": "bert"}',
+                                                            "train.csv": GOOD_ROWS, "test.csv": GOOD_ROWS},
+     ["train", "--model", "hf", "--checkpoint", "{ws}/models/bare", "--data", "{ws}/train.csv,{ws}/test.csv"],
+     "models/bare' has no tokenizer"),
+    ("sweep file: an HF checkpoint without its tokenizer", {"models/bare/config.json": '{"model_type": "bert"}',
+                                                          "sweeps/bad.py": sweep_file("{'model': 'hf', 'checkpoint': 'models/bare'}")},
+     ["sweep", "{ws}/sweeps/bad.py"], "checkpoint '{ws}/models/bare' has no tokenizer"),
+    ("HF checkpoint: a hub name not in the cache while the hub is off", {"HF_HUB_OFFLINE": True},
+     ["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"],
+     "'imdb-ray-tests/never-downloaded' is not in the Hugging Face cache and HF_HUB_OFFLINE is set"),
     ("unsloth without a GPU", {}, ["train", "--model", "distilbert", "--peft", "lora", "--engine", "unsloth"],
      "engine='unsloth' needs an NVIDIA GPU"),
     ("sweep file: a string where a number goes", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': '1e-3'}")},
@@ -172,6 +186,9 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
             real = importlib.util.find_spec
             monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == data else real(name, *a))
             continue
+        if rel == "HF_HUB_OFFLINE":  # what the variable sets when huggingface_hub is imported
+            monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", data)
+            continue
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         (workspace / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
     before = snapshot(workspace)
@@ -184,7 +201,7 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("error: ") and message.format(ws=workspace) in err[0], err
     assert snapshot(workspace) == before, "a bad input changed or created files"
     assert not (workspace / "mlflow.db").exists(), "a refused command created the MLflow store"  # (snapshot leaves it out)
     shown = err[0].replace(str(workspace), "<workspace>")  # the same text in every run of the record

@@ -463,3 +463,31 @@ def test_the_default_trainer_is_direct_for_one_worker_and_ray_train_for_more():
     assert Sweep(name="x", space={"model": "gru"}).validate().trainer == "direct"
     assert Sweep(name="x", space={"model": "gru"}, workers_per_trial=2).validate().trainer == "ray_train"
     assert Sweep(name="x", space={"model": "gru"}, trainer="ray_train").validate().trainer == "ray_train"  # asked for
+
+
+def test_folders_a_sweep_or_a_run_names_are_pinned_before_the_working_directory_changes(monkeypatch, tmp_path):
+    """A trial runs in its own working directory: a relative checkpoint, data or vectors path that exists here is
+    made absolute, in the shared keys and in each model's branch; hub names and keywords stay as written."""
+    from imdb_ray.sweep.runner import absolute_space
+
+    for folder in ("models/tiny", "vectors"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "models/tiny/config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "train.csv").write_text("text,label\n")
+    (tmp_path / "test.csv").write_text("text,label\n")
+    monkeypatch.chdir(tmp_path)
+    space = absolute_space({"model": {"hf": {"checkpoint": "models/tiny"}, "bert": {"checkpoint": "bert-base-uncased"},
+                                      "gru": {"embeddings": "word2vec"}, "cnn": {"embeddings": "vectors"}},
+                            "data": "train.csv,test.csv", "lr": tune.loguniform(1e-4, 1e-2)}, "cache")
+    assert space["cache_dir"] == str(tmp_path / "cache")
+    assert space["data"] == f"{tmp_path / 'train.csv'},{tmp_path / 'test.csv'}"
+    assert space["model"]["hf"]["checkpoint"] == str(tmp_path / "models/tiny")
+    assert space["model"]["cnn"]["embeddings"] == str(tmp_path / "vectors")
+    assert space["model"]["bert"]["checkpoint"] == "bert-base-uncased"
+    assert space["model"]["gru"]["embeddings"] == "word2vec"
+
+    from imdb_ray.config import TrialConfig  # `train`: the run folder's config, which `predict` reads from anywhere
+    pinned = TrialConfig.from_flat({"model": "hf", "checkpoint": "models/tiny"}).with_absolute_paths()
+    assert pinned.model_args["checkpoint"] == str(tmp_path / "models/tiny")
+    hub = TrialConfig.from_flat({"model": "hf", "checkpoint": "org/name"}).with_absolute_paths()
+    assert hub.model_args["checkpoint"] == "org/name"

@@ -41,6 +41,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
     if not args.experiment.strip():  # MLflow would refuse it only after training
         raise UserError("--experiment needs a name (the MLflow experiment the run goes to)")
+    cfg.family.check(cfg)  # a checkpoint whose tokenizer cannot load, before the store or the data cache is touched
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     tracking.check_reachable(uri)
     dataset = load_trial_data(cfg)  # bad data fails here, before the run folder exists

@@ -54,6 +54,9 @@ class Family(ABC):
         """Whether a TrialConfig field changes what this family computes (a sweep samples only those)."""
         return True
 
+    def check(self, cfg) -> None:
+        """Refuse cfg for what its values alone cannot show (files it names), before anything is created."""
+
     @abstractmethod
     def prepare(self, cfg, dataset) -> Prepared | None:
         """Tensors for cfg (from the cache when the same settings ran before); None: nothing to prepare."""
@@ -122,6 +125,16 @@ class HFFamily(Family):
 
     def uses(self, field: str) -> bool:
         return field not in WORD_PIPELINE  # the checkpoint's tokenizer and embeddings replace ours
+
+    def check(self, cfg) -> None:
+        """The checkpoint's tokenizer loads (a typo, or a hub name while offline, fails here)."""
+        from imdb_ray.models.hf import available_offline, resolve_checkpoint
+        from imdb_ray.text import load_tokenizer
+
+        checkpoint = cfg.resolved_model_args()["checkpoint"]
+        if not available_offline(checkpoint):  # offline, the hub is retried for up to a minute: say why it waits
+            print(f"checkpoint {checkpoint}: not on this machine, asking the Hugging Face hub ...", flush=True)
+        load_tokenizer(resolve_checkpoint(checkpoint))
 
     def prepare(self, cfg, dataset) -> Prepared:
         from imdb_ray.models.hf import resolve_checkpoint

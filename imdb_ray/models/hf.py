@@ -29,6 +29,7 @@ from torch import nn
 from imdb_ray.contracts import Dropout, Positive
 from imdb_ray.errors import UserError
 from imdb_ray.models.registry import register_model
+from imdb_ray.text import unloadable
 
 DEFAULT_CHECKPOINTS = {
     "bert": "bert-base-uncased",
@@ -64,6 +65,29 @@ def available_offline(checkpoint: str) -> bool:
         return isinstance(try_to_load_from_cache(path, "config.json"), str)
     except ValueError:  # not a valid hub name either (HFValidationError)
         return False
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """Refuse, without the network, a checkpoint that can never load: a folder with no model config, a name that is
+    neither a folder nor a hub id, or a hub id missing from the cache while the hub is off (HF_HUB_OFFLINE=1)."""
+    from huggingface_hub import is_offline_mode
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    path = Path(resolve_checkpoint(checkpoint))
+    if path.is_dir():
+        if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
+            raise UserError(f"checkpoint {checkpoint!r}: the folder has no config.json; give a folder that "
+                            "save_pretrained wrote, or a hub name")
+        return
+    try:
+        validate_repo_id(str(path))
+    except HFValidationError:
+        raise UserError(f"checkpoint {checkpoint!r}: no such folder, and not a Hugging Face hub name "
+                        "(like bert-base-uncased or org/name)") from None
+    if is_offline_mode() and not available_offline(checkpoint):
+        raise UserError(f"checkpoint {checkpoint!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                        f"`hf download {checkpoint}` where the hub is reachable, or give a local folder")
 
 
 def model_type_of(checkpoint: str) -> str:
@@ -120,8 +144,7 @@ class HFClassifier(nn.Module):
                 model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True, **kwargs)
                 new_modules = {k.rsplit(".", 1)[0] for k in info["missing_keys"]}
         except OSError as e:
-            raise UserError(f"checkpoint {checkpoint!r} cannot be loaded ({str(e).splitlines()[0]}); give a local "
-                            "folder, set IMDB_RAY_HF_MIRROR, or go online") from None
+            raise unloadable(checkpoint, e) from None
         self.model_type = model.config.model_type
         self.num_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layers", 0)
         head = _classifier_linear(model, num_classes)
@@ -140,6 +163,7 @@ class HFClassifier(nn.Module):
     def validate_args(**args) -> None:
         """Refuse what cannot work before any trial starts (called by config validation too)."""
         checkpoint = args.get("checkpoint", "bert-base-uncased")
+        check_checkpoint(checkpoint)
         init, peft, quant = args.get("init", "pretrained"), args.get("peft", "none"), args.get("quantization", "none")
         model_type = model_type_of(checkpoint)
         if peft == "prefix_tuning" and model_type in NO_PREFIX_TUNING:

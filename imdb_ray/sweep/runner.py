@@ -58,6 +58,7 @@ def prepare_shared_data(sweep: Sweep) -> list[str]:
         for combo in combos:
             cfg = TrialConfig.from_flat(combo, strict=False)
             if cfg.family.neural:
+                cfg.family.check(cfg)  # before the data cache is written
                 dataset = load_trial_data(cfg)
                 cfg.family.prepare(cfg, dataset)
                 done.add(dataset.fingerprint())
@@ -66,9 +67,9 @@ def prepare_shared_data(sweep: Sweep) -> list[str]:
 
 def absolute_space(space: dict, cache_dir: str | None) -> dict:
     """Pin relative paths in the space and in each model's branch (Tune changes each trial's
-    working directory)."""
+    working directory): the cache, and data, vectors and checkpoint folders that exist here (a hub name stays)."""
     space = {"cache_dir": cache_dir, **space} if cache_dir else dict(space)
-    for key in ("cache_dir", "data", "embeddings"):
+    for key in ("cache_dir", "data", "embeddings", "checkpoint"):
         value = space.get(key)
         if isinstance(value, str) and value not in ("word2vec", "random") and (key == "cache_dir" or Path(value.split(",")[0]).exists()):
             space[key] = ",".join(str(Path(p.strip()).resolve()) for p in value.split(","))
