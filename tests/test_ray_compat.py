@@ -58,3 +58,12 @@ def test_the_scan_sees_a_private_read():
         assert len(private_uses(planted)) == 2
     finally:
         planted.unlink()
+
+
+def test_cluster_address_resolves_auto_as_ray_init_does(monkeypatch):
+    """`auto` reads RAY_ADDRESS first (as ray.init does); an address given in full is only normalised."""
+    from imdb_ray.sweep.ray_compat import cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
+    assert cluster_address("auto") == "10.1.2.3:6379"
+    assert cluster_address("10.9.8.7:6380") == "10.9.8.7:6380"

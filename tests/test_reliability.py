@@ -62,6 +62,10 @@ BAD_INPUTS = [
      ["sweep", "{ws}/sweeps/bad.py"], "one trial needs"),
     ("CLI: unknown flag", {}, ["sweep", "sweeps/smoke.py", "--bogus"], "unrecognized arguments: --bogus"),
     ("CLI: bad --address", {}, ["sweep", "sweeps/smoke.py", "--address", "nowhere"], "--address 'nowhere'"),
+    ("CLI: --address where nothing answers", {}, ["sweep", "sweeps/smoke.py", "--address", "127.0.0.1:9"],
+     "--address 127.0.0.1:9: nothing answers at 127.0.0.1:9"),
+    ("CLI: --address auto with no cluster running", {"NO_CLUSTER": True}, ["sweep", "sweeps/smoke.py", "--address", "auto"],
+     "--address auto: no running Ray cluster found"),
     ("CLI: relative --storage", {}, ["sweep", "sweeps/smoke.py", "--storage", "relative/dir"], "must be absolute"),
     ("CLI: malformed --time-budget", {}, ["sweep", "sweeps/smoke.py", "--time-budget", "2x"],
      "--time-budget '2x': give seconds, or a number with s, m or h"),
@@ -69,10 +73,21 @@ BAD_INPUTS = [
      "--resume: no interrupted sweep 'smoke'"),
     ("MLflow tracking server unreachable at start", {},
      ["sweep", "sweeps/smoke.py", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking store http://127.0.0.1:9 is not reachable"),
+    ("an MLflow store URI of no scheme MLflow has", {}, ["train", "--model", "tfidf_lr", "--tracking-uri", "sqllite:///m.db"],
+     "sqllite:///m.db: MLflow has no store for this scheme"),
+    ("ui: a store it cannot open", {}, ["ui", "--tracking-uri", "sqllite:///m.db", "--port", "1"], "MLflow has no store for this scheme"),
     ("data: missing file", {"test.csv": GOOD_ROWS}, ["train", "--data", "{ws}/nope.csv,{ws}/test.csv"], "nope.csv: data file not found"),
     ("cache folder cannot be made (a file is in its way)", {"blocker": "not a folder"},
      ["train", "--model", "tfidf_lr", "--n-train", "200", "--n-test", "100", "--cache-dir", "{ws}/blocker/cache"],
      "blocker/cache: cannot create it (Not a directory); give --cache-dir a writable folder"),
+    ("an output folder a file is in the way of: train --run-dir", {"blocker": "not a folder"},
+     ["train", "--model", "tfidf_lr", "--run-dir", "{ws}/blocker/run"], "blocker/run: cannot create it (Not a directory); give --run-dir"),
+    ("an output folder a file is in the way of: sweep --storage", {"blocker": "not a folder"}, ["sweep", "sweeps/smoke.py", "--storage", "{ws}/blocker/ray"],
+     "blocker/ray: cannot create it (Not a directory); give --storage a writable folder"),
+    ("an output folder a file is in the way of: report --out", {"blocker": "not a folder"}, ["report", "--out", "{ws}/blocker/reports"],
+     "blocker/reports: cannot create it (Not a directory); give --out a writable folder"),
+    ("an output folder a file is in the way of: predict --out", {"blocker": "not a folder"}, ["predict", "{ws}/runs/earlier", "great film", "--out", "{ws}/blocker/p.csv"],
+     "blocker: cannot create it (Not a directory); give --out a file in a writable folder"),
     ("data: missing column", {"train.csv": GOOD_ROWS.replace("text,label", "review,label"), "test.csv": GOOD_ROWS},
      ["train", "--data", "{ws}/train.csv,{ws}/test.csv"], "missing column 'text' (columns: review, label)"),
     ("data: non-binary label", {"train.csv": GOOD_ROWS + "Odd.,3\n", "test.csv": GOOD_ROWS},
@@ -185,6 +200,9 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
         if rel == "HIDE":  # pretend a package is not installed
             real = importlib.util.find_spec
             monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == data else real(name, *a))
+            continue
+        if rel == "NO_CLUSTER":  # what Ray finds for `auto` on a machine with no Ray running (the suite runs some)
+            monkeypatch.setattr("imdb_ray.sweep.runner.cluster_address", lambda address: None)
             continue
         if rel == "HF_HUB_OFFLINE":  # what the variable sets when huggingface_hub is imported
             monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", data)

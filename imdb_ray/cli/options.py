@@ -31,6 +31,23 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def check_creatable(folder: str | Path, remedy: str) -> None:
+    """Refuse, creating nothing, an output folder that cannot be made (read-only, under a file, on /proc): its
+    nearest existing ancestor must take a new folder. Checked before any work, whose results would go there."""
+    import errno
+    import os
+    import tempfile
+
+    path = Path(folder).expanduser().absolute()
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        if not ancestor.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".imdb_ray-probe-"))
+    except OSError as e:
+        raise UserError(f"{path}: cannot create it ({e.strerror or type(e).__name__}); {remedy}") from None
+
+
 def positive_int(flag: str) -> Callable[[str], int]:
     """An argparse type: an integer > 0, else one line naming the flag."""
     def parse(text: str) -> int:

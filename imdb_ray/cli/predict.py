@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 import sys
 
-from imdb_ray.cli.options import DEFAULT_URI, positive_int
+from imdb_ray.cli.options import DEFAULT_URI, check_creatable, positive_int
 from imdb_ray.errors import UserError
 
 
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.labels and args.label_column:
         raise UserError("give --labels FILE or --label-column, not both")
+    if args.out:
+        check_creatable(Path(args.out).parent, "give --out a file in a writable folder")
     if args.file:  # check the inputs before loading a model
         chunks = read_chunks(args.file, text_column=args.text_column, id_column=args.id_column,
                              label_column=args.label_column)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from imdb_ray.cli.options import DEFAULT_URI
+from imdb_ray.cli.options import DEFAULT_URI, check_creatable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
     from imdb_ray.report import report
 
+    check_creatable(args.out, "give --out a writable folder")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     for path in report(uri, args.sweep, args.out):
         print(path)

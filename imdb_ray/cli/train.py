@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from imdb_ray.cli.options import DEFAULT_URI, add_train_args, model_flags
+from imdb_ray.cli.options import DEFAULT_URI, add_train_args, check_creatable, model_flags
 from imdb_ray.errors import UserError
 
 
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         if not (run_dir / "checkpoint").exists():
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+    check_creatable(run_dir, "give --run-dir a writable folder")
     if not args.experiment.strip():  # MLflow would refuse it only after training
         raise UserError("--experiment needs a name (the MLflow experiment the run goes to)")
     cfg.family.check(cfg)  # a checkpoint whose tokenizer cannot load, before the store or the data cache is touched

@@ -76,3 +76,15 @@ def fit_noticing_interrupt(fit: Callable[[], ResultGrid]) -> tuple[ResultGrid, b
         return results, signal.getsignal(signal.SIGINT) is ours
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def cluster_address(address: str) -> str | None:
+    """The HOST:PORT `ray.init(address=address)` would connect to, `auto` resolved as Ray resolves it (RAY_ADDRESS,
+    else the last `ray start` on this machine, else a running Ray found by its process); None: no cluster to be
+    found. Asked before a sweep prepares anything, so that a missing cluster is one line, not Ray's traceback."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        return canonicalize_bootstrap_address(address)
+    except ConnectionError:  # `auto` and nothing running
+        return None

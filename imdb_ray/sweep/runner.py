@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 import threading
 import time
@@ -22,7 +23,7 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
-from imdb_ray.sweep.ray_compat import fit_noticing_interrupt
+from imdb_ray.sweep.ray_compat import cluster_address, fit_noticing_interrupt
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -76,6 +77,23 @@ def absolute_space(space: dict, cache_dir: str | None) -> dict:
     if is_conditional(space):
         space["model"] = {m: absolute_space(branch, None) for m, branch in space["model"].items()}
     return space
+
+
+def check_cluster_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A cluster that answers at `address`, or a one-line error before anything is prepared: Ray itself waits minutes
+    for a head that is not there (and `auto` with none raises a traceback)."""
+    target = cluster_address(address) if address == "auto" else address.removeprefix("ray://")
+    if target is None:
+        raise UserError(f"--address {address}: no running Ray cluster found (start one: `ray start --head` here or "
+                        "`ray up cluster.yaml`, or set RAY_ADDRESS); leave --address out to start a local Ray")
+    host, _, port = target.rpartition(":")
+    if not port.isdigit():
+        raise UserError(f"--address {address}: {port!r} is not a port number; use HOST:PORT or ray://HOST:10001")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); "
+                        "start the cluster (`ray start --head` or `ray up cluster.yaml`) or fix the address") from None
 
 
 def local_resources() -> dict[str, float]:
@@ -184,6 +202,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     sweep = dataclasses.replace(sweep, space=absolute_space(sweep.space, str(Path(cache_dir).resolve())))
     if not address:  # a local Ray gets this machine's resources: refuse what can never fit, now
         sweep.concurrency(local_resources())
+    else:
+        check_cluster_reachable(address)
     nothing_to_resume = f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume"
     if resume and not tune.Tuner.can_restore(experiment_path):  # asked before the store: this refusal creates none
         raise UserError(nothing_to_resume)
@@ -320,7 +340,11 @@ def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> N
 
     level = logging.INFO if verbose else logging.ERROR  # Ray's start-up notices, unless -v
     if address:
-        ray.init(address=address, logging_level=level)
+        try:
+            ray.init(address=address, logging_level=level)
+        except ConnectionError as e:  # it answered (check_cluster_reachable) but is not a Ray head
+            raise UserError(f"--address {address}: {str(e).strip().splitlines()[0]}; is it the head's GCS port "
+                            "(6379, or ray://HOST:10001)?") from None
         return
     local = local_resources()
     for key, value in LOCAL_RAY_TRAIN_ENV.items():  # before ray.init: its processes inherit the environment

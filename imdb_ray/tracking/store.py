@@ -72,6 +72,9 @@ def check_reachable(uri: str, *, must_exist: bool = False) -> None:
         if path is not None:  # a file that is there but is no MLflow store (or one MLflow cannot read)
             raise UserError(f"MLflow tracking store {uri} cannot be read as an MLflow store ({type(e).__name__}); "
                             "pass the --tracking-uri of your MLflow store, or a new file") from None
+        if "Unsupported" in type(e).__name__:  # MLflow has no store for the scheme: a typo, not a server down
+            raise UserError(f"MLflow tracking store {uri}: MLflow has no store for this scheme; use sqlite:///FILE, "
+                            "http(s)://HOST:PORT or a database URI") from None
         raise UserError(f"MLflow tracking store {uri} is not reachable ({type(e).__name__}); "
                         "start the server or pass --tracking-uri sqlite:///mlflow.db") from None
 
