@@ -9,6 +9,7 @@ import ast
 import dataclasses
 import contextlib
 import importlib.util
+import re
 import os
 import signal
 import subprocess
@@ -485,7 +486,8 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, ray_address
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "== failing: 2 trials, 1 errored ==" in proc.stdout
     failed_lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("FAILED")]
-    assert len(failed_lines) == 1 and "MemoryError" in failed_lines[0] and "does not fit in memory" in failed_lines[0]
+    assert len(failed_lines) == 1 and "MemoryError" in failed_lines[0] and "does not fit in memory (asked for" in failed_lines[0]
+    assert re.search(r"asked for [\d,]+ GiB", failed_lines[0]), failed_lines[0]
     client, children = trial_runs(f"sqlite:///{tmp_path}/mlflow.db", "failing")
     failed = [c for c in children if c.info.status == "FAILED"]
     assert len(failed) == 1 and len([c for c in children if c.info.status == "FINISHED"]) == 1
@@ -494,7 +496,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, ray_address
     assert failed[0].data.tags["error"].startswith("MemoryError") and failed[0].data.tags["error"] in text
     record_row("Fault", "a trial that runs out of memory (GRU hidden=10^6 asks for 12 TB)",
                "marked FAILED in MLflow with error.txt (traceback) and an `error` tag; the sweep went on; "
-               "the leaderboard lists it: " + failed_lines[0].split(": ", 1)[1][:110], "nothing (the good trial finished and was evaluated)")
+               "the leaderboard lists it: " + failed_lines[0].split(": ", 1)[1][:160], "nothing (the good trial finished and was evaluated)")
 
 
 @pytest_slow

@@ -9,6 +9,7 @@ helpers every family shares.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,9 @@ def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
     except RuntimeError as e:  # the CPU allocator's refusal, said plainly (CUDA's OutOfMemoryError already is)
         if "can't allocate memory" not in str(e):
             raise
-        wanted = str(e).split("allocate ")[-1].split(" bytes")[0]
-        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory (asked for {wanted} bytes); "
+        wanted = re.search(r"allocate (\d+) bytes", str(e))  # "...you tried to allocate N bytes. Error code 12 (...)"
+        asked = f"asked for {int(wanted[1]) / 2**30:,.0f} GiB" if wanted else "the allocator refused"
+        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory ({asked}); "
                           "make it smaller") from None
 
 
