@@ -20,6 +20,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p_train.set_defaults(run=run)
 
 
+# What a resumed run may change: how long it goes on, and where and how fast it runs. Anything else would load the
+# checkpoint into another model, or continue it on other data or another optimisation.
+RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "device", "amp", "cache_dir", "w2v_workers"})
+
+
+def check_same_run(run_dir: Path, cfg) -> None:
+    """--resume continues the run in run_dir: the command's settings must be the run's (config.json), but for
+    RESUME_MAY_CHANGE. Settings the saved config does not have (an older version's run) are not compared."""
+    from imdb_ray.models import get_model
+    from imdb_ray.redact import redact
+
+    def flat(d: dict) -> dict:  # one level, the model's parameters with their defaults: what ran, or would run
+        return {**{k: v for k, v in d.items() if k != "model_args"}, **get_model(d["model"]).params, **d.get("model_args", {})}
+
+    saved = flat(json.loads((run_dir / "config.json").read_text()))
+    asked = flat(json.loads(json.dumps(redact(cfg.to_dict()), default=str)))
+    changed = [k for k in asked if k in saved and k not in RESUME_MAY_CHANGE and asked[k] != saved[k]]
+    if changed:
+        shown = ", ".join(f"{k}={saved[k]!r} (this command: {asked[k]!r})" for k in changed[:3])
+        raise UserError(f"--resume: {run_dir} was trained with {shown}; a resumed run keeps its model, data and "
+                        "optimisation: repeat its settings (epochs, patience, device may change), or train into a new --run-dir")
+
+
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
     from imdb_ray.config import TrialConfig
@@ -39,6 +62,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         if not (run_dir / "checkpoint").exists():
             raise UserError(f"--resume: {run_dir}/checkpoint does not exist; pass the --run-dir of an earlier run")
+        check_same_run(run_dir, cfg)
     check_creatable(run_dir, "give --run-dir a writable folder")
     if not args.experiment.strip():  # MLflow would refuse it only after training
         raise UserError("--experiment needs a name (the MLflow experiment the run goes to)")
