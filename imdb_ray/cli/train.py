@@ -9,9 +9,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from imdb_ray.cli.options import DEFAULT_URI, add_train_args, check_creatable, model_flags
 from imdb_ray.errors import UserError
+
+if TYPE_CHECKING:
+    from imdb_ray.config import TrialConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 RESUME_MAY_CHANGE = frozenset({"epochs", "patience", "device", "amp", "cache_dir", "w2v_workers"})
 
 
-def check_same_run(run_dir: Path, cfg) -> None:
+def check_same_run(run_dir: Path, cfg: TrialConfig) -> None:
     """--resume continues the run in run_dir: the command's settings must be the run's (config.json), but for
     RESUME_MAY_CHANGE. Settings the saved config does not have (an older version's run) are not compared."""
     from imdb_ray.models import get_model
