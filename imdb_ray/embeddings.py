@@ -33,21 +33,57 @@ def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_c
     return model.wv
 
 
+def check_vectors_text(path: str | Path, limit: int | None = None) -> bool:
+    """A word2vec/GloVe text file's shape, before gensim reads it: gensim trusts the first row's width and silently
+    broadcasts a shorter row (one value copied into every dimension). Every row (or the first `limit`) must be a word
+    and the same number of values. Returns whether it has a word2vec header ("COUNT DIM")."""
+    with open(path, "rb") as stream:
+        first = stream.readline().split()
+        header = len(first) == 2 and first[0].isdigit() and first[1].isdigit()
+        width = int(first[1]) + 1 if header else len(first)
+        for number, line in enumerate([b" ".join(first)] if not header else [], 1):
+            _check_row(path, number, line.split(), width)
+        for number, line in enumerate(stream, 2):
+            if limit is not None and number > limit:
+                break
+            _check_row(path, number, line.split(), width)
+    return header
+
+
+def _check_row(path: str | Path, number: int, parts: list[bytes], width: int) -> None:
+    not_vectors = (f"{path}: line {number} is not a word followed by numbers; give a word2vec or GloVe text file, "
+                   "a .bin or a .kv")
+    if width < 2:
+        raise UserError(not_vectors)
+    if len(parts) != width:
+        raise UserError(f"{path}: line {number} has {len(parts) - 1} value(s) after its word, the file's vectors "
+                        f"{width - 1}; every line must be a word and the same number of values")
+    if number <= 3:  # the numbers themselves, on the first rows: a file of another kind fails here
+        try:
+            [float(x) for x in parts[1:]]
+        except ValueError:
+            raise UserError(not_vectors) from None
+
+
 def load_vectors(path: str) -> KeyedVectors:
-    """A word2vec text/binary file, or a GloVe file (no header line), through gensim's KeyedVectors."""
+    """A word2vec text/binary file, a GloVe file (no header line), or gensim's own .kv, through KeyedVectors."""
     from gensim.models import KeyedVectors
 
     p = Path(path)
-    if p.suffix == ".kv":
-        return KeyedVectors.load(str(p))
-    binary = p.suffix == ".bin"
     try:
-        return KeyedVectors.load_word2vec_format(str(p), binary=binary)
-    except (ValueError, UnicodeDecodeError, IndexError):
-        try:
-            return KeyedVectors.load_word2vec_format(str(p), binary=binary, no_header=True)  # GloVe
-        except Exception as e:
-            raise UserError(f"{path}: not a word2vec or GloVe vectors file ({e})") from None
+        if p.suffix == ".kv":
+            kv = KeyedVectors.load(str(p))
+        else:
+            binary = p.suffix == ".bin"
+            header = True if binary else check_vectors_text(p)
+            kv = KeyedVectors.load_word2vec_format(str(p), binary=binary, no_header=not header)
+    except UserError:
+        raise
+    except Exception as e:  # gensim's own refusals: a count that does not match, bytes that are not UTF-8, a pickle
+        raise UserError(f"{path}: not a word2vec, GloVe or gensim vectors file ({type(e).__name__}: {e})") from None
+    if len(kv) == 0 or kv.vector_size == 0:
+        raise UserError(f"{path}: no vectors in it")
+    return kv
 
 
 def embedding_matrix(cfg: TrialConfig, train_tokens: Callable[[], list[list[str]]], vocab: list[str],

@@ -217,6 +217,23 @@ def test_vectors_file_through_keyedvectors(tiny_cfg, small_imdb, tmp_path, heade
     assert torch.equal(frozen.model.embedding.weight.detach(), data.vectors)  # frozen: unchanged by training
 
 
+def test_a_vectors_file_row_of_another_width_is_refused_naming_the_row(tmp_path):
+    """gensim trusts a text file's first row: a later row of one value was copied into every dimension. The early
+    look (`train`, before the run folder) reads the first rows; reading the file checks every row."""
+    from imdb_ray.embeddings import check_vectors_text, load_vectors
+
+    rows = [f"w{i} 0.1 0.2 0.3" for i in range(1005)]
+    rows[1002] = "w1002 0.5"
+    path = tmp_path / "glove.txt"
+    path.write_text("\n".join(rows) + "\n")
+    assert check_vectors_text(path, limit=1000) is False  # no header; the first 1,000 rows are well formed
+    with pytest.raises(UserError, match=r"glove.txt: line 1003 has 1 value\(s\) after its word, the file's vectors 3"):
+        load_vectors(str(path))
+    path.write_text("3 3\n" + "\n".join(rows[:2]) + "\n")  # a header that promises more rows than there are
+    with pytest.raises(UserError, match="not a word2vec, GloVe or gensim vectors file"):
+        load_vectors(str(path))
+
+
 @pytest.mark.parametrize("schedule, hf_name", [("constant", "constant_with_warmup"), ("linear", "linear"), ("cosine", "cosine")])
 def test_lr_schedules_match_transformers_get_scheduler(schedule, hf_name):
     """The loop's schedules are transformers' formulas written out (importing transformers costs every word

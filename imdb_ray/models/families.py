@@ -88,6 +88,13 @@ class WordFamily(Family):
     def uses(self, field: str) -> bool:
         return field != "layer_decay"  # per-layer rates are defined for pretrained encoders only
 
+    def check(self, cfg) -> None:
+        """A vectors file's first rows have the shape of one (its whole is checked when it is read)."""
+        from imdb_ray.embeddings import check_vectors_text
+
+        if cfg.embeddings not in ("word2vec", "random") and Path(cfg.embeddings).suffix not in (".bin", ".kv"):
+            check_vectors_text(cfg.embeddings, limit=1000)
+
     def prepare(self, cfg, dataset) -> Prepared:
         from imdb_ray.text import prepare_word_data
 
