@@ -41,8 +41,8 @@ def check_vectors_text(path: str | Path, limit: int | None = None) -> bool:
         first = stream.readline().split()
         header = len(first) == 2 and first[0].isdigit() and first[1].isdigit()
         width = int(first[1]) + 1 if header else len(first)
-        for number, line in enumerate([b" ".join(first)] if not header else [], 1):
-            _check_row(path, number, line.split(), width)
+        if not header:  # GloVe: the first line is a row
+            _check_row(path, 1, first, width)
         for number, line in enumerate(stream, 2):
             if limit is not None and number > limit:
                 break
@@ -55,6 +55,8 @@ def _check_row(path: str | Path, number: int, parts: list[bytes], width: int) ->
                    "a .bin or a .kv")
     if width < 2:
         raise UserError(not_vectors)
+    if not parts:  # gensim reads a blank line, even the last, as a row of no values
+        raise UserError(f"{path}: line {number} is empty; every line must be a word and its {width - 1} values")
     if len(parts) != width:
         raise UserError(f"{path}: line {number} has {len(parts) - 1} value(s) after its word, the file's vectors "
                         f"{width - 1}; every line must be a word and the same number of values")

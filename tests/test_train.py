@@ -229,6 +229,9 @@ def test_a_vectors_file_row_of_another_width_is_refused_naming_the_row(tmp_path)
     assert check_vectors_text(path, limit=1000) is False  # no header; the first 1,000 rows are well formed
     with pytest.raises(UserError, match=r"glove.txt: line 1003 has 1 value\(s\) after its word, the file's vectors 3"):
         load_vectors(str(path))
+    path.write_text("\n".join(rows[:2]) + "\n\n")  # a blank last line, which gensim reads as a row of no values
+    with pytest.raises(UserError, match="glove.txt: line 3 is empty; every line must be a word and its 3 values"):
+        load_vectors(str(path))
     path.write_text("3 3\n" + "\n".join(rows[:2]) + "\n")  # a header that promises more rows than there are
     with pytest.raises(UserError, match="not a word2vec, GloVe or gensim vectors file"):
         load_vectors(str(path))
