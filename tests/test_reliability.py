@@ -248,6 +248,75 @@ def test_a_baseline_that_refuses_its_data_leaves_no_run(workspace, capsys):
     assert not (workspace / "runs" / "new").exists() and not (workspace / "mlflow.db").exists()
 
 
+TINY_TRAIN = ["train", "--model", "cnn", "--n-train", "240", "--n-test", "100", "--max-len", "64", "--embed-dim", "16",
+              "--w2v-epochs", "1", "--epochs", "3", "--num-filters", "8", "--quiet"]
+
+
+def stop_after_first_epoch(monkeypatch, stop) -> None:
+    """`train`'s loop calls stop() right after its first epoch's checkpoint is kept."""
+    import imdb_ray.train
+
+    real = imdb_ray.train.train
+
+    def train(cfg, *, on_epoch, **kw):
+        def epoch_then_stop(metrics, ckpt):
+            on_epoch(metrics, ckpt)
+            if metrics["epoch"] == 1:
+                stop()
+        return real(cfg, on_epoch=epoch_then_stop, **kw)
+
+    monkeypatch.setattr(imdb_ray.train, "train", train)
+
+
+def test_a_stopped_train_is_marked_killed_and_resumes_from_the_command_it_prints(tmp_path, capsys, monkeypatch):
+    """SIGTERM (what `kill`, `timeout` and job schedulers send) after the first of 3 epochs: the MLflow run ends
+    KILLED, not RUNNING forever, exit 143, and the line printed is the command that finishes the run from that
+    epoch's checkpoint. A crash instead ends the run FAILED."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    uri = fresh_store(tmp_path)
+    argv = [*TINY_TRAIN, "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", uri, "--run-dir", "runs/stopped"]
+    with monkeypatch.context() as patched:
+        stop_after_first_epoch(patched, lambda: os.kill(os.getpid(), signal.SIGTERM))  # a real signal, handled in main
+        code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    client, run_id = MlflowClient(uri), (tmp_path / "runs" / "stopped" / "mlflow_run_id").read_text().strip()
+    assert code == 143 and err[-1] == "terminated" and client.get_run(run_id).info.status == "KILLED", err
+    assert err[-2].startswith("stopped after epoch 1;") and "Continue with: python -m imdb_ray train " in err[-2], err
+    resume = shlex.split(err[-2].split("Continue with: ")[1])[3:]
+    assert resume[-3:] == ["--run-dir", str(tmp_path / "runs" / "stopped"), "--resume"]
+    assert main(resume) == 0
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
+
+    def crash():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError):
+        stop_after_first_epoch(patched, crash)
+        main([*argv[:-1], "runs/crashed"])
+    assert client.get_run((tmp_path / "runs" / "crashed" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
+    record_row("Fault", "`train` stopped by SIGTERM after epoch 1 of 3; another `train` crashing after epoch 1",
+               "exit 143; the MLflow run KILLED (the crashed one FAILED), never left RUNNING; the command it printed "
+               "resumed the run from epoch 1's checkpoint to FINISHED, MLflow steps [1, 2, 3]", "the stopped part of epoch 2")
+
+
+def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
+    from imdb_ray.interrupts import sigterm_as_interrupt, terminated
+
+    seen, before = [], signal.getsignal(signal.SIGTERM)
+    for sigint in (lambda signum, frame: seen.append(signum), signal.default_int_handler, signal.SIG_IGN):
+        monkeypatch.setattr(signal, "getsignal", lambda s, h=sigint, real=signal.getsignal: h if s == signal.SIGINT else real(s))
+        with sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here; a KeyboardInterrupt ends the wait
+            seen.append("slept")
+        assert terminated()
+    assert seen == [signal.SIGINT, "slept"]  # a handler of SIGINT's (Tune's) is called; otherwise KeyboardInterrupt
+    assert signal.getsignal(signal.SIGTERM) == before  # put back when the command ends
+
+
 def test_the_matrix_is_big_enough():
     assert len(BAD_INPUTS) >= 20
 
@@ -315,8 +384,8 @@ def test_killed_train_worker_resumes_from_its_checkpoint(tmp_path, ray_cluster):
 
 def kill_when(proc: subprocess.Popen, ready, what: str, log: Path, sig: int = signal.SIGKILL) -> None:
     """SIGKILL the driver's whole process group once `ready()` holds (it may raise while the store is young);
-    SIGINT: the driver alone, as Ctrl-C (then the driver ends itself, or is killed after 120 s). `log`:
-    the driver's output, quoted if it ends or stalls first."""
+    SIGINT or SIGTERM: the driver alone, as Ctrl-C or `kill` (then the driver ends itself, or is killed after
+    120 s). `log`: the driver's output, quoted if it ends or stalls first."""
     def holds():
         try:
             return ready()
@@ -330,8 +399,8 @@ def kill_when(proc: subprocess.Popen, ready, what: str, log: Path, sig: int = si
             assert time.time() < deadline, f"timed out waiting for {what}: {log.read_text()[-3000:]}"
             time.sleep(0.3)
     finally:
-        if sig == signal.SIGINT:
-            proc.send_signal(signal.SIGINT)
+        if sig != signal.SIGKILL:
+            proc.send_signal(sig)
             try:
                 proc.wait(120)
             except subprocess.TimeoutExpired:
@@ -375,11 +444,12 @@ def test_killed_driver_resumes_without_rerunning(tmp_path, ray_address):
     sweep, proc, uri = killable_sweep(tmp_path, "resumable", "'model': {'gru': {'hidden': 32, 'lr': tune.choice([1e-3, 3e-3, 1e-2, 3e-2])}}",
                                       "search='optuna', scheduler='fifo', num_samples=4, confirm_top=1, confirm_seeds=2", ray_address)
     kill_when(proc, lambda: any(c.info.status == "FINISHED" for c in trial_runs(uri, "resumable")[1]), "a finished trial",
-              tmp_path / "driver.log", signal.SIGINT)
+              tmp_path / "driver.log", signal.SIGTERM)
     interrupted = (tmp_path / "driver.log").read_text()
-    assert proc.returncode == 130 and "continue with the same command plus --resume" in interrupted, interrupted[-2000:]
-    assert "test evaluation" not in interrupted  # Ctrl-C stops: nothing is evaluated on a half-done search
+    assert proc.returncode == 143 and "continue with the same command plus --resume" in interrupted, interrupted[-2000:]
+    assert "test evaluation" not in interrupted and "SIGTERM received" not in interrupted  # Tune's stop, not Ray's abort
     client, children = trial_runs(uri, "resumable")
+    assert [p.info.status for p in sweep_runs(uri, "resumable")[1]] == ["KILLED"]  # until --resume
     finished_before = {c.data.tags["trial_id"]: steps(client, c) for c in children if c.info.status == "FINISHED"}
     study_file = tmp_path / "ray" / "resumable" / "optuna.sqlite"
     (study_name,) = optuna.get_all_study_names(f"sqlite:///{study_file}")
@@ -424,8 +494,8 @@ def test_killed_driver_resumes_without_rerunning(tmp_path, ray_address):
     assert all(steps(client, c) == [1, 2] for c in confirmed), "a rerun lost or repeated an epoch"
     for run_id, history in confirmed_before.items():
         assert run_id in {c.info.run_id for c in confirmed} and steps(client, client.get_run(run_id)) == history
-    record_row("Fault", "sweep driver stopped by Ctrl-C (SIGINT) after the first finished trial (it exits 130, evaluates "
-                        "nothing, says to --resume), then SIGKILLed (whole process group) at a confirmation rerun's last epoch",
+    record_row("Fault", "sweep driver stopped by SIGTERM, handled as Ctrl-C, after the first finished trial (it exits 143, "
+                        "evaluates nothing, marks its MLflow parent KILLED, says to --resume), then SIGKILLed (whole process group) at a confirmation rerun's last epoch",
                    f"each `--resume` went on: {len(finished_before)} finished trial(s) and {len(confirmed_before)} finished "
                    f"rerun(s) not rerun, one parent run, {len(live)} live child runs, {len(confirmed)} confirmation reruns, "
                    f"{len(children) - len(live)} unsnapshotted run(s) marked KILLED",

@@ -11,6 +11,7 @@ import sys
 
 from imdb_ray.cli import models, predict, report, sweep, train, ui
 from imdb_ray.errors import UserError, one_line
+from imdb_ray.interrupts import sigterm_as_interrupt, terminated
 
 COMMANDS = (train, models, sweep, predict, report, ui)
 
@@ -36,8 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    with sigterm_as_interrupt():
+        return _run(parser, argv)
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)  # a flag's own parser may raise UserError too
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: what a run records and a resume repeats
         if args.command in ("predict", "sweep"):  # texts (overrides) after an option arrive as extras: they are texts too
             rest = "texts" if args.command == "predict" else "overrides"
             setattr(args, rest, getattr(args, rest) + [e for e in extra if not e.startswith("--")])
@@ -48,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
+        print("terminated" if terminated() else "interrupted", file=sys.stderr)
+        return 143 if terminated() else 130
     except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from imdb_ray.cli.options import DEFAULT_URI, check_creatable, parse_duration, sweep_settings_help
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     summary = run_sweep(sweep, address=args.address, storage=storage, tracking_uri=uri, resume=args.resume,
                         cache_dir=args.cache_dir, dashboard=args.dashboard,
-                        command=shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]]), verbose=args.verbose)
+                        command=shlex.join(["python", "-m", "imdb_ray", *args.argv]), verbose=args.verbose)
     from imdb_ray.sweep.evaluate import print_summary
 
     print_summary(sweep, summary, uri)

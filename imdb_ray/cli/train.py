@@ -47,11 +47,28 @@ def check_same_run(run_dir: Path, cfg: TrialConfig) -> None:
                         "optimisation: repeat its settings (epochs, patience, device may change), or train into a new --run-dir")
 
 
-def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from imdb_ray import tracking
+def how_to_resume(run_dir: Path, typed: list[str]) -> str:
+    """What a stopped `train` says: the command that continues it from the last epoch's checkpoint, if one was kept."""
+    epochs = (run_dir / "history.jsonl").read_text().splitlines() if (run_dir / "history.jsonl").exists() else []
+    if not (run_dir / "checkpoint").exists() or not epochs:
+        return f"stopped before its first epoch ended: nothing to resume in {run_dir}; run the command again"
+    argv, i, rest = [], 0, typed
+    while i < len(rest):  # the command as typed, less its own --run-dir/--resume, then the ones that continue it
+        if rest[i] == "--run-dir":
+            i += 2
+            continue
+        if rest[i] != "--resume" and not rest[i].startswith("--run-dir="):
+            argv.append(rest[i])
+        i += 1
+    epoch = json.loads(epochs[-1]).get("epoch", len(epochs))
+    return (f"stopped after epoch {epoch}; {run_dir} keeps its checkpoint. Continue with: "
+            + shlex.join(["python", "-m", "imdb_ray", *argv, "--run-dir", str(run_dir), "--resume"]))
+
+
+def checked_run(args: argparse.Namespace, extra: list[str]) -> tuple[TrialConfig, Path]:
+    """The command's config and run folder, or the one-line error that says what to fix (nothing created yet)."""
     from imdb_ray.config import TrialConfig
     from imdb_ray.models import get_model
-    from imdb_ray.train import load_trial_data, train
 
     flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
     flat.update(model_flags(get_model(flat.get("model", "gru")), extra))  # the rest: the model's own parameters
@@ -70,6 +87,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     check_creatable(run_dir, "give --run-dir a writable folder")
     if not args.experiment.strip():  # MLflow would refuse it only after training
         raise UserError("--experiment needs a name (the MLflow experiment the run goes to)")
+    return cfg, run_dir
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from imdb_ray import tracking
+    from imdb_ray.train import load_trial_data, train
+
+    cfg, run_dir = checked_run(args, extra)
     cfg.family.check(cfg)  # a checkpoint whose tokenizer cannot load, before the store or the data cache is touched
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     tracking.check_reachable(uri)
@@ -83,7 +108,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         """The run's MLflow run, started on first use: a baseline's at the end of its one fit (which may
         still refuse the data: no term left), so a refused fit leaves no run; a neural model's at once."""
         if not opened:
-            opened.append(tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *sys.argv[1:]])))
+            opened.append(tracking.TrainRun(uri, args.experiment, cfg, run_dir, shlex.join(["python", "-m", "imdb_ray", *args.argv])))
             print(f"MLflow run {opened[0].run_id} in {uri}")
         return opened[0]
 
@@ -110,6 +135,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             shutil.rmtree(run_dir)
             for run in opened:
                 run.discard()
+        raise
+    except BaseException as e:  # Ctrl-C or SIGTERM (KILLED, and how to go on), or a crash (FAILED): never left RUNNING
+        for run in opened:
+            run.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if isinstance(e, KeyboardInterrupt):
+            print(how_to_resume(run_dir, args.argv), file=sys.stderr, flush=True)
         raise
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}

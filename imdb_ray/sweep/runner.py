@@ -21,6 +21,7 @@ from ray.tune.search.sample import Domain
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
+from imdb_ray.interrupts import treat_sigterm_as_interrupt
 from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.ray_compat import cluster_address, fit_noticing_interrupt
@@ -187,8 +188,7 @@ def run_confirmation(sweep: Sweep, configs: list[dict], storage: str, concurrenc
           "their own run", flush=True)
     callbacks = [MLflowTrialRuns(log, sweep.searched_keys()), ConsoleProgress.for_sweep(sweep, total=len(configs)),
                  *packing_callbacks(sweep)]
-    results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs),
-                  log, sweep.experiment_path(storage, "confirm"))
+    results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs), log)
     return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
 
 
@@ -221,7 +221,9 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     quiet_ray(verbose)
     print(f"[imdb_ray] starting Ray ({'joining ' + address if address else 'a local Ray on this machine'}) ...", flush=True)
     store_check = in_background(check_reachable, tracking_uri) if store_later else None  # read before anything is logged
+    runs = parent_id = None
     _start_ray(address, dashboard, verbose)
+    treat_sigterm_as_interrupt()  # again: ray.init put in Ray's handler, which aborts the driver with a stack dump
     try:
         if store_check:
             store_check.result()  # an unusable store: its one-line error, and Ray stopped (finally)
@@ -240,7 +242,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
         results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
-                      mlflow_runs.log, experiment_path)
+                      mlflow_runs.log)
         refuse_misconfigured(results, runs, parent_id, mlflow_runs.log)
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
@@ -258,6 +260,12 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             everything += list(confirm_results)
         summary.mlflow_unwritten += mlflow_runs.log.finish()
         closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything)  # while Ray stops
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Tune saved its state; MLflow is told, the user how to go on
+        if parent_id:
+            runs.finish_parent(parent_id, status="KILLED")  # --resume sets it RUNNING again
+            print(f"[imdb_ray] interrupted; the sweep's state is saved under {storage}: continue with the same command "
+                  "plus --resume", flush=True)
+        raise
     finally:
         ray.shutdown()
     summary.mlflow_unwritten += closing.result()
@@ -275,7 +283,7 @@ def in_background(work: Callable[..., Any], *args: Any) -> Future:
         pool.shutdown(wait=False)
 
 
-def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str) -> ResultGrid:
+def fit(tuner: tune.Tuner, log: TrialLog) -> ResultGrid:
     """tuner.fit(); on Ctrl-C, what MLflow is owed is written and KeyboardInterrupt raised, so nothing is
     evaluated on a half-done sweep. Tune (2.60) ends fit() after Ctrl-C as if done, its state saved; its
     only trace is that it put back the SIGINT handler it had replaced, so one is set here to see that."""
@@ -285,8 +293,6 @@ def fit(tuner: tune.Tuner, log: TrialLog, experiment_path: str) -> ResultGrid:
     results, interrupted = fit_noticing_interrupt(tuner.fit)
     if interrupted:
         log.finish()
-        print(f"[imdb_ray] interrupted; the sweep's state is saved in {experiment_path}: continue with the same "
-              f"command plus --resume", flush=True)
         raise KeyboardInterrupt
     return results
 

@@ -163,6 +163,10 @@ class TrainRun:
             return f"runs:/{self.run_id}/model"
         return self._guard(write)
 
+    def end(self, status: str) -> None:
+        """Stopped before finishing: KILLED (Ctrl-C, SIGTERM) or FAILED (a crash), as MLflow's own start_run() ends a run."""
+        self._guard(lambda: self.client.set_terminated(self.run_id, status) if self.run_id else None)
+
     def discard(self) -> None:
         """The model refused before its first epoch: no run is left behind (nor a run folder)."""
         def failed_and_deleted() -> None:  # ended first: a deleted run must not stay RUNNING in the store
