@@ -13,6 +13,7 @@ import gzip
 import io
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,17 +169,20 @@ def _frame_chunk(frame, source: str, start: int, text_column: str, id_column: st
 
 
 class Writer:
-    """Scored rows to CSV or JSONL (by --out's extension), or today's tab-separated lines to stdout."""
+    """Scored rows to CSV or JSONL (by --out's extension), or today's tab-separated lines to stdout. A file is
+    written beside --out and put in its place by close(keep=True): a refused input, Ctrl-C or a crash leaves
+    whatever --out held before, never a half-written file that looks complete."""
 
     def __init__(self, out: str | None, with_text: bool):
-        self.with_text, self.kind = with_text, None
+        self.with_text, self.kind, self.out = with_text, None, out
         self.stream: IO[str] = sys.stdout
         if out:
             kind = kind_of(Path(out))
             if kind not in ("csv", "jsonl"):
                 raise UserError(f"--out {out}: write .csv or .jsonl")
             Path(out).parent.mkdir(parents=True, exist_ok=True)
-            self.kind, self.stream = kind, open(out, "w", encoding="utf-8", newline="")
+            self.kind, self.part = kind, Path(out).with_name(f".{Path(out).name}.{os.getpid()}.part")
+            self.stream = open(self.part, "w", encoding="utf-8", newline="")  # the umask's permissions, as --out's own
             if kind == "csv":
                 self.csv = csv.writer(self.stream)
                 self.csv.writerow(["id", "label", *(f"prob_{name}" for name in LABELS)] + (["text"] if with_text else []))
@@ -195,9 +199,14 @@ class Writer:
                 shown = " ".join(text.split())[:80]
                 self.stream.write(f"{label}\t{max(p, 1 - p):.4f}\t{shown}\n")
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
+        """The file into --out's place (keep) or removed: all rows or none."""
         if self.stream is not sys.stdout:
             self.stream.close()
+            if keep:
+                os.replace(self.part, self.out)
+            else:
+                self.part.unlink()
 
 
 def score(predictor: Predictor, chunks: Iterator[Chunk], writer: Writer, *, labels: Iterator[int] | None = None,

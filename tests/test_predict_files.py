@@ -115,10 +115,12 @@ def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, messa
     (tmp_path / "short.txt").write_text("1\n")
     (tmp_path / "long.txt").write_text("1\n0\n1\n")
     (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "out.csv").write_text("id,label\nearlier,positive\n")  # an earlier run's predictions
     code, err, _ = cli(["predict", str(run_dir), *[a.replace("{tmp}", str(tmp_path)) for a in argv]], capsys)
     err = [line for line in err if not line.startswith("predict: ")]  # --out's progress bar
     assert code == 2 and len(err) == 1 and message.replace("{tmp}", str(tmp_path)) in err[0], err
-    assert not (tmp_path / "out.csv").exists(), "a refused predict left its output file behind"
+    assert (tmp_path / "out.csv").read_text() == "id,label\nearlier,positive\n", "a refused predict overwrote --out"
+    assert not list(tmp_path.glob(".*.part")), "a refused predict left its partial output behind"
 
 
 @pytest.mark.parametrize("model", ["tfidf_lr", "nbsvm"])

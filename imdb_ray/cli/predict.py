@@ -45,21 +45,16 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         chunks = read_chunks(None)
     labels = label_lines(args.labels) if args.labels else None
     predictor = Predictor(resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri)))
-    out_is_new = args.out is not None and not Path(args.out).exists()
-    writer = Writer(args.out, with_text=args.with_text)
+    writer, complete = Writer(args.out, with_text=args.with_text), False
     try:
-        try:
-            scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)
-        finally:
-            writer.close()
+        scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)
         if labels is not None and next(labels, None) is not None:
             raise UserError(f"--labels {args.labels} has more lines than the input has rows ({scored.rows})")
         if scored.rows == 0:
             raise UserError("no text to classify: give texts as arguments, --file FILE, or lines on stdin")
-    except UserError:  # a refused input leaves no output file behind (one it did not create is left as it was)
-        if out_is_new:
-            Path(args.out).unlink(missing_ok=True)
-        raise
+        complete = True
+    finally:  # --out gets every row or keeps what it held: a refused input, Ctrl-C or a crash writes nothing there
+        writer.close(keep=complete)
     if args.out:
         print(f"{scored.rows} row(s) scored -> {args.out}", file=sys.stderr)
     if scored.labels:
