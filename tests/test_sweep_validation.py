@@ -423,6 +423,7 @@ def test_placement_groups_of_trials_cut_by_the_sweeps_end_are_released(monkeypat
 
 @pytest.mark.parametrize("overrides, expect", [
     (["epochs=1", "max_len=32"], {"epochs": 1, "max_len": 32}),
+    (["seed=3"], {"seed": 3}),  # a setting of Sweep(...) too, and a trial's: here the trial's
     (["gru.hidden=32"], {"gru.hidden": 32}),
 ])
 def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
@@ -441,6 +442,8 @@ def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
     (["gru.hidden=abc"], "hidden='abc' must be an integer > 0"),
     (["dropout=1.5"], "dropout=1.5 must be a number in [0, 1)"),
     (["bogus=1"], "space['bogus']: no model"),
+    (["num_samples=3"], "num_samples is a setting of Sweep(...), not of its space; pass --num-samples 3"),
+    (["search=random"], "search is a setting of Sweep(...), not of its space; edit it in the sweep file"),
 ])
 def test_a_bad_override_is_one_line_before_anything_starts(argv, message, capsys):
     code, err, _ = cli(["sweep", str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", *argv], capsys)

@@ -242,6 +242,11 @@ def absolute_storage(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+# The settings `sweep` takes as flags (the keyword overrides of load_sweep), for a KEY=VALUE that names one of them.
+SETTING_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concurrent", "time_budget_s": "--time-budget",
+                 "cpus_per_worker": "--cpus-per-worker", "gpus_per_worker": "--gpus-per-worker"}
+
+
 def load_sweep(path: str | Path, space_overrides: list[str] = (), **overrides) -> Sweep:
     """Run the sweep file (it is Python: only run files you trust); its `sweep`, with the command
     line's overrides applied (settings, and `key=value` constants of the space), validated."""
@@ -279,6 +284,9 @@ def override_space(sweep: Sweep, assignments: list[str]) -> dict:
         if model and not (is_conditional(space) and model in space["model"]):
             sweep.fail(f"override {text!r}: the space has no branch '{model}' (its branches: "
                        f"{', '.join(space['model']) if is_conditional(space) else 'none, it is flat'})")
+        if not model and name in {f.name for f in dataclasses.fields(Sweep)} - {"space", *TrialConfig.fields()}:
+            sweep.fail(f"override {text!r}: {name} is a setting of Sweep(...), not of its space; "
+                       + (f"pass {SETTING_FLAGS[name]} {raw}" if name in SETTING_FLAGS else "edit it in the sweep file"))
         target = space["model"][model] if model else space
         owners = [m for m, b in space["model"].items() if name in b] if not model and is_conditional(space) else []
         if owners:  # a branch's own value wins over a shared one: the override would change nothing
