@@ -297,8 +297,14 @@ def test_a_stopped_train_is_marked_killed_and_resumes_from_the_command_it_prints
         stop_after_first_epoch(patched, crash)
         main([*argv[:-1], "runs/crashed"])
     assert client.get_run((tmp_path / "runs" / "crashed" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
-    record_row("Fault", "`train` stopped by SIGTERM after epoch 1 of 3; another `train` crashing after epoch 1",
-               "exit 143; the MLflow run KILLED (the crashed one FAILED), never left RUNNING; the command it printed "
+    capsys.readouterr()
+    code = main([*argv[:-1], "runs/diverged", "--optimizer", "sgd", "--lr", "1e6", "--grad-clip", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and re.fullmatch(r"error: loss became (nan|-?inf) at epoch 1; lower lr \(now 1000000.0\)", err[0]), err
+    assert client.get_run((tmp_path / "runs" / "diverged" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
+    record_row("Fault", "`train` stopped by SIGTERM after epoch 1 of 3; another crashing after epoch 1; a third diverging (lr 1e6)",
+               "exit 143; the MLflow run KILLED (the crashed and the diverged one FAILED, the divergence one line, exit 1), "
+               "never left RUNNING; the command it printed "
                "resumed the run from epoch 1's checkpoint to FINISHED, MLflow steps [1, 2, 3]", "the stopped part of epoch 2")
 
 

@@ -55,6 +55,9 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # training diverged (train.py): an outcome to act on, not a bug; its run is FAILED
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
         print("terminated" if terminated() else "interrupted", file=sys.stderr)
         return 143 if terminated() else 130
