@@ -308,6 +308,36 @@ def test_a_stopped_train_is_marked_killed_and_resumes_from_the_command_it_prints
                "resumed the run from epoch 1's checkpoint to FINISHED, MLflow steps [1, 2, 3]", "the stopped part of epoch 2")
 
 
+def test_a_run_that_does_not_fit_in_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    """The CPU allocator's refusal (a real one: a GRU of hidden 10^6 wants 11,176 GiB) and CUDA's OutOfMemoryError
+    (raised here: no GPU) end `train` with one line, exit 1, the MLflow run FAILED."""
+    import torch
+
+    import imdb_ray.cli.models
+
+    monkeypatch.chdir(tmp_path)
+    uri = fresh_store(tmp_path)
+    code = main(["train", "--model", "gru", "--hidden", "1000000", "--n-train", "240", "--n-test", "100", "--max-len", "64",
+                 "--embed-dim", "16", "--w2v-epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", uri,
+                 "--run-dir", "runs/big", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1] == "error: model 'gru' with {'hidden': 1000000} does not fit in memory (asked for 11,176 GiB); make it smaller", err
+    assert MlflowClient(uri).get_run((tmp_path / "runs" / "big" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
+
+    def out_of_gpu_memory(args, extra):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.8 GiB "
+                                     "of which 1.1 GiB is free. If reserved but unallocated memory is large try setting ...")
+
+    monkeypatch.setattr(imdb_ray.cli.models, "run", out_of_gpu_memory)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.8 GiB of which 1.1 GiB "
+        "is free.; lower --batch-size or --max-len"]
+    record_row("Fault", "`train` of a model that does not fit in memory (CPU: a real allocator refusal; CUDA's "
+                        "OutOfMemoryError raised by hand)", "one line naming the size and what to lower, exit 1; the MLflow run FAILED",
+               "nothing (no epoch had started)")
+
+
 def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
     from imdb_ray.interrupts import sigterm_as_interrupt, terminated
 

@@ -55,8 +55,11 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:  # training diverged (train.py): an outcome to act on, not a bug; its run is FAILED
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
+    except (FloatingPointError, MemoryError, RuntimeError) as e:  # a run that diverged or does not fit: outcomes to act
+        if isinstance(e, RuntimeError) and type(e).__name__ != "OutOfMemoryError":  # on, not bugs (its run is FAILED)
+            raise
+        hint = "; lower --batch-size or --max-len" if type(e).__name__ == "OutOfMemoryError" else ""  # torch's CUDA OOM
+        print(f"error: {one_line(str(e).split(' If reserved')[0])}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
         print("terminated" if terminated() else "interrupted", file=sys.stderr)
