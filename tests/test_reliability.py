@@ -277,9 +277,15 @@ def test_a_stopped_train_is_marked_killed_and_resumes_from_the_command_it_prints
     monkeypatch.chdir(tmp_path)
     uri = fresh_store(tmp_path)
     argv = [*TINY_TRAIN, "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", uri, "--run-dir", "runs/stopped"]
+    # SIGINT's handler as in a fresh `python -m imdb_ray`: Tune leaves its own installed after an in-process sweep
+    # (an earlier test in this worker), and SIGTERM does what SIGINT's handler does
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     with monkeypatch.context() as patched:
         stop_after_first_epoch(patched, lambda: os.kill(os.getpid(), signal.SIGTERM))  # a real signal, handled in main
-        code = main(argv)
+        try:
+            code = main(argv)
+        finally:
+            signal.signal(signal.SIGINT, sigint)
     err = capsys.readouterr().err.strip().splitlines()
     client, run_id = MlflowClient(uri), (tmp_path / "runs" / "stopped" / "mlflow_run_id").read_text().strip()
     assert code == 143 and err[-1] == "terminated" and client.get_run(run_id).info.status == "KILLED", err
