@@ -98,7 +98,10 @@ def pytest_sessionfinish(session, exitstatus):
     if rows and os.environ.get("IMDB_RAY_RECORD_RESULTS") == "1":  # `make record`; `make test` leaves results/ alone
         from test_reliability import write_record
 
-        write_record(rows, passed=exitstatus == 0)
+        outcome = write_record(rows, passed=exitstatus == 0)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.ensure_newline()
+        reporter.write_line(outcome)
     shutil.rmtree(os.environ.pop(ROWS_ENV), ignore_errors=True)
 
 

@@ -791,18 +791,20 @@ def test_readme_says_sweep_files_are_code():
 
 
 # ---------------------------------------------------------------------------------- the record
-N_FAULT_ROWS = 7  # worker kill, driver kill, two outages, failing trials, time budget, cache
+N_FAULT_ROWS = 9  # worker kill, driver kill, two outages, failing trials, time budget, cache, stopped train, memory
 N_MORE_BAD_ROWS = 2  # a trial failing on its configuration, ui on a taken port
 N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
 N_FUZZ_ROWS = 5  # sweep files, range violations, data files, command lines, what it found (test_fuzz.py)
 SECTIONS = ("Fault", "Bad input", "Fuzzer", "Safe default")  # headings: "Faults", "Bad inputs", ...
 
 
-def write_record(rows: list[dict], passed: bool) -> bool:
+def write_record(rows: list[dict], passed: bool) -> str:
     """results/reliability.md from this run's rows (called by conftest when the session ends), only
-    when the run passed and every case of this module recorded its row."""
-    if not passed or len(rows) != len(BAD_INPUTS) + N_FAULT_ROWS + N_MORE_BAD_ROWS + N_DEFAULT_ROWS + N_FUZZ_ROWS:
-        return False  # a partial or failing run records nothing
+    when the run passed and every case of this module recorded its row. Returns what it did, for the log."""
+    expected = len(BAD_INPUTS) + N_FAULT_ROWS + N_MORE_BAD_ROWS + N_DEFAULT_ROWS + N_FUZZ_ROWS
+    if not passed or len(rows) != expected:  # a partial or failing run records nothing
+        return (f"results/reliability.md left as it was: {'the run failed' if not passed else 'a partial run'}; "
+                f"{len(rows)} rows recorded, {expected} expected (a new recording test: count it in N_*_ROWS)")
     matrix = [b[0] for b in BAD_INPUTS]
     rows = sorted(rows, key=lambda r: (SECTIONS.index(r["section"]), matrix.index(r["case"]) if r["case"] in matrix else 0,
                                        r["order"], r["case"]))
@@ -815,4 +817,4 @@ def write_record(rows: list[dict], passed: bool) -> bool:
         lines += [f"## {section}s ({len(chosen)})", "", "| case | what happened | what was lost |", "|---|---|---|"]
         lines += [f"| {r['case']} | {r['what'].replace('|', '/')} | {r['lost']} |" for r in chosen] + [""]
     (ROOT / "results" / "reliability.md").write_text("\n".join(lines))
-    return True
+    return f"results/reliability.md written: {len(rows)} rows"
