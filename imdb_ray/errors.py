@@ -1,4 +1,6 @@
-"""The one exception type a user sees: a one-line message saying what to fix (CLI exit code 2)."""
+"""The one exception type a user sees: a one-line message saying what to fix (CLI exit code 2); and the run
+outcomes said the same way (exit code 1): a run can end on something its user acts on, which is not a bug."""
+import errno
 
 
 class UserError(Exception):
@@ -11,3 +13,15 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.
 def one_line(message: str) -> str:
     """The message with line breaks escaped: user values quoted in it never split an error in two."""
     return "".join(c.encode("unicode_escape").decode() if c in LINE_BREAKS else c for c in message)
+
+
+def run_outcome(error: BaseException) -> str | None:
+    """The line for a run that ended on what its user can act on: it diverged, its model does not fit in memory
+    (CPU or CUDA), the disk is full. None: a bug, whose traceback is the report."""
+    if isinstance(error, (FloatingPointError, MemoryError)):  # train.py's divergence, models' CPU allocation message
+        return str(error)
+    if type(error).__name__ == "OutOfMemoryError":  # torch's CUDA OOM; its advice on the allocator's settings cut
+        return f"{str(error).split(' If reserved')[0]}; lower --batch-size or --max-len"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{error.strerror}: {error.filename or 'writing'}; free some space (what was written before is kept)"
+    return None

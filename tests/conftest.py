@@ -99,9 +99,7 @@ def pytest_sessionfinish(session, exitstatus):
         from test_reliability import write_record
 
         outcome = write_record(rows, passed=exitstatus == 0)
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        reporter.ensure_newline()
-        reporter.write_line(outcome)
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(f"\n{outcome}")  # after the progress dots
     shutil.rmtree(os.environ.pop(ROWS_ENV), ignore_errors=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import contextlib
+import errno
 import importlib.util
 import re
 import os
@@ -304,14 +305,25 @@ def test_a_stopped_train_is_marked_killed_and_resumes_from_the_command_it_prints
         main([*argv[:-1], "runs/crashed"])
     assert client.get_run((tmp_path / "runs" / "crashed" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
     capsys.readouterr()
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "full" / "checkpoint.tmp"))
+
+    with monkeypatch.context() as patched:
+        stop_after_first_epoch(patched, disk_full)
+        code = main([*argv[:-1], "runs/full"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1] == f"error: No space left on device: {tmp_path}/runs/full/checkpoint.tmp; free some space " \
+                                    "(what was written before is kept)" and err[-2].startswith("stopped after epoch 1;"), err
+    assert client.get_run((tmp_path / "runs" / "full" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
     code = main([*argv[:-1], "runs/diverged", "--optimizer", "sgd", "--lr", "1e6", "--grad-clip", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and re.fullmatch(r"error: loss became (nan|-?inf) at epoch 1; lower lr \(now 1000000.0\)", err[0]), err
     assert client.get_run((tmp_path / "runs" / "diverged" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
-    record_row("Fault", "`train` stopped by SIGTERM after epoch 1 of 3; another crashing after epoch 1; a third diverging (lr 1e6)",
-               "exit 143; the MLflow run KILLED (the crashed and the diverged one FAILED, the divergence one line, exit 1), "
-               "never left RUNNING; the command it printed "
-               "resumed the run from epoch 1's checkpoint to FINISHED, MLflow steps [1, 2, 3]", "the stopped part of epoch 2")
+    record_row("Fault", "`train` stopped by SIGTERM after epoch 1 of 3; others crashing or finding the disk full (ENOSPC, "
+                        "raised by hand) after epoch 1, or diverging (lr 1e6)",
+               "exit 143; the MLflow run KILLED (the others FAILED; the full disk and the divergence one line, exit 1, the full "
+               "disk with the resume command too), never left RUNNING; the command it printed resumed the run from epoch 1's checkpoint to FINISHED, MLflow steps [1, 2, 3]", "the stopped part of epoch 2")
 
 
 def test_a_run_that_does_not_fit_in_memory_is_one_line(tmp_path, capsys, monkeypatch):

@@ -10,7 +10,7 @@ import os
 import sys
 
 from imdb_ray.cli import models, predict, report, sweep, train, ui
-from imdb_ray.errors import UserError, one_line
+from imdb_ray.errors import UserError, one_line, run_outcome
 from imdb_ray.interrupts import sigterm_as_interrupt, terminated
 
 COMMANDS = (train, models, sweep, predict, report, ui)
@@ -55,15 +55,15 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except (FloatingPointError, MemoryError, RuntimeError) as e:  # a run that diverged or does not fit: outcomes to act
-        if isinstance(e, RuntimeError) and type(e).__name__ != "OutOfMemoryError":  # on, not bugs (its run is FAILED)
-            raise
-        hint = "; lower --batch-size or --max-len" if type(e).__name__ == "OutOfMemoryError" else ""  # torch's CUDA OOM
-        print(f"error: {one_line(str(e).split(' If reserved')[0])}{hint}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
         print("terminated" if terminated() else "interrupted", file=sys.stderr)
         return 143 if terminated() else 130
     except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # a run that diverged, does not fit in memory or filled the disk: one line, exit 1 (its run
+        outcome = run_outcome(e)  # is FAILED); anything else is a bug, and its traceback the report
+        if outcome is None:
+            raise
+        print(f"error: {one_line(outcome)}", file=sys.stderr)
+        return 1

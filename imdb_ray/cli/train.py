@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imdb_ray.cli.options import DEFAULT_URI, add_train_args, check_creatable, model_flags
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, run_outcome
 
 if TYPE_CHECKING:
     from imdb_ray.config import TrialConfig
@@ -136,11 +136,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             for run in opened:
                 run.discard()
         raise
-    except BaseException as e:  # Ctrl-C or SIGTERM (KILLED, and how to go on), or a crash (FAILED): never left RUNNING
+    except BaseException as e:  # Ctrl-C or SIGTERM (KILLED), a crash or a full disk (FAILED): never left RUNNING
         for run in opened:
             run.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        if isinstance(e, KeyboardInterrupt):
-            print(how_to_resume(run_dir, args.argv), file=sys.stderr, flush=True)
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, OSError) and run_outcome(e)):  # the last epoch's checkpoint
+            print(how_to_resume(run_dir, args.argv), file=sys.stderr, flush=True)  # is whole: it can go on from there
         raise
     summary = {"model": cfg.model, "best_epoch": result.best_epoch, **result.val, **result.test,
                "seconds": round(result.seconds, 1)}
