@@ -5,6 +5,7 @@ trials are evaluated on test (sweep/evaluate.py) and everything is closed in MLf
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -262,7 +263,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything)  # while Ray stops
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Tune saved its state; MLflow is told, the user how to go on
         if parent_id:
-            runs.finish_parent(parent_id, status="KILLED")  # --resume sets it RUNNING again
+            with contextlib.suppress(Exception):  # a store that is gone by now must not hide the interrupt
+                runs.finish_parent(parent_id, status="KILLED")  # --resume sets it RUNNING again
             print(f"[imdb_ray] interrupted; the sweep's state is saved under {storage}: continue with the same command "
                   "plus --resume", flush=True)
         raise
