@@ -654,6 +654,11 @@ def test_a_trial_failing_on_its_configuration_fails_the_sweep(tmp_path, ray_addr
     runs = client.search_runs([client.get_experiment_by_name("misconfigured").experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [p.info.status for p in parents] == ["FAILED"] and not any("test_accuracy" in r.data.metrics for r in runs)
+    with pytest.MonkeyPatch.context() as patched, pytest.raises(RuntimeError, match="a bug"):  # the driver crashes
+        patched.setattr("imdb_ray.sweep.runner.build_tuner", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+        run_sweep(sweep, address=ray_address, storage=str(tmp_path / "ray"), tracking_uri=uri, cache_dir=str(tmp_path / "cache"))
+    parents = client.search_runs([client.get_experiment_by_name("misconfigured").experiment_id], "tags.`imdb_ray.kind` = 'sweep'")
+    assert [p.info.status for p in parents] == ["FAILED", "FAILED"]  # not RUNNING forever
     record_row("Bad input", "a trial that fails on its configuration (device='cuda' without a GPU, past validation)",
                "the sweep ends with exit 2 and that trial's one-line error; the MLflow parent run is FAILED", "no test "
                "evaluation, no champion registered; the trial's record stays in MLflow and Ray's results")

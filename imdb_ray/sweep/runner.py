@@ -261,10 +261,12 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             everything += list(confirm_results)
         summary.mlflow_unwritten += mlflow_runs.log.finish()
         closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything)  # while Ray stops
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Tune saved its state; MLflow is told, the user how to go on
+    except BaseException as e:  # stopped (Ctrl-C, SIGTERM: KILLED) or crashed (FAILED): the parent never stays RUNNING
+        stopped = isinstance(e, KeyboardInterrupt)
         if parent_id:
-            with contextlib.suppress(Exception):  # a store that is gone by now must not hide the interrupt
-                runs.finish_parent(parent_id, status="KILLED")  # --resume sets it RUNNING again
+            with contextlib.suppress(Exception):  # a store that is gone by now must not hide what happened
+                runs.finish_parent(parent_id, status="KILLED" if stopped else "FAILED")  # --resume: RUNNING again
+        if parent_id and stopped:  # Tune saved its state
             print(f"[imdb_ray] interrupted; the sweep's state is saved under {storage}: continue with the same command "
                   "plus --resume", flush=True)
         raise
