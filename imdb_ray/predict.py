@@ -87,7 +87,7 @@ def read_chunks(source: str | None, *, text_column: str = "text", id_column: str
         return _line_chunks(text_lines(stream, "stdin"), chunk_rows)
     path = Path(source)
     if not path.is_file():
-        raise UserError(f"--file {source}: no such file")
+        raise UserError(f"--file {source}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
     kind = kind_of(path)
     if kind not in TABLES:
         if label_column or id_column:
@@ -236,7 +236,7 @@ def score(predictor: Predictor, chunks: Iterator[Chunk], writer: Writer, *, labe
 def label_lines(path: str) -> Iterator[int]:
     """--labels FILE: one label per line (0/1, pos/neg, positive/negative), aligned with the input rows."""
     if not Path(path).is_file():
-        raise UserError(f"--labels {path}: no such file")
+        raise UserError(f"--labels {path}: {'a folder, not a file' if Path(path).is_dir() else 'no such file'}")
     with _open_binary(Path(path)) as stream:
         for number, line in enumerate(text_lines(stream, path), 1):
             yield parse_label(line, f"{path}: line {number}")

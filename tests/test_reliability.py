@@ -146,6 +146,11 @@ BAD_INPUTS = [
     ("predict: model path that does not exist", {}, ["predict", "{ws}/runs/nope", "great film"],
      "no such folder, and not an MLflow run id, sweep:NAME or models:/ URI"),
     ("predict: folder that holds no model", {}, ["predict", "{ws}/runs/earlier", "great film"], "not a model folder"),
+    ("predict: a `train` run stopped before its end", {"runs/stopped/checkpoint/checkpoint.pt": b"weights",
+                                                      "runs/stopped/history.jsonl": '{"epoch": 1}\n'},
+     ["predict", "{ws}/runs/stopped", "great film"], "this `train` run has no model yet (it stopped before its end); finish it"),
+    ("predict: a folder given as --file", {"texts/a.txt": "great film\n"}, ["predict", "{ws}/runs/earlier", "--file", "{ws}/texts"],
+     "--file {ws}/texts: a folder, not a file"),
     # commands that only read a store: a sqlite path that is not there is a typo, not a new store
     ("report: a sqlite store that does not exist", {}, ["report", "--tracking-uri", "sqlite:///{ws}/typo.db"],
      "no MLflow store at sqlite:///"),

@@ -44,6 +44,9 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
     from imdb_ray.bundle import bundle_in
 
     path = Path(source).expanduser()
+    if path.is_dir() and (path / "checkpoint").is_dir() and not (path / "metrics.json").exists():  # an unfinished `train`
+        raise UserError(f"{source}: this `train` run has no model yet (it stopped before its end); finish it with its "
+                        f"command plus --run-dir {source} --resume, or give a finished run")
     if path.is_dir():
         return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
     return bundle_in(download_model(source, tracking_uri))
