@@ -49,8 +49,9 @@ def check_same_run(run_dir: Path, cfg: TrialConfig) -> None:
 
 def how_to_resume(run_dir: Path, typed: list[str]) -> str:
     """What a stopped `train` says: the command that continues it from the last epoch's checkpoint, if one was kept."""
-    epochs = (run_dir / "history.jsonl").read_text().splitlines() if (run_dir / "history.jsonl").exists() else []
-    if not (run_dir / "checkpoint").exists() or not epochs:
+    from imdb_ray.train import checkpoint_epoch
+
+    if not (run_dir / "checkpoint").exists():
         return f"stopped before its first epoch ended: nothing to resume in {run_dir}; run the command again"
     argv, i, rest = [], 0, typed
     while i < len(rest):  # the command as typed, less its own --run-dir/--resume, then the ones that continue it
@@ -60,8 +61,7 @@ def how_to_resume(run_dir: Path, typed: list[str]) -> str:
         if rest[i] != "--resume" and not rest[i].startswith("--run-dir="):
             argv.append(rest[i])
         i += 1
-    epoch = json.loads(epochs[-1]).get("epoch", len(epochs))
-    return (f"stopped after epoch {epoch}; {run_dir} keeps its checkpoint. Continue with: "
+    return (f"stopped after epoch {checkpoint_epoch(run_dir / 'checkpoint')}; {run_dir} keeps its checkpoint. Continue with: "
             + shlex.join(["python", "-m", "imdb_ray", *argv, "--run-dir", str(run_dir), "--resume"]))
 
 

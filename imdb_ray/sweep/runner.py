@@ -244,7 +244,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
         results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
                       mlflow_runs.log)
-        refuse_misconfigured(results, runs, parent_id, mlflow_runs.log)
+        refuse_misconfigured(results, parent_id, mlflow_runs.log)
         summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
@@ -301,15 +301,14 @@ def fit(tuner: tune.Tuner, log: TrialLog) -> ResultGrid:
     return results
 
 
-def refuse_misconfigured(results: ResultGrid, runs: SweepRuns, parent_id: str, log: TrialLog) -> None:
+def refuse_misconfigured(results: ResultGrid, parent_id: str, log: TrialLog) -> None:
     """The net under validation: a trial that failed on a user error (a configuration the checks before
     Ray missed) ends the sweep with that error's line, nothing evaluated and no champion crowned. What
-    the other trials computed stays in MLflow (the parent run marked FAILED) and in Ray's results."""
+    the other trials computed stays in MLflow (run_sweep marks the parent run FAILED) and in Ray's results."""
     error = configuration_error(results)
     if error is None:
         return
     log.finish()
-    runs.finish_parent(parent_id, status="FAILED")
     raise UserError(f"{error}; fix the sweep file (nothing was evaluated on test or registered; the trials' "
                     f"results are in MLflow parent run {parent_id})")
 
