@@ -28,9 +28,25 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def treat_sigterm_as_interrupt() -> None:
     """From now on SIGTERM does what SIGINT would do at that moment (Ray Tune's graceful stop during a sweep's
-    fit, KeyboardInterrupt elsewhere). Again after `ray.init`, which installs Ray's own handler. Main thread only."""
+    fit, KeyboardInterrupt elsewhere). Again after `ray.init` (through_ray_init). Main thread only."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _as_interrupt)
+
+
+@contextmanager
+def through_ray_init() -> Iterator[None]:
+    """Around `ray.init`: it puts in Ray's own SIGTERM handler (`sys.exit(15)`) before starting Ray's processes, so
+    a SIGTERM in the seconds that takes would end the command with no line; it becomes the stop ours would have
+    made (KeyboardInterrupt: "terminated", 143; Ray's atexit stops what it had started). Ours is put back after."""
+    try:
+        yield
+    except SystemExit as e:
+        if e.code != signal.SIGTERM:
+            raise
+        _terminated.set()
+        raise KeyboardInterrupt from None
+    finally:
+        treat_sigterm_as_interrupt()
 
 
 def terminated() -> bool:

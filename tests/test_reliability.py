@@ -362,7 +362,7 @@ def test_a_run_that_does_not_fit_in_memory_is_one_line(tmp_path, capsys, monkeyp
 
 
 def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
-    from imdb_ray.interrupts import sigterm_as_interrupt, terminated
+    from imdb_ray.interrupts import sigterm_as_interrupt, terminated, through_ray_init
 
     seen, before = [], signal.getsignal(signal.SIGTERM)
     for sigint in (lambda signum, frame: seen.append(signum), signal.default_int_handler, signal.SIG_IGN):
@@ -374,6 +374,15 @@ def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
         assert terminated()
     assert seen == [signal.SIGINT, "slept"]  # a handler of SIGINT's (Tune's) is called; otherwise KeyboardInterrupt
     assert signal.getsignal(signal.SIGTERM) == before  # put back when the command ends
+    with sigterm_as_interrupt():  # ray.init puts in its own handler, sys.exit(15), for the seconds it takes
+        ours = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt), through_ray_init():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert terminated() and signal.getsignal(signal.SIGTERM) == ours
+        with pytest.raises(SystemExit), through_ray_init():  # any other exit is left as it is
+            sys.exit(3)
 
 
 def test_the_matrix_is_big_enough():
@@ -491,6 +500,39 @@ def test_a_checkpoint_the_saved_state_names_but_tune_replaced_is_recovered(tmp_p
     assert newest_on_storage(restored) is restored  # present: taken as it is
     gone = _TrainingResult(checkpoint=Checkpoint(str(tmp_path / "elsewhere" / "checkpoint_000004")), metrics={})
     assert newest_on_storage(gone) is gone  # nothing to recover from: Tune's own error
+
+
+def living_in_group(group: int) -> list[str]:
+    """The command lines of the processes of a process group that still run (zombies left out: not ours to reap)."""
+    def member(p):
+        with contextlib.suppress(ProcessLookupError):
+            return os.getpgid(p.pid) == group and p.info["status"] != psutil.STATUS_ZOMBIE
+        return False
+
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["status", "cmdline"]) if member(p)]
+
+
+@pytest_slow
+def test_a_sweep_stopped_while_its_ray_starts_says_terminated(tmp_path):
+    """SIGTERM in the seconds `ray.init` takes met Ray's own handler (sys.exit(15)): exit 15 and not a line. Now it
+    ends as a stop at any other moment does. A local Ray of the sweep's own, as on a laptop."""
+    sweep, proc, uri = killable_sweep(tmp_path, "early", "'model': 'gru'", "search='random', scheduler='fifo', num_samples=1")
+    log = tmp_path / "driver.log"
+    deadline = time.time() + 120
+    while "starting Ray" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside ray.init: starting Ray's processes takes seconds
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    out = log.read_text()
+    assert proc.returncode == 143 and out.strip().splitlines()[-1] == "terminated" and "Traceback" not in out, out[-3000:]
+    assert "MLflow parent run" not in out and not sweep_runs(uri, "early")[1]  # stopped before its parent run
+    time.sleep(2)  # Ray's atexit stops the processes it had started
+    assert not living_in_group(proc.pid)
+    record_row("Fault", "sweep driver SIGTERMed while its local Ray starts (inside `ray.init`)",
+               "exit 143, last line `terminated` (was: exit 15 and no line, Ray's own handler); no MLflow parent run; "
+               "no process of its Ray left", "nothing (no trial had started)")
 
 
 @pytest_slow
@@ -813,7 +855,7 @@ def test_readme_says_sweep_files_are_code():
 
 
 # ---------------------------------------------------------------------------------- the record
-N_FAULT_ROWS = 9  # worker kill, driver kill, two outages, failing trials, time budget, cache, stopped train, memory
+N_FAULT_ROWS = 10  # worker kill, driver kill, driver stopped in ray.init, two outages, failing trials, time budget, cache, stopped train, memory
 N_MORE_BAD_ROWS = 2  # a trial failing on its configuration, ui on a taken port
 N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
 N_FUZZ_ROWS = 5  # sweep files, range violations, data files, command lines, what it found (test_fuzz.py)

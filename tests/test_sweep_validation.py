@@ -126,10 +126,14 @@ def test_sweep_cli_error_from_the_entry_point():
     assert len(lines) == 1 and "MLflow tracking store http://127.0.0.1:9 is not reachable" in lines[0], proc.stderr
 
 
-def test_an_existing_sqlite_store_is_checked_while_ray_starts(monkeypatch, tmp_path):
-    """An existing sqlite store is opened in a thread beside Ray's start (both mostly wait: imports, processes);
-    a file that is no MLflow store is refused in one line before Ray starts (a quick read-only look at its tables).
-    A store that is not there yet, or a server, is checked before anything starts too (test_reliability.py)."""
+def test_the_sqlite_store_is_opened_while_ray_starts(monkeypatch, tmp_path):
+    """An existing sqlite store is checked and opened in a thread beside Ray's start (Ray mostly waits on its
+    processes; the store is imports and SQL); a file that is no MLflow store is refused in one line before Ray
+    starts (a quick read-only look at its tables). A new file gets its tables there too, but after joining a
+    cluster: its resources are checked then, and a refusal must leave no empty store. A server is asked before
+    anything starts (test_reliability.py)."""
+    import threading
+
     import ray
 
     from helpers import fresh_store
@@ -152,6 +156,17 @@ def test_an_existing_sqlite_store_is_checked_while_ray_starts(monkeypatch, tmp_p
     with pytest.raises(ZeroDivisionError):
         runner.run_sweep(sweep, address=None, storage=str(tmp_path / "ray"), tracking_uri=fresh_store(tmp_path))
     assert events == ["ray started", "parent logged", "ray stopped"]
+
+    opened_in, real_init = [], runner.SweepRuns.__init__
+    monkeypatch.setattr(runner.SweepRuns, "__init__", lambda self, *a: (opened_in.append(threading.current_thread().name),
+                                                                       real_init(self, *a))[1])
+    monkeypatch.setattr(runner, "check_cluster_reachable", lambda address: None)
+    for address, thread in ((None, "imdb_ray-beside-ray"), ("10.0.0.1:6379", "MainThread")):
+        new_store = tmp_path / f"new-{address is None}.db"
+        opened_in.clear()
+        with pytest.raises(ZeroDivisionError):
+            runner.run_sweep(sweep, address=address, storage=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{new_store}")
+        assert len(opened_in) == 1 and opened_in[0].startswith(thread) and new_store.exists()
 
 
 def test_dry_run_reports_a_checkpoint_not_on_this_machine_without_loading_it(monkeypatch, tmp_path):

@@ -22,7 +22,7 @@ from ray.tune.search.sample import Domain
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.interrupts import treat_sigterm_as_interrupt
+from imdb_ray.interrupts import through_ray_init
 from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.ray_compat import cluster_address, fit_noticing_interrupt
@@ -30,7 +30,7 @@ from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
 from imdb_ray.sweep.trial import make_trial
-from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable, opens_slowly
+from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable, creates_store, opens_slowly
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid
@@ -208,8 +208,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     nothing_to_resume = f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume"
     if resume and not tune.Tuner.can_restore(experiment_path):  # asked before the store: this refusal creates none
         raise UserError(nothing_to_resume)
-    store_later = opens_slowly(tracking_uri) and not resume  # checked while Ray starts; a server is asked now
-    if not store_later:
+    check_later = opens_slowly(tracking_uri) and not resume  # checked while Ray starts; a server is asked now
+    if not check_later:
         check_reachable(tracking_uri)
     parent = SweepRuns(tracking_uri, sweep.name).parent(experiment_path) if resume else None
     if resume and parent is None:
@@ -221,14 +221,14 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     print(f"[imdb_ray] shared data ready ({len(prepared)} setting(s), {time.perf_counter() - start:.1f}s)", flush=True)
     quiet_ray(verbose)
     print(f"[imdb_ray] starting Ray ({'joining ' + address if address else 'a local Ray on this machine'}) ...", flush=True)
-    store_check = in_background(check_reachable, tracking_uri) if store_later else None  # read before anything is logged
+    # the store opened while Ray starts (a new file only after joining a cluster: its resources may refuse the sweep)
+    opening = None if address and creates_store(tracking_uri) else in_background(open_runs, tracking_uri, sweep.name, check_later)
     runs = parent_id = None
-    _start_ray(address, dashboard, verbose)
-    treat_sigterm_as_interrupt()  # again: ray.init put in Ray's handler, which aborts the driver with a stack dump
+    with through_ray_init():  # a SIGTERM while Ray starts: "terminated", as at any other moment
+        _start_ray(address, dashboard, verbose)
     try:
-        if store_check:
-            store_check.result()  # an unusable store: its one-line error, and Ray stopped (finally)
-        runs = SweepRuns(tracking_uri, sweep.name)
+        # an unusable store: its one-line error, and Ray stopped (finally)
+        runs = opening.result() if opening else SweepRuns(tracking_uri, sweep.name)
         concurrency = sweep.concurrency(ray.cluster_resources())
         settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
         parent_id = (runs.reopen_parent(parent.info.run_id) if parent else
@@ -274,6 +274,14 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         ray.shutdown()
     summary.mlflow_unwritten += closing.result()
     return summary
+
+
+def open_runs(uri: str, experiment: str, check: bool) -> SweepRuns:
+    """The sweep's MLflow store, opened (an existing sqlite file checked first when `check`; a new one created, with
+    its tables): seconds of imports and SQL, done beside Ray's start."""
+    if check:
+        check_reachable(uri)
+    return SweepRuns(uri, experiment)
 
 
 def in_background(work: Callable[..., Any], *args: Any) -> Future:

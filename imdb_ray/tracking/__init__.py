@@ -8,11 +8,11 @@ model as pyfunc, the Model Registry); `SweepRuns` (runs.py) reads and writes the
 metrics and end, and keeps them in order while the store does not answer.
 """
 from imdb_ray.tracking.runs import SweepRuns, Tested, TrainRun
-from imdb_ray.tracking.store import (DEFAULT_TRACKING_URI, check_reachable, current_store, error_summary, git_commit,
+from imdb_ray.tracking.store import (DEFAULT_TRACKING_URI, check_reachable, creates_store, current_store, error_summary, git_commit,
                                      log_model, opens_slowly, register_champion, registered_name,
                                      resolve_tracking_uri)
 from imdb_ray.tracking.trial_log import FINISH_WAIT_S, RAY_BOOKKEEPING, RETRY_S, TrialLog
 
 __all__ = ["DEFAULT_TRACKING_URI", "FINISH_WAIT_S", "RAY_BOOKKEEPING", "RETRY_S", "SweepRuns", "Tested", "TrainRun",
-           "TrialLog", "check_reachable", "current_store", "error_summary", "git_commit", "log_model", "opens_slowly", "register_champion",
+           "TrialLog", "check_reachable", "creates_store", "current_store", "error_summary", "git_commit", "log_model", "opens_slowly", "register_champion",
            "registered_name", "resolve_tracking_uri"]

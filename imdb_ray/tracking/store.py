@@ -33,6 +33,12 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
 
 
+def creates_store(uri: str) -> bool:
+    """A sqlite file that is not there yet: the first client makes it and MLflow's tables (seconds of CPU)."""
+    path = sqlite_file(uri)
+    return path is not None and not path.exists()
+
+
 def opens_slowly(uri: str) -> bool:
     """A sqlite file that holds MLflow's tables (a read-only look, milliseconds): checking it in full imports MLflow's
     SQL store and reads its schema (seconds of CPU, no network wait that could fail fast), so a sweep does that while
@@ -49,8 +55,8 @@ def opens_slowly(uri: str) -> bool:
 
 def check_reachable(uri: str, *, must_exist: bool = False) -> None:
     """Fail before any work starts when the tracking store cannot be used. A sqlite file that is not
-    there yet is not created here: the first run logged creates it (and its tables, seconds of CPU), so
-    a command refused later leaves no empty store behind. `must_exist`: for commands that only read
+    there yet is not created here: the command creates it (and its tables, seconds of CPU) once nothing
+    can be refused any more (a sweep while its local Ray starts), so a refused command leaves no empty store. `must_exist`: for commands that only read
     (report, predict, --test-only), where a missing file is a wrong path."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables...": noise
     path = sqlite_file(uri)
