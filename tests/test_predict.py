@@ -33,7 +33,9 @@ def test_word_model_bundle_reproduces_evaluation(tiny_cfg, small_imdb, tmp_path)
     assert {p.name for p in (tmp_path / "model").iterdir()} == {"config.json", "weights.pt", "vocab.json"}
 
 
-def test_hf_lora_bundle_reproduces_evaluation(small_imdb, tmp_path):
+def test_hf_lora_bundle_reproduces_evaluation(small_imdb, tmp_path, monkeypatch):
+    import json
+
     from imdb_ray.config import TrialConfig
 
     cfg = TrialConfig(model="hf", model_args={"checkpoint": str(MINILM), "peft": "lora", "lora_r": 4}, n_train=48,
@@ -42,6 +44,15 @@ def test_hf_lora_bundle_reproduces_evaluation(small_imdb, tmp_path):
     _same_probs_as_evaluation(result, cfg, small_imdb, tmp_path / "model")
     weights = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)["trainable"]
     assert weights and all("lora_" in k or "classifier" in k for k in weights)  # the frozen base is not copied
+    # the base is read again from its checkpoint: a hub name not on this machine, and nothing answers at the hub
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["model_args"]["checkpoint"] = "imdb-ray-tests/never-downloaded"
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
+    with pytest.raises(UserError, match=r"'imdb-ray-tests/never-downloaded' is not on this machine and the Hugging Face hub "
+                                        r"\(http://127.0.0.1:9\) cannot be reached"):
+        Predictor(tmp_path / "model")
 
 
 def test_train_then_predict_from_the_command_line(tiny_cfg, tmp_path, capsys, monkeypatch):

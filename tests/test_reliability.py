@@ -127,6 +127,9 @@ BAD_INPUTS = [
     ("HF checkpoint: a hub name not in the cache while the hub is off", {"HF_HUB_OFFLINE": True},
      ["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"],
      "'imdb-ray-tests/never-downloaded' is not in the Hugging Face cache and HF_HUB_OFFLINE is set"),
+    ("HF checkpoint: a hub name not on this machine while nothing answers at the hub's address", {"HF_ENDPOINT": "http://127.0.0.1:9"},
+     ["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"],
+     "'imdb-ray-tests/never-downloaded' is not on this machine and the Hugging Face hub (http://127.0.0.1:9) cannot be reached"),
     ("unsloth without a GPU", {}, ["train", "--model", "distilbert", "--peft", "lora", "--engine", "unsloth"],
      "engine='unsloth' needs an NVIDIA GPU"),
     ("sweep file: a string where a number goes", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': '1e-3'}")},
@@ -220,6 +223,10 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
             continue
         if rel == "HF_HUB_OFFLINE":  # what the variable sets when huggingface_hub is imported
             monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", data)
+            continue
+        if rel == "HF_ENDPOINT":  # likewise (a mirror's address, or here a port where nothing listens)
+            monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", data)
+            monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE", data + "/{repo_id}/resolve/{revision}/{filename}")
             continue
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         (workspace / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
@@ -383,6 +390,40 @@ def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
         assert terminated() and signal.getsignal(signal.SIGTERM) == ours
         with pytest.raises(SystemExit), through_ray_init():  # any other exit is left as it is
             sys.exit(3)
+
+
+def test_a_hub_that_answers_is_left_to_transformers(workspace, capsys, monkeypatch):
+    """check_hub_reachable refuses only when nothing answers at the hub's address. A hub that answers, here with
+    404 for every file (a repository that does not exist), is left to from_pretrained: its own one-line refusal."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class NoSuchRepository(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append(self.path)
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoSuchRepository)
+    threading.Thread(target=hub.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
+    monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    try:
+        code = main(["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"])
+    finally:
+        hub.shutdown()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "checkpoint 'imdb-ray-tests/never-downloaded' cannot be loaded" in err[0], err
+    assert asked.count("/imdb-ray-tests/never-downloaded/resolve/main/config.json") > 1  # the probe's, then transformers'
 
 
 def test_the_matrix_is_big_enough():

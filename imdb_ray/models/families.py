@@ -136,12 +136,13 @@ class HFFamily(Family):
 
     def check(self, cfg) -> None:
         """The checkpoint's tokenizer loads (a typo, or a hub name while offline, fails here)."""
-        from imdb_ray.models.hf import available_offline, resolve_checkpoint
+        from imdb_ray.models.hf import available_offline, check_hub_reachable, resolve_checkpoint
         from imdb_ray.text import load_tokenizer
 
         checkpoint = cfg.resolved_model_args()["checkpoint"]
-        if not available_offline(checkpoint):  # offline, the hub is retried for up to a minute: say why it waits
-            print(f"checkpoint {checkpoint}: not on this machine, asking the Hugging Face hub ...", flush=True)
+        if not available_offline(checkpoint):
+            check_hub_reachable(checkpoint)
+            print(f"checkpoint {checkpoint}: not on this machine, downloading it from the Hugging Face hub ...", flush=True)
         load_tokenizer(resolve_checkpoint(checkpoint))
 
     def prepare(self, cfg, dataset) -> Prepared:
@@ -168,8 +169,12 @@ class HFFamily(Family):
         return {"trainable": trainable_state(model)}
 
     def load_bundle(self, cfg, folder, weights):
+        from imdb_ray.models.hf import available_offline, check_hub_reachable
         from imdb_ray.text import encode_hf, load_tokenizer
 
+        checkpoint = cfg.resolved_model_args()["checkpoint"]  # the frozen rest is read from it again
+        if not available_offline(checkpoint):
+            check_hub_reachable(checkpoint)
         model = build_model(cfg, {})
         load_trainable_state(model, weights["trainable"])
         tokenizer = load_tokenizer(str(folder / "tokenizer"))

@@ -90,6 +90,24 @@ def check_checkpoint(checkpoint: str) -> None:
                         f"`hf download {checkpoint}` where the hub is reachable, or give a local folder")
 
 
+def check_hub_reachable(checkpoint: str, timeout_s: float = 10.0) -> None:
+    """Before a hub name not on this machine is downloaded: one request for its config, without retries. When nothing
+    answers (no network, a firewall), huggingface_hub retries each file with back-off: 49 s and 23 warning lines
+    measured here before the same refusal. A hub that answers, even with an error, is left to from_pretrained."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(checkpoint, "config.json"), timeout=timeout_s)
+    except HfHubHTTPError:  # it answered: no such repository, gated, rate limited
+        return
+    except Exception as e:  # nothing answered: DNS, refused, timed out
+        why = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip() else type(e).__name__
+        raise UserError(f"checkpoint {checkpoint!r} is not on this machine and the Hugging Face hub ({constants.ENDPOINT}) "
+                        f"cannot be reached ({why}); give a local folder, set IMDB_RAY_HF_MIRROR, or `hf download "
+                        f"{checkpoint}` where the hub is reachable") from None
+
+
 def model_type_of(checkpoint: str) -> str:
     """The architecture (config.model_type), from a local config.json or, offline, from the name."""
     config = Path(resolve_checkpoint(checkpoint)) / "config.json"
