@@ -50,7 +50,7 @@ class TrialConfig:
     split_seed: NonNegative = 0  # which rows form the subsets and the validation split; `seed` is the model's randomness
     clean_html: bool = True  # strip HTML tags such as <br /> before tokenising
     # word pipeline
-    max_len: Positive = 256  # words for word models, tokenizer tokens for Hugging Face models
+    max_len: Positive = 256  # words for word models, tokenizer tokens for Hugging Face models (at most the checkpoint's positions)
     truncation: Literal["head", "tail", "head+tail"] = "head"  # which part of a text longer than max_len is kept
     min_freq: Positive = 2  # words seen fewer times in training are out of vocabulary
     max_vocab: Positive = 50_000  # the vocabulary's size limit (most frequent first)

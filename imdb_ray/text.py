@@ -50,12 +50,14 @@ def truncate(seq: list, n: int, strategy: str = "head") -> list:
 
 def encode(token_lists: list[list[str]], vocab: list[str], max_len: int,
            truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (N, max_len) right-padded with 0, lengths (N,) >= 1)."""
+    """(ids (N, W) right-padded with 0, lengths (N,) >= 1); W = the longest row, at most max_len (padding no row uses
+    would only cost memory: a max_len above every review's length keeps whole reviews, and no more)."""
     index = {w: i for i, w in enumerate(vocab)}
-    ids = torch.zeros(len(token_lists), max_len, dtype=torch.long)
-    lengths = torch.ones(len(token_lists), dtype=torch.long)
-    for row, toks in enumerate(token_lists):
-        seq = [index.get(t, UNK_ID) for t in truncate(toks, max_len, truncation)] or [UNK_ID]  # all punctuation: one <unk>
+    seqs = [[index.get(t, UNK_ID) for t in truncate(toks, max_len, truncation)] or [UNK_ID]  # all punctuation: one <unk>
+            for toks in token_lists]
+    ids = torch.zeros(len(seqs), max(map(len, seqs), default=1), dtype=torch.long)
+    lengths = torch.ones(len(seqs), dtype=torch.long)
+    for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.tensor(seq)
         lengths[row] = len(seq)
     return ids, lengths
@@ -131,14 +133,16 @@ def unloadable(checkpoint: str, error: OSError) -> UserError:
 
 
 def encode_hf(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), both (N, max_len): special tokens added after our truncation, right-padded."""
+    """(ids, attention_mask), both (N, W), W the longest row, at most max_len: special tokens added after our
+    truncation, right-padded."""
     prefix, suffix = _special_tokens(tokenizer)
     budget = max_len - len(prefix) - len(suffix)
     pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-    ids = torch.full((len(pieces), max_len), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(len(pieces), max_len, dtype=torch.long)
-    for row, seq in enumerate(pieces):
-        full = prefix + truncate(seq, budget, truncation) + suffix
+    rows = [prefix + truncate(seq, budget, truncation) + suffix for seq in pieces]
+    width = max(map(len, rows), default=1)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for row, full in enumerate(rows):
         ids[row, : len(full)] = torch.tensor(full)
         mask[row, : len(full)] = 1
     return ids, mask

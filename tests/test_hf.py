@@ -113,6 +113,42 @@ def test_random_pooler_is_trainable_under_prompt_tuning(tiny_checkpoints, tmp_pa
     assert not any("encoder.layer.0.attention" in n for n in trainable)
 
 
+def test_max_len_past_the_checkpoints_positions_is_refused(tiny_checkpoints, tmp_path):
+    """An input longer than a checkpoint's table of absolute positions fails inside its embeddings, mid-run. The
+    limit max_positions reads from the config is the real one: that many tokens pass a forward, one more fails;
+    relative (DeBERTa-v3) and rotary (ModernBERT) positions have no table. Past it, max_len is refused at the check."""
+    from transformers import AutoModelForSequenceClassification
+
+    from imdb_ray.models.hf import max_positions
+
+    v3 = tiny_config("deberta-v2")  # DeBERTa-v3's position settings: relative attention only
+    v3.update({"position_biased_input": False, "relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256})
+    AutoModelForSequenceClassification.from_config(v3).save_pretrained(tmp_path / "v3")
+    checkpoints = {**tiny_checkpoints, "deberta-v3": str(tmp_path / "v3")}
+    limits = {arch: max_positions(path) for arch, path in checkpoints.items()}
+    assert limits == {"bert": 128, "distilbert": 512, "roberta": 127, "deberta-v2": 128, "modernbert": None, "deberta-v3": None}
+    assert max_positions(str(MINILM)) == 512
+    for arch, path in checkpoints.items():
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        forward = lambda n: model(input_ids=torch.full((1, n), 5), attention_mask=torch.ones(1, n, dtype=torch.long))  # noqa: E731
+        with torch.no_grad():
+            forward(limits[arch] or 300)
+            if limits[arch]:
+                with pytest.raises((RuntimeError, IndexError)):
+                    forward(limits[arch] + 1)
+    cfg = dataclasses.replace(hf_cfg(tmp_path, tiny_checkpoints["roberta"]), max_len=128)
+    with pytest.raises(UserError, match=r"max_len=128 is more than .* \(127 positions, special tokens included\); use max_len <= 127"):
+        cfg.family.check(cfg)
+    cfg.family.check(dataclasses.replace(cfg, max_len=127))
+
+
+def test_encoded_rows_are_as_wide_as_the_longest():
+    from imdb_ray.text import encode_hf, load_tokenizer
+
+    ids, mask = encode_hf(load_tokenizer(str(MINILM)), ["a fine film", "fine"], max_len=512)
+    assert ids.shape == mask.shape == (2, 5) and mask.sum(1).tolist() == [5, 3]  # [CLS] a fine film [SEP]; [CLS] fine [SEP]
+
+
 @pytest.mark.parametrize("checkpoint", ["microsoft/deberta-v3-base", "distilbert-base-uncased", "answerdotai/ModernBERT-base"])
 def test_unsupported_pairs_refused_at_validation(checkpoint):
     with pytest.raises(UserError, match="prefix_tuning' does not work with"):

@@ -23,13 +23,14 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import MINILM
 from helpers import (ROOT, finish, free_port, fresh_store, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
 from imdb_ray.__main__ import main
 
 
-
 # ------------------------------------------------------------------------------ the bad-input matrix
+MINILM_WITHOUT_WEIGHTS = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 GOOD_ROWS = "text,label\n" + "A fine film with a great cast.,1\nA dull mess from start to end.,0\n" * 4
 
 
@@ -130,6 +131,10 @@ BAD_INPUTS = [
     ("HF checkpoint: a hub name not on this machine while nothing answers at the hub's address", {"HF_ENDPOINT": "http://127.0.0.1:9"},
      ["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"],
      "'imdb-ray-tests/never-downloaded' is not on this machine and the Hugging Face hub (http://127.0.0.1:9) cannot be reached"),
+    ("HF checkpoint: max_len past its table of positions (it failed mid-run, in the embeddings)",
+     {f"models/minilm/{name}": (MINILM / name).read_bytes() for name in MINILM_WITHOUT_WEIGHTS},
+     ["train", "--model", "hf", "--checkpoint", "{ws}/models/minilm", "--max-len", "1000"],
+     "max_len=1000 is more than {ws}/models/minilm takes (512 positions, special tokens included); use max_len <= 512"),
     ("unsloth without a GPU", {}, ["train", "--model", "distilbert", "--peft", "lora", "--engine", "unsloth"],
      "engine='unsloth' needs an NVIDIA GPU"),
     ("sweep file: a string where a number goes", {"sweeps/bad.py": sweep_file("{'model': 'gru', 'lr': '1e-3'}")},

@@ -27,6 +27,9 @@ def test_vocab_and_encoding_keep_true_lengths():
     assert lengths.tolist() == [2, 4, 1]
     assert ids[0].tolist() == [vocab.index("good"), UNK_ID, PAD_ID, PAD_ID]
     assert ids[2].tolist() == [UNK_ID, PAD_ID, PAD_ID, PAD_ID]
+    # as wide as the longest row, not max_len: a max_len past every text keeps whole texts and costs nothing more
+    ids, lengths = encode([["good", "unseen"], ["film"] * 9, []], vocab, max_len=10**12)
+    assert ids.shape == (3, 9) and lengths.tolist() == [2, 9, 1]
 
 
 def test_second_identical_run_hits_the_cache(tiny_cfg, small_imdb):

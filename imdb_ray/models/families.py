@@ -136,7 +136,7 @@ class HFFamily(Family):
 
     def check(self, cfg) -> None:
         """The checkpoint's tokenizer loads (a typo, or a hub name while offline, fails here)."""
-        from imdb_ray.models.hf import available_offline, check_hub_reachable, resolve_checkpoint
+        from imdb_ray.models.hf import available_offline, check_hub_reachable, max_positions, resolve_checkpoint
         from imdb_ray.text import load_tokenizer
 
         checkpoint = cfg.resolved_model_args()["checkpoint"]
@@ -144,6 +144,10 @@ class HFFamily(Family):
             check_hub_reachable(checkpoint)
             print(f"checkpoint {checkpoint}: not on this machine, downloading it from the Hugging Face hub ...", flush=True)
         load_tokenizer(resolve_checkpoint(checkpoint))
+        positions = max_positions(resolve_checkpoint(checkpoint))
+        if positions and cfg.max_len > positions:
+            raise UserError(f"max_len={cfg.max_len} is more than {checkpoint} takes ({positions} positions, special tokens "
+                            f"included); use max_len <= {positions}")
 
     def prepare(self, cfg, dataset) -> Prepared:
         from imdb_ray.models.hf import resolve_checkpoint

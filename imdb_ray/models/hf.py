@@ -108,6 +108,20 @@ def check_hub_reachable(checkpoint: str, timeout_s: float = 10.0) -> None:
                         f"{checkpoint}` where the hub is reachable") from None
 
 
+def max_positions(path: str) -> int | None:
+    """How many tokens a checkpoint's table of absolute positions covers (a longer input fails in its embeddings);
+    None where positions are relative (DeBERTa-v3) or rotary (ModernBERT) and have no table."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "modernbert" or getattr(config, "position_biased_input", True) is False:
+        return None
+    table = getattr(config, "max_position_embeddings", None)
+    if table and "roberta" in config.model_type:  # positions start after the padding id (RoBERTa's 514 -> 512)
+        table -= config.pad_token_id + 1
+    return table
+
+
 def model_type_of(checkpoint: str) -> str:
     """The architecture (config.model_type), from a local config.json or, offline, from the name."""
     config = Path(resolve_checkpoint(checkpoint)) / "config.json"
