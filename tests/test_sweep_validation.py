@@ -5,6 +5,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,23 @@ def test_the_sqlite_store_is_opened_while_ray_starts(monkeypatch, tmp_path):
         with pytest.raises(ZeroDivisionError):
             runner.run_sweep(sweep, address=address, storage=str(tmp_path / "ray"), tracking_uri=f"sqlite:///{new_store}")
         assert len(opened_in) == 1 and opened_in[0].startswith(thread) and new_store.exists()
+
+
+def test_remote_storage_that_does_not_answer_is_refused(monkeypatch):
+    """GCS looking for credentials offline waited for minutes (seen here): the look is given REMOTE_STORAGE_WAIT_S."""
+    import pyarrow.fs
+
+    from imdb_ray.cli import options
+
+    monkeypatch.setattr(options, "REMOTE_STORAGE_WAIT_S", 0.2)
+    class Waiting:  # a filesystem whose look never comes back in time
+        from_uri = staticmethod(lambda uri: time.sleep(3))
+
+    monkeypatch.setattr(pyarrow.fs, "FileSystem", Waiting)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"^--storage gs://bucket/x: no answer in 0.2 s; check the bucket's name"):
+        options.check_remote_storage("gs://bucket/x")
+    assert time.perf_counter() - started < 2
 
 
 def test_dry_run_reports_a_checkpoint_not_on_this_machine_without_loading_it(monkeypatch, tmp_path):

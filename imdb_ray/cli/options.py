@@ -48,6 +48,38 @@ def check_creatable(folder: str | Path, remedy: str) -> None:
         raise UserError(f"{path}: cannot create it ({e.strerror or type(e).__name__}); {remedy}") from None
 
 
+REMOTE_STORAGE_WAIT_S = 30.0
+
+
+def check_remote_storage(uri: str) -> None:
+    """Refuse, before Ray starts, a storage URI Tune would fail on after it (and after the MLflow parent run): resolved
+    and looked at as Tune does (pyarrow), so a bucket that does not exist or cannot be reached, missing credentials
+    or a scheme pyarrow does not know is one line. One that has not answered in 30 s (GCS looking for credentials
+    can wait for minutes) is refused too; the look goes on in a daemon thread, which exit does not wait for."""
+    import threading
+
+    import pyarrow.fs
+
+    failure: list[BaseException] = []
+
+    def look() -> None:
+        try:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+            filesystem.get_file_info(path)
+        except Exception as e:
+            failure.append(e)
+
+    looking = threading.Thread(target=look, name="imdb_ray-storage-check", daemon=True)
+    looking.start()
+    looking.join(REMOTE_STORAGE_WAIT_S)
+    remedy = "check the bucket's name, your credentials and the network, or give --storage a local folder"
+    if looking.is_alive():
+        raise UserError(f"--storage {uri}: no answer in {REMOTE_STORAGE_WAIT_S:g} s; {remedy}")
+    if failure:
+        why = str(failure[0]).strip().splitlines()[0] if str(failure[0]).strip() else type(failure[0]).__name__
+        raise UserError(f"--storage {uri}: {why}; {remedy}")
+
+
 def positive_int(flag: str) -> Callable[[str], int]:
     """An argparse type: an integer > 0, else one line naming the flag."""
     def parse(text: str) -> int:

@@ -6,7 +6,7 @@ import os
 import shlex
 from pathlib import Path
 
-from imdb_ray.cli.options import DEFAULT_URI, check_creatable, parse_duration, sweep_settings_help
+from imdb_ray.cli.options import DEFAULT_URI, check_creatable, check_remote_storage, parse_duration, sweep_settings_help
 from imdb_ray.errors import UserError
 
 
@@ -56,7 +56,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None)
     storage = args.storage or str(Path("ray_results").resolve())
-    if "://" not in storage:  # a cloud URI is Tune's to check
+    if "://" in storage:
+        check_remote_storage(storage)
+    else:
         check_creatable(storage, "give --storage a writable folder")
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     if args.test_only:
