@@ -72,6 +72,15 @@ def test_padding_invariance(name):
     torch.testing.assert_close(fa, fb, atol=1e-5, rtol=1e-4)
 
 
+def test_transformer_takes_texts_of_any_length():
+    """Its sinusoidal positions are computed for the length at hand (a 4,096-row table failed past it)."""
+    model = _model("transformer").eval()
+    with torch.no_grad():
+        logits, _ = model(torch.randint(2, 50, (1, 5000)), torch.tensor([5000]))
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+    assert not list(model.buffers())  # nothing position-sized is kept or saved
+
+
 @pytest.mark.parametrize("name", NEURAL)
 def test_overfits_64_real_reviews(name, small_imdb):
     torch.manual_seed(0)

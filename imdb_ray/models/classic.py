@@ -160,17 +160,17 @@ class GRUClassifier(RNNClassifier):
 
 
 class PositionalEncoding(nn.Module):
-    def __init__(self, dim: int, max_len: int = 4096):
-        super().__init__()
-        pos = torch.arange(max_len).unsqueeze(1)
-        div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-        pe = torch.zeros(max_len, dim)
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div[: dim // 2])
-        self.register_buffer("pe", pe, persistent=False)
+    """Sinusoidal positions, computed for the length at hand (length x dim, little beside the layers): no table for
+    a longer text to outgrow (a 4,096-row one failed on longer texts at a larger max_len) and nothing to save."""
 
     def forward(self, x):
-        return x + self.pe[: x.shape[1]]
+        length, dim = x.shape[1], x.shape[2]
+        pos = torch.arange(length, device=x.device).unsqueeze(1)
+        div = torch.exp(torch.arange(0, dim, 2, device=x.device) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(length, dim, device=x.device)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div[: dim // 2])
+        return x + pe
 
 
 @register_model("transformer")
@@ -183,7 +183,7 @@ class TransformerClassifier(WordClassifier):
         self.pooling = pooling
         self.project = nn.Linear(vectors.shape[1], d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.positions = PositionalEncoding(d_model)
+        self.positions = PositionalEncoding()
         layer = nn.TransformerEncoderLayer(d_model, heads, ff_dim, dropout, batch_first=True, norm_first=True)
         # enable_nested_tensor=False: the nested fast path drops padded rows and changes numerics.
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
