@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ from filelock import FileLock
 
 from imdb_ray.errors import UserError
 
+log = logging.getLogger(__name__)  # the command line prints imdb_ray's INFO records as progress lines
+BUILDS = {"data": "the dataset's splits", "words": "tokens and ids of every split", "vectors": "word vectors",
+          "hf": "every split tokenised"}  # what each entry's name prefix holds, as the progress lines call it
 
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -52,10 +56,14 @@ def load_or_build(cache_dir: str | Path, name: str, build: Callable[[], dict[str
         if (stored := cached(folder, name)) is not None:
             return stored
         start = time.perf_counter()  # missing, or truncated/corrupted: rebuilt, and replaced atomically
+        what = BUILDS.get(name.split("-")[0], name)
+        log.info("building %s (not in the cache %s) ...", what, folder)
         value = build()
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(value, tmp)
         os.replace(tmp, path)
-        with open(folder / "builds.log", "a") as log:
-            log.write(f"{name}\t{time.perf_counter() - start:.2f}s\tpid={os.getpid()}\n")
+        seconds = time.perf_counter() - start
+        with open(folder / "builds.log", "a") as builds:
+            builds.write(f"{name}\t{seconds:.2f}s\tpid={os.getpid()}\n")
+        log.info("built %s in %.1fs", what, seconds)
         return value

@@ -2,6 +2,8 @@
 from a word2vec / GloVe file through KeyedVectors, or random. Cached like the encoded data."""
 from __future__ import annotations
 
+import logging
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -16,6 +18,8 @@ if TYPE_CHECKING:
     from gensim.models import KeyedVectors
     from imdb_ray.config import TrialConfig
 
+log = logging.getLogger(__name__)
+
 
 def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
@@ -24,12 +28,22 @@ def stable_hash(text: str) -> int:
 def train_word2vec(token_lists: list[list[str]], *, dim: int, window: int, min_count: int, epochs: int,
                    skipgram: bool, workers: int, seed: int) -> KeyedVectors:
     from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    class EpochLines(CallbackAny2Vec):  # on the full train split, minutes of one core: say how far it is
+        def __init__(self):
+            self.epoch, self.start = 0, time.perf_counter()
+
+        def on_epoch_end(self, model):
+            self.epoch += 1
+            log.info("Word2Vec on %s texts: epoch %d/%d (%.0fs)", f"{len(token_lists):,}", self.epoch, epochs,
+                     time.perf_counter() - self.start)
 
     # gensim seeds each word's initial vector with hashfxn(word + seed); Python's own hash differs per
     # process, so a stable hash makes the init the same on every node. With one worker the whole
     # training is bit-reproducible; more workers reorder updates (faster, not bitwise equal).
     model = Word2Vec(sentences=token_lists, vector_size=dim, window=window, min_count=min_count, epochs=epochs,
-                     sg=int(skipgram), workers=workers, seed=seed, hashfxn=stable_hash)
+                     sg=int(skipgram), workers=workers, seed=seed, hashfxn=stable_hash, callbacks=[EpochLines()])
     return model.wv
 
 

@@ -32,6 +32,28 @@ def test_vocab_and_encoding_keep_true_lengths():
     assert ids.shape == (3, 9) and lengths.tolist() == [2, 9, 1]
 
 
+def test_train_says_what_it_builds_while_it_builds_it(tmp_path, capsys, monkeypatch):
+    """Data preparation on the full split is minutes of Word2Vec: the command prints each build and each Word2Vec
+    epoch as a progress line (stdout; stderr stays free for the one-line error). --quiet, or the cache, prints none."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--model", "gru", "--n-train", "240", "--n-test", "60", "--max-len", "32", "--embed-dim", "8",
+            "--w2v-epochs", "2", "--hidden", "8", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--tracking-uri", fresh_store(tmp_path)]
+    code, err, out = cli([*argv, "--quiet", "--run-dir", "runs/quiet", "--cache-dir", str(tmp_path / "other")], capsys)
+    assert code == 0 and "[imdb_ray]" not in out, out
+    code, err, out = cli([*argv, "--run-dir", "runs/first"], capsys)
+    lines = [line for line in out.splitlines() if line.startswith("[imdb_ray] ")]
+    builds = [line for line in lines if line.startswith("[imdb_ray] building ")]
+    assert code == 0 and builds == [f"[imdb_ray] building {what} (not in the cache {tmp_path / 'cache'}) ..." for what in
+                                    ("the dataset's splits", "tokens and ids of every split", "word vectors")], out
+    epochs = [line for line in lines if line.startswith("[imdb_ray] Word2Vec on 216 texts: epoch ")]
+    assert [line.split("epoch ")[1].split(" ")[0] for line in epochs] == ["1/2", "2/2"]
+    assert lines.index(builds[-1]) < lines.index(epochs[0]) and lines[-1].startswith("[imdb_ray] built word vectors in ")
+    assert not any("[imdb_ray]" in line for line in err)
+    code, err, out = cli([*argv, "--run-dir", "runs/again"], capsys)
+    assert code == 0 and "[imdb_ray] build" not in out  # all from the cache
+
+
 def test_second_identical_run_hits_the_cache(tiny_cfg, small_imdb):
     first = prepare_word_data(tiny_cfg, small_imdb)
     second = prepare_word_data(tiny_cfg, small_imdb)

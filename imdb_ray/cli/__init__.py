@@ -6,8 +6,11 @@ imports no torch, Ray or MLflow: each command imports what it needs when it runs
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from imdb_ray.cli import models, predict, report, sweep, train, ui
 from imdb_ray.errors import UserError, one_line, run_outcome
@@ -35,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def progress_lines(quiet: bool = False) -> Iterator[None]:
+    """For one command: imdb_ray's INFO log records (cache builds, Word2Vec epochs: minutes on the full split) as
+    `[imdb_ray] ...` lines on stdout, like the sweep's console; stderr stays the one-line error's. Library callers
+    (trials in Ray's workers, benchmarks) attach no handler, so the records stay silent there."""
+    logger, handler = logging.getLogger("imdb_ray"), logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[imdb_ray] %(message)s"))
+    before = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False  # printed once, here, whatever the root logger holds
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = before
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     with sigterm_as_interrupt():
@@ -51,7 +72,8 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             extra = [e for e in extra if e.startswith("--")]
         if extra and args.command != "train":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return args.run(args, extra)
+        with progress_lines(quiet=getattr(args, "quiet", False)):
+            return args.run(args, extra)
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
