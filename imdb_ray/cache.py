@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)  # the command line prints imdb_ray's INFO rec
 BUILDS = {"data": "the dataset's splits", "words": "tokens and ids of every split", "vectors": "word vectors",
           "hf": "every split tokenised"}  # what each entry's name prefix holds, as the progress lines call it
 
+
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

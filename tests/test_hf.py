@@ -128,6 +128,9 @@ def test_max_len_past_the_checkpoints_positions_is_refused(tiny_checkpoints, tmp
     limits = {arch: max_positions(path) for arch, path in checkpoints.items()}
     assert limits == {"bert": 128, "distilbert": 512, "roberta": 127, "deberta-v2": 128, "modernbert": None, "deberta-v3": None}
     assert max_positions(str(MINILM)) == 512
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    assert max_positions(str(tmp_path / "adapter")) is None  # an adapter's folder has no model config to check against
     for arch, path in checkpoints.items():
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         forward = lambda n: model(input_ids=torch.full((1, n), 5), attention_mask=torch.ones(1, n, dtype=torch.long))  # noqa: E731

@@ -9,6 +9,7 @@ helpers every family shares.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from imdb_ray.config import TrialConfig
 
 Encoder = Callable[[list[str]], dict[str, torch.Tensor]]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,7 +144,7 @@ class HFFamily(Family):
         checkpoint = cfg.resolved_model_args()["checkpoint"]
         if not available_offline(checkpoint):
             check_hub_reachable(checkpoint)
-            print(f"checkpoint {checkpoint}: not on this machine, downloading it from the Hugging Face hub ...", flush=True)
+            log.info("checkpoint %s: not on this machine, downloading it from the Hugging Face hub ...", checkpoint)
         load_tokenizer(resolve_checkpoint(checkpoint))
         positions = max_positions(resolve_checkpoint(checkpoint))
         if positions and cfg.max_len > positions:

@@ -95,8 +95,13 @@ def check_hub_reachable(checkpoint: str, timeout_s: float = 10.0) -> None:
     answers (no network, a firewall), huggingface_hub retries each file with back-off: 49 s and 23 warning lines
     measured here before the same refusal. A hub that answers, even with an error, is left to from_pretrained."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    try:
+        validate_repo_id(checkpoint)
+    except HFValidationError:  # a folder that is not there (any more): from_pretrained says so
+        return
     try:
         get_hf_file_metadata(hf_hub_url(checkpoint, "config.json"), timeout=timeout_s)
     except HfHubHTTPError:  # it answered: no such repository, gated, rate limited
@@ -113,7 +118,10 @@ def max_positions(path: str) -> int | None:
     None where positions are relative (DeBERTa-v3) or rotary (ModernBERT) and have no table."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError):  # no model config here (an adapter's folder): nothing to check against
+        return None
     if config.model_type == "modernbert" or getattr(config, "position_biased_input", True) is False:
         return None
     table = getattr(config, "max_position_embeddings", None)
