@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import html
 import io
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -76,6 +77,20 @@ def _decode(path: Path) -> str:
         raise UserError(f"{path}: line {line} is not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
 
 
+def _bad_json_line(text: str) -> str | None:
+    """The first line of a JSON-lines text that is no JSON object, as "line N ..."; None if each one is."""
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"line {number} is not valid JSON ({e.msg}, column {e.colno})"
+        if not isinstance(row, dict):
+            return f"line {number} is not a JSON object ({{\"text\": ..., \"label\": ...}})"
+    return None
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV / TSV / JSONL / Parquet file (optionally .gz) into a DataFrame of strings."""
     path = Path(path)
@@ -93,8 +108,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except UserError:
         raise
-    except Exception as e:  # pandas parser errors carry the line number in their message
-        raise UserError(f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pandas' CSV errors carry the line number in their message; its JSON ones a byte position
+        where = _bad_json_line(text) if kind in ("jsonl", "json") else None
+        raise UserError(f"{path}: {where}; fix that line" if where else
+                        f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
     raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
 
 
