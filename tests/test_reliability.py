@@ -406,7 +406,7 @@ def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
 
 
 def test_a_hub_that_answers_is_left_to_transformers(workspace, capsys, monkeypatch):
-    """check_hub_reachable refuses only when nothing answers at the hub's address. A hub that answers, here with
+    """needs_download refuses only when nothing answers at the hub's address. A hub that answers, here with
     404 for every file (a repository that does not exist), is left to from_pretrained: its own one-line refusal."""
     import http.server
     import threading

@@ -138,15 +138,15 @@ class HFFamily(Family):
 
     def check(self, cfg) -> None:
         """The checkpoint's tokenizer loads (a typo, or a hub name while offline, fails here)."""
-        from imdb_ray.models.hf import available_offline, check_hub_reachable, max_positions, resolve_checkpoint
+        from imdb_ray.models.hf import max_positions, needs_download, resolve_checkpoint
         from imdb_ray.text import load_tokenizer
 
         checkpoint = cfg.resolved_model_args()["checkpoint"]
-        if not available_offline(checkpoint):
-            check_hub_reachable(checkpoint)
+        if needs_download(checkpoint):
             log.info("checkpoint %s: not on this machine, downloading it from the Hugging Face hub ...", checkpoint)
-        load_tokenizer(resolve_checkpoint(checkpoint))
-        positions = max_positions(resolve_checkpoint(checkpoint))
+        path = resolve_checkpoint(checkpoint)
+        load_tokenizer(path)
+        positions = max_positions(path)
         if positions and cfg.max_len > positions:
             raise UserError(f"max_len={cfg.max_len} is more than {checkpoint} takes ({positions} positions, special tokens "
                             f"included); use max_len <= {positions}")
@@ -175,12 +175,11 @@ class HFFamily(Family):
         return {"trainable": trainable_state(model)}
 
     def load_bundle(self, cfg, folder, weights):
-        from imdb_ray.models.hf import available_offline, check_hub_reachable
+        from imdb_ray.models.hf import needs_download
         from imdb_ray.text import encode_hf, load_tokenizer
 
-        checkpoint = cfg.resolved_model_args()["checkpoint"]  # the frozen rest is read from it again
-        if not available_offline(checkpoint):
-            check_hub_reachable(checkpoint)
+        # the frozen rest is read again from the checkpoint: refused in one line here if the hub it must come from is silent
+        needs_download(cfg.resolved_model_args()["checkpoint"])
         model = build_model(cfg, {})
         load_trainable_state(model, weights["trainable"])
         tokenizer = load_tokenizer(str(folder / "tokenizer"))

@@ -90,27 +90,31 @@ def check_checkpoint(checkpoint: str) -> None:
                         f"`hf download {checkpoint}` where the hub is reachable, or give a local folder")
 
 
-def check_hub_reachable(checkpoint: str, timeout_s: float = 10.0) -> None:
-    """Before a hub name not on this machine is downloaded: one request for its config, without retries. When nothing
-    answers (no network, a firewall), huggingface_hub retries each file with back-off: 49 s and 23 warning lines
-    measured here before the same refusal. A hub that answers, even with an error, is left to from_pretrained."""
+def needs_download(checkpoint: str, timeout_s: float = 10.0) -> bool:
+    """Whether loading `checkpoint` downloads it: False when it is on this machine. Otherwise the hub is asked once for
+    its config, without retries, and refused in one line when nothing answers (no network, a firewall), where
+    huggingface_hub retries each file with back-off: 49 s and 23 warning lines measured here before the same refusal.
+    A hub that answers, even with an error, is left to from_pretrained."""
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
+    if available_offline(checkpoint):
+        return False
     try:
         validate_repo_id(checkpoint)
     except HFValidationError:  # a folder that is not there (any more): from_pretrained says so
-        return
+        return True
     try:
         get_hf_file_metadata(hf_hub_url(checkpoint, "config.json"), timeout=timeout_s)
     except HfHubHTTPError:  # it answered: no such repository, gated, rate limited
-        return
+        return True
     except Exception as e:  # nothing answered: DNS, refused, timed out
         why = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {checkpoint!r} is not on this machine and the Hugging Face hub ({constants.ENDPOINT}) "
                         f"cannot be reached ({why}); give a local folder, set IMDB_RAY_HF_MIRROR, or `hf download "
                         f"{checkpoint}` where the hub is reachable") from None
+    return True
 
 
 def max_positions(path: str) -> int | None:
