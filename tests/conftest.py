@@ -22,6 +22,7 @@ from imdb_ray.data import load_dataset
 
 
 OWN_STORE_ENV = "IMDB_RAY_TEST_OWN_MLFLOW_STORE"  # set when the suite made the store (not the user)
+STORE_DIR_ENV = "IMDB_RAY_TEST_MLFLOW_STORE_DIR"  # this process's own store's folder, removed when it ends
 
 
 def pytest_configure(config):
@@ -45,7 +46,8 @@ def pytest_configure(config):
     # runs must not land in it meanwhile (they did once, in CI).
     if "MLFLOW_TRACKING_URI" not in os.environ or os.environ.get(OWN_STORE_ENV):
         os.environ[OWN_STORE_ENV] = "1"
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='imdb_ray_mlflow_')}/mlflow.db"
+        os.environ[STORE_DIR_ENV] = tempfile.mkdtemp(prefix="imdb_ray_mlflow_")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{os.environ[STORE_DIR_ENV]}/mlflow.db"
 
 
 # `make test` runs the suite on two pytest-xdist workers. Tests that share a module-scoped fixture (the
@@ -87,8 +89,12 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """results/reliability.md, if every recording test ran and the session passed."""
+    """results/reliability.md, if every recording test ran and the session passed; the suite's own
+    folders in the temporary directory are removed (each process its own MLflow store's)."""
     from helpers import ROWS_ENV, recorded_rows
+
+    if STORE_DIR_ENV in os.environ:
+        shutil.rmtree(os.environ.pop(STORE_DIR_ENV), ignore_errors=True)
 
     if not hasattr(session.config, "workerinput") and GROUPS_ENV in os.environ:
         shutil.rmtree(os.environ.pop(GROUPS_ENV), ignore_errors=True)

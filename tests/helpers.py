@@ -1,6 +1,7 @@
 """Helpers the test modules share: sweep commands, MLflow stores and servers, processes, waiting."""
 from __future__ import annotations
 
+import atexit
 import collections
 import functools
 import os
@@ -27,7 +28,9 @@ SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 @functools.cache  # once per test process
 def _empty_store() -> Path:
-    template = Path(tempfile.mkdtemp(prefix="imdb_ray_store_template_")) / "mlflow.db"
+    folder = tempfile.mkdtemp(prefix="imdb_ray_store_template_")
+    atexit.register(shutil.rmtree, folder, True)
+    template = Path(folder) / "mlflow.db"
     MlflowClient(f"sqlite:///{template}").search_experiments()
     return template
 
