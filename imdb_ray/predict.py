@@ -85,9 +85,7 @@ def read_chunks(source: str | None, *, text_column: str = "text", id_column: str
     if source is None:  # bytes, so that only "\n" splits (a replaced sys.stdin may have no buffer)
         stream = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode("utf-8"))
         return _line_chunks(text_lines(stream, "stdin"), chunk_rows)
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"--file {source}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    path = readable_path(source, "--file")
     kind = kind_of(path)
     if kind not in TABLES:
         if label_column or id_column:
@@ -233,10 +231,23 @@ def score(predictor: Predictor, chunks: Iterator[Chunk], writer: Writer, *, labe
     return scored
 
 
-def label_lines(path: str) -> Iterator[int]:
-    """--labels FILE: one label per line (0/1, pos/neg, positive/negative), aligned with the input rows."""
-    if not Path(path).is_file():
-        raise UserError(f"--labels {path}: {'a folder, not a file' if Path(path).is_dir() else 'no such file'}")
-    with _open_binary(Path(path)) as stream:
-        for number, line in enumerate(text_lines(stream, path), 1):
-            yield parse_label(line, f"{path}: line {number}")
+def readable_path(source: str, flag: str) -> Path:
+    """`source` as a path to read, or a one-line error. Not only regular files: a pipe (`--file <(zcat x.gz)`)
+    reads as text lines."""
+    path = Path(source)
+    if not path.exists() or path.is_dir():
+        raise UserError(f"{flag} {source}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    return path
+
+
+def label_lines(source: str) -> Iterator[int]:
+    """--labels FILE: one label per line (0/1, pos/neg, positive/negative), aligned with the input rows. The
+    file is checked now, before any model is loaded or row printed; its lines are read as the rows are."""
+    path = readable_path(source, "--labels")
+
+    def labels() -> Iterator[int]:
+        with _open_binary(path) as stream:
+            for number, line in enumerate(text_lines(stream, source), 1):
+                yield parse_label(line, f"{source}: line {number}")
+
+    return labels()

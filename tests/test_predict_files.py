@@ -123,6 +123,33 @@ def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, messa
     assert not list(tmp_path.glob(".*.part")), "a refused predict left its partial output behind"
 
 
+def test_a_missing_labels_file_is_refused_before_any_row_is_printed(run_dir, tmp_path, capsys):
+    code, err, out = cli(["predict", str(run_dir), "good", "bad", "--labels", str(tmp_path / "nosuch.txt")], capsys)
+    assert (code, err, out) == (2, [f"error: --labels {tmp_path / 'nosuch.txt'}: no such file"], "")
+
+
+def test_texts_and_labels_from_pipes(run_dir, tmp_path, capsys):
+    """`--file <(zcat reviews.gz) --labels <(cut ...)`: what a shell's process substitution passes, a
+    /dev/fd path to a pipe, reads like the file it streams."""
+    import os
+
+    (tmp_path / "texts.txt").write_text("good\nbad\n")
+    _, _, from_file = cli(["predict", str(run_dir), "--file", str(tmp_path / "texts.txt")], capsys)
+    pipes = []
+    for data in (b"good\nbad\n", b"1\n0\n"):
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        pipes.append(f"/dev/fd/{read}")
+    try:
+        code, err, out = cli(["predict", str(run_dir), "--file", pipes[0], "--labels", pipes[1]], capsys)
+    finally:
+        for path in pipes:
+            os.close(int(path.rsplit("/", 1)[1]))
+    assert code == 0 and out == from_file and len(out.splitlines()) == 2
+    assert [line for line in err if line.startswith("accuracy ")], err
+
+
 @pytest.mark.parametrize("model", ["tfidf_lr", "nbsvm"])
 def test_a_baseline_is_a_bundle_that_predicts_its_runs_test_metrics(tmp_path, capsys, model):
     """The baseline's bundle: vocabulary, idf (tfidf_lr) and weights as tensors (weights_only), no pickle."""
