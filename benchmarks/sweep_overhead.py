@@ -81,12 +81,14 @@ def timed_plain(cache: str, trials: int) -> tuple[float, list[float]]:
 
 
 def ray_defaults() -> dict[str, str]:
-    """What a local Ray gets from imdb_ray (runner.LOCAL_RAY_TRAIN_ENV) put back to Ray Train's own defaults, as the
-    installed Ray defines them, for the row beside."""
+    """What a local Ray gets from imdb_ray (runner.LOCAL_RAY_ENV) put back to Ray's own defaults, for the rows beside:
+    Ray Train's as the installed Ray defines them; the raylet's worker processes started when the driver connects, on
+    as Ray ships it (its C++ config, prestart_worker_first_driver, which Python does not expose)."""
     from ray.train.v2._internal import constants as train
 
     return {train.ENABLE_PREEMPTION_WATCHER_ENV_VAR: str(int(train.DEFAULT_ENABLE_PREEMPTION_WATCHER)),
-            train.HEALTH_CHECK_INTERVAL_S_ENV_VAR: str(train.DEFAULT_HEALTH_CHECK_INTERVAL_S)}
+            train.HEALTH_CHECK_INTERVAL_S_ENV_VAR: str(train.DEFAULT_HEALTH_CHECK_INTERVAL_S),
+            "RAY_prestart_worker_first_driver": "1"}
 
 
 def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float], int]:
@@ -147,41 +149,43 @@ def fixed_costs(plain_many: tuple, one: tuple, many: tuple, warm: float) -> tupl
     return per_trial, many[0] - plain_many[0] - TRIALS * per_trial
 
 
-def per_sweep_by_round(runs: dict) -> list[float]:
-    """The auto sweep's per-sweep cost from each alternating round's own plain process and sweeps: how far one
+def per_sweep_by_round(runs: dict, trainer: str = "auto") -> list[float]:
+    """An auto sweep's per-sweep cost from each alternating round's own plain process and sweeps: how far one
     round's figure moves from the next on this machine."""
-    rounds = zip(runs["plain", TRIALS], runs["auto", 1], runs["auto", TRIALS])
+    rounds = zip(runs["plain", TRIALS], runs[trainer, 1], runs[trainer, TRIALS])
     return [fixed_costs(plain, one, many, warm_trial(plain))[1] for plain, one, many in rounds]
 
 
-def report(plain: dict, sweeps: dict, prep: list[float], rounds: list[float] | None = None) -> list[str]:
+def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[float]] | None = None) -> list[str]:
     warm = warm_trial(plain[TRIALS])
     lines = ["# Fixed cost of the sweep engine (CPU)", "",
              "Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run, whole commands "
              f"as a user runs them, one after another on an otherwise idle machine. A trial: {SETTINGS} on the bundled "
              "IMDB data, one torch thread, trials one at a time, every seed's Word2Vec built beforehand (all runs find "
-             f"it cached). Plain processes and auto sweeps: the median of {REPEATS} runs, run alternately; ray_train sweeps: "
+             f"it cached). Plain processes and auto sweeps (both kinds): the median of {REPEATS} runs, run alternately; ray_train sweeps: "
              f"one run each. A plain process of 1 / {TRIALS} `train()` calls (Python start, imports, the calls): "
              f"**{plain[1][0]:.1f} s / {plain[TRIALS][0]:.1f} s**; one warm `train()` call in it: **{warm:.2f} s**.", "",
              f"| trainer | sweep of 1 trial (s) | sweep of {TRIALS} trials (s) | sweep of {TRIALS} / plain process of {TRIALS} | "
              "fixed cost per trial (s) | fixed cost per sweep (s) | Python processes Ray started per trial |",
              "|---|---|---|---|---|---|---|"]
-    for trainer in ("auto", "ray_train", "ray_train, Ray's defaults"):
+    for trainer in ("auto", "auto, Ray's defaults", "ray_train", "ray_train, Ray's defaults"):
         one, many = sweeps[trainer, 1], sweeps[trainer, TRIALS]
         per_trial, per_sweep = fixed_costs(plain[TRIALS], one, many, warm)
         procs = (many[2] - one[2]) / (TRIALS - 1)
         lines.append(f"| {trainer} | {one[0]:.1f} | {many[0]:.1f} | {many[0] / plain[TRIALS][0]:.2f} | {per_trial:+.2f} "
                      f"| {per_sweep:+.1f} | {procs:.1f} |")
     if rounds:
-        lines += ["", f"The auto sweep's fixed cost per sweep computed within each of the {len(rounds)} alternating rounds "
-                  "(that round's plain processes and sweeps alone): " + ", ".join(f"{r:+.1f}" for r in rounds) + " s: how far "
-                  "the figure moves between rounds of one run. Between runs on different days it has moved more (Ray's start "
+        lines += ["", f"The auto sweeps' fixed cost per sweep computed within each of the {len(next(iter(rounds.values())))} alternating rounds "
+                  "(that round's plain processes and sweeps alone): " + "; ".join(
+                      f"{trainer}: " + ", ".join(f"{r:+.1f}" for r in found) for trainer, found in rounds.items()) +
+                  " s: how far the figure moves between rounds of one run. Between runs on different days it has moved more (Ray's start "
                   "and the first trial's process slower, the plain process not): compare rows of one run, not of two."]
     lines += ["", f"Per trial: the trials' span in the sweep of {TRIALS} less the sweep of 1's, over {TRIALS - 1} trials, "
               f"less one warm plain trial. Per sweep: the sweep of {TRIALS} less the plain process of {TRIALS} less "
-              f"{TRIALS} per-trial costs. \"Ray's defaults\": Ray Train's preemption watcher on and its controller polling "
-              "every 2 s, as Ray ships them; a local Ray started by imdb_ray turns the watcher off and polls every 0.2 s "
-              "(`LOCAL_RAY_TRAIN_ENV` in imdb_ray/sweep/runner.py). Processes per trial: the Python worker processes "
+              f"{TRIALS} per-trial costs. \"Ray's defaults\": a worker process per CPU started for tasks when the driver "
+              "connects, Ray Train's preemption watcher on and its controller polling every 2 s, as Ray ships them; a "
+              "local Ray started by imdb_ray starts no worker ahead (no trial process would take it), turns the watcher "
+              "off and polls every 0.2 s (`LOCAL_RAY_ENV` in imdb_ray/sweep/runner.py). Processes per trial: the Python worker processes "
               f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (an auto "
               "trial reuses its process: Tune's reuse_actors; a Ray Train trial starts its Tune trial actor, Train's "
               "controller, its worker and Train's helper actors afresh, each a new Python process that imports what it "
@@ -210,12 +214,14 @@ def main() -> None:
         for n in (1, TRIALS):
             runs.setdefault(("plain", n), []).append(timed_plain(cache, n))
             runs.setdefault(("auto", n), []).append(timed_sweep(work / f"auto{repeat}", cache, "auto", n))
+            runs.setdefault(("auto, Ray's defaults", n), []).append(
+                timed_sweep(work / f"auto_defaults{repeat}", cache, "auto", n, ray_defaults()))
     runs.update({("ray_train", n): [timed_sweep(work / "ray_train", cache, "ray_train", n)] for n in (1, TRIALS)})
     runs.update({("ray_train, Ray's defaults", n): [timed_sweep(work / "ray_defaults", cache, "ray_train", n, ray_defaults())]
                  for n in (1, TRIALS)})
     plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
     sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
-    lines = report(plain, sweeps, prep, per_sweep_by_round(runs))
+    lines = report(plain, sweeps, prep, {trainer: per_sweep_by_round(runs, trainer) for trainer in ("auto", "auto, Ray's defaults")})
     (ROOT / "results" / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)

@@ -33,6 +33,8 @@ def pytest_configure(config):
     # Ray Train's preemption watcher is an actor per trial (a process start each on 2 cores) that polls for
     # node drains; no test preempts a node. Inherited by every Ray the suite starts.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Nor does any use the worker process per CPU that Ray starts for tasks when a driver connects (runner.LOCAL_RAY_ENV)
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     if not hasattr(config, "workerinput"):
         os.environ[ROWS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_reliability_rows_")
         os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="imdb_ray_xdist_groups_")

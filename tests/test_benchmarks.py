@@ -138,7 +138,8 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
         return {"before Ray": 1.0, "Ray start": 1.0, "trials": trials_span, "close": 1.0}
 
     sweeps = {}
-    for trainer, extra, procs in (("auto", 0.5, 0), ("ray_train", 10.0, 8), ("ray_train, Ray's defaults", 11.0, 9)):
+    for trainer, extra, procs in (("auto", 0.5, 0), ("auto, Ray's defaults", 0.5, 0), ("ray_train", 10.0, 8),
+                                  ("ray_train, Ray's defaults", 11.0, 9)):
         sweeps[trainer, 1] = (20.0, phases(5.0), 3)
         sweeps[trainer, n] = (20.0 + (2.0 + extra) * (n - 1), phases(5.0 + (2.0 + extra) * (n - 1)), 3 + procs * (n - 1))
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.report(plain, sweeps, [6.0, 0.1]) if line.startswith("| ")}
@@ -150,8 +151,10 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     runs = {("plain", n): [plain[n], slow_plain], ("auto", 1): [sweeps["auto", 1]] * 2, ("auto", n): [sweeps["auto", n]] * 2}
     first, second = bench.per_sweep_by_round(runs)
     assert f"{first:+.1f}" == auto[5] and second == pytest.approx(first - 3.0)
-    assert any(line.startswith("The auto sweep's fixed cost per sweep computed within each of the 2") and f"{first:+.1f}, {second:+.1f} s" in line
-               for line in bench.report(plain, sweeps, [6.0, 0.1], [first, second]))
+    by_round = {"auto": [first, second], "auto, Ray's defaults": [second, first]}
+    assert any(line.startswith(f"The auto sweeps' fixed cost per sweep computed within each of the 2") and
+               f"auto: {first:+.1f}, {second:+.1f}; auto, Ray's defaults: {second:+.1f}, {first:+.1f} s" in line
+               for line in bench.report(plain, sweeps, [6.0, 0.1], by_round))
 
 
 def test_every_results_file_is_indexed_with_a_command_that_exists():

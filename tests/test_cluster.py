@@ -107,20 +107,23 @@ def test_gpu_fractions_map_onto_ray_resources():
 
 def test_a_local_ray_trims_ray_trains_per_trial_machinery_and_a_cluster_keeps_its_defaults(monkeypatch):
     """The environment a local Ray's processes inherit (set before ray.init, so Train's controller reads it): no
-    preemption watcher, a 0.2-s poll; a value the user set wins; joining a cluster changes nothing."""
+    preemption watcher, a 0.2-s poll, no worker processes started ahead for tasks; a value the user set wins;
+    joining a cluster changes nothing."""
     from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
 
     import imdb_ray.sweep.runner as runner
 
     seen = []
-    monkeypatch.setattr(runner.ray, "init", lambda **kw: seen.append({k: runner.os.environ.get(k) for k in runner.LOCAL_RAY_TRAIN_ENV}))
-    for key in runner.LOCAL_RAY_TRAIN_ENV:
-        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(runner.ray, "init", lambda **kw: seen.append({k: runner.os.environ.get(k) for k in runner.LOCAL_RAY_ENV}))
+    for key in runner.LOCAL_RAY_ENV:  # set, then removed: monkeypatch puts back what was there (what _start_ray sets too)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     runner._start_ray("10.0.0.1:6379", dashboard=False)
-    assert seen[-1] == {key: None for key in runner.LOCAL_RAY_TRAIN_ENV}
+    assert seen[-1] == {key: None for key in runner.LOCAL_RAY_ENV}
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")
     runner._start_ray(None, dashboard=False)
-    assert seen[-1] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0"}
+    assert seen[-1] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0",
+                        "RAY_prestart_worker_first_driver": "0"}
     assert set(runner.LOCAL_RAY_TRAIN_ENV) <= ENV_VARS_TO_PROPAGATE  # Train hands them on to its controller and workers
 
 
