@@ -346,12 +346,11 @@ def quiet_ray(verbose: bool) -> None:
 
 # A local Ray is one machine: Ray Train's preemption watcher (one more actor process per trial, for spot nodes being
 # drained) has nothing to watch, and its controller's 2-s poll of the workers delays each trial's end by up to 2 s.
-# results/sweep_overhead.md has a ray_train trial's fixed cost with these and with Ray's defaults side by side: on 2
-# cores the difference is within run-to-run noise (the cost is dominated by starting the trial's processes). Ray also
-# starts a worker process per CPU when the driver connects, for tasks; Tune's trial actors and Train's processes never
-# take those (a 1-trial sweep started 3 processes with them, 1 without), so they only compete with Ray's start for
-# the cores (and on a big machine hold a process per core). A cluster keeps Ray's defaults (its nodes may be spot
-# instances); set these variables there to change them.
+# Ray also starts a worker process per CPU when the driver connects, with no runtime_env; Tune gives its trial actors
+# one (env vars, tune/execution/class_cache.py), so they never take those workers (a 1-trial sweep started 3
+# processes with them, 1 without): they only compete with Ray's start for the cores, and on a big machine hold a
+# process per core. results/sweep_overhead.md measures these against Ray's defaults side by side. A cluster keeps
+# Ray's defaults (its nodes may be spot instances); set these variables there to change them.
 LOCAL_RAY_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 LOCAL_RAY_ENV = {**LOCAL_RAY_TRAIN_ENV, "RAY_prestart_worker_first_driver": "0"}
 
