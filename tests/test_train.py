@@ -225,6 +225,13 @@ def test_models_command_lists_parameters(capsys):
     for name in ("cnn", "lstm", "gru", "transformer", "cnn_lstm", "attention_lstm", "capsule_lstm", "tfidf_lr"):
         assert name in out
     assert "--kernel-sizes" in out and "default (3, 4, 5)" in out
+    assert main(["models", "gru", "roberta"]) == 0  # a model's entry alone (roberta's is the one of every HF name)
+    only = capsys.readouterr().out
+    assert only.startswith("bert, deberta_v3, distilbert, hf, modernbert, roberta  [hf]") and "\ngru  [word]" in only
+    assert "--peft" in only and "--pooling" in only and "cnn" not in only
+    assert set(only.splitlines()) < set(out.splitlines())
+    assert main(["models", "grue"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown model 'grue'; known models: attention_lstm, bert,")
 
 
 @pytest.mark.parametrize("header", [True, False], ids=["word2vec_text", "glove"])
