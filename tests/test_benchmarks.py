@@ -157,6 +157,19 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
                for line in bench.report(plain, sweeps, [6.0, 0.1], by_round))
 
 
+def test_the_dry_runs_fixed_costs_are_the_recorded_ones():
+    """imdb_ray/sweep/cost.py's fixed costs are results/sweep_overhead.md's rows (auto: per trial and per sweep;
+    ray_train: per trial), so a new record of the benchmark cannot leave the dry run's estimate on the old one."""
+    from imdb_ray.sweep import cost
+
+    text = (ROOT / "results" / "sweep_overhead.md").read_text()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                                          for line in text.splitlines() if line.startswith("| "))}
+    assert float(rows["auto"][4]) == pytest.approx(cost.TRIAL_FIXED_S["direct"], abs=0.005)
+    assert float(rows["auto"][5]) == pytest.approx(cost.SWEEP_FIXED_S, abs=0.05)
+    assert float(rows["ray_train"][4]) == pytest.approx(cost.TRIAL_FIXED_S["ray_train"], abs=0.005)
+
+
 def test_every_results_file_is_indexed_with_a_command_that_exists():
     """results/README.md is the index of results/: every file there has a row, and every script a row names
     exists, so a renamed benchmark or a finished record cannot leave the index behind."""

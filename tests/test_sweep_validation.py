@@ -238,11 +238,21 @@ def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
     assert "up to" not in even  # one setting, one speed: no range
 
 
-def test_dry_run_estimate_adds_the_test_evaluations_the_driver_runs_one_after_another():
+def fixed_costs_of(monkeypatch, per_sweep: float, per_direct_trial: float) -> None:
+    """The dry run's fixed costs (the recorded ones in cost.py) set to those the test's arithmetic is written for."""
+    from imdb_ray.sweep import cost
+
+    monkeypatch.setattr(cost, "SWEEP_FIXED_S", per_sweep)
+    monkeypatch.setattr(cost, "TRIAL_FIXED_S", {**cost.TRIAL_FIXED_S, "direct": per_direct_trial})
+
+
+def test_dry_run_estimate_adds_the_test_evaluations_the_driver_runs_one_after_another(monkeypatch):
     """After each stage the driver scores the tested trials on validation and test, one at a time, outside the trial
     slots: the search's top (the largest of test_top, ensemble_top, confirm_top), the best of each `test_each`
     value, every confirmation rerun; at the mean test-evaluation time, or the slowest model's at the slow end."""
     from imdb_ray.sweep.cost import ModelCost, cost_lines, tested_count
+
+    fixed_costs_of(monkeypatch, per_sweep=11.1, per_direct_trial=0.01)
 
     space = {"model": {"gru": {"hidden": tune.choice([32, 64])}, "cnn": {}, "lstm": {}}}
     sweep = Sweep(name="x", space=space, num_samples=8, test_top=3, ensemble_top=3, confirm_top=2, confirm_seeds=2,
@@ -258,10 +268,12 @@ def test_dry_run_estimate_adds_the_test_evaluations_the_driver_runs_one_after_an
     assert "~1.5m wall at 2 trial(s) at once" in total and "~3.0m wall if every trial" in total
 
 
-def test_dry_run_wall_waits_for_the_last_trial_of_each_stage():
+def test_dry_run_wall_waits_for_the_last_trial_of_each_stage(monkeypatch):
     """A stage lasts until its last trial ends: trial-seconds over the slots would leave out the slots that wait for it
     (3 trials on 2 slots take two trial lengths, not one and a half; a slow model's trial last keeps one slot busy)."""
     from imdb_ray.sweep.cost import ModelCost, cost_lines, stage_seconds
+
+    fixed_costs_of(monkeypatch, per_sweep=11.1, per_direct_trial=0.01)
 
     assert stage_seconds([ModelCost("gru", 3, 2, 10.0)], slots=2) == 40  # 20 s trials: two rounds, the second half idle
     assert stage_seconds([ModelCost("gru", 4, 2, 10.0)], slots=2) == 40  # the same wall, no slot idle
