@@ -49,26 +49,32 @@ def test_train_logs_its_run_metrics_and_model(trained):
     assert model.name == "model" and model.source_run_id == run_id
 
 
-def test_the_logged_pyfunc_loads_in_a_fresh_process_and_answers_what_predict_does(trained, tmp_path, capsys):
+def test_the_logged_pyfunc_loads_in_a_fresh_process_and_answers_what_predict_does(trained, tmp_path, capsys, monkeypatch):
     """No training data or cache needed; the signature says text in, label and probabilities out."""
     folder, uri, run_id = trained
     script = ("import json, sys, mlflow, pandas as pd\n"
               "mlflow.set_tracking_uri(sys.argv[1])\n"
-              "model = mlflow.pyfunc.load_model(sys.argv[2])\n"
+              "model = mlflow.pyfunc.load_model(sys.argv[2], dst_path=sys.argv[4])\n"
               "print(json.dumps({'inputs': model.metadata.get_input_schema().input_names(),\n"
               "                  'outputs': model.metadata.get_output_schema().input_names(),\n"
               "                  'rows': model.predict(pd.DataFrame({'text': json.loads(sys.argv[3])})).to_dict('records')}))\n")
-    proc = subprocess.run([sys.executable, "-c", script, uri, f"runs:/{run_id}/model", json.dumps(REVIEWS)], cwd=tmp_path,
+    (tmp_path / "loaded").mkdir()
+    proc = subprocess.run([sys.executable, "-c", script, uri, f"runs:/{run_id}/model", json.dumps(REVIEWS), str(tmp_path / "loaded")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["inputs"] == ["text"] and answer["outputs"] == ["label", "prob_negative", "prob_positive"]
     expected = Predictor(folder / "run" / "model").predict_proba(REVIEWS)
     assert [r["prob_positive"] for r in answer["rows"]] == pytest.approx(list(expected), abs=1e-5)
-    # predict takes the run id and the runs:/ URI, and answers the same as from the run folder
+    # predict takes the run id and the runs:/ URI, and answers the same as from the run folder; the model it
+    # downloads is gone when it ends (MLflow's own temporary folder per download was left behind by every call)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temporary))
     outputs = [cli(["predict", source, *REVIEWS, "--tracking-uri", uri], capsys)
                for source in (str(folder / "run"), run_id, f"runs:/{run_id}/model")]
     assert all(code == 0 for code, _, _ in outputs) and len({out for _, _, out in outputs}) == 1
+    assert not list(temporary.iterdir())
 
 
 def test_resumed_train_continues_its_run_with_one_model(trained, capsys):
@@ -95,9 +101,9 @@ def test_a_baseline_logs_the_pyfunc_and_the_sklearn_flavour(tmp_path, capsys):
     assert code == 0, err
     run_id = (tmp_path / "run" / "mlflow_run_id").read_text().strip()
     mlflow.set_tracking_uri(uri)
-    pipeline = mlflow.sklearn.load_model(f"runs:/{run_id}/sklearn_model")  # skops format: no pickle
+    pipeline = mlflow.sklearn.load_model(f"runs:/{run_id}/sklearn_model", dst_path=str(tmp_path))  # skops format: no pickle
     assert (tmp_path / "run" / "mlflow_run_id").exists() and type(pipeline).__name__ == "Pipeline"
-    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(pd.DataFrame({"text": REVIEWS}))
+    served = mlflow.pyfunc.load_model(f"runs:/{run_id}/model", dst_path=str(tmp_path)).predict(pd.DataFrame({"text": REVIEWS}))
     expected = Predictor(tmp_path / "run" / "model").predict_proba(REVIEWS)
     assert list(served["prob_positive"]) == pytest.approx(list(expected), abs=1e-9)
     assert list(pipeline.predict_proba(REVIEWS)[:, 1]) == pytest.approx(list(expected), abs=1e-9)  # no HTML here to clean

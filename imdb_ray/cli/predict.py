@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="imdb_ray_predict_") as downloads:  # a model from MLflow, for this command
+        return predict(args, downloads)
+
+
+def predict(args: argparse.Namespace, downloads: str) -> int:
     from imdb_ray import tracking
     from imdb_ray.bundle import Predictor
     from imdb_ray.tracking.reads import resolve_model_source
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     else:
         chunks = read_chunks(None)
     labels = label_lines(args.labels) if args.labels else None
-    predictor = Predictor(resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri)))
+    predictor = Predictor(resolve_model_source(args.model, tracking.resolve_tracking_uri(args.tracking_uri), downloads))
     writer, complete = Writer(args.out, with_text=args.with_text), False
     try:
         scored = score(predictor, chunks, writer, labels=labels, progress=args.out is not None, batch_size=args.batch_size)

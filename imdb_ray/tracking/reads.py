@@ -38,9 +38,9 @@ def sweeps_in(uri: str) -> list[str]:
                   if client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'", max_results=1))
 
 
-def resolve_model_source(source: str, tracking_uri: str) -> Path:
+def resolve_model_source(source: str, tracking_uri: str, download_to: str | Path) -> Path:
     """A model's bundle folder from: a folder (a bundle, a `train` run folder or a saved MLflow model), or
-    what `download_model` takes."""
+    what `download_model` takes (downloaded into `download_to`, a folder the caller removes)."""
     from imdb_ray.bundle import bundle_in
 
     path = Path(source).expanduser()
@@ -49,12 +49,14 @@ def resolve_model_source(source: str, tracking_uri: str) -> Path:
                         f"command plus --run-dir {source} --resume, or give a finished run")
     if path.is_dir():
         return bundle_in(path / "model") if (path / "model").is_dir() else bundle_in(path)
-    return bundle_in(download_model(source, tracking_uri))
+    return bundle_in(download_model(source, tracking_uri, download_to))
 
 
-def download_model(source: str, tracking_uri: str) -> Path:
-    """The folder MLflow downloads for an MLflow run id, sweep:NAME (the best trial of that sweep's newest
-    run), or a models:/ or runs:/ URI (the Model Registry: models:/imdb_ray-NAME@champion)."""
+def download_model(source: str, tracking_uri: str, download_to: str | Path) -> Path:
+    """The folder MLflow downloads into `download_to` for an MLflow run id, sweep:NAME (the best trial of that
+    sweep's newest run), or a models:/ or runs:/ URI (the Model Registry: models:/imdb_ray-NAME@champion).
+    Without a destination MLflow makes a temporary folder per call that nothing removes: a copy of the model
+    left behind by every `predict`."""
     import mlflow
 
     is_run_id = len(source) == 32 and all(c in "0123456789abcdef" for c in source)
@@ -74,6 +76,6 @@ def download_model(source: str, tracking_uri: str) -> Path:
         uri = f"runs:/{run_id}/model"
     try:
         with current_store(tracking_uri, quiet=True):  # models:/ URIs are read from the current registry
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(download_to)))
     except Exception as e:
         raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
