@@ -67,6 +67,9 @@ BAD_INPUTS = [
     ("CLI: bad --address", {}, ["sweep", "sweeps/smoke.py", "--address", "nowhere"], "--address 'nowhere'"),
     ("CLI: --address where nothing answers", {}, ["sweep", "sweeps/smoke.py", "--address", "127.0.0.1:9"],
      "--address 127.0.0.1:9: nothing answers at 127.0.0.1:9"),
+    ("CLI: --address where another service answers (a web server, as the dashboard's port would; Ray's client retried "
+     "it for minutes)", {"WEB_SERVER": True}, ["sweep", "sweeps/smoke.py", "--address", "{web}"],
+     "answers, but not as a Ray head (no gRPC there)"),
     ("CLI: --address auto with no cluster running", {"NO_CLUSTER": True}, ["sweep", "sweeps/smoke.py", "--address", "auto"],
      "--address auto: no running Ray cluster found"),
     ("CLI: relative --storage", {}, ["sweep", "sweeps/smoke.py", "--storage", "relative/dir"], "must be absolute"),
@@ -225,14 +228,25 @@ def workspace(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case, files, argv, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
+def test_bad_input(workspace, capsys, monkeypatch, request, case, files, argv, message):
+    web = ""
     for rel, data in files.items():
+        if rel == "WEB_SERVER":  # a plain HTTP server on a free port, for as long as the test runs
+            import http.server
+            import threading
+
+            quiet = type("Quiet", (http.server.BaseHTTPRequestHandler,), {"log_message": lambda *args: None})
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            request.addfinalizer(server.shutdown)
+            web = f"127.0.0.1:{server.server_address[1]}"
+            continue
         if rel == "HIDE":  # pretend a package is not installed
             real = importlib.util.find_spec
             monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == data else real(name, *a))
             continue
         if rel == "NO_CLUSTER":  # what Ray finds for `auto` on a machine with no Ray running (the suite runs some)
-            monkeypatch.setattr("imdb_ray.sweep.runner.cluster_address", lambda address: None)
+            monkeypatch.setattr("imdb_ray.sweep.cluster.cluster_address", lambda address: None)
             continue
         if rel == "HF_HUB_OFFLINE":  # what the variable sets when huggingface_hub is imported
             monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", data)
@@ -244,7 +258,7 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
         (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
         (workspace / rel).write_bytes(data if isinstance(data, bytes) else data.encode())
     before = snapshot(workspace)
-    argv = [a.format(ws=workspace) for a in argv]
+    argv = [a.format(ws=workspace, web=web) for a in argv]
     if argv[0] == "sweep" and "--storage" not in argv:
         argv += ["--storage", str(workspace / "ray_results"), "--cache-dir", str(workspace / ".cache/imdb_ray")]
     try:
@@ -257,6 +271,7 @@ def test_bad_input(workspace, capsys, monkeypatch, case, files, argv, message):
     assert snapshot(workspace) == before, "a bad input changed or created files"
     assert not (workspace / "mlflow.db").exists(), "a refused command created the MLflow store"  # (snapshot leaves it out)
     shown = err[0].replace(str(workspace), "<workspace>")  # the same text in every run of the record
+    shown = shown.replace(web, "<web server>") if web else shown
     record_row("Bad input", case, f"exit 2: `{shown}`", "nothing (no file created or changed, no run started)")
 
 

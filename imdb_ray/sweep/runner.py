@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 import threading
 import time
@@ -24,8 +23,9 @@ from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.interrupts import through_ray_init
 from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
+from imdb_ray.sweep.cluster import check_cluster_reachable
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
-from imdb_ray.sweep.ray_compat import cluster_address, fit_noticing_interrupt
+from imdb_ray.sweep.ray_compat import fit_noticing_interrupt
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -79,23 +79,6 @@ def absolute_space(space: dict, cache_dir: str | None) -> dict:
     if is_conditional(space):
         space["model"] = {m: absolute_space(branch, None) for m, branch in space["model"].items()}
     return space
-
-
-def check_cluster_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """A cluster that answers at `address`, or a one-line error before anything is prepared: Ray itself waits minutes
-    for a head that is not there (and `auto` with none raises a traceback)."""
-    target = cluster_address(address) if address == "auto" else address.removeprefix("ray://")
-    if target is None:
-        raise UserError(f"--address {address}: no running Ray cluster found (start one: `ray start --head` here or "
-                        "`ray up cluster.yaml`, or set RAY_ADDRESS); leave --address out to start a local Ray")
-    host, _, port = target.rpartition(":")
-    if not port.isdigit():
-        raise UserError(f"--address {address}: {port!r} is not a port number; use HOST:PORT or ray://HOST:10001")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise UserError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); "
-                        "start the cluster (`ray start --head` or `ray up cluster.yaml`) or fix the address") from None
 
 
 def local_resources() -> dict[str, float]:
