@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import functools
+import http.server
 import os
 import shutil
 import signal
@@ -12,8 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -131,6 +135,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler] = http.server.BaseHTTPRequestHandler) -> Iterator[str]:
+    """A local HTTP server on a free port, served from a thread and silent: its HOST:PORT, stopped afterwards."""
+    quiet = type("Quiet", (handler,), {"log_message": lambda *args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def port_open(port: int) -> bool:

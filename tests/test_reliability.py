@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import MINILM
-from helpers import (ROOT, finish, free_port, fresh_store, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
+from helpers import (ROOT, finish, free_port, fresh_store, http_server, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
 from imdb_ray.__main__ import main
 
@@ -232,14 +232,9 @@ def test_bad_input(workspace, capsys, monkeypatch, request, case, files, argv, m
     web = ""
     for rel, data in files.items():
         if rel == "WEB_SERVER":  # a plain HTTP server on a free port, for as long as the test runs
-            import http.server
-            import threading
-
-            quiet = type("Quiet", (http.server.BaseHTTPRequestHandler,), {"log_message": lambda *args: None})
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            request.addfinalizer(server.shutdown)
-            web = f"127.0.0.1:{server.server_address[1]}"
+            running = contextlib.ExitStack()
+            request.addfinalizer(running.close)
+            web = running.enter_context(http_server())
             continue
         if rel == "HIDE":  # pretend a package is not installed
             real = importlib.util.find_spec
@@ -424,7 +419,6 @@ def test_a_hub_that_answers_is_left_to_transformers(workspace, capsys, monkeypat
     """needs_download refuses only when nothing answers at the hub's address. A hub that answers, here with
     404 for every file (a repository that does not exist), is left to from_pretrained: its own one-line refusal."""
     import http.server
-    import threading
 
     asked = []
 
@@ -437,18 +431,11 @@ def test_a_hub_that_answers_is_left_to_transformers(workspace, capsys, monkeypat
 
         do_GET = do_HEAD
 
-        def log_message(self, *args):
-            pass
-
-    hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoSuchRepository)
-    threading.Thread(target=hub.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{hub.server_address[1]}"
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
-    monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    try:
+    with http_server(NoSuchRepository) as hub:
+        endpoint = f"http://{hub}"
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", endpoint)
+        monkeypatch.setattr("huggingface_hub.constants.HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         code = main(["train", "--model", "hf", "--checkpoint", "imdb-ray-tests/never-downloaded"])
-    finally:
-        hub.shutdown()
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "checkpoint 'imdb-ray-tests/never-downloaded' cannot be loaded" in err[0], err
     assert asked.count("/imdb-ray-tests/never-downloaded/resolve/main/config.json") > 1  # the probe's, then transformers'
