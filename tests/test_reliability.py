@@ -82,6 +82,8 @@ BAD_INPUTS = [
     ("an MLflow store URI of no scheme MLflow has", {}, ["train", "--model", "tfidf_lr", "--tracking-uri", "sqllite:///m.db"],
      "sqllite:///m.db: MLflow has no store for this scheme"),
     ("ui: a store it cannot open", {}, ["ui", "--tracking-uri", "sqllite:///m.db", "--port", "1"], "MLflow has no store for this scheme"),
+    ("ui: a sqlite store file that is not there (MLflow would create it and show it empty)", {},
+     ["ui", "--tracking-uri", "sqlite:///{ws}/mlfow.db", "--port", "1"], "no MLflow store at sqlite:///{ws}/mlfow.db (no such file)"),
     ("data: missing file", {"test.csv": GOOD_ROWS}, ["train", "--data", "{ws}/nope.csv,{ws}/test.csv"], "nope.csv: data file not found"),
     ("cache folder cannot be made (a file is in its way)", {"blocker": "not a folder"},
      ["train", "--model", "tfidf_lr", "--n-train", "200", "--n-test", "100", "--cache-dir", "{ws}/blocker/cache"],
@@ -898,7 +900,7 @@ def test_ui_on_a_taken_port_is_refused_before_the_server_starts(capsys, monkeypa
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        code = main(["ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+        code = main(["ui", "--port", str(port), "--tracking-uri", fresh_store(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"--port {port} on 127.0.0.1 is not free" in err[0] and not started, err
     record_row("Bad input", "ui on a port another server holds", f"exit 2: `{err[0].replace(str(port), 'PORT')}`",

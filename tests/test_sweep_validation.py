@@ -489,6 +489,7 @@ def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
     (["bogus=1"], "space['bogus']: no model"),
     (["num_samples=3"], "num_samples is a setting of Sweep(...), not of its space; pass --num-samples 3"),
     (["search=random"], "search is a setting of Sweep(...), not of its space; edit it in the sweep file"),
+    (["epochs=1", "max_len=64", "epochs=2"], "override 'epochs=2': epochs is given twice (epochs=1 and epochs=2); give it once"),
 ])
 def test_a_bad_override_is_one_line_before_anything_starts(argv, message, capsys):
     code, err, _ = cli(["sweep", str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", *argv], capsys)

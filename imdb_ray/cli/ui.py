@@ -31,7 +31,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from imdb_ray import tracking
 
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
-    tracking.check_reachable(uri)  # the server would start, then die on a store it cannot open
+    # the server would start, then die on a store it cannot open; and on a sqlite file that is not there it would
+    # create one and show it empty, where the user mistyped a path or started in another folder
+    tracking.check_reachable(uri, must_exist=True)
     check_port_free(args.host, args.port)
     # MLflow 3.17 would also start a job runner and seven job consumers (~275 MB each) for GenAI
     # features nothing here uses; they slow the start.

@@ -276,8 +276,12 @@ def override_space(sweep: Sweep, assignments: list[str]) -> dict:
     space = {k: (dict(v) if k == "model" and is_conditional(sweep.space) else v) for k, v in sweep.space.items()}
     if is_conditional(sweep.space):
         space["model"] = {m: dict(b) for m, b in space["model"].items()}
+    given: dict[str, str] = {}
     for text in assignments:
         key, sep, raw = text.partition("=")
+        if sep and key in given:  # the last would win silently, and a sweep runs for hours on it
+            sweep.fail(f"override {text!r}: {key} is given twice ({given[key]} and {text}); give it once")
+        given[key] = text
         model, _, name = key.rpartition(".")
         if not sep or not name:
             sweep.fail(f"override {text!r}: write key=value (or model.key=value for one model's branch)")
