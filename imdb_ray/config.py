@@ -61,7 +61,7 @@ class TrialConfig:
     w2v_min_count: Positive = 2  # Word2Vec ignores rarer words
     w2v_epochs: Positive = 5  # Word2Vec's passes over the training texts
     freeze_embeddings: bool = False  # keep the word vectors fixed while training
-    bucket_by_length: bool = True  # train batches of similar lengths (less padding to compute); one worker only
+    bucket_by_length: bool = True  # train batches of similar lengths (less padding to compute); DDP ranks share them
     batch_tokens: Positive | None = None  # with bucket_by_length: train batches of this many token slots, not batch_size rows
     # optimisation
     optimizer: Literal["adamw", "sgd"] = "adamw"  # the optimiser

@@ -1,8 +1,8 @@
 """The one training loop. Local runs, direct Tune trials and Ray Train workers all call `train()`.
 
 The host plugs in through keyword arguments only: `on_epoch(metrics, checkpoint_dir)` after every
-epoch (Ray reporting lives there), `resume_from` a checkpoint folder, and `wrap_model` /
-`wrap_loader` (Ray Train's DDP preparation). Nothing here imports Ray.
+epoch (Ray reporting lives there), `resume_from` a checkpoint folder, and for DDP `shard=(rank,
+world_size)` with `wrap_model` / `wrap_loader` (Ray Train's preparation). Nothing here imports Ray.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from imdb_ray.batching import LengthBuckets
@@ -86,23 +86,24 @@ def load_trial_data(cfg: TrialConfig) -> Dataset:
                                group_column=cfg.group_column)
 
 
-def make_loaders(cfg: TrialConfig, dataset: Dataset, bucket: bool = True) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
+def make_loaders(cfg: TrialConfig, dataset: Dataset, shard: tuple[int, int] | None = None) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
     """Loaders yielding (model inputs dict, labels) per split, the model's build arguments, and the
     vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's).
-    `bucket`: train batches of similar lengths (cfg.bucket_by_length); off where Ray Train shards the
-    loader (its DistributedSampler replaces ours)."""
+    Train batches of similar lengths (cfg.bucket_by_length). `shard=(rank, world_size)`: this DDP worker's share
+    of them (Ray Train's prepare_data_loader would put a DistributedSampler of single rows in their place)."""
     family = cfg.family
     prepared = family.prepare(cfg, dataset)
     loaders = {}
     for name, tensors in prepared.splits.items():
         ds = TensorDataset(*(tensors[f] for f in (*family.input_fields, "labels")))
-        if name == "train" and bucket and cfg.bucket_by_length and "lengths" in tensors:
-            sampler = LengthBuckets(tensors["lengths"], cfg.batch_size, max_tokens=cfg.batch_tokens)
+        if name == "train" and cfg.bucket_by_length and "lengths" in tensors:
+            sampler = LengthBuckets(tensors["lengths"], cfg.batch_size, max_tokens=cfg.batch_tokens, shard=shard or (0, 1))
             loaders[name] = DataLoader(ds, batch_sampler=sampler, collate_fn=family.collate)
             continue
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
-        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train", generator=generator,
-                                   collate_fn=family.collate)
+        rows = DistributedSampler(ds, num_replicas=shard[1], rank=shard[0]) if name == "train" and shard else None
+        loaders[name] = DataLoader(ds, batch_size=cfg.batch_size, shuffle=name == "train" and rows is None, sampler=rows,
+                                   generator=generator, collate_fn=family.collate)
     return loaders, prepared.build_args, prepared.vocab
 
 
@@ -170,8 +171,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
 
 
 def reshuffle(loader: DataLoader, seed: int) -> None:
-    """A new order every epoch, the same one after a resume. Several workers: their DistributedSampler
-    is told the epoch (without it every epoch repeats one order); one worker: its shuffle is reseeded."""
+    """A new order every epoch, the same one after a resume: length buckets and the DistributedSampler of
+    several workers are told the epoch (without it every epoch repeats one order); else the shuffle is reseeded."""
     if hasattr(getattr(loader, "batch_sampler", None), "set_epoch"):  # length buckets
         loader.batch_sampler.set_epoch(seed)
     elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
@@ -276,7 +277,7 @@ class flush_denormals(contextlib.ContextDecorator):
 @flush_denormals()
 def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCallback | None = None,
           resume_from: str | Path | None = None, evaluate_test: bool = False, wrap_model: Callable | None = None,
-          wrap_loader: Callable | None = None, progress: bool = True) -> TrainResult:
+          wrap_loader: Callable | None = None, shard: tuple[int, int] | None = None, progress: bool = True) -> TrainResult:
     """Train `cfg`'s model; after each epoch evaluate on validation, checkpoint, call `on_epoch`.
 
     The best epoch (by cfg.metric on validation) is restored at the end. The test split is
@@ -289,12 +290,12 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
         return _fit_baseline(cfg, dataset, on_epoch, evaluate_test, start)
 
     device = pick_device(cfg.device)
-    loaders, build_args, vocab = make_loaders(cfg, dataset, bucket=wrap_loader is None)
+    loaders, build_args, vocab = make_loaders(cfg, dataset, shard=shard)
     set_seed(cfg.seed)  # model init does not depend on how much randomness data prep used
     model = build_model(cfg, build_args).to(device)
     optimizer = build_optimizer(cfg, model)
     param_counts = count_parameters(model)
-    train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]  # several workers: a shard each
+    train_loader = wrap_loader(loaders["train"]) if wrap_loader else loaders["train"]  # batches to this worker's device
     scheduler = build_scheduler(cfg, optimizer, cfg.epochs * len(train_loader))  # the steps this worker takes
     loss_fn = build_loss(cfg)
     amp_dtype, scaler = _mixed_precision(cfg, device)

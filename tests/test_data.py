@@ -208,6 +208,28 @@ def test_length_buckets_cover_every_row_once_with_less_padding():
     assert padded < 0.7 * sum(len(b) * int(lengths[b].max()) for b in shuffled)  # what the collate computes
 
 
+@pytest.mark.parametrize("max_tokens, batch_size", [(None, 32), (4096, 16)])  # 32 and 77 batches: padded to 33, 78
+def test_ddp_ranks_take_turns_over_one_epoch_of_length_buckets(max_tokens, batch_size):
+    """Several DDP workers: each rank takes every third batch of the epoch one worker would train on, the list
+    padded with its first batches so that every rank takes as many steps (DDP would hang on a rank with none)."""
+    import torch
+
+    from imdb_ray.batching import LengthBuckets
+
+    lengths = torch.randint(5, 513, (1000,), generator=torch.Generator().manual_seed(0))
+    one = LengthBuckets(lengths, batch_size=batch_size, chunk=10, max_tokens=max_tokens)
+    ranks = [LengthBuckets(lengths, batch_size=batch_size, chunk=10, max_tokens=max_tokens, shard=(r, 3)) for r in range(3)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(7)
+    counts = [len(r) for r in ranks]
+    whole, shards = list(one), [list(r) for r in ranks]
+    assert len(whole) % 3 and counts == [len(s) for s in shards] == [-(-len(whole) // 3)] * 3  # padded: equal steps
+    padded = whole + whole[:-len(whole) % 3]
+    assert [shards[i % 3][i // 3] for i in range(len(padded))] == padded  # one worker's batches, taken in turns
+    ranks[0].set_epoch(8)
+    assert list(ranks[0]) != shards[0]  # a new share every epoch
+
+
 def test_token_budget_batches_fit_their_budget_and_cover_every_row_once():
     import torch
 

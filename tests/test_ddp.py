@@ -1,6 +1,7 @@
 """Ray Train with two workers on CPU (gloo), the loop as a sweep runs it: each rank trains on its own
-shard of the train split, in a new order every epoch; validation is computed once and every rank gets
-the same numbers; and two workers reach a single worker's validation accuracy at the same global batch."""
+share of the train split, in a new order every epoch, in length buckets as one worker does; validation is
+computed once and every rank gets the same numbers; and two workers reach a single worker's validation
+accuracy at the same global batch."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,7 @@ from imdb_ray.train import load_trial_data, make_loaders, train
 
 pytestmark = pytest.mark.slow
 
-# 1,600 reviews (1,440 train: even, so DistributedSampler pads no shard), real IMDB, a small GRU.
+# 1,600 reviews (1,440 train: 90 batches of 16, so no rank's share is padded), real IMDB, a small GRU.
 CONFIG = dict(model="gru", n_train=1600, n_test=100, max_len=96, embed_dim=32, w2v_epochs=5, epochs=4, batch_size=16,
               lr=1e-2, w2v_workers=1, seed=0, model_args={"hidden": 32}, val_split="random")
 # Two workers see other reviews in other orders (and other dropout masks) than one worker does, so their
@@ -24,14 +25,16 @@ CONFIG = dict(model="gru", n_train=1600, n_test=100, max_len=96, embed_dim=32, w
 TOLERANCE = 0.06
 
 
-def fingerprint(row) -> str:
-    return hashlib.sha1(row.numpy().tobytes()).hexdigest()[:16]
+def fingerprint(ids, length) -> str:
+    """A review's ids without padding (the collate cuts each batch to its longest row)."""
+    return hashlib.sha1(ids[:length].numpy().tobytes()).hexdigest()[:16]
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory, ray_address):
-    """One 2-worker TorchTrainer run of `train` (batch 16 per worker: global 32); each rank records the
-    reviews its loader yields per epoch and the validation numbers it was given."""
+    """One 2-worker TorchTrainer run of `train` (batch 16 per worker: global 32), with the DDP keywords a
+    sweep's Train workers pass; each rank records the reviews its loader yields per epoch, its real tokens
+    and token slots, and the validation numbers it was given."""
     import ray
     from ray.train import RunConfig, ScalingConfig
 
@@ -49,31 +52,38 @@ def two_workers(tmp_path_factory, ray_address):
         import ray.train.torch
 
         from imdb_ray.config import TrialConfig
+        from imdb_ray.sweep.trial import ddp_hooks
         from imdb_ray.train import train
 
         class Recording:  # the prepared loader, recording what this rank trains on, epoch by epoch
             def __init__(self, loader):
-                self.loader, self.sampler, self.epochs = loader, loader.sampler, {}
+                self.loader, self.batch_sampler, self.epochs, self.slots = loader, loader.batch_sampler, {}, {}
 
             def __len__(self):
                 return len(self.loader)
 
             def __iter__(self):
-                rows = self.epochs.setdefault(self.sampler.epoch, [])
+                rows = self.epochs.setdefault(self.batch_sampler.epoch, [])
+                slots = self.slots.setdefault(self.batch_sampler.epoch, [0, 0])  # real tokens, token slots
                 for inputs, y in self.loader:
-                    rows.extend(hashlib.sha1(r.numpy().tobytes()).hexdigest()[:16] for r in inputs["input_ids"])
+                    ids, lengths = inputs["input_ids"], inputs["lengths"]
+                    rows.extend(hashlib.sha1(r[:n].numpy().tobytes()).hexdigest()[:16] for r, n in zip(ids, lengths))
+                    slots[0], slots[1] = slots[0] + int(lengths.sum()), slots[1] + ids.numel()
                     yield inputs, y
 
         loaders, history = [], []
+        hooks = ddp_hooks()
+        prepare = hooks["wrap_loader"]
 
-        def prepare(loader):
-            loaders.append(Recording(ray.train.torch.prepare_data_loader(loader)))
+        def recording(loader):
+            loaders.append(Recording(prepare(loader)))
             return loaders[0]
 
-        train(TrialConfig(**trial_config), progress=False, wrap_model=ray.train.torch.prepare_model, wrap_loader=prepare,
+        train(TrialConfig(**trial_config), progress=False, **{**hooks, "wrap_loader": recording},
               on_epoch=lambda metrics, ckpt: history.append(metrics["val_accuracy"]))
         rank = ray.train.get_context().get_world_rank()
-        (out / f"rank{rank}.json").write_text(json.dumps({"epochs": loaders[0].epochs, "val_accuracy": history}))
+        (out / f"rank{rank}.json").write_text(json.dumps({"epochs": loaders[0].epochs, "slots": loaders[0].slots,
+                                                          "val_accuracy": history}))
         ray.train.report({"val_accuracy": history[-1]})
 
     TrialConfig(**config).validate()
@@ -92,7 +102,8 @@ def test_each_rank_trains_on_its_own_shard_in_a_new_order_every_epoch(two_worker
     config, ranks = two_workers
     cfg = TrialConfig(**config)
     loaders, _, _ = make_loaders(cfg, load_trial_data(cfg))
-    train_rows = Counter(fingerprint(r) for r in loaders["train"].dataset.tensors[0])
+    ids, lengths = loaders["train"].dataset.tensors[:2]
+    train_rows = Counter(fingerprint(r, n) for r, n in zip(ids, lengths))
     assert sum(train_rows.values()) == 1440
     epochs = [sorted(r["epochs"]) for r in ranks]
     assert epochs[0] == epochs[1] and len(epochs[0]) == cfg.epochs  # one recorded pass per epoch on each rank
@@ -104,6 +115,24 @@ def test_each_rank_trains_on_its_own_shard_in_a_new_order_every_epoch(two_worker
         orders.append(shards[0])
     assert len({tuple(o) for o in orders}) == cfg.epochs  # a new order every epoch (set_epoch)
     assert len({frozenset(o) for o in orders}) > 1  # and a new split of the reviews between the ranks
+
+
+def test_each_rank_trains_in_length_buckets_as_one_worker_does(two_workers):
+    """Each rank's batches are as full of real tokens as one worker's length buckets, fuller than batches of
+    shuffled rows (what Ray's prepare_data_loader would have made of the loader: a DistributedSampler of rows)."""
+    config, ranks = two_workers
+
+    def real_share(cfg) -> float:
+        loader = make_loaders(cfg, load_trial_data(cfg))[0]["train"]
+        loader.batch_sampler.set_epoch(1) if cfg.bucket_by_length else loader.generator.manual_seed(1)
+        real, slots = zip(*((int(inputs["lengths"].sum()), inputs["input_ids"].numel()) for inputs, _ in loader))
+        return sum(real) / sum(slots)
+
+    bucketed, shuffled = real_share(TrialConfig(**config)), real_share(TrialConfig(**config, bucket_by_length=False))
+    shares = [real / slots for rank in ranks for real, slots in rank["slots"].values()]
+    print(f"real tokens per token slot: 1 worker {bucketed:.3f} bucketed, {shuffled:.3f} shuffled; "
+          f"2 workers {min(shares):.3f}-{max(shares):.3f}")  # -s shows it
+    assert len(shares) == 2 * config["epochs"] and min(shares) > shuffled and abs(min(shares) - bucketed) < 0.02
 
 
 def test_validation_is_the_same_on_every_rank(two_workers):

@@ -319,3 +319,28 @@ def test_a_trial_process_never_imports_scikit_learn(tiny_cfg):
             "before = 'sklearn' in sys.modules; get_model('nbsvm').build(); print(json.dumps([before, 'sklearn' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300).stdout
     assert json.loads(out.strip().splitlines()[-1]) == [False, True]
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_ddp_ranks_share_the_train_split_in_as_many_steps(tiny_cfg, small_imdb, bucket):
+    """make_loaders(shard=(rank, 2)): two DDP ranks train on the whole train split between them, each in as many
+    steps, in length buckets (or, with bucket_by_length off, through torch's DistributedSampler)."""
+    from collections import Counter
+
+    from imdb_ray.train import make_loaders, reshuffle
+
+    cfg = dataclasses.replace(tiny_cfg, bucket_by_length=bucket, val_split="random")
+
+    def reviews(loader) -> tuple[int, Counter]:  # steps taken, and each review (its ids without padding)
+        reshuffle(loader, 3)
+        batches = list(loader)
+        return len(batches), Counter(tuple(ids[:n].tolist()) for inputs, _ in batches
+                                     for ids, n in zip(inputs["input_ids"], inputs["lengths"]))
+
+    whole = reviews(make_loaders(cfg, small_imdb)[0]["train"])[1]
+    shards = [make_loaders(cfg, small_imdb, shard=(rank, 2))[0]["train"] for rank in (0, 1)]
+    (steps0, rows0), (steps1, rows1) = reviews(shards[0]), reviews(shards[1])
+    assert steps0 == steps1 == len(shards[0]) == len(shards[1]) > 0
+    together = rows0 + rows1
+    assert set(together) == set(whole) and together.total() - whole.total() <= cfg.batch_size  # a padded batch at most
+    assert (shards[1].batch_sampler.rank if bucket else shards[1].sampler.rank) == 1

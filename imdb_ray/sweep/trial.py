@@ -44,8 +44,6 @@ def current_placement_group() -> str:
 def train_worker(config: dict) -> None:
     """Runs in every Ray Train worker: the same loop, reporting to Train (and so to Tune). `config`: the
     trial's flat Tune config, read here (the trainable that starts Train need not import the config)."""
-    import ray.train.torch
-
     from imdb_ray.config import TrialConfig
     from imdb_ray.train import train
 
@@ -61,11 +59,20 @@ def train_worker(config: dict) -> None:
         ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
                           "train_placement_group": group}, checkpoint=ckpt)
 
-    distributed = ctx.get_world_size() > 1
     with (resume.as_directory() if resume else nullcontext()) as resume_dir:
-        train(cfg, on_epoch=report, resume_from=resume_dir, progress=False,
-              wrap_model=ray.train.torch.prepare_model if distributed else None,
-              wrap_loader=ray.train.torch.prepare_data_loader if distributed else None)
+        train(cfg, on_epoch=report, resume_from=resume_dir, progress=False, **ddp_hooks())
+
+
+def ddp_hooks() -> dict:
+    """train()'s DDP keywords in a Train worker of several (none for one): this rank's shard of the train batches
+    (made by train(), length-bucketed) and Ray Train's model wrapping and device placement for the loader."""
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    if ctx.get_world_size() == 1:
+        return {}
+    return {"shard": (ctx.get_world_rank(), ctx.get_world_size()), "wrap_model": ray.train.torch.prepare_model,
+            "wrap_loader": lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)}
 
 
 def direct_trial(config: dict) -> None:
