@@ -21,7 +21,7 @@ CONFIG = dict(model="gru", n_train=1600, n_test=100, max_len=96, embed_dim=32, w
               lr=1e-2, w2v_workers=1, seed=0, model_args={"hidden": 32}, val_split="random")
 # Two workers see other reviews in other orders (and other dropout masks) than one worker does, so their
 # accuracies differ by noise. Measured for one worker with this config: best validation accuracy
-# 0.713-0.744 over seeds 0-1 and batch 16/32; one standard error on 160 reviews is 0.035. Allowed: 0.06.
+# 0.681-0.719 over seeds 0-1 and batch 16/32; one standard error on 160 reviews is 0.035. Allowed: 0.06.
 TOLERANCE = 0.06
 
 
