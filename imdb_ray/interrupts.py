@@ -28,25 +28,30 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def treat_sigterm_as_interrupt() -> None:
     """From now on SIGTERM does what SIGINT would do at that moment (Ray Tune's graceful stop during a sweep's
-    fit, KeyboardInterrupt elsewhere). Again after `ray.init` (through_ray_init). Main thread only."""
+    fit, KeyboardInterrupt elsewhere). Main thread only."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _as_interrupt)
 
 
 @contextmanager
-def through_ray_init() -> Iterator[None]:
-    """Around `ray.init`: it puts in Ray's own SIGTERM handler (`sys.exit(15)`) before starting Ray's processes, so
-    a SIGTERM in the seconds that takes would end the command with no line; it becomes the stop ours would have
-    made (KeyboardInterrupt: "terminated", 143; Ray's atexit stops what it had started). Ours is put back after."""
+def stops_held() -> Iterator[None]:
+    """A block not to be cut midway (Ray's start: an exception raised at whatever line it had reached could leave a
+    lock taken, or be swallowed): SIGTERM and Ctrl-C are held until it ends, then raised as the stop they are
+    (KeyboardInterrupt; "terminated", 143 for SIGTERM). Main thread only; elsewhere no signal reaches the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
-    except SystemExit as e:
-        if e.code != signal.SIGTERM:
-            raise
-        _terminated.set()
-        raise KeyboardInterrupt from None
     finally:
-        treat_sigterm_as_interrupt()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if signal.SIGTERM in held:
+            _terminated.set()
+        if held:
+            raise KeyboardInterrupt
 
 
 def terminated() -> bool:

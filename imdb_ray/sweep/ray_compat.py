@@ -8,7 +8,8 @@ still exist?).
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     from ray.train._internal.session import _TrainingResult as TrainingResult  # noqa: F401 (trial.py's hints)
@@ -88,3 +89,20 @@ def cluster_address(address: str) -> str | None:
         return canonicalize_bootstrap_address(address)
     except ConnectionError:  # `auto` and nothing running
         return None
+
+
+@contextmanager
+def ray_init_leaving_sigterm_alone() -> Iterator[None]:
+    """ray.init (2.60) first puts in a SIGTERM handler of its own (sys.exit), which raised at whatever line Ray's
+    start had reached: inside the logging module's at-fork callback (Ray forks its processes) the exception was
+    swallowed ("Exception ignored"), the stop lost and logging's lock left taken, and the sweep hung, its thread
+    opening the MLflow store waiting for that lock. Ray's setter does nothing in this block, so the handler of
+    interrupts.stops_held stays, and the stop takes effect once the start has ended."""
+    import ray._private.utils
+
+    setter = ray._private.utils.set_sigterm_handler
+    ray._private.utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray._private.utils.set_sigterm_handler = setter

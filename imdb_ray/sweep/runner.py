@@ -21,11 +21,11 @@ from ray.tune.search.sample import Domain
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.interrupts import through_ray_init
+from imdb_ray.interrupts import stops_held
 from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
 from imdb_ray.sweep.cluster import check_cluster_reachable
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
-from imdb_ray.sweep.ray_compat import fit_noticing_interrupt
+from imdb_ray.sweep.ray_compat import fit_noticing_interrupt, ray_init_leaving_sigterm_alone
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -207,7 +207,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     # the store opened while Ray starts (a new file only after joining a cluster: its resources may refuse the sweep)
     opening = None if address and creates_store(tracking_uri) else in_background(open_runs, tracking_uri, sweep.name, check_later)
     runs = parent_id = None
-    with through_ray_init():  # a SIGTERM while Ray starts: "terminated", as at any other moment
+    with stops_held(), ray_init_leaving_sigterm_alone():  # a stop while Ray starts: once started (seconds), as ever
         _start_ray(address, dashboard, verbose)
     try:
         # an unusable store: its one-line error, and Ray stopped (finally)
