@@ -15,22 +15,18 @@ _terminated = threading.Event()
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """A command's lifetime (cli.main): SIGTERM handled as Ctrl-C, the handler before it put back after."""
+    """A command's lifetime (cli.main): SIGTERM does what SIGINT would do at that moment (Ray Tune's graceful stop
+    during a sweep's fit, KeyboardInterrupt elsewhere); the handler before it is put back after. Main thread only."""
     previous = signal.getsignal(signal.SIGTERM)
     _terminated.clear()
-    treat_sigterm_as_interrupt()
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGTERM, _as_interrupt)
     try:
         yield
     finally:
-        if previous is not None and threading.current_thread() is threading.main_thread():
+        if previous is not None and main:
             signal.signal(signal.SIGTERM, previous)
-
-
-def treat_sigterm_as_interrupt() -> None:
-    """From now on SIGTERM does what SIGINT would do at that moment (Ray Tune's graceful stop during a sweep's
-    fit, KeyboardInterrupt elsewhere). Main thread only."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _as_interrupt)
 
 
 @contextmanager
