@@ -112,16 +112,25 @@ def prepare_hf_data(cfg: TrialConfig, dataset: Dataset, path: str) -> dict[str, 
     return load_or_build(cfg.cache_dir, f"hf-{key}", build)
 
 
+TOKENIZER_PROBE = "the film was good and the acting great"
+
+
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
+    save_it = "save the tokenizer beside the model: tokenizer.save_pretrained(folder)"
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
-    except OSError as e:  # no such folder or hub name, offline, no tokenizer files
+    except OSError as e:  # no such folder or hub name, offline
         raise unloadable(path, e) from None
-    if len(tokenizer) <= len(tokenizer.all_special_tokens):  # transformers builds an empty one from a bare config.json
-        raise UserError(f"checkpoint {path!r} has no tokenizer (a vocabulary of only special tokens would read every word "
-                        "as unknown); save the tokenizer beside the model: tokenizer.save_pretrained(folder)")
+    except ValueError:  # no files it can build a fast tokenizer from (a ModernBERT folder without them)
+        raise UserError(f"checkpoint {path!r} has no tokenizer transformers can load (no tokenizer.json, nor files it "
+                        f"converts one from); {save_it}") from None
+    # From a model folder without tokenizer files transformers builds one of special tokens (BERT, RoBERTa) or of
+    # those and a few more (DeBERTa-v2): it would read every review as unknown tokens, and a trial would train on nothing.
+    known = set(tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]) - {tokenizer.unk_token_id}
+    if len(known) < 2:
+        raise UserError(f"checkpoint {path!r} has no tokenizer (it reads every word of {TOKENIZER_PROBE!r} as unknown); {save_it}")
     tokenizer.model_max_length = 10**9  # we truncate ourselves; silence the length warning
     return tokenizer
 

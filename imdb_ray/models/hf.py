@@ -138,7 +138,19 @@ def model_type_of(checkpoint: str) -> str:
     """The architecture (config.model_type), from a local config.json or, offline, from the name."""
     config = Path(resolve_checkpoint(checkpoint)) / "config.json"
     if config.is_file():
-        return json.loads(config.read_text())["model_type"]
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
+            model_type = None
+        if not isinstance(model_type, str) or not model_type:
+            raise UserError(f"checkpoint {checkpoint!r}: {config} names no model_type (the architecture, which "
+                            "save_pretrained writes there); give a folder that save_pretrained wrote, or a hub name")
+        from transformers import CONFIG_MAPPING, __version__
+
+        if model_type not in CONFIG_MAPPING:
+            raise UserError(f"checkpoint {checkpoint!r}: model_type {model_type!r} is no architecture transformers "
+                            f"{__version__} knows; upgrade transformers, or give another checkpoint")
+        return model_type
     name = checkpoint.lower()
     for key, model_type in (("modernbert", "modernbert"), ("deberta-v3", "deberta-v2"), ("deberta-v2", "deberta-v2"),
                             ("deberta", "deberta"), ("distilbert", "distilbert"), ("roberta", "roberta"), ("bert", "bert")):
