@@ -7,11 +7,8 @@ world_size)` with `wrap_model` / `wrap_loader` (Ray Train's preparation). Nothin
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +21,14 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from imdb_ray.batching import LengthBuckets
+from imdb_ray.checkpoint import CHECKPOINT_FILE, Progress, epoch_checkpoint_folder, load_checkpoint, save_checkpoint
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import Dataset, Split, load_dataset_cached
 from imdb_ray.errors import UserError
 from imdb_ray.metrics import METRICS
 from imdb_ray.losses import build_loss
-from imdb_ray.models import build_model, get_model, load_trainable_state, trainable_state
+from imdb_ray.models import build_model, get_model, load_trainable_state
 
-CHECKPOINT_FILE = "checkpoint.pt"
 EpochCallback = Callable[[dict, "str | None"], None]
 
 
@@ -193,59 +190,6 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     return box[0]
 
 
-@dataclass
-class Progress:
-    """The loop's own state beyond the model and optimiser: what a checkpoint must carry to resume."""
-
-    epoch: int = 0  # the last finished epoch
-    history: list[dict] = field(default_factory=list)
-    best_state: dict | None = None  # the best epoch's trainable tensors
-    best_value: float | None = None
-    best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best (early stopping)
-
-    def record(self, cfg: TrialConfig, metrics: dict, model: torch.nn.Module) -> None:
-        self.epoch = metrics["epoch"]
-        self.history.append(metrics)
-        selection = METRICS[cfg.metric]
-        value = metrics[cfg.metric]
-        if selection.better(value, self.best_value):
-            self.best_value, self.best_state, self.best_epoch, self.bad_epochs = value, trainable_state(model), self.epoch, 0
-        else:
-            self.bad_epochs += 1
-        metrics[selection.best_key] = self.best_value  # what a sweep ranks on and its searcher optimises
-        metrics["finished"] = self.stopped(cfg)  # the trial's own last epoch (a scheduler may stop it sooner)
-
-    def stopped(self, cfg: TrialConfig) -> bool:
-        return self.epoch >= cfg.epochs or (cfg.patience > 0 and self.bad_epochs >= cfg.patience)
-
-
-def save_checkpoint(folder: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, progress: Progress) -> None:
-    torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": progress.epoch,
-                "best_model": progress.best_state, "best_value": progress.best_value, "bad_epochs": progress.bad_epochs,
-                "best_epoch": progress.best_epoch, "history": json.dumps(progress.history)},
-               os.path.join(folder, CHECKPOINT_FILE))
-
-
-def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> Progress:
-    state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    load_trainable_state(model, state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"])
-    return Progress(epoch=state["epoch"], history=json.loads(state["history"]), best_state=state["best_model"],
-                    best_value=state["best_value"], best_epoch=state["best_epoch"], bad_epochs=state["bad_epochs"])
-
-
-def checkpoint_epoch(folder: str | Path) -> int:
-    """The last finished epoch a checkpoint folder holds."""
-    return int(torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["epoch"])
-
-
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total_params": sum(p.numel() for p in model.parameters())}
@@ -339,7 +283,7 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
             print(f"epoch {epoch}: train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
                   f"val_acc {metrics['val_accuracy']:.4f}  ({train_seconds:.1f}s)", flush=True)
         if on_epoch is not None:
-            with tempfile.TemporaryDirectory(prefix="imdb_ray_ckpt_") as ckpt:
+            with epoch_checkpoint_folder() as ckpt:
                 save_checkpoint(ckpt, model, optimizer, scheduler, scaler, state)
                 on_epoch(metrics, ckpt)
 

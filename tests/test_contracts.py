@@ -77,7 +77,7 @@ def test_the_metric_table_decides_direction_everywhere():
 def test_the_loop_keeps_the_lowest_loss_epoch_when_selecting_on_loss():
     import torch
 
-    from imdb_ray.train import Progress
+    from imdb_ray.checkpoint import Progress
 
     cfg = TrialConfig(metric="val_loss", epochs=3)
     progress, model = Progress(), torch.nn.Linear(1, 1)

@@ -574,7 +574,7 @@ def test_a_checkpoint_the_saved_state_names_but_tune_replaced_is_recovered(tmp_p
     from ray.tune import Checkpoint
 
     from imdb_ray.sweep.trial import newest_on_storage
-    from imdb_ray.train import CHECKPOINT_FILE
+    from imdb_ray.checkpoint import CHECKPOINT_FILE
 
     for index, epoch in ((1, 2), (2, 3)):
         (tmp_path / f"checkpoint_00000{index}").mkdir()

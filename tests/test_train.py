@@ -344,3 +344,32 @@ def test_ddp_ranks_share_the_train_split_in_as_many_steps(tiny_cfg, small_imdb, 
     together = rows0 + rows1
     assert set(together) == set(whole) and together.total() - whole.total() <= cfg.batch_size  # a padded batch at most
     assert (shards[1].batch_sampler.rank if bucket else shards[1].sampler.rank) == 1
+
+
+def test_an_epoch_checkpoint_folder_left_by_a_killed_process_is_removed_by_the_next(tmp_path, monkeypatch):
+    """A process SIGKILLed while its host takes an epoch's checkpoint (a Ray Train worker mid-report) cannot remove
+    the folder; the next epoch folder made on the host does, and leaves those of running processes and other hosts."""
+    import signal
+    import socket
+    import tempfile
+
+    from imdb_ray.checkpoint import epoch_checkpoint_folder
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom imdb_ray.checkpoint import epoch_checkpoint_folder\n"
+                               "with epoch_checkpoint_folder() as folder:\n    print(folder, flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    left = Path(holder.stdout.readline().strip())
+    (left / "checkpoint.pt").write_bytes(b"an epoch's tensors")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert left.is_dir() and left.parent == tmp_path
+    running = tmp_path / f"imdb_ray_ckpt_{socket.gethostname()}_{os.getpid()}_abc"  # this process: still running
+    elsewhere = tmp_path / f"imdb_ray_ckpt_another-host_{holder.pid}_abc"  # its process ids are not this host's
+    running.mkdir(), elsewhere.mkdir()
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with epoch_checkpoint_folder() as folder:
+        assert Path(folder).name.startswith(f"imdb_ray_ckpt_{socket.gethostname()}_{os.getpid()}_")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name, Path(folder).name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name])

@@ -49,7 +49,7 @@ def check_same_run(run_dir: Path, cfg: TrialConfig) -> None:
 
 def how_to_resume(run_dir: Path, typed: list[str]) -> str:
     """What a stopped `train` says: the command that continues it from the last epoch's checkpoint, if one was kept."""
-    from imdb_ray.train import checkpoint_epoch
+    from imdb_ray.checkpoint import checkpoint_epoch
 
     if not (run_dir / "checkpoint").exists():
         return f"stopped before its first epoch ended: nothing to resume in {run_dir}; run the command again"

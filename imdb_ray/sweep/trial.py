@@ -109,7 +109,7 @@ def newest_on_storage(recorded: TrainingResult) -> TrainingResult:
     as Tune's iteration (ASHA's clock and MLflow's steps go on from there, no epoch twice)."""
     from pyarrow.fs import FileSelector, FileType
 
-    from imdb_ray.train import checkpoint_epoch
+    from imdb_ray.checkpoint import checkpoint_epoch
 
     fs, path = recorded.checkpoint.filesystem, recorded.checkpoint.path
     if fs.get_file_info(path).type != FileType.NotFound:
