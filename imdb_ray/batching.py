@@ -75,3 +75,23 @@ class LengthBuckets:
             # the next epoch's count (it varies a little with the shuffle), from a copy of the generator
             batches = len(self._batches(torch.Generator().set_state(self.generator.get_state())))
         return -(-batches // self.world_size)
+
+
+class SortedBatches:
+    """An evaluation pass's batches: the split's rows sorted by length (longest first, so a batch too big for
+    memory fails at the first step) and cut into batches of `batch_size` rows. With the collate cutting each batch
+    to its longest row, a pass over a long-tailed split computes on real tokens instead of padding, as training
+    does. Metrics do not depend on the order; `order` (row indices in batch order) puts each row's prediction back
+    in its place in the split."""
+
+    def __init__(self, lengths, batch_size: int):
+        import torch
+
+        self.order = torch.argsort(torch.as_tensor(lengths), descending=True, stable=True)
+        self.batches = [self.order[i:i + batch_size].tolist() for i in range(0, len(self.order), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

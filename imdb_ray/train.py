@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from imdb_ray.batching import LengthBuckets
+from imdb_ray.batching import LengthBuckets, SortedBatches
 from imdb_ray.checkpoint import CHECKPOINT_FILE, Progress, epoch_checkpoint_folder, load_checkpoint, save_checkpoint
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import Dataset, Split, load_dataset_cached
@@ -86,7 +86,8 @@ def load_trial_data(cfg: TrialConfig) -> Dataset:
 def make_loaders(cfg: TrialConfig, dataset: Dataset, shard: tuple[int, int] | None = None) -> tuple[dict[str, DataLoader], dict, list[str] | None]:
     """Loaders yielding (model inputs dict, labels) per split, the model's build arguments, and the
     vocabulary (word models; None for Hugging Face models, whose tokenizer is the checkpoint's).
-    Train batches of similar lengths (cfg.bucket_by_length). `shard=(rank, world_size)`: this DDP worker's share
+    Train batches of similar lengths (cfg.bucket_by_length); validation and test rows sorted by length (evaluate
+    returns their predictions in split order). `shard=(rank, world_size)`: this DDP worker's share
     of them (Ray Train's prepare_data_loader would put a DistributedSampler of single rows in their place)."""
     family = cfg.family
     prepared = family.prepare(cfg, dataset)
@@ -96,6 +97,9 @@ def make_loaders(cfg: TrialConfig, dataset: Dataset, shard: tuple[int, int] | No
         if name == "train" and cfg.bucket_by_length and "lengths" in tensors:
             sampler = LengthBuckets(tensors["lengths"], cfg.batch_size, max_tokens=cfg.batch_tokens, shard=shard or (0, 1))
             loaders[name] = DataLoader(ds, batch_sampler=sampler, collate_fn=family.collate)
+            continue
+        if name != "train" and "lengths" in tensors:  # evaluation: rows sorted by length (evaluate restores the order)
+            loaders[name] = DataLoader(ds, batch_sampler=SortedBatches(tensors["lengths"], cfg.batch_size), collate_fn=family.collate)
             continue
         generator = torch.Generator().manual_seed(cfg.seed) if name == "train" else None
         rows = DistributedSampler(ds, num_replicas=shard[1], rank=shard[0]) if name == "train" and shard else None
@@ -163,8 +167,14 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
         labels.append(y)
     p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()
     pred = (p >= 0.5).astype(np.int64)
-    return {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
-            f"{prefix}_f1": macro_f1(y, pred)}, p
+    metrics = {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
+               f"{prefix}_f1": macro_f1(y, pred)}
+    order = getattr(loader.batch_sampler, "order", None)  # SortedBatches: rows in length order
+    if order is not None:
+        in_split_order = np.empty_like(p)
+        in_split_order[order.numpy()] = p
+        p = in_split_order
+    return metrics, p
 
 
 def reshuffle(loader: DataLoader, seed: int) -> None:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from conftest import MINILM
 from helpers import cli, fresh_store
 from imdb_ray.__main__ import main
 from imdb_ray.cache import load_or_build
@@ -373,3 +375,30 @@ def test_an_epoch_checkpoint_folder_left_by_a_killed_process_is_removed_by_the_n
         assert Path(folder).name.startswith(f"imdb_ray_ckpt_{socket.gethostname()}_{os.getpid()}_")
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name, Path(folder).name])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name])
+
+
+@pytest.mark.parametrize("family", ["word", "hf"])
+def test_evaluation_runs_in_length_order_and_gives_predictions_in_split_order(tiny_cfg, small_imdb, family):
+    """Validation and test batches hold rows of similar lengths (longest first); each row's probability comes back
+    at its place in the split, the same as a pass in split order gives, with the same metrics."""
+    from torch.utils.data import DataLoader
+
+    from imdb_ray.models import build_model
+    from imdb_ray.train import evaluate, make_loaders
+
+    cfg = dataclasses.replace(tiny_cfg, batch_size=8, max_len=512)  # long enough that reviews differ in length
+    if family == "hf":
+        cfg = dataclasses.replace(cfg, model="hf", model_args={"checkpoint": str(MINILM)}, max_len=256)
+    loaders, build_args, _ = make_loaders(cfg, small_imdb)
+    model = build_model(cfg, build_args)
+    for split in ("val", "test"):
+        loader = loaders[split]
+        widths = [batch[0]["input_ids"].shape[1] for batch in loader]
+        assert widths == sorted(widths, reverse=True) and len(widths) > 1
+        in_split_order = DataLoader(loader.dataset, batch_size=cfg.batch_size, collate_fn=cfg.family.collate)
+        assert sum(b[0]["input_ids"].numel() for b in loader) < sum(b[0]["input_ids"].numel() for b in in_split_order)
+        (sorted_metrics, sorted_probs), (plain_metrics, plain_probs) = (
+            evaluate(model, each, torch.device("cpu"), split) for each in (loader, in_split_order))
+        np.testing.assert_allclose(sorted_probs, plain_probs, atol=1e-5)
+        assert sorted_metrics[f"{split}_accuracy"] == plain_metrics[f"{split}_accuracy"]
+        assert sorted_metrics[f"{split}_loss"] == pytest.approx(plain_metrics[f"{split}_loss"], rel=1e-5)
