@@ -57,11 +57,18 @@ class Predictor:
 
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """P(positive) per text, batch by batch (memory follows the batch)."""
+        """P(positive) per text, in the texts' order, batch by batch (memory follows the batch). A batch holds texts
+        of similar length (in characters, for tokens), longest first, so it pads little, as evaluation batches do."""
         family = self.cfg.family
-        probs = [family.positive_probs(self.model, self.encode(texts[i:i + batch_size]), self.device)
-                 for i in range(0, len(texts), batch_size)]
-        return np.concatenate(probs) if probs else np.zeros(0)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        probs = [family.positive_probs(self.model, self.encode([texts[i] for i in order[start:start + batch_size]]), self.device)
+                 for start in range(0, len(order), batch_size)]
+        if not probs:
+            return np.zeros(0)
+        in_length_order = np.concatenate(probs)
+        in_text_order = np.empty_like(in_length_order)
+        in_text_order[order] = in_length_order
+        return in_text_order
 
 
 def bundle_in(model_folder: Path) -> Path:

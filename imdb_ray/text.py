@@ -48,14 +48,20 @@ def truncate(seq: list, n: int, strategy: str = "head") -> list:
     return seq[:n]
 
 
+def padded_width(longest: int, max_len: int, multiple: int = 1) -> int:
+    """A batch's width: its longest row, rounded up to a multiple of `multiple` (but not past max_len)."""
+    return min(-(-longest // multiple) * multiple, max(longest, max_len))
+
+
 def encode(token_lists: list[list[str]], vocab: list[str], max_len: int,
-           truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
+           truncation: str = "head", pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids (N, W) right-padded with 0, lengths (N,) >= 1); W = the longest row, at most max_len (padding no row uses
-    would only cost memory: a max_len above every review's length keeps whole reviews, and no more)."""
+    would only cost memory: a max_len above every review's length keeps whole reviews, and no more), rounded up
+    to a multiple of `pad_to_multiple_of`."""
     index = {w: i for i, w in enumerate(vocab)}
     seqs = [[index.get(t, UNK_ID) for t in truncate(toks, max_len, truncation)] or [UNK_ID]  # all punctuation: one <unk>
             for toks in token_lists]
-    ids = torch.zeros(len(seqs), max(map(len, seqs), default=1), dtype=torch.long)
+    ids = torch.zeros(len(seqs), padded_width(max(map(len, seqs), default=1), max_len, pad_to_multiple_of), dtype=torch.long)
     lengths = torch.ones(len(seqs), dtype=torch.long)
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.tensor(seq)
@@ -141,14 +147,15 @@ def unloadable(checkpoint: str, error: OSError) -> UserError:
                      "local folder, set IMDB_RAY_HF_MIRROR, or go online")
 
 
-def encode_hf(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, truncation: str = "head") -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), both (N, W), W the longest row, at most max_len: special tokens added after our
-    truncation, right-padded."""
+def encode_hf(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int, truncation: str = "head",
+              pad_to_multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask), both (N, W), W the longest row, at most max_len, rounded up to a multiple of
+    `pad_to_multiple_of`: special tokens added after our truncation, right-padded."""
     prefix, suffix = _special_tokens(tokenizer)
     budget = max_len - len(prefix) - len(suffix)
     pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
     rows = [prefix + truncate(seq, budget, truncation) + suffix for seq in pieces]
-    width = max(map(len, rows), default=1)
+    width = padded_width(max(map(len, rows), default=1), max_len, pad_to_multiple_of)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for row, full in enumerate(rows):

@@ -18,7 +18,7 @@ from imdb_ray.__main__ import main
 from imdb_ray.cache import load_or_build
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
-from imdb_ray.text import PAD_ID, UNK_ID, build_vocab, encode, prepare_word_data
+from imdb_ray.text import PAD_ID, UNK_ID, build_vocab, encode, padded_width, prepare_word_data
 from imdb_ray.train import train
 
 
@@ -32,6 +32,10 @@ def test_vocab_and_encoding_keep_true_lengths():
     # as wide as the longest row, not max_len: a max_len past every text keeps whole texts and costs nothing more
     ids, lengths = encode([["good", "unseen"], ["film"] * 9, []], vocab, max_len=10**12)
     assert ids.shape == (3, 9) and lengths.tolist() == [2, 9, 1]
+    # predict's batches: widths rounded up to a multiple (few shapes), never past max_len, the lengths true
+    ids, lengths = encode([["good", "unseen"], ["film"] * 9], vocab, max_len=100, pad_to_multiple_of=8)
+    assert ids.shape == (2, 16) and lengths.tolist() == [2, 9] and ids[1, 9:].eq(PAD_ID).all()
+    assert [padded_width(n, 200, 32) for n in (1, 32, 33, 190, 200)] == [32, 32, 64, 192, 200]
 
 
 def test_train_says_what_it_builds_while_it_builds_it(tmp_path, capsys, monkeypatch):

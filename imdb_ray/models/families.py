@@ -44,6 +44,11 @@ WORD_PIPELINE = frozenset({"min_freq", "max_vocab", "embeddings", "embed_dim", "
 BASELINE_FIELDS = frozenset({"model", "data", "text_column", "label_column", "n_train", "n_test", "val_fraction",
                              "val_split", "group_column", "split_seed", "clean_html", "seed", "metric", "cache_dir", "w2v_workers"})
 
+# `predict` batches texts of similar lengths, so its batches take many widths; CPU torch (oneDNN) keeps compiled
+# kernels per input shape, and a CNN's scoring process grew from ~380 to ~760 MB with one per width. Widths rounded
+# up to a multiple of 32 (at most 16 at max_len 512) keep that in check.
+PREDICT_WIDTH_MULTIPLE = 32
+
 
 class Family(ABC):
     name = ""
@@ -122,7 +127,7 @@ class WordFamily(Family):
         vocab = json.loads((folder / "vocab.json").read_text())
 
         def encoder(texts: list[str]) -> dict[str, torch.Tensor]:
-            ids, lengths = encode([tokenize(t) for t in texts], vocab, cfg.max_len, cfg.truncation)
+            ids, lengths = encode([tokenize(t) for t in texts], vocab, cfg.max_len, cfg.truncation, PREDICT_WIDTH_MULTIPLE)
             return {"input_ids": ids, "lengths": lengths}
 
         return model, encoder
@@ -185,7 +190,7 @@ class HFFamily(Family):
         tokenizer = load_tokenizer(str(folder / "tokenizer"))
 
         def encoder(texts: list[str]) -> dict[str, torch.Tensor]:
-            ids, mask = encode_hf(tokenizer, texts, cfg.max_len, cfg.truncation)
+            ids, mask = encode_hf(tokenizer, texts, cfg.max_len, cfg.truncation, PREDICT_WIDTH_MULTIPLE)
             return {"input_ids": ids, "attention_mask": mask}
 
         return model, encoder
