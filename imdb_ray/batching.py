@@ -1,6 +1,12 @@
-"""Train batches of similar lengths: the collate cuts each batch to its longest row, so short reviews stop
-paying for long ones (word models and encoders alike)."""
+"""Batches of similar lengths: the collate cuts each batch to its longest row, so short reviews stop paying for
+long ones (word models and encoders alike). Training's are shuffled buckets (`LengthBuckets`); evaluation's and
+`predict`'s rows sorted by length (`SortedBatches`), their outputs put back in the rows' order."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class LengthBuckets:
@@ -95,3 +101,11 @@ class SortedBatches:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+    def unsort(self, values: np.ndarray) -> np.ndarray:
+        """Per-row values in batch order (a numpy array) put back in the rows' own order."""
+        import numpy as np
+
+        out = np.empty_like(values)
+        out[self.order.numpy()] = values
+        return out

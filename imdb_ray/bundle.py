@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdb_ray.batching import SortedBatches
 from imdb_ray.config import TrialConfig
 from imdb_ray.data import clean_text
 from imdb_ray.errors import UserError
@@ -60,15 +61,9 @@ class Predictor:
         """P(positive) per text, in the texts' order, batch by batch (memory follows the batch). A batch holds texts
         of similar length (in characters, for tokens), longest first, so it pads little, as evaluation batches do."""
         family = self.cfg.family
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        probs = [family.positive_probs(self.model, self.encode([texts[i] for i in order[start:start + batch_size]]), self.device)
-                 for start in range(0, len(order), batch_size)]
-        if not probs:
-            return np.zeros(0)
-        in_length_order = np.concatenate(probs)
-        in_text_order = np.empty_like(in_length_order)
-        in_text_order[order] = in_length_order
-        return in_text_order
+        batches = SortedBatches([len(t) for t in texts], batch_size)
+        probs = [family.positive_probs(self.model, self.encode([texts[i] for i in rows]), self.device) for rows in batches]
+        return batches.unsort(np.concatenate(probs)) if probs else np.zeros(0)
 
 
 def bundle_in(model_folder: Path) -> Path:

@@ -169,11 +169,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
     pred = (p >= 0.5).astype(np.int64)
     metrics = {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
                f"{prefix}_f1": macro_f1(y, pred)}
-    order = getattr(loader.batch_sampler, "order", None)  # SortedBatches: rows in length order
-    if order is not None:
-        in_split_order = np.empty_like(p)
-        in_split_order[order.numpy()] = p
-        p = in_split_order
+    if isinstance(loader.batch_sampler, SortedBatches):  # rows in length order: back to the split's
+        p = loader.batch_sampler.unsort(p)
     return metrics, p
 
 
