@@ -186,10 +186,10 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               "connects, Ray Train's preemption watcher on and its controller polling every 2 s, as Ray ships them; a "
               "local Ray started by imdb_ray starts no worker ahead (no trial process would take it), turns the watcher "
               "off and polls every 0.2 s (`LOCAL_RAY_ENV` in imdb_ray/sweep/runner.py). Processes per trial: the Python worker processes "
-              f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (an auto "
-              "trial reuses its process: Tune's reuse_actors; a Ray Train trial starts its Tune trial actor, Train's "
-              "controller, its worker and Train's helper actors afresh, each a new Python process that imports what it "
-              "runs). Where a sweep's time goes (seconds, from when its console lines were printed; "
+              f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (a trial reuses "
+              "the process of the one before: Tune's reuse_actors; a Ray Train trial also starts Train's controller, "
+              "its worker and the helper actors Train and Tune's report callback use afresh, each a new Python process "
+              "that imports what it runs). Where a sweep's time goes (seconds, from when its console lines were printed; "
               "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {trainer}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in ph.values()) + " |"

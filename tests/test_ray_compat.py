@@ -67,3 +67,74 @@ def test_cluster_address_resolves_auto_as_ray_init_does(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
     assert cluster_address("auto") == "10.1.2.3:6379"
     assert cluster_address("10.9.8.7:6380") == "10.9.8.7:6380"
+
+
+def test_a_stopped_trials_train_run_ends_as_stopped_and_a_crash_still_fails(ray_address, tmp_path):
+    """Tune keeps a stopped trial's process for the next trial (reuse_actors) and tells it nothing:
+    callbacks.kill_train_controllers kills that trial's Train controller by its name, its workers with it,
+    and the fit() waiting in the process ends as stopped (TrainRunStopped, so the trial function returns and
+    the process is free). Another trial's controller is left alone, and a controller that dies otherwise
+    (here SIGKILLed) is still an error: Tune retries that trial."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+    import ray
+    import ray.train
+
+    from imdb_ray.sweep.callbacks import kill_train_controllers
+    from imdb_ray.sweep.ray_compat import TrainRunStopped, killed_by_ray_kill, sweep_torch_trainer
+    from imdb_ray.sweep.trial import CONTROLLER_PREFIX, controller_name
+
+    started = tmp_path / "worker.pid"
+
+    def loop(config):
+        started.write_text(str(os.getpid()))
+        time.sleep(120)
+
+    ray.init(address=ray_address, logging_level="ERROR")
+    try:
+        trainer = sweep_torch_trainer()(loop, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+                                        run_config=ray.train.RunConfig(name="stopped", storage_path=str(tmp_path)))
+        trainer.controller_name = controller_name("trial_a")
+        ended = []
+        fit = threading.Thread(target=lambda: ended.append(catch(trainer.fit)))
+        fit.start()
+
+        @ray.remote(num_cpus=0)
+        class Sleeper:
+            def pid(self) -> int:
+                return os.getpid()
+
+            def sleep(self) -> None:
+                time.sleep(120)
+
+        other = Sleeper.options(name=controller_name("trial_b")).remote()  # another trial's, by name
+        crashed = Sleeper.remote()
+        deadline = time.time() + 120
+        while not started.exists():  # its worker training
+            assert time.time() < deadline and fit.is_alive(), f"trial_a's worker never started: {ended}"
+            time.sleep(0.2)
+        assert kill_train_controllers(f"{CONTROLLER_PREFIX}:trial_a:") == 1
+        fit.join(30)
+        assert not fit.is_alive() and isinstance(ended[0], TrainRunStopped), ended
+        psutil.Process(int(started.read_text())).wait(30)  # the run's worker ends with it (else TimeoutExpired)
+        assert ray.get(other.pid.remote())  # alive
+
+        pid = ray.get(crashed.pid.remote())
+        waiting = crashed.sleep.remote()
+        os.kill(pid, signal.SIGKILL)
+        crash = catch(lambda: ray.get(waiting))
+        assert isinstance(crash, ray.exceptions.ActorDiedError) and not killed_by_ray_kill(crash)
+    finally:
+        ray.shutdown()
+
+
+def catch(call) -> Exception | None:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 (the test looks at which)
+        return error
+    return None

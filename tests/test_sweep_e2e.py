@@ -164,7 +164,8 @@ def test_smoke_sweep_direct_mode(smoke_store):
 
 def test_smoke_sweep_ray_train_mode(tmp_path, ray_cluster):
     """Four Ray Train trials, two at a time, ASHA stopping some. Regression: Ray 2.60 left a stopped
-    trial's worker placement group reserved, so after two early stops the sweep waited forever.
+    trial's worker placement group reserved, so after two early stops the sweep waited forever; and with
+    Tune's trial processes reused, a stopped trial's Train run went on in its process and the next trial failed.
     Each trial starts its controller, workers and sync actor, not the helper actors a sweep leaves out."""
     started = time.time()
     text = (ROOT / "sweeps" / "smoke.py").read_text()
@@ -179,6 +180,9 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_cluster):
     actors = actors_started(ray_cluster, started)  # a test process runs one test at a time on its Ray
     assert actors["TrainController"] == 4 and actors["RayTrainWorker"] == 4 and actors["SynchronizationActor"] == 4, actors
     assert not actors["PlacementGroupCleaner"] and not actors["DatasetManager"], actors
+    # Tune's trial processes served several trials (reuse_actors), early-stopped ones too: the stop ended their
+    # Train run (EndStoppedTrainRuns), so each process was free for the next trial (none failed on reuse)
+    assert actors["ImplicitFunc"] < 4 and "Could not re-use actor" not in out, actors
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
     assert len(children) == 4 and all(h == list(range(1, len(h) + 1)) for h in histories)

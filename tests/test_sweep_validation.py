@@ -328,7 +328,7 @@ def test_select_for_test_takes_the_top_and_the_best_of_each_model():
 
 def test_a_sweeps_train_runs_start_no_helper_actors_they_do_not_use():
     """A trial's TorchTrainer leaves out Ray 2.60's DatasetManager (no Ray Dataset is passed) and the
-    PlacementGroupCleaner (ReleaseTrainPlacementGroups does its work under Tune); every other default stays."""
+    PlacementGroupCleaner (EndStoppedTrainRuns does its work under Tune); every other default stays."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -446,16 +446,18 @@ def test_a_resumed_sweep_keeps_a_test_evaluation_an_earlier_invocation_completed
     assert saved_evaluation(tmp_path / "nothing", "t1") is None
 
 
-def test_placement_groups_of_trials_cut_by_the_sweeps_end_are_released(monkeypatch):
+def test_train_runs_of_trials_cut_by_the_sweeps_end_are_ended(monkeypatch):
     """Tune stops the trials still running at the time budget without on_trial_complete; their Train
-    worker groups must be freed when the experiment ends, before the confirmation stage asks for CPUs."""
+    runs must be ended and their worker groups freed when the experiment ends, before the confirmation
+    stage asks for CPUs."""
     from types import SimpleNamespace
 
     from imdb_ray.sweep import callbacks
 
-    released = []
+    released, killed = [], []
     monkeypatch.setattr(callbacks, "release_placement_groups", lambda ids: released.append(sorted(ids)) or len(ids))
-    hook = callbacks.ReleaseTrainPlacementGroups()
+    monkeypatch.setattr(callbacks, "kill_train_controllers", lambda prefix: killed.append(prefix) or 0)
+    hook = callbacks.EndStoppedTrainRuns()
     done, cut = SimpleNamespace(trial_id="done"), SimpleNamespace(trial_id="cut")
     hook.on_trial_result(1, [], done, {"train_placement_group": "aa"})
     hook.on_trial_result(1, [], cut, {"train_placement_group": "bb"})
@@ -464,6 +466,8 @@ def test_placement_groups_of_trials_cut_by_the_sweeps_end_are_released(monkeypat
     assert released == [["aa"]]
     hook.on_experiment_end([done, cut])
     assert released == [["aa"], ["bb", "cc"]] and hook.groups == {}
+    # the runs' controllers too: the finished trial's by its name, then every one left of this sweep
+    assert killed == ["imdb_ray-train-controller:done:", "imdb_ray-train-controller:"]
 
 
 @pytest.mark.parametrize("overrides, expect", [

@@ -1,5 +1,5 @@
-"""Ray Tune callbacks: MLflow child runs per trial, the console lines a user reads, and a fix for
-Train placement groups that Ray leaves reserved. They only translate Tune's events; the MLflow
+"""Ray Tune callbacks: MLflow child runs per trial, the console lines a user reads, and the end of a stopped
+trial's Train run, which Ray leaves going. They only translate Tune's events; the MLflow
 writing is `tracking.TrialLog`."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
 from imdb_ray.sweep.packing import SHARE_KEY, grown_share, ran_out_of_gpu_memory
+from imdb_ray.sweep.trial import CONTROLLER_PREFIX
 from imdb_ray.tracking import TrialLog
 
 if TYPE_CHECKING:
@@ -59,12 +60,16 @@ def _error_text(trial) -> str | None:
     return re.sub(r"\x1b\[[0-9;]*m", "", Path(trial.error_file).read_text(errors="replace"))  # no colour codes
 
 
-class ReleaseTrainPlacementGroups(Callback):
-    """Workaround for Ray 2.60 (Train V2): when Tune stops a trial whose Ray Train run is still going
-    (ASHA's early stop, a retry), Ray leaves that run's worker placement group reserved: its
-    CPUs/GPUs stay taken for the rest of the sweep and later trials wait for workers forever. Each
-    Train worker reports its group; when the trial ends or restarts, the group is removed (a no-op
-    if Train already did). Check whether it is still needed when upgrading Ray."""
+class EndStoppedTrainRuns(Callback):
+    """Ray Train trials under Tune (Ray 2.60, Train V2): when Tune stops a trial whose Train run is still going
+    (ASHA's early stop, a retry, the sweep's end), Ray ends neither of two things:
+    - the run's controller: Tune keeps the trial's process for the next trial (reuse_actors) without telling it,
+      and the run would go on training there. It is killed by its name (trial.controller_name); its workers go
+      with it, and the trial's function returns (trial.ray_train_trial), so the process is free for the next trial;
+    - the run's worker placement group, left reserved: its CPUs/GPUs stayed taken for the rest of the sweep and
+      later trials waited for workers forever. Each Train worker reports its group; it is removed (a no-op if
+      Ray already did).
+    Check whether each is still needed when upgrading Ray."""
 
     def __init__(self):
         self.groups: dict[str, set[str]] = {}
@@ -74,16 +79,33 @@ class ReleaseTrainPlacementGroups(Callback):
             self.groups.setdefault(trial.trial_id, set()).add(result["train_placement_group"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        kill_train_controllers(f"{CONTROLLER_PREFIX}:{trial.trial_id}:")
         release_placement_groups(self.groups.pop(trial.trial_id, set()))
 
     on_trial_error = on_trial_recover = on_trial_complete
 
     def on_experiment_end(self, trials, **info):
         """Trials still running when the sweep ends (time budget, Ctrl-C) are stopped without an
-        on_trial_complete: their groups too, or the confirmation stage that follows on the same Ray
+        on_trial_complete: their runs too, or the confirmation stage that follows on the same Ray
         waits for workers forever (seen: a classic run's budget-cut lstm trial)."""
+        kill_train_controllers(f"{CONTROLLER_PREFIX}:")
         for trial_id in list(self.groups):
             release_placement_groups(self.groups.pop(trial_id))
+
+
+def kill_train_controllers(prefix: str) -> int:
+    """Kill the Train controllers of this sweep (its Ray namespace) whose names start with `prefix`; returns how many."""
+    import ray
+
+    killed = 0
+    for name in ray.util.list_named_actors():
+        if name.startswith(prefix):
+            try:
+                ray.kill(ray.get_actor(name))
+                killed += 1
+            except ValueError:  # ended between the listing and now
+                pass
+    return killed
 
 
 def release_placement_groups(hex_ids: Iterable[str]) -> int:

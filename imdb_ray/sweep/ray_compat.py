@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
+    from ray.train import Result
     from ray.train._internal.session import _TrainingResult as TrainingResult  # noqa: F401 (trial.py's hints)
     from ray.tune import ResultGrid
     from ray.util.placement_group import PlacementGroup
@@ -42,18 +43,58 @@ def sweep_torch_trainer() -> type:
       It asks the State API, which needs the dashboard: on a Ray without one (local mode's default)
       it never sees the controller end and polls every second until Ray stops (seen: every trial's
       cleaner, each logging a "Failed to query" warning a second).
-      Under Tune, callbacks.ReleaseTrainPlacementGroups removes a stopped trial's group instead, and a
+      Under Tune, callbacks.EndStoppedTrainRuns removes a stopped trial's group instead, and a
       dead driver's groups go with its job."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     class SweepTorchTrainer(TorchTrainer):
+        controller_name = ""  # set by the trial (trial.controller_name): how callbacks.EndStoppedTrainRuns finds it
+
         def _create_default_callbacks(self) -> list:
             unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
 
+        def _initialize_and_run_controller(self, **controller_init_kwargs) -> Result:
+            return run_named_controller(self.controller_name, controller_init_kwargs)
+
     return SweepTorchTrainer
+
+
+class TrainRunStopped(Exception):
+    """The trial's Train controller was killed on purpose (callbacks.EndStoppedTrainRuns: Tune stopped the trial)."""
+
+
+def run_named_controller(name: str, controller_init_kwargs: dict) -> Result:
+    """DataParallelTrainer._initialize_and_run_controller of Ray 2.60 (which Tune runs in a thread, so without its
+    SIGINT handler), with the controller named: when Tune stops a trial early (ASHA) it keeps the trial's process
+    for the next trial (reuse_actors) and tells it nothing, while the Train run would go on training in it. The
+    driver then kills the controller by name (its workers and placement group go with it), and the fit() waiting
+    here raises TrainRunStopped, a stop told apart from a crash by Ray's own words for a ray.kill."""
+    import ray
+    from ray._common.constants import RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR
+    from ray.exceptions import ActorDiedError
+    from ray.train.v2._internal.constants import DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE, get_env_vars_to_propagate
+    from ray.train.v2._internal.execution.controller import TrainController
+
+    env_vars = get_env_vars_to_propagate()
+    env_vars.setdefault(RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
+    controller = ray.remote(num_cpus=0, label_selector={ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()},
+                            runtime_env={"env_vars": env_vars})(TrainController)
+    controller = controller.options(name=name or None).remote(**controller_init_kwargs)
+    try:
+        ray.get(controller.run.remote())
+    except ActorDiedError as error:
+        if killed_by_ray_kill(error):
+            raise TrainRunStopped(name) from None
+        raise
+    return ray.get(controller.get_result.remote())
+
+
+def killed_by_ray_kill(error: Exception) -> bool:
+    """Whether a dead actor's error says ray.kill ended it (not a crash: Ray kept the reason only in its message)."""
+    return "killed by `ray.kill`" in str(error)
 
 
 def placement_group(hex_id: str) -> PlacementGroup:

@@ -22,7 +22,7 @@ from ray.tune.search.sample import Domain
 from imdb_ray.config import TrialConfig
 from imdb_ray.errors import UserError
 from imdb_ray.interrupts import stops_held
-from imdb_ray.sweep.callbacks import ConsoleProgress, GrowGpuShareOnOOM, MLflowTrialRuns, ReleaseTrainPlacementGroups
+from imdb_ray.sweep.callbacks import ConsoleProgress, EndStoppedTrainRuns, GrowGpuShareOnOOM, MLflowTrialRuns
 from imdb_ray.sweep.cluster import check_cluster_reachable
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.ray_compat import fit_noticing_interrupt, ray_init_leaving_sigterm_alone
@@ -146,17 +146,18 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     metric = sweep.selection.best_key
     search = GridSearch(confirm, metric=metric, mode=sweep.mode) if confirm else build_search(sweep, concurrency, study)
-    # reuse_actors (direct trials): a trial's process serves the next trial (same results: each trial seeds
-    # itself), so a short trial does not pay for starting Python, torch and imdb_ray again (smoke sweep:
-    # 60 s -> 45 s). Not for ray_train (Ray 2.60): a trial stopped early (ASHA) leaves its TorchTrainer.fit() running
-    # in the actor, Tune's reset waits 2 s for it, then fails the next trial ("Could not re-use actor").
+    # reuse_actors: a trial's process serves the next trial (same results: each trial seeds itself), so a short
+    # trial does not pay for starting Python, torch and imdb_ray again (direct smoke sweep: 60 s -> 45 s). A ray_train
+    # trial stopped early would leave its Train run going in it: EndStoppedTrainRuns ends it.
+    if sweep.trainer == "ray_train":
+        callbacks = [*callbacks, EndStoppedTrainRuns()]
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=metric, mode=sweep.mode, search_alg=search,
                                     scheduler=build_scheduler(sweep) if not confirm else None,
                                     num_samples=len(confirm) if confirm else sweep.trial_count(),
                                     max_concurrent_trials=concurrency, time_budget_s=None if confirm else sweep.time_budget_s,
-                                    reuse_actors=sweep.trainer == "direct"),
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=Path(path).name, storage_path=storage, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=verbose),
@@ -220,8 +221,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
               f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
                                                     workers=sweep.workers_per_trial), sweep.searched_keys())
-        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)] + (
-            [ReleaseTrainPlacementGroups()] if sweep.trainer == "ray_train" else [])
+        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)]
         study = study_location(sweep, storage, parent_id)
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)

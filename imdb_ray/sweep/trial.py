@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Callable
 
@@ -18,7 +19,7 @@ import ray.train
 from ray import tune
 
 from imdb_ray.sweep.packing import SHARE_KEY
-from imdb_ray.sweep.ray_compat import function_trainable, sweep_torch_trainer, training_result_type
+from imdb_ray.sweep.ray_compat import TrainRunStopped, function_trainable, sweep_torch_trainer, training_result_type
 
 if TYPE_CHECKING:
     from imdb_ray.sweep.ray_compat import TrainingResult
@@ -36,7 +37,7 @@ def use_assigned_cpus() -> None:
 
 
 def current_placement_group() -> str:
-    """Called in a Train worker: its worker group's placement group, for callbacks.ReleaseTrainPlacementGroups."""
+    """Called in a Train worker: its worker group's placement group, for callbacks.EndStoppedTrainRuns."""
     group = ray.util.get_current_placement_group()
     return group.id.hex() if group else ""
 
@@ -149,7 +150,7 @@ def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
 
         context = tune.get_context()
         grown = config.get(SHARE_KEY)  # set by callbacks.GrowGpuShareOnOOM when a worker ran out of GPU memory
-        sweep_torch_trainer()(
+        trainer = sweep_torch_trainer()(
             train_worker, train_loop_config=config, torch_config=TorchConfig(backend=backend),
             scaling_config=scaling if grown is None else dataclasses.replace(
                 scaling, resources_per_worker={"CPU": cpus, "GPU": grown}),
@@ -157,6 +158,20 @@ def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
                 name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
                 callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
-        ).fit()
+        )
+        trainer.controller_name = controller_name(context.get_trial_id())
+        try:
+            trainer.fit()
+        except TrainRunStopped:
+            pass  # Tune stopped this trial, and this process waits for the next one (runner.build_tuner: reuse_actors)
 
     return ray_train_trial
+
+
+CONTROLLER_PREFIX = "imdb_ray-train-controller"
+
+
+def controller_name(trial_id: str) -> str:
+    """A Ray Train controller's actor name: its trial's, made unique (a retried trial's new controller may start
+    before Ray has freed the name of the one that died). callbacks.EndStoppedTrainRuns finds it by its start."""
+    return f"{CONTROLLER_PREFIX}:{trial_id}:{uuid.uuid4().hex[:8]}"
