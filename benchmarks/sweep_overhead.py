@@ -27,8 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 8
-REPEATS = 3  # plain processes and auto sweeps (tens of seconds each) are run this many times, alternating, and the
-# median kept: one run of each moved by 10-15 % between runs on this shared 2-core machine. ray_train sweeps run once.
+REPEATS = 3  # every command is run this many times, alternating, and the median kept: one run of each moved by 10-15 %
+# between runs on this shared 2-core machine (an 8-trial Ray Train sweep's trials: 93-106 s in three runs of one day)
 SETTINGS = {"model": "gru", "n_train": 2000, "n_test": 500, "epochs": 1, "max_len": 100, "hidden": 32, "val_split": "random"}
 SWEEP_FILE = """from ray import tune
 from imdb_ray.sweep import Sweep
@@ -71,6 +71,17 @@ def prepare(cache: str) -> list[float]:
     return prep[:4]
 
 
+# The sweep command with Tune's trial processes not reused (reuse_actors=False, as every Ray Train trial ran before
+# callbacks.EndStoppedTrainRuns made reuse safe for them): the row beside it measures what reuse buys.
+NO_REUSE = ("import runpy, sys, ray.tune; made = ray.tune.TuneConfig; "
+            "ray.tune.TuneConfig = lambda **kw: made(**{**kw, 'reuse_actors': False}); "
+            "sys.argv[0] = 'imdb_ray'; runpy.run_module('imdb_ray', run_name='__main__')")
+# (row, trainer, Ray's defaults?, reuse Tune's trial processes?)
+ROWS = [("auto", "auto", False, True), ("auto, Ray's defaults", "auto", True, True), ("ray_train", "ray_train", False, True),
+        ("ray_train, no process reuse", "ray_train", False, False), ("ray_train, Ray's defaults", "ray_train", True, True)]
+ORDER = {row: i for i, (row, *_) in enumerate(ROWS)}
+
+
 def timed_plain(cache: str, trials: int) -> tuple[float, list[float]]:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--plain", str(trials), "--cache", cache], cwd=ROOT, check=True,
@@ -91,9 +102,11 @@ def ray_defaults() -> dict[str, str]:
             "RAY_prestart_worker_first_driver": "1"}
 
 
-def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None) -> tuple[float, dict[str, float], int]:
-    """`python -m imdb_ray sweep` of `trials` seeds of SETTINGS, its results under `work`, its MLflow runs in the
-    one store beside (created by the first sweep); its wall seconds, phases and the Python processes Ray started."""
+def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | None = None,
+                reuse: bool = True) -> tuple[float, dict[str, float], int]:
+    """`python -m imdb_ray sweep` of `trials` seeds of SETTINGS (`reuse` False: through NO_REUSE), its results under
+    `work`, its MLflow runs in the one store beside (created by the first sweep); its wall seconds, phases and the
+    Python processes Ray started."""
     name = f"overhead_{trainer}_{trials}"
     work.mkdir(parents=True, exist_ok=True)
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt"))  # this sweep's Ray session alone, for its process count (short: Ray's
@@ -102,7 +115,8 @@ def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | N
     source.write_text(SWEEP_FILE.format(name=name, settings=SETTINGS, trials=trials, trainer=trainer))
     stamps = []
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "imdb_ray", "sweep", str(source), "--storage", str(work / "ray"),
+    command = [sys.executable, "-m", "imdb_ray"] if reuse else [sys.executable, "-c", NO_REUSE]
+    proc = subprocess.Popen([*command, "sweep", str(source), "--storage", str(work / "ray"),
                              "--tracking-uri", f"sqlite:///{work.parent}/mlflow.db", "--cache-dir", cache],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
@@ -162,13 +176,12 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
              "Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run, whole commands "
              f"as a user runs them, one after another on an otherwise idle machine. A trial: {SETTINGS} on the bundled "
              "IMDB data, one torch thread, trials one at a time, every seed's Word2Vec built beforehand (all runs find "
-             f"it cached). Plain processes and auto sweeps (both kinds): the median of {REPEATS} runs, run alternately; ray_train sweeps: "
-             f"one run each. A plain process of 1 / {TRIALS} `train()` calls (Python start, imports, the calls): "
+             f"it cached). Every row: the median of {REPEATS} runs, all commands run alternately. A plain process of 1 / {TRIALS} `train()` calls (Python start, imports, the calls): "
              f"**{plain[1][0]:.1f} s / {plain[TRIALS][0]:.1f} s**; one warm `train()` call in it: **{warm:.2f} s**.", "",
              f"| trainer | sweep of 1 trial (s) | sweep of {TRIALS} trials (s) | sweep of {TRIALS} / plain process of {TRIALS} | "
              "fixed cost per trial (s) | fixed cost per sweep (s) | Python processes Ray started per trial |",
              "|---|---|---|---|---|---|---|"]
-    for trainer in ("auto", "auto, Ray's defaults", "ray_train", "ray_train, Ray's defaults"):
+    for trainer in [row for row, *_ in ROWS]:
         one, many = sweeps[trainer, 1], sweeps[trainer, TRIALS]
         per_trial, per_sweep = fixed_costs(plain[TRIALS], one, many, warm)
         procs = (many[2] - one[2]) / (TRIALS - 1)
@@ -185,7 +198,9 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               f"{TRIALS} per-trial costs. \"Ray's defaults\": a worker process per CPU started for tasks when the driver "
               "connects, Ray Train's preemption watcher on and its controller polling every 2 s, as Ray ships them; a "
               "local Ray started by imdb_ray starts no worker ahead (no trial process would take it), turns the watcher "
-              "off and polls every 0.2 s (`LOCAL_RAY_ENV` in imdb_ray/sweep/runner.py). Processes per trial: the Python worker processes "
+              "off and polls every 0.2 s (`LOCAL_RAY_ENV` in imdb_ray/sweep/runner.py). \"No process reuse\": Tune's "
+              "reuse_actors off, each trial in a Tune trial process of its own, as Ray Train trials ran before a stopped "
+              "trial's Train run was ended by imdb_ray (callbacks.EndStoppedTrainRuns). Processes per trial: the Python worker processes "
               f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (a trial reuses "
               "the process of the one before: Tune's reuse_actors; a Ray Train trial also starts Train's controller, "
               "its worker and the helper actors Train and Tune's report callback use afresh, each a new Python process "
@@ -193,7 +208,7 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {trainer}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in ph.values()) + " |"
-              for (trainer, n), (_, ph, _) in sweeps.items()]
+              for (trainer, n), (_, ph, _) in sorted(sweeps.items(), key=lambda kv: (ORDER[kv[0][0]], kv[0][1]))]
     lines += ["", "Shared preparation (tokenise + encode + Word2Vec) per trial of a sweep:", "",
               "| trial | seconds |", "|---|---|", f"| 1 (builds) | {prep[0]:.2f} |"]
     return lines + [f"| {i} (cache hit) | {p:.2f} |" for i, p in enumerate(prep[1:], start=2)]
@@ -213,12 +228,9 @@ def main() -> None:
     for repeat in range(REPEATS):  # alternating, so a slow spell of the machine touches every kind alike
         for n in (1, TRIALS):
             runs.setdefault(("plain", n), []).append(timed_plain(cache, n))
-            runs.setdefault(("auto", n), []).append(timed_sweep(work / f"auto{repeat}", cache, "auto", n))
-            runs.setdefault(("auto, Ray's defaults", n), []).append(
-                timed_sweep(work / f"auto_defaults{repeat}", cache, "auto", n, ray_defaults()))
-    runs.update({("ray_train", n): [timed_sweep(work / "ray_train", cache, "ray_train", n)] for n in (1, TRIALS)})
-    runs.update({("ray_train, Ray's defaults", n): [timed_sweep(work / "ray_defaults", cache, "ray_train", n, ray_defaults())]
-                 for n in (1, TRIALS)})
+            for i, (row, trainer, defaults, reuse) in enumerate(ROWS):
+                runs.setdefault((row, n), []).append(timed_sweep(work / f"row{i}_{repeat}", cache, trainer, n,
+                                                                 ray_defaults() if defaults else None, reuse))
     plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
     sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
     lines = report(plain, sweeps, prep, {trainer: per_sweep_by_round(runs, trainer) for trainer in ("auto", "auto, Ray's defaults")})

@@ -139,13 +139,16 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
 
     sweeps = {}
     for trainer, extra, procs in (("auto", 0.5, 0), ("auto, Ray's defaults", 0.5, 0), ("ray_train", 10.0, 8),
-                                  ("ray_train, Ray's defaults", 11.0, 9)):
+                                  ("ray_train, no process reuse", 12.0, 9), ("ray_train, Ray's defaults", 11.0, 9)):
         sweeps[trainer, 1] = (20.0, phases(5.0), 3)
         sweeps[trainer, n] = (20.0 + (2.0 + extra) * (n - 1), phases(5.0 + (2.0 + extra) * (n - 1)), 3 + procs * (n - 1))
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.report(plain, sweeps, [6.0, 0.1]) if line.startswith("| ")}
     auto, ray_train = rows["auto"], rows["ray_train"]
     assert auto[4:7] == ["+0.50", f"{20.0 + 2.5 * (n - 1) - plain[n][0] - n * 0.5:+.1f}", "0.0 |"]
     assert ray_train[4] == "+10.00" and ray_train[6] == "8.0 |"
+    assert rows["ray_train, no process reuse"][4] == "+12.00" and rows["ray_train, no process reuse"][6] == "9.0 |"
+    phase_rows = [line.split(" | ")[0].lstrip("| ") for line in bench.report(plain, sweeps, [6.0, 0.1]) if " trial(s) | " in line]
+    assert phase_rows[:3] == ["auto, 1 trial(s)", f"auto, {n} trial(s)", "auto, Ray's defaults, 1 trial(s)"]  # the rows' order
     # per round: each round's plain process and sweeps alone (round 2's plain process 3 s slower: its per sweep 3 s less)
     slow_plain = (plain[n][0] + 3.0, plain[n][1])
     runs = {("plain", n): [plain[n], slow_plain], ("auto", 1): [sweeps["auto", 1]] * 2, ("auto", n): [sweeps["auto", n]] * 2}

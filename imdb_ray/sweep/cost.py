@@ -36,11 +36,11 @@ FULL_TRAIN_ROWS = FULL_TEST_ROWS = 25_000  # the official splits
 # What a sweep command costs beyond training on this 2-core machine, from results/sweep_overhead.md (a sweep of 8
 # trials against a plain process of the same 8): once per sweep (imports, Ray start, the MLflow parent run, the first
 # trial's process, registration, Ray stop, and the benchmark's one test evaluation, ~0.5 s of 500 rows, which the
-# estimate also counts among its test evaluations; the auto row) and per trial by trainer (a direct trial reuses its
-# process; a ray_train trial starts a Train controller, its workers and their helper actors).
+# estimate also counts among its test evaluations; the auto row) and per trial by trainer (a trial reuses the process
+# of the one before; a ray_train trial also starts a Train controller, its workers and their helper actors).
 # (tests/test_benchmarks.py holds these to the file's rows.)
-SWEEP_FIXED_S = 7.2
-TRIAL_FIXED_S = {"direct": 0.10, "ray_train": 8.47}
+SWEEP_FIXED_S = 9.7
+TRIAL_FIXED_S = {"direct": 0.00, "ray_train": 8.77}
 # The slow end is shown when it is this much above the mean: two timings of one config on a few batches differed by
 # 16 % here (gru, 227 and 195 rows/s, one after the other), so a learning rate's two ends must not read as a range.
 SLOW_END_SHOWN = 1.15
