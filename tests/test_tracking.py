@@ -199,3 +199,17 @@ def test_a_report_ranks_a_val_loss_sweep_on_its_lowest_loss(store):
         log.end(trial)
     _, rows = collect(uri, "loss_sweep")
     assert [r.name for r in rows] == ["b", "c", "a"] and [r.selection for r in rows] == [0.30, 0.40, 0.50]
+
+
+def test_a_sqlite_stores_artifacts_live_beside_its_file_wherever_the_command_ran(tmp_path, monkeypatch):
+    """MLflow puts a sqlite store's artifacts in ./mlruns of whatever folder created the experiment: a sweep
+    started elsewhere (or a test run from the repository) scattered them there. They go beside the store."""
+    store_dir, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    store_dir.mkdir(), elsewhere.mkdir()
+    uri = fresh_store(store_dir)
+    monkeypatch.chdir(elsewhere)
+    runs = SweepRuns(uri, "my sweep/1")
+    (tmp_path / "s.py").write_text("# a sweep file\n")
+    runs.start_parent(tmp_path / "s.py", {"num_samples": 1}, "/ray/x")  # logs the sweep file as an artifact
+    assert list(store_dir.glob("mlruns/my_sweep_1/*/artifacts/sweep/s.py")) and not list(elsewhere.iterdir())
+    assert SweepRuns(uri, "my sweep/1").experiment_id() == runs.experiment_id()  # found again, not made twice

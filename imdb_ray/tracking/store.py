@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -111,9 +112,14 @@ def _client(uri: str):
 
 def experiment_id(client: MlflowClient, name: str) -> str:
     """The experiment's id, created on first use ("custom model development": MLflow's UI then opens on the
-    runs table, not its GenAI pages)."""
+    runs table, not its GenAI pages). A sqlite store's experiment keeps its artifacts beside the store's file, in
+    mlruns/<name>: MLflow's default, ./mlruns, is the folder the command that created it happened to run in."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+    if exp:
+        return exp.experiment_id
+    db = sqlite_file(client.tracking_uri)
+    location = (db.resolve().parent / "mlruns" / re.sub(r"[^\w.-]", "_", name)).as_uri() if db else None
+    return client.create_experiment(name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 def log_metrics(client: MlflowClient, run_id: str, values: dict[str, Any], step: int) -> None:
