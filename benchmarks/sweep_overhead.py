@@ -79,7 +79,6 @@ NO_REUSE = ("import runpy, sys, ray.tune; made = ray.tune.TuneConfig; "
 # (row, trainer, Ray's defaults?, reuse Tune's trial processes?)
 ROWS = [("auto", "auto", False, True), ("auto, Ray's defaults", "auto", True, True), ("ray_train", "ray_train", False, True),
         ("ray_train, no process reuse", "ray_train", False, False), ("ray_train, Ray's defaults", "ray_train", True, True)]
-ORDER = {row: i for i, (row, *_) in enumerate(ROWS)}
 
 
 def timed_plain(cache: str, trials: int) -> tuple[float, list[float]]:
@@ -207,8 +206,8 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               "that imports what it runs). Where a sweep's time goes (seconds, from when its console lines were printed; "
               "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
-    lines += [f"| {trainer}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in ph.values()) + " |"
-              for (trainer, n), (_, ph, _) in sorted(sweeps.items(), key=lambda kv: (ORDER[kv[0][0]], kv[0][1]))]
+    lines += [f"| {row}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in sweeps[row, n][1].values()) + " |"
+              for row, *_ in ROWS for n in (1, TRIALS)]
     lines += ["", "Shared preparation (tokenise + encode + Word2Vec) per trial of a sweep:", "",
               "| trial | seconds |", "|---|---|", f"| 1 (builds) | {prep[0]:.2f} |"]
     return lines + [f"| {i} (cache hit) | {p:.2f} |" for i, p in enumerate(prep[1:], start=2)]

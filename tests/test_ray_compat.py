@@ -86,7 +86,7 @@ def test_a_stopped_trials_train_run_ends_as_stopped_and_a_crash_still_fails(ray_
 
     from imdb_ray.sweep.callbacks import kill_train_controllers
     from imdb_ray.sweep.ray_compat import TrainRunStopped, killed_by_ray_kill, sweep_torch_trainer
-    from imdb_ray.sweep.trial import CONTROLLER_PREFIX, controller_name
+    from imdb_ray.sweep.trial import controller_name, controller_prefix
 
     started = tmp_path / "worker.pid"
 
@@ -117,7 +117,7 @@ def test_a_stopped_trials_train_run_ends_as_stopped_and_a_crash_still_fails(ray_
         while not started.exists():  # its worker training
             assert time.time() < deadline and fit.is_alive(), f"trial_a's worker never started: {ended}"
             time.sleep(0.2)
-        assert kill_train_controllers(f"{CONTROLLER_PREFIX}:trial_a:") == 1
+        assert kill_train_controllers(controller_prefix("trial_a")) == 1
         fit.join(30)
         assert not fit.is_alive() and isinstance(ended[0], TrainRunStopped), ended
         psutil.Process(int(started.read_text())).wait(30)  # the run's worker ends with it (else TimeoutExpired)

@@ -13,7 +13,7 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
 from imdb_ray.sweep.packing import SHARE_KEY, grown_share, ran_out_of_gpu_memory
-from imdb_ray.sweep.trial import CONTROLLER_PREFIX
+from imdb_ray.sweep.trial import controller_prefix
 from imdb_ray.tracking import TrialLog
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class EndStoppedTrainRuns(Callback):
             self.groups.setdefault(trial.trial_id, set()).add(result["train_placement_group"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        kill_train_controllers(f"{CONTROLLER_PREFIX}:{trial.trial_id}:")
+        kill_train_controllers(controller_prefix(trial.trial_id))
         release_placement_groups(self.groups.pop(trial.trial_id, set()))
 
     on_trial_error = on_trial_recover = on_trial_complete
@@ -88,7 +88,7 @@ class EndStoppedTrainRuns(Callback):
         """Trials still running when the sweep ends (time budget, Ctrl-C) are stopped without an
         on_trial_complete: their runs too, or the confirmation stage that follows on the same Ray
         waits for workers forever (seen: a classic run's budget-cut lstm trial)."""
-        kill_train_controllers(f"{CONTROLLER_PREFIX}:")
+        kill_train_controllers(controller_prefix())
         for trial_id in list(self.groups):
             release_placement_groups(self.groups.pop(trial_id))
 

@@ -171,7 +171,12 @@ def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
 CONTROLLER_PREFIX = "imdb_ray-train-controller"
 
 
+def controller_prefix(trial_id: str = "") -> str:
+    """How the names of a trial's Ray Train controllers start (of every trial's, without one)."""
+    return f"{CONTROLLER_PREFIX}:{trial_id}:" if trial_id else f"{CONTROLLER_PREFIX}:"
+
+
 def controller_name(trial_id: str) -> str:
     """A Ray Train controller's actor name: its trial's, made unique (a retried trial's new controller may start
-    before Ray has freed the name of the one that died). callbacks.EndStoppedTrainRuns finds it by its start."""
-    return f"{CONTROLLER_PREFIX}:{trial_id}:{uuid.uuid4().hex[:8]}"
+    before Ray has freed the name of the one that died). callbacks.EndStoppedTrainRuns finds it by its prefix."""
+    return f"{controller_prefix(trial_id)}{uuid.uuid4().hex[:8]}"
