@@ -16,8 +16,10 @@ Writes results/sweep_overhead.md.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import statistics
 import shutil
 import subprocess
 import sys
@@ -126,14 +128,71 @@ def timed_sweep(work: Path, cache: str, trainer: str, trials: int, env: dict | N
         sys.exit(f"{name}: the sweep command failed (exit {proc.returncode})")
     end = time.perf_counter()
     print(f"[overhead] {trainer} sweep of {trials} trial(s): {end - start:.1f} s", file=sys.stderr, flush=True)
-    processes = worker_processes(ray_tmp)
+    processes, runs = worker_processes(ray_tmp), train_runs(ray_tmp)
     shutil.rmtree(ray_tmp, ignore_errors=True)
-    return end - start, phases(stamps, start, end), processes
+    return end - start, phases(stamps, start, end), processes, runs
 
 
 def worker_processes(ray_tmp: Path) -> int:
     """Python worker processes the raylet started in the session(s) under `ray_tmp` (Ray's own log of each start)."""
     return sum(log.read_text(errors="replace").count("Started worker process") for log in ray_tmp.glob("**/logs/raylet*.out"))
+
+
+# What a Ray Train controller logs (its "sys" log, Ray 2.60's words) as a run goes on, in order.
+TRAIN_EVENTS = {"ready": "Requesting resources", "created": "worker actors created", "launched": "Train function launched",
+                "done": "Shutting down"}
+MOMENTS = {"start": "controller process up", "ready": "resources asked", "created": "worker processes up",
+           "launched": "train function launched", "done": "workers told to stop", "next": "next trial's controller process up"}
+TRIAL_PHASES = {  # (from, to) of each phase of a Ray Train trial, and what happens in it
+    ("start", "ready"): "the controller's process: its imports (Ray Train's controller; torch, for TorchConfig) and set-up",
+    ("ready", "created"): "placement group; the worker's and the sync actor's processes started",
+    ("created", "launched"): "Train context on the worker (it imports Ray Train and torch); torch.distributed set up",
+    ("launched", "done"): "the train function: 1 epoch, validation, checkpoint (its first torch.optim optimizer imports torch._dynamo)",
+    ("done", "next"): "the run's end (workers, controller), Tune's bookkeeping, the next trial's start and controller process"}
+
+
+def _stamp(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def train_runs(ray_tmp: Path) -> list[dict[str, float]]:
+    """Every Ray Train run in the session(s) under `ray_tmp`, in start order: when its controller's process started
+    (the first line of that process's log) and when the controller logged each of TRAIN_EVENTS."""
+    runs = []
+    for log in ray_tmp.glob("**/logs/train/ray-train-sys-controller-*.log"):
+        worker_id = log.stem.rsplit("-", 1)[-1]
+        process_log = next(log.parent.parent.glob(f"python-core-worker-{worker_id}_*.log"))
+        with process_log.open() as stream:
+            run = {"start": _stamp(stream.readline()[1:24])}  # "[2026-12-05 14:37:49,102 I ..."
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            for event, words in TRAIN_EVENTS.items():
+                if words in record["message"]:
+                    run.setdefault(event, _stamp(record["asctime"]))
+        runs.append(run)
+    return sorted(runs, key=lambda run: run["start"])
+
+
+def trial_phases(runs: list[dict[str, float]]) -> dict[tuple[str, str], float]:
+    """Each TRIAL_PHASES span's median over consecutive runs (a run's "next": the next run's controller start)."""
+    spans = [{**run, "next": after["start"]} for run, after in zip(runs, runs[1:])]
+    return {(a, b): statistics.median(span[b] - span[a] for span in spans) for a, b in TRIAL_PHASES}
+
+
+IMPORTS = {"the controller's": ["ray.train.v2._internal.execution.controller", "ray.train.torch.config"],
+           "the worker's": ["ray.train.torch", "torch._dynamo"]}
+
+
+def import_seconds(modules: list[str], runs: int = 3) -> list[float]:
+    """Seconds a fresh process on this machine takes to import each of `modules` in turn after `import ray`
+    (median of `runs` processes): what a Ray Train trial's new processes import before they work."""
+    code = ("import json, time, ray; found = []\n"
+            f"for module in {modules!r}:\n"
+            "    t = time.perf_counter(); __import__(module); found.append(time.perf_counter() - t)\n"
+            "print(json.dumps(found))")
+    found = [json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+             for _ in range(runs)]
+    return [statistics.median(seconds) for seconds in zip(*found)]
 
 
 def phases(stamps: list[tuple[float, str]], start: float, end: float) -> dict[str, float]:
@@ -169,7 +228,8 @@ def per_sweep_by_round(runs: dict, trainer: str = "auto") -> list[float]:
     return [fixed_costs(plain, one, many, warm_trial(plain))[1] for plain, one, many in rounds]
 
 
-def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[float]] | None = None) -> list[str]:
+def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[float]] | None = None,
+           imports: dict[str, list[float]] | None = None) -> list[str]:
     warm = warm_trial(plain[TRIALS])
     lines = ["# Fixed cost of the sweep engine (CPU)", "",
              "Produced by `.venv/bin/python benchmarks/sweep_overhead.py`; every row measured in one run, whole commands "
@@ -208,9 +268,27 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {row}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in sweeps[row, n][1].values()) + " |"
               for row, *_ in ROWS for n in (1, TRIALS)]
+    if imports is not None:
+        lines += trial_phase_lines(sweeps["ray_train", TRIALS][3], warm, imports)
     lines += ["", "Shared preparation (tokenise + encode + Word2Vec) per trial of a sweep:", "",
               "| trial | seconds |", "|---|---|", f"| 1 (builds) | {prep[0]:.2f} |"]
     return lines + [f"| {i} (cache hit) | {p:.2f} |" for i, p in enumerate(prep[1:], start=2)]
+
+
+def trial_phase_lines(runs: list[dict[str, float]], warm: float, imports: dict[str, list[float]]) -> list[str]:
+    """Where a Ray Train trial's time goes (TRIAL_PHASES), and what its new processes import."""
+    found = trial_phases(runs)
+    lines = ["", f"Where a Ray Train trial's time goes, in the median run of the ray_train sweep of {TRIALS}: from Ray Train's "
+             "own log of each run (its controller's) and the first line each controller's process logged; every phase the "
+             f"median over the {len(runs) - 1} spans from one trial's controller start to the next's:", "",
+             "| phase | what happens in it | seconds |", "|---|---|---|"]
+    lines += [f"| {MOMENTS[a]} → {MOMENTS[b]} | {what} | {found[a, b]:.2f} |" for (a, b), what in TRIAL_PHASES.items()]
+    lines += [f"| one trial, all phases | | {sum(found.values()):.2f} |",
+              f"| one warm `train()` call in a plain process | | {warm:.2f} |", "",
+              "What those new processes import, in a fresh process on this machine after `import ray` (median of 3): " +
+              "; ".join(f"{who}: " + ", then ".join(f"{module} {seconds:.2f} s" for module, seconds in zip(IMPORTS[who], found_s))
+                        for who, found_s in imports.items()) + "."]
+    return lines
 
 
 def main() -> None:
@@ -232,7 +310,9 @@ def main() -> None:
                                                                  ray_defaults() if defaults else None, reuse))
     plain = {n: median_run(runs["plain", n]) for n in (1, TRIALS)}
     sweeps = {key: median_run(found) for key, found in runs.items() if key[0] != "plain"}
-    lines = report(plain, sweeps, prep, {trainer: per_sweep_by_round(runs, trainer) for trainer in ("auto", "auto, Ray's defaults")})
+    imports = {who: import_seconds(modules) for who, modules in IMPORTS.items()}
+    lines = report(plain, sweeps, prep, {trainer: per_sweep_by_round(runs, trainer) for trainer in ("auto", "auto, Ray's defaults")},
+                   imports)
     (ROOT / "results" / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(work, ignore_errors=True)

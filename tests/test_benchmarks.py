@@ -140,8 +140,8 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     sweeps = {}
     for trainer, extra, procs in (("auto", 0.5, 0), ("auto, Ray's defaults", 0.5, 0), ("ray_train", 10.0, 8),
                                   ("ray_train, no process reuse", 12.0, 9), ("ray_train, Ray's defaults", 11.0, 9)):
-        sweeps[trainer, 1] = (20.0, phases(5.0), 3)
-        sweeps[trainer, n] = (20.0 + (2.0 + extra) * (n - 1), phases(5.0 + (2.0 + extra) * (n - 1)), 3 + procs * (n - 1))
+        sweeps[trainer, 1] = (20.0, phases(5.0), 3, [])
+        sweeps[trainer, n] = (20.0 + (2.0 + extra) * (n - 1), phases(5.0 + (2.0 + extra) * (n - 1)), 3 + procs * (n - 1), [])
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in bench.report(plain, sweeps, [6.0, 0.1]) if line.startswith("| ")}
     auto, ray_train = rows["auto"], rows["ray_train"]
     assert auto[4:7] == ["+0.50", f"{20.0 + 2.5 * (n - 1) - plain[n][0] - n * 0.5:+.1f}", "0.0 |"]
@@ -158,6 +158,35 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     assert any(line.startswith(f"The auto sweeps' fixed cost per sweep computed within each of the 2") and
                f"auto: {first:+.1f}, {second:+.1f}; auto, Ray's defaults: {second:+.1f}, {first:+.1f} s" in line
                for line in bench.report(plain, sweeps, [6.0, 0.1], by_round))
+
+
+def test_sweep_overhead_reads_each_ray_train_runs_phases_from_rays_own_logs(tmp_path):
+    """The Ray Train trial's phases: from each controller's log (Ray 2.60's words) and its process's first log line,
+    each phase the median over consecutive runs, the next run's controller start closing a run's last phase."""
+    import json
+
+    bench = load("sweep_overhead")
+    logs = tmp_path / "session_x" / "logs"
+    (logs / "train").mkdir(parents=True)
+    words = {"ready": "Requesting resources: {'CPU': 1} * 1", "created": "[Worker Group Initialization] 1 worker actors created in 1.4s.",
+             "launched": "[Worker Group Initialization] Train function launched on workers in 0.01s.", "done": "Shutting down 1 workers."}
+    for run, (start, step) in enumerate([(0, 1.0), (10, 1.0), (19, 2.0)]):  # controllers start at 0, 10 and 19 s
+        worker_id = f"{run:02d}ab"
+        (logs / f"python-core-worker-{worker_id}_{100 + run}.log").write_text(
+            f"[2026-12-05 10:00:{start:02d},000 I 1 1] core_worker_process.cc:1] Constructing CoreWorkerProcess\nlater\n")
+        records = [{"asctime": "2026-12-05 10:00:00,000", "message": "No checkpoint manager snapshot found."}]
+        records += [{"asctime": f"2026-12-05 10:00:{start + step * (i + 1):02.0f},500", "message": text}
+                    for i, text in enumerate(words.values())]
+        records.append({"asctime": f"2026-12-05 10:00:{start + 5:02d},000", "message": "Shutting down 1 workers."})  # later twin
+        (logs / "train" / f"ray-train-sys-controller-{worker_id}.log").write_text("\n".join(map(json.dumps, records)))
+    runs = bench.train_runs(tmp_path)
+    assert [run["start"] - runs[0]["start"] for run in runs] == [0, 10, 19]
+    assert runs[0]["ready"] - runs[0]["start"] == pytest.approx(1.5) and runs[2]["done"] - runs[2]["start"] == pytest.approx(8.5)
+    found = bench.trial_phases(runs)  # two spans (runs 0 and 1, both 1 s steps): run 0 ends 10 - 4.5, run 1 ends 9 - 4.5
+    assert found["start", "ready"] == pytest.approx(1.5) and found["ready", "created"] == pytest.approx(1.0)
+    assert found["done", "next"] == pytest.approx((5.5 + 4.5) / 2)
+    lines = bench.trial_phase_lines(runs, 2.0, {who: [0.5] * len(modules) for who, modules in bench.IMPORTS.items()})
+    assert f"| one trial, all phases | | {sum(found.values()):.2f} |" in lines and "ray.train.torch 0.50 s" in lines[-1]
 
 
 def test_the_dry_runs_fixed_costs_are_the_recorded_ones():
