@@ -3,6 +3,7 @@ from a word2vec / GloVe file through KeyedVectors, or random. Cached like the en
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
 from pathlib import Path
@@ -134,7 +135,15 @@ def embedding_matrix(cfg: TrialConfig, train_tokens: Callable[[], list[list[str]
         matrix[0] = 0.0  # <pad>
         return {"vectors": torch.from_numpy(matrix), "oov": missing / max(1, len(vocab) - 2)}
 
-    entry = load_or_build(cfg.cache_dir, f"vectors-{key}", build)
+    try:
+        entry = load_or_build(cfg.cache_dir, f"vectors-{key}", build)
+    except MemoryError as e:  # numpy's words name an array's shape, not the setting that made it
+        if source not in ("word2vec", "random"):
+            raise
+        wanted = re.search(r"allocate ([\d.]+) ([KMGTP]i?B)", str(e))  # "Unable to allocate 685. GiB for an array ..."
+        asked = f"asked for {wanted[1].rstrip('.')} {wanted[2]}" if wanted else "the allocator refused"
+        raise MemoryError(f"word vectors of {len(vocab):,} words x embed_dim={cfg.embed_dim} do not fit in memory "
+                          f"({asked}); lower embed_dim") from None
     return entry["vectors"], float(entry["oov"])
 
 

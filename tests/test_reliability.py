@@ -390,6 +390,13 @@ def test_a_run_that_does_not_fit_in_memory_is_one_line(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err[-1] == "error: model 'gru' with {'hidden': 1000000} does not fit in memory (asked for 11,176 GiB); make it smaller", err
     assert MlflowClient(uri).get_run((tmp_path / "runs" / "big" / "mlflow_run_id").read_text().strip()).info.status == "FAILED"
+    for source in ("word2vec", "random"):  # the word vectors' own allocation, named by the setting that sized it
+        code = main(["train", "--model", "gru", "--embed-dim", "100000000", "--embeddings", source, "--n-train", "240",
+                     "--n-test", "100", "--max-len", "64", "--w2v-epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+                     "--tracking-uri", uri, "--run-dir", f"runs/wide-{source}", "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and re.fullmatch(r"error: word vectors of [\d,]+ words x embed_dim=100000000 do not fit in memory "
+                                          r"\(asked for [\d.]+ [GT]iB\); lower embed_dim", err[-1]), err
 
     def out_of_gpu_memory(args, extra):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.8 GiB "
