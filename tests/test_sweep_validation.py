@@ -304,6 +304,22 @@ def test_resource_overrides_fit_a_gpu_sweep_on_this_machine(capsys, monkeypatch)
     assert "fixed: epochs=6, patience=2, max_len=256, truncation='head+tail'" in out
 
 
+def test_workers_per_trial_from_the_command_line_makes_trials_data_parallel_on_ray_train(capsys, monkeypatch):
+    """--workers-per-trial: the file's one-worker trials (auto chose direct) become Ray Train runs of N workers, the
+    trial's GPUs spelled gpus_per_trial split over them; a bad count is one line before anything starts."""
+    monkeypatch.chdir(ROOT)
+    code, err, out = cli(["sweep", "sweeps/quickstart.py", "--dry-run", "--no-estimate", "--workers-per-trial", "2",
+                          "--cpus-per-worker", "0.99"], capsys)
+    assert code == 0, err
+    assert "trainer=ray_train" in out and "per trial: 2 worker(s) x 0.99 CPU, 0 GPU" in out
+    assert "trials at once on this machine (2 CPU / 0 GPU): 1" in out
+    code, err, _ = cli(["sweep", "sweeps/quickstart.py", "--dry-run", "--workers-per-trial", "0"], capsys)
+    assert code == 2 and err == [f"error: {ROOT / 'sweeps' / 'quickstart.py'}: workers_per_trial=0 must be an integer > 0"], err
+    split = Sweep(name="x", space={"model": "gru"}, gpus_per_trial=1).with_overrides(workers_per_trial=4)
+    assert (split.trainer, split.workers_per_trial, split.gpus_per_worker) == ("ray_train", 4, 0.25)
+    assert Sweep(name="x", space={"model": "gru"}).with_overrides(workers_per_trial=1).trainer == "direct"
+
+
 def test_select_for_test_takes_the_top_and_the_best_of_each_model():
     import pandas as pd
 

@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="run no trials: evaluate on test the finished sweep's selected trials (test_top, test_each) "
                               "that have no test result yet")
     p_sweep.add_argument("--time-budget", help="stop the sweep after this long, e.g. 5400, 90m, 2h (override the sweep file)")
+    p_sweep.add_argument("--workers-per-trial", type=int,
+                         help="override the sweep file: data-parallel workers per trial (more than 1: DDP on Ray Train)")
     p_sweep.add_argument("--cpus-per-worker", type=float, help="override the sweep file (e.g. run a GPU sweep on a CPU box)")
     p_sweep.add_argument("--gpus-per-worker", type=float, help="override the sweep file (0: CPU only)")
     p_sweep.set_defaults(run=run)
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError("--num-samples must be >= 1")
     # The same sweep file on other hardware (a GPU cluster's file on a laptop), shorter, or bounded in time.
     sweep = load_sweep(args.file, space_overrides=args.overrides, num_samples=args.num_samples, max_concurrent=args.max_concurrent,
-                       cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+                       workers_per_trial=args.workers_per_trial, cpus_per_worker=args.cpus_per_worker,
+                       gpus_per_worker=args.gpus_per_worker,
                        time_budget_s=parse_duration(args.time_budget) if args.time_budget is not None else None)
     storage = args.storage or str(Path("ray_results").resolve())
     if "://" in storage:

@@ -26,7 +26,7 @@ from imdb_ray.sweep.space import (Branches, branches, candidates, count_configs,
 
 RAY_TRAIN_FUNCTION_CPU = 0.01  # a ray_train trial's Tune function: its workers hold the real resources
 # What the command line may override (each applied once, by `load_sweep`).
-OVERRIDES = ("num_samples", "max_concurrent", "time_budget_s", "cpus_per_worker", "gpus_per_worker")
+OVERRIDES = ("num_samples", "max_concurrent", "time_budget_s", "workers_per_trial", "cpus_per_worker", "gpus_per_worker")
 
 
 @dataclass
@@ -86,6 +86,8 @@ class Sweep:
         given = {k: v for k, v in overrides.items() if v is not None}
         if "gpus_per_worker" in given:  # the command line's GPU share replaces the file's, however it was spelled
             given["gpus_per_trial"] = None
+        if given.get("workers_per_trial", 1) != 1 and self.trainer == "direct":  # several workers are a Ray Train run
+            given["trainer"] = "ray_train"  # (auto chose direct for the file's one worker; a direct trial is one process)
         return dataclasses.replace(self, **given).validate()
 
     def fail(self, message: str):
