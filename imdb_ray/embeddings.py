@@ -3,7 +3,6 @@ from a word2vec / GloVe file through KeyedVectors, or random. Cached like the en
 from __future__ import annotations
 
 import logging
-import re
 import time
 import zlib
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 
 from imdb_ray.cache import cache_key, code_version, load_or_build
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, allocation_asked
 
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
@@ -140,10 +139,8 @@ def embedding_matrix(cfg: TrialConfig, train_tokens: Callable[[], list[list[str]
     except MemoryError as e:  # numpy's words name an array's shape, not the setting that made it
         if source not in ("word2vec", "random"):
             raise
-        wanted = re.search(r"allocate ([\d.]+) ([KMGTP]i?B)", str(e))  # "Unable to allocate 685. GiB for an array ..."
-        asked = f"asked for {wanted[1].rstrip('.')} {wanted[2]}" if wanted else "the allocator refused"
         raise MemoryError(f"word vectors of {len(vocab):,} words x embed_dim={cfg.embed_dim} do not fit in memory "
-                          f"({asked}); lower embed_dim") from None
+                          f"({allocation_asked(e)}); lower embed_dim") from None
     return entry["vectors"], float(entry["oov"])
 
 

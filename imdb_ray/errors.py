@@ -1,6 +1,7 @@
 """The one exception type a user sees: a one-line message saying what to fix (CLI exit code 2); and the run
 outcomes said the same way (exit code 1): a run can end on something its user acts on, which is not a bug."""
 import errno
+import re
 
 
 class UserError(Exception):
@@ -25,3 +26,13 @@ def run_outcome(error: BaseException) -> str | None:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"{error.strerror}: {error.filename or 'writing'}; free some space (what was written before is kept)"
     return None
+
+
+def allocation_asked(error: BaseException) -> str:
+    """What a refused CPU allocation asked for, in the allocator's own message: torch's "...you tried to allocate
+    N bytes. Error code 12" or numpy's "Unable to allocate 685. GiB for an array with shape (...)"."""
+    if found := re.search(r"allocate (\d+) bytes", str(error)):
+        return f"asked for {int(found[1]) / 2**30:,.0f} GiB"
+    if found := re.search(r"allocate ([\d.]+) ([KMGTP]i?B)", str(error)):
+        return f"asked for {found[1].rstrip('.')} {found[2]}"
+    return "the allocator refused"

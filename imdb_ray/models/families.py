@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, allocation_asked
 from imdb_ray.models.registry import get_model
 
 if TYPE_CHECKING:
@@ -258,9 +257,7 @@ def build_model(cfg: TrialConfig, build_args: dict) -> torch.nn.Module:
     except RuntimeError as e:  # the CPU allocator's refusal, said plainly (CUDA's OutOfMemoryError already is)
         if "can't allocate memory" not in str(e):
             raise
-        wanted = re.search(r"allocate (\d+) bytes", str(e))  # "...you tried to allocate N bytes. Error code 12 (...)"
-        asked = f"asked for {int(wanted[1]) / 2**30:,.0f} GiB" if wanted else "the allocator refused"
-        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory ({asked}); "
+        raise MemoryError(f"model '{cfg.model}' with {cfg.model_args} does not fit in memory ({allocation_asked(e)}); "
                           "make it smaller") from None
 
 
