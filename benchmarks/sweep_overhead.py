@@ -144,8 +144,8 @@ TRAIN_EVENTS = {"ready": "Requesting resources", "created": "worker actors creat
 MOMENTS = {"start": "controller process up", "ready": "resources asked", "created": "worker processes up",
            "launched": "train function launched", "done": "workers told to stop", "next": "next trial's controller process up"}
 TRIAL_PHASES = {  # (from, to) of each phase of a Ray Train trial, and what happens in it
-    ("start", "ready"): "the controller's process: its imports (Ray Train's controller; torch, for TorchConfig) and set-up",
-    ("ready", "created"): "placement group; the worker's and the sync actor's processes started",
+    ("start", "ready"): "the controller's process: its imports (Ray Train's controller) and set-up; torch's import starts in a thread (ray_compat.LazyTorchConfig)",
+    ("ready", "created"): "placement group; the worker's and the sync actor's processes started, beside the controller's torch import",
     ("created", "launched"): "Train context on the worker (it imports Ray Train and torch); torch.distributed set up",
     ("launched", "done"): "the train function: 1 epoch, validation, checkpoint (its first torch.optim optimizer imports torch._dynamo)",
     ("done", "next"): "the run's end (workers, controller), Tune's bookkeeping, the next trial's start and controller process"}

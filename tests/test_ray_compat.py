@@ -138,3 +138,37 @@ def catch(call) -> Exception | None:
     except Exception as error:  # noqa: BLE001 (the test looks at which)
         return error
     return None
+
+
+def test_a_train_controller_imports_torch_beside_its_workers_start_not_before():
+    """What a sweep trial's Train controller unpickles as it starts (the backend config, the train function in its
+    context) imports no torch; reading `backend_cls`, as the controller's constructor does, starts torch's import in
+    a thread; then Ray's own torch backend does the work (end to end: the 2-worker runs of test_ddp.py)."""
+    import subprocess
+    import sys
+
+    import ray.cloudpickle
+    import ray.train
+
+    from imdb_ray.sweep.ray_compat import sweep_torch_trainer
+    from imdb_ray.sweep.trial import train_worker
+
+    trainer = sweep_torch_trainer()(train_worker, scaling_config=ray.train.ScalingConfig(num_workers=2))
+    assert trainer.backend_config.backend == "gloo"  # TorchTrainer's default for CPU workers, kept
+    shipped = ray.cloudpickle.dumps((trainer.backend_config, trainer._get_train_func()))
+    controller = """if True:
+        import sys, threading
+        import ray.cloudpickle
+        config, train_func = ray.cloudpickle.loads(sys.stdin.buffer.read())
+        assert "torch" not in sys.modules, "unpickling imported torch"
+        backend = config.backend_cls
+        [importing] = [t for t in threading.enumerate() if t.name == "import torch.distributed"]
+        importing.join(120)
+        assert "torch.distributed" in sys.modules and backend().share_cuda_visible_devices
+        from ray.train.torch.config import _TorchBackend
+        from imdb_ray.sweep.ray_compat import torch_backend
+        assert isinstance(torch_backend(), _TorchBackend) and config.to_dict()["backend"] == "gloo"
+        print("ok")
+    """
+    done = subprocess.run([sys.executable, "-c", controller], input=shipped, capture_output=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.decode().strip() == "ok", done.stderr.decode()[-2000:]

@@ -7,9 +7,15 @@ still exist?).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import signal
+import sys
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
+
+from ray.train.backend import Backend, BackendConfig
 
 if TYPE_CHECKING:
     from ray.train import Result
@@ -52,6 +58,10 @@ def sweep_torch_trainer() -> type:
     class SweepTorchTrainer(TorchTrainer):
         controller_name = ""  # set by the trial (trial.controller_name): how callbacks.EndStoppedTrainRuns finds it
 
+        def __init__(self, *args, torch_config=None, **kwargs):
+            fields = dataclasses.asdict(torch_config) if torch_config else {}
+            super().__init__(*args, torch_config=LazyTorchConfig(**fields), **kwargs)
+
         def _create_default_callbacks(self) -> list:
             unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
@@ -60,6 +70,84 @@ def sweep_torch_trainer() -> type:
             return run_named_controller(self.controller_name, controller_init_kwargs)
 
     return SweepTorchTrainer
+
+
+@dataclasses.dataclass
+class LazyTorchConfig(BackendConfig):
+    """Ray 2.60's TorchConfig (the same fields and backend, Ray's own _TorchBackend doing the work) from a module
+    without torch. A Train controller unpickles its backend config as it starts, and TorchConfig's module imports
+    torch (~1.5 s here) before the controller asks for its workers, while it needs torch only once they are up (to
+    set up torch.distributed). Here the import starts in a thread when the controller first reads `backend_cls`
+    (in its constructor) and runs beside the placement group and the workers' start. Workers import torch anyway."""
+
+    backend: str | None = None
+    init_method: str = "env"
+    timeout_s: int = 1800
+
+    @property
+    def backend_cls(self) -> type:
+        import_in_background("torch.distributed")
+        return LazyTorchBackend
+
+    @property
+    def train_func_context(self) -> type:
+        return TorchTrainContext
+
+    @property
+    def framework(self):
+        from ray.train.v2._internal.util import TrainingFramework
+
+        return TrainingFramework.TORCH
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def torch_backend() -> Backend:
+    from ray.train.torch.config import _TorchBackend  # waits for import_in_background's torch, if still importing
+
+    return _TorchBackend()
+
+
+class LazyTorchBackend(Backend):
+    """Ray's _TorchBackend (the process group's set-up and shutdown), imported when the controller first calls it."""
+
+    share_cuda_visible_devices = True  # as _TorchBackend's
+
+    def on_start(self, worker_group, backend_config) -> None:
+        torch_backend().on_start(worker_group, backend_config)
+
+    def on_shutdown(self, worker_group, backend_config) -> None:
+        torch_backend().on_shutdown(worker_group, backend_config)
+
+    def on_training_start(self, worker_group, backend_config) -> None:
+        torch_backend().on_training_start(worker_group, backend_config)
+
+
+class TorchTrainContext:
+    """Ray's TorchConfigContextManager (a worker's CUDA device around the train function), imported by the worker
+    that enters it: the controller unpickles the wrapped train function too."""
+
+    def __enter__(self) -> None:
+        from ray.train.torch.config import TorchConfigContextManager
+
+        self.inner = TorchConfigContextManager()
+        self.inner.__enter__()
+
+    def __exit__(self, *exc) -> bool:
+        return self.inner.__exit__(*exc)
+
+
+_importing: dict[str, threading.Thread] = {}
+
+
+def import_in_background(module: str) -> None:
+    """Import `module` in a daemon thread, once per process; an import of it elsewhere waits for this one (Python's
+    lock per module). Free of deadlock while `module` (here torch) imports nothing of Ray's."""
+    if module not in sys.modules and module not in _importing:
+        _importing[module] = threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
+                                              name=f"import {module}")
+        _importing[module].start()
 
 
 class TrainRunStopped(Exception):
