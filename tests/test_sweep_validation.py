@@ -318,6 +318,11 @@ def test_workers_per_trial_from_the_command_line_makes_trials_data_parallel_on_r
     split = Sweep(name="x", space={"model": "gru"}, gpus_per_trial=1).with_overrides(workers_per_trial=4)
     assert (split.trainer, split.workers_per_trial, split.gpus_per_worker) == ("ray_train", 4, 0.25)
     assert Sweep(name="x", space={"model": "gru"}).with_overrides(workers_per_trial=1).trainer == "direct"
+    # and back: a file of several workers that left the trainer to auto runs one-worker trials directly
+    several = Sweep(name="x", space={"model": "gru"}, workers_per_trial=2)
+    assert (several.validate().trainer, several.with_overrides(workers_per_trial=1).trainer) == ("ray_train", "direct")
+    explicit = Sweep(name="x", space={"model": "gru"}, workers_per_trial=2, trainer="ray_train")
+    assert explicit.with_overrides(workers_per_trial=1).trainer == "ray_train"  # asked for: kept
 
 
 def test_select_for_test_takes_the_top_and_the_best_of_each_model():

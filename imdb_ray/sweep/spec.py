@@ -63,10 +63,12 @@ class Sweep:
     source: Path | None = field(default=None, repr=False)
 
     def validate(self) -> "Sweep":
-        """A checked, normalised copy (gpus_per_trial folded into gpus_per_worker); self is unchanged.
+        """A checked, normalised copy (trainer auto resolved, gpus_per_trial folded into gpus_per_worker); self is unchanged.
         Raises UserError naming the file and the problem."""
         sweep = dataclasses.replace(self)
         sweep._check_types()
+        if sweep.trainer == "auto":  # resolved here, not when the file is read: --workers-per-trial may change the count
+            sweep.trainer = "direct" if sweep.workers_per_trial == 1 else "ray_train"
         if sweep.gpus_per_trial is not None:
             per_worker = sweep.gpus_per_trial / max(1, sweep.workers_per_trial)
             if sweep.gpus_per_worker not in (0, per_worker):
@@ -87,7 +89,7 @@ class Sweep:
         if "gpus_per_worker" in given:  # the command line's GPU share replaces the file's, however it was spelled
             given["gpus_per_trial"] = None
         if given.get("workers_per_trial", 1) != 1 and self.trainer == "direct":  # several workers are a Ray Train run
-            given["trainer"] = "ray_train"  # (auto chose direct for the file's one worker; a direct trial is one process)
+            given["trainer"] = "ray_train"  # (a file's trainer="direct" was for its one worker; a direct trial is one process)
         return dataclasses.replace(self, **given).validate()
 
     def fail(self, message: str):
@@ -96,8 +98,6 @@ class Sweep:
     def __post_init__(self) -> None:  # what a setting left to its default means (a wrong value fails validation)
         if self.mode is None and isinstance(self.metric, str) and self.metric in METRICS:
             self.mode = METRICS[self.metric].mode
-        if self.trainer == "auto" and isinstance(self.workers_per_trial, int):
-            self.trainer = "direct" if self.workers_per_trial == 1 else "ray_train"
 
     @property
     def selection(self) -> Metric:
