@@ -53,6 +53,16 @@ def test_every_line_is_one_row_out_in_order(run_dir, tmp_path, capsys):
     assert code == 0 and len(out.rstrip("\n").split("\n")) == len(AWKWARD)
 
 
+def test_an_empty_text_argument_is_scored_with_a_warning(run_dir, capsys):
+    """An empty argument (often an unset shell variable) keeps its row, and stderr says so."""
+    code, err, out = cli(["predict", str(run_dir), "a fine film", " "], capsys)
+    assert code == 0 and len(out.rstrip("\n").split("\n")) == 2
+    assert err == ["warning: text 2 is empty: it is scored as a review with no words"], err
+    for bad in ([str(run_dir.parent / "nosuch"), ""], [str(run_dir), "", "--labels", str(run_dir / "config.json")]):
+        code, err, _ = cli(["predict", *bad], capsys)  # a refused input is still its one line alone
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+
+
 @pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.jsonl", "in.parquet", "in.csv.gz"])
 def test_every_table_format_with_ids_gives_the_same_scores(run_dir, tmp_path, capsys, name):
     frame = pd.DataFrame({"review_id": [f"r{i}" for i in range(len(AWKWARD))], "body": AWKWARD})

@@ -62,6 +62,9 @@ def predict(args: argparse.Namespace, downloads: str) -> int:
         complete = True
     finally:  # --out gets every row or keeps what it held: a refused input, Ctrl-C or a crash writes nothing there
         writer.close(keep=complete)
+    for i, text in enumerate(args.texts if not args.file and args.texts != ["-"] else [], 1):  # a refusal stays one line
+        if not text.strip():  # likely an unset shell variable; scored all the same (row N out is row N in)
+            print(f"warning: text {i} is empty: it is scored as a review with no words", file=sys.stderr)
     if args.out:
         print(f"{scored.rows} row(s) scored -> {args.out}", file=sys.stderr)
     if scored.labels:
