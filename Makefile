@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: quickstart test install record docs clean-cache
+.PHONY: quickstart test test-fast install record docs clean-cache
 
 # torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
 # on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU. --no-deps on
@@ -33,6 +33,10 @@ quickstart: $(VENV)/.installed
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
+
+# for iteration: all but the tests marked slow (end-to-end sweeps on Ray, fault injection); CI runs the whole suite
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # make test that also rewrites what the tests observe into results/: reliability.md (when every reliability case
 # passed) and the MLflow UI screenshots; `make test` itself leaves results/ as it is
