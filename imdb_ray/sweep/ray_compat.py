@@ -20,6 +20,7 @@ from ray.train.backend import Backend, BackendConfig
 if TYPE_CHECKING:
     from ray.train import Result
     from ray.train._internal.session import _TrainingResult as TrainingResult  # noqa: F401 (trial.py's hints)
+    from ray.train.v2._internal.util import TrainingFramework
     from ray.tune import ResultGrid
     from ray.util.placement_group import PlacementGroup
 
@@ -94,7 +95,7 @@ class LazyTorchConfig(BackendConfig):
         return TorchTrainContext
 
     @property
-    def framework(self):
+    def framework(self) -> TrainingFramework:
         from ray.train.v2._internal.util import TrainingFramework
 
         return TrainingFramework.TORCH
