@@ -43,11 +43,12 @@ def predict(args: argparse.Namespace, downloads: str) -> int:
         raise UserError("give --labels FILE or --label-column, not both")
     if args.out:
         check_creatable(Path(args.out).parent, "give --out a file in a writable folder")
+    typed = [] if args.file or args.texts == ["-"] else args.texts  # texts given as arguments
     if args.file:  # check the inputs before loading a model
         chunks = read_chunks(args.file, text_column=args.text_column, id_column=args.id_column,
                              label_column=args.label_column)
-    elif args.texts and args.texts != ["-"]:
-        chunks = iter([Chunk([str(i + 1) for i in range(len(args.texts))], args.texts)])
+    elif typed:
+        chunks = iter([Chunk([str(i + 1) for i in range(len(typed))], typed)])
     else:
         chunks = read_chunks(None)
     labels = label_lines(args.labels) if args.labels else None
@@ -62,7 +63,7 @@ def predict(args: argparse.Namespace, downloads: str) -> int:
         complete = True
     finally:  # --out gets every row or keeps what it held: a refused input, Ctrl-C or a crash writes nothing there
         writer.close(keep=complete)
-    for i, text in enumerate(args.texts if not args.file and args.texts != ["-"] else [], 1):  # a refusal stays one line
+    for i, text in enumerate(typed, 1):  # after the scores: a refused input stays one line
         if not text.strip():  # likely an unset shell variable; scored all the same (row N out is row N in)
             print(f"warning: text {i} is empty: it is scored as a review with no words", file=sys.stderr)
     if args.out:

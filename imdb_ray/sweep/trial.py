@@ -141,17 +141,16 @@ def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
     function that builds a TorchTrainer and reports through TuneReportCallback)."""
     if sweep.trainer == "direct":
         return DirectTrial
-    scaling, backend, max_failures = scaling_config(sweep), "nccl" if sweep.gpus_per_worker > 0 else "gloo", sweep.max_failures
+    scaling, max_failures = scaling_config(sweep), sweep.max_failures  # torch's backend: TorchTrainer's (nccl on GPUs, else gloo)
     cpus = sweep.cpus_per_worker
 
     def ray_train_trial(config: dict) -> None:
-        from ray.train.torch import TorchConfig
         from ray.tune.integration.ray_train import TuneReportCallback
 
         context = tune.get_context()
         grown = config.get(SHARE_KEY)  # set by callbacks.GrowGpuShareOnOOM when a worker ran out of GPU memory
         trainer = sweep_torch_trainer()(
-            train_worker, train_loop_config=config, torch_config=TorchConfig(backend=backend),
+            train_worker, train_loop_config=config,
             scaling_config=scaling if grown is None else dataclasses.replace(
                 scaling, resources_per_worker={"CPU": cpus, "GPU": grown}),
             run_config=ray.train.RunConfig(
