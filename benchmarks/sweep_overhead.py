@@ -138,17 +138,19 @@ def worker_processes(ray_tmp: Path) -> int:
     return sum(log.read_text(errors="replace").count("Started worker process") for log in ray_tmp.glob("**/logs/raylet*.out"))
 
 
-# What a Ray Train controller logs (its "sys" log, Ray 2.60's words) as a run goes on, in order.
+# What a Ray Train controller logs (its "sys" log, Ray 2.60's words) as a run goes on, in order. The controller runs in
+# the trial's process (ray_compat.run_controller_in_process), and the runs of the trials that process served follow
+# one another in its log: a run starts with the first line after the last run's "Shutting down".
 TRAIN_EVENTS = {"ready": "Requesting resources", "created": "worker actors created", "launched": "Train function launched",
                 "done": "Shutting down"}
-MOMENTS = {"start": "controller process up", "ready": "resources asked", "created": "worker processes up",
-           "launched": "train function launched", "done": "workers told to stop", "next": "next trial's controller process up"}
+MOMENTS = {"start": "trial started in its process", "ready": "resources asked", "created": "worker processes up",
+           "launched": "train function launched", "done": "workers told to stop", "next": "next trial started"}
 TRIAL_PHASES = {  # (from, to) of each phase of a Ray Train trial, and what happens in it
-    ("start", "ready"): "the controller's process: its imports (Ray Train's controller) and set-up; torch's import starts in a thread (ray_compat.LazyTorchConfig)",
-    ("ready", "created"): "placement group; the worker's and the sync actor's processes started, beside the controller's torch import",
+    ("start", "ready"): "Tune's reset of the trial's process for it; the Train controller's set-up (in that process)",
+    ("ready", "created"): "placement group; the worker's and the sync actor's processes started",
     ("created", "launched"): "Train context on the worker (it imports Ray Train and torch); torch.distributed set up",
     ("launched", "done"): "the train function: 1 epoch, validation, checkpoint (its first torch.optim optimizer imports torch._dynamo)",
-    ("done", "next"): "the run's end (workers, controller), Tune's bookkeeping, the next trial's start and controller process"}
+    ("done", "next"): "the run's end (its workers), the report to Tune, Tune's bookkeeping, the next trial's start"}
 
 
 def _stamp(text: str) -> float:
@@ -156,31 +158,31 @@ def _stamp(text: str) -> float:
 
 
 def train_runs(ray_tmp: Path) -> list[dict[str, float]]:
-    """Every Ray Train run in the session(s) under `ray_tmp`, in start order: when its controller's process started
-    (the first line of that process's log) and when the controller logged each of TRAIN_EVENTS."""
+    """Every Ray Train run in the session(s) under `ray_tmp`, in start order: when it started (its first line in its
+    controller's log) and when the controller logged each of TRAIN_EVENTS."""
     runs = []
     for log in ray_tmp.glob("**/logs/train/ray-train-sys-controller-*.log"):
-        worker_id = log.stem.rsplit("-", 1)[-1]
-        process_log = next(log.parent.parent.glob(f"python-core-worker-{worker_id}_*.log"))
-        with process_log.open() as stream:
-            run = {"start": _stamp(stream.readline()[1:24])}  # "[2026-12-05 14:37:49,102 I ..."
+        run: dict[str, float] = {}
         for line in log.read_text().splitlines():
             record = json.loads(line)
+            if "done" in run and TRAIN_EVENTS["done"] not in record["message"]:  # the next run, in this process
+                runs.append(run)
+                run = {}
+            run.setdefault("start", _stamp(record["asctime"]))
             for event, words in TRAIN_EVENTS.items():
                 if words in record["message"]:
                     run.setdefault(event, _stamp(record["asctime"]))
-        runs.append(run)
+        runs += [run] if run else []
     return sorted(runs, key=lambda run: run["start"])
 
 
 def trial_phases(runs: list[dict[str, float]]) -> dict[tuple[str, str], float]:
-    """Each TRIAL_PHASES span's median over consecutive runs (a run's "next": the next run's controller start)."""
+    """Each TRIAL_PHASES span's median over consecutive runs (a run's "next": the next run's start)."""
     spans = [{**run, "next": after["start"]} for run, after in zip(runs, runs[1:])]
     return {(a, b): statistics.median(span[b] - span[a] for span in spans) for a, b in TRIAL_PHASES}
 
 
-IMPORTS = {"the controller's": ["ray.train.v2._internal.execution.controller", "ray.train.torch.config"],
-           "the worker's": ["ray.train.torch", "torch._dynamo"]}
+IMPORTS = {"the worker's": ["ray.train.torch", "torch._dynamo"]}
 
 
 def import_seconds(modules: list[str], runs: int = 3) -> list[float]:
@@ -258,12 +260,12 @@ def report(plain: dict, sweeps: dict, prep: list[float], rounds: dict[str, list[
               "connects, Ray Train's preemption watcher on and its controller polling every 2 s, as Ray ships them; a "
               "local Ray started by imdb_ray starts no worker ahead (no trial process would take it), turns the watcher "
               "off and polls every 0.2 s (`LOCAL_RAY_ENV` in imdb_ray/sweep/runner.py). \"No process reuse\": Tune's "
-              "reuse_actors off, each trial in a Tune trial process of its own, as Ray Train trials ran before a stopped "
-              "trial's Train run was ended by imdb_ray (callbacks.EndStoppedTrainRuns). Processes per trial: the Python worker processes "
+              "reuse_actors off, each trial in a Tune trial process of its own (a Ray Train trial's controller runs in it: "
+              "each imports Ray Train's controller again). Processes per trial: the Python worker processes "
               f"Ray's raylet logged starting in the sweep of {TRIALS} less the sweep of 1, over {TRIALS - 1} (a trial reuses "
-              "the process of the one before: Tune's reuse_actors; a Ray Train trial also starts Train's controller, "
-              "its worker and the helper actors Train and Tune's report callback use afresh, each a new Python process "
-              "that imports what it runs). Where a sweep's time goes (seconds, from when its console lines were printed; "
+              "the process of the one before: Tune's reuse_actors; a Ray Train trial also starts its Train worker and "
+              "Train's sync actor afresh, each a new Python process that imports what it runs, while its controller runs "
+              "in the trial's process, ray_compat.run_controller_in_process). Where a sweep's time goes (seconds, from when its console lines were printed; "
               "the trials' span includes the first trial's process start and imports):", "",
               "| sweep | " + " | ".join(next(iter(sweeps.values()))[1]) + " |", "|---|---|---|---|---|"]
     lines += [f"| {row}, {n} trial(s) | " + " | ".join(f"{v:.1f}" for v in sweeps[row, n][1].values()) + " |"
@@ -279,13 +281,13 @@ def trial_phase_lines(runs: list[dict[str, float]], warm: float, imports: dict[s
     """Where a Ray Train trial's time goes (TRIAL_PHASES), and what its new processes import."""
     found = trial_phases(runs)
     lines = ["", f"Where a Ray Train trial's time goes, in the median run of the ray_train sweep of {TRIALS}: from Ray Train's "
-             "own log of each run (its controller's) and the first line each controller's process logged; every phase the "
-             f"median over the {len(runs) - 1} spans from one trial's controller start to the next's:", "",
+             "own log of each run (its controller's, which the trial's process writes run after run); every phase the "
+             f"median over the {len(runs) - 1} spans from one trial's start to the next's:", "",
              "| phase | what happens in it | seconds |", "|---|---|---|"]
     lines += [f"| {MOMENTS[a]} → {MOMENTS[b]} | {what} | {found[a, b]:.2f} |" for (a, b), what in TRIAL_PHASES.items()]
     lines += [f"| one trial, all phases | | {sum(found.values()):.2f} |",
               f"| one warm `train()` call in a plain process | | {warm:.2f} |", "",
-              "What those new processes import, in a fresh process on this machine after `import ray` (median of 3): " +
+              "What the worker's new process imports, in a fresh process on this machine after `import ray` (median of 3): " +
               "; ".join(f"{who}: " + ", then ".join(f"{module} {seconds:.2f} s" for module, seconds in zip(IMPORTS[who], found_s))
                         for who, found_s in imports.items()) + "."]
     return lines

@@ -161,24 +161,25 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
 
 
 def test_sweep_overhead_reads_each_ray_train_runs_phases_from_rays_own_logs(tmp_path):
-    """The Ray Train trial's phases: from each controller's log (Ray 2.60's words) and its process's first log line,
-    each phase the median over consecutive runs, the next run's controller start closing a run's last phase."""
+    """The Ray Train trial's phases: from the controller's log (Ray 2.60's words), which a trial's process writes run
+    after run (a run starts with the line after the last one's "Shutting down"), each phase the median over consecutive
+    runs, the next run's start closing a run's last phase."""
     import json
 
     bench = load("sweep_overhead")
-    logs = tmp_path / "session_x" / "logs"
-    (logs / "train").mkdir(parents=True)
+    logs = tmp_path / "session_x" / "logs" / "train"
+    logs.mkdir(parents=True)
     words = {"ready": "Requesting resources: {'CPU': 1} * 1", "created": "[Worker Group Initialization] 1 worker actors created in 1.4s.",
              "launched": "[Worker Group Initialization] Train function launched on workers in 0.01s.", "done": "Shutting down 1 workers."}
-    for run, (start, step) in enumerate([(0, 1.0), (10, 1.0), (19, 2.0)]):  # controllers start at 0, 10 and 19 s
-        worker_id = f"{run:02d}ab"
-        (logs / f"python-core-worker-{worker_id}_{100 + run}.log").write_text(
-            f"[2026-12-05 10:00:{start:02d},000 I 1 1] core_worker_process.cc:1] Constructing CoreWorkerProcess\nlater\n")
-        records = [{"asctime": "2026-12-05 10:00:00,000", "message": "No checkpoint manager snapshot found."}]
-        records += [{"asctime": f"2026-12-05 10:00:{start + step * (i + 1):02.0f},500", "message": text}
-                    for i, text in enumerate(words.values())]
-        records.append({"asctime": f"2026-12-05 10:00:{start + 5:02d},000", "message": "Shutting down 1 workers."})  # later twin
-        (logs / "train" / f"ray-train-sys-controller-{worker_id}.log").write_text("\n".join(map(json.dumps, records)))
+    records = {"01ab": [], "02cd": []}  # two trial processes: runs 0 and 1 in the first, run 2 in the second
+    for run, (start, step) in enumerate([(0, 1.0), (10, 1.0), (19, 2.0)]):  # runs start at 0, 10 and 19 s
+        first = "Changing the working directory to: /tmp/x" if run == 1 else "No checkpoint manager snapshot found."
+        records["01ab" if run < 2 else "02cd"] += [
+            {"asctime": f"2026-12-05 10:00:{start:02d},000", "message": first},
+            *({"asctime": f"2026-12-05 10:00:{start + step * (i + 1):02.0f},500", "message": text} for i, text in enumerate(words.values())),
+            {"asctime": f"2026-12-05 10:00:{start + 5:02d},000", "message": "Shutting down 1 workers."}]  # a later twin
+    for worker_id, lines in records.items():
+        (logs / f"ray-train-sys-controller-{worker_id}.log").write_text("\n".join(map(json.dumps, lines)))
     runs = bench.train_runs(tmp_path)
     assert [run["start"] - runs[0]["start"] for run in runs] == [0, 10, 19]
     assert runs[0]["ready"] - runs[0]["start"] == pytest.approx(1.5) and runs[2]["done"] - runs[2]["start"] == pytest.approx(8.5)

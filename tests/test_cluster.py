@@ -248,7 +248,6 @@ def test_a_packed_trial_out_of_gpu_memory_is_retried_alone_with_a_larger_share(t
             pass
 
     monkeypatch.setattr(trial_module, "sweep_torch_trainer", lambda: FakeTrainer)
-    monkeypatch.setattr("ray.tune.integration.ray_train.TuneReportCallback", ray.train.UserCallback)  # needs a Tune session
     monkeypatch.setattr(trial_module.tune, "get_context", lambda: SimpleNamespace(get_experiment_name=lambda: "x",
                                                                                  get_trial_id=lambda: "t"))
     ray_train = trial_module.make_trial(Sweep(name="x", space={"model": "gru"}, trainer="ray_train", gpus_per_worker=0.25,

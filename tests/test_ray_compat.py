@@ -69,106 +69,98 @@ def test_cluster_address_resolves_auto_as_ray_init_does(monkeypatch):
     assert cluster_address("10.9.8.7:6380") == "10.9.8.7:6380"
 
 
-def test_a_stopped_trials_train_run_ends_as_stopped_and_a_crash_still_fails(ray_address, tmp_path):
-    """Tune keeps a stopped trial's process for the next trial (reuse_actors) and tells it nothing:
-    callbacks.kill_train_controllers kills that trial's Train controller by its name, its workers with it,
-    and the fit() waiting in the process ends as stopped (TrainRunStopped, so the trial function returns and
-    the process is free). Another trial's controller is left alone, and a controller that dies otherwise
-    (here SIGKILLed) is still an error: Tune retries that trial."""
-    import os
-    import signal
-    import threading
+def test_a_train_run_stopped_in_its_report_ends_its_workers_and_a_dead_trial_process_takes_its_run_along(ray_address, tmp_path):
+    """The Train controller runs in the trial's process (ray_compat.run_controller_in_process; here an actor stands
+    for Tune's). Tune stops a trial on a result, while the controller waits in that result's report; when Tune ends
+    the trial's thread, the report raises SystemExit: the run's worker and placement group are then ended, and fit()
+    ends with the SystemExit (so does the trial's thread, as Tune expects). And a trial's process that dies (Tune
+    ends it at a sweep's end, or it crashes) takes its run's worker along, not its placement group (Ray frees that
+    with the sweep's driver): callbacks.EndStoppedTrainRuns removes it."""
     import time
 
     import psutil
     import ray
-    import ray.train
+    from ray.util.placement_group import PlacementGroup, placement_group_table
 
-    from imdb_ray.sweep.callbacks import kill_train_controllers
-    from imdb_ray.sweep.ray_compat import TrainRunStopped, killed_by_ray_kill, sweep_torch_trainer
-    from imdb_ray.sweep.trial import controller_name, controller_prefix
-
-    started = tmp_path / "worker.pid"
-
-    def loop(config):
-        started.write_text(str(os.getpid()))
-        time.sleep(120)
+    from imdb_ray.sweep.callbacks import release_placement_groups
 
     ray.init(address=ray_address, logging_level="ERROR")
     try:
-        trainer = sweep_torch_trainer()(loop, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-                                        run_config=ray.train.RunConfig(name="stopped", storage_path=str(tmp_path)))
-        trainer.controller_name = controller_name("trial_a")
-        ended = []
-        fit = threading.Thread(target=lambda: ended.append(catch(trainer.fit)))
-        fit.start()
+        def run_of(name: str) -> tuple[psutil.Process, PlacementGroup]:
+            deadline = time.time() + 120
+            while not (tmp_path / f"{name}.run").exists():
+                assert time.time() < deadline, f"{name}'s worker never reported"
+                time.sleep(0.2)
+            pid, group = (tmp_path / f"{name}.run").read_text().split()
+            return psutil.Process(int(pid)), PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group)))
 
-        @ray.remote(num_cpus=0)
-        class Sleeper:
-            def pid(self) -> int:
-                return os.getpid()
+        stopped = TrialProcess.remote(str(tmp_path), "stopped")
+        worker, group = run_of("stopped")
+        (tmp_path / "tune-ended-the-thread").write_text("")
+        assert ray.get(stopped.outcome.remote(), timeout=60) == "SystemExit"
+        worker.wait(30)  # the run's worker has ended (else TimeoutExpired)
+        assert placement_group_table(group)["state"] == "REMOVED"
 
-            def sleep(self) -> None:
-                time.sleep(120)
-
-        other = Sleeper.options(name=controller_name("trial_b")).remote()  # another trial's, by name
-        crashed = Sleeper.remote()
-        deadline = time.time() + 120
-        while not started.exists():  # its worker training
-            assert time.time() < deadline and fit.is_alive(), f"trial_a's worker never started: {ended}"
-            time.sleep(0.2)
-        assert kill_train_controllers(controller_prefix("trial_a")) == 1
-        fit.join(30)
-        assert not fit.is_alive() and isinstance(ended[0], TrainRunStopped), ended
-        psutil.Process(int(started.read_text())).wait(30)  # the run's worker ends with it (else TimeoutExpired)
-        assert ray.get(other.pid.remote())  # alive
-
-        pid = ray.get(crashed.pid.remote())
-        waiting = crashed.sleep.remote()
-        os.kill(pid, signal.SIGKILL)
-        crash = catch(lambda: ray.get(waiting))
-        assert isinstance(crash, ray.exceptions.ActorDiedError) and not killed_by_ray_kill(crash)
+        owner = TrialProcess.remote(str(tmp_path), "owned")
+        worker, group = run_of("owned")
+        ray.kill(owner)
+        worker.wait(30)
+        time.sleep(2)
+        assert placement_group_table(group)["state"] == "CREATED"  # Ray keeps it until the sweep's driver ends, so
+        assert release_placement_groups([group.id.hex()]) == 1  # callbacks.EndStoppedTrainRuns removes it
+        assert placement_group_table(group)["state"] == "REMOVED"
     finally:
         ray.shutdown()
 
 
-def catch(call) -> Exception | None:
-    try:
-        call()
-    except Exception as error:  # noqa: BLE001 (the test looks at which)
-        return error
-    return None
+def _trial_process():
+    import os
+    import threading
+    import time
+    from pathlib import Path
 
-
-def test_a_train_controller_imports_torch_beside_its_workers_start_not_before():
-    """What a sweep trial's Train controller unpickles as it starts (the backend config, the train function in its
-    context) imports no torch; reading `backend_cls`, as the controller's constructor does, starts torch's import in
-    a thread; then Ray's own torch backend does the work (end to end: the 2-worker runs of test_ddp.py)."""
-    import subprocess
-    import sys
-
-    import ray.cloudpickle
+    import ray
     import ray.train
 
     from imdb_ray.sweep.ray_compat import sweep_torch_trainer
-    from imdb_ray.sweep.trial import train_worker
 
-    trainer = sweep_torch_trainer()(train_worker, scaling_config=ray.train.ScalingConfig(num_workers=2))
-    assert trainer.backend_config.backend == "gloo"  # TorchTrainer's default for CPU workers, kept
-    shipped = ray.cloudpickle.dumps((trainer.backend_config, trainer._get_train_func()))
-    controller = """if True:
-        import sys, threading
-        import ray.cloudpickle
-        config, train_func = ray.cloudpickle.loads(sys.stdin.buffer.read())
-        assert "torch" not in sys.modules, "unpickling imported torch"
-        backend = config.backend_cls
-        [importing] = [t for t in threading.enumerate() if t.name == "import torch.distributed"]
-        importing.join(120)
-        assert "torch.distributed" in sys.modules and backend().share_cuda_visible_devices
-        from ray.train.torch.config import _TorchBackend
-        from imdb_ray.sweep.ray_compat import torch_backend
-        assert isinstance(torch_backend(), _TorchBackend) and config.to_dict()["backend"] == "gloo"
-        print("ok")
-    """
-    done = subprocess.run([sys.executable, "-c", controller], input=shipped, capture_output=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.decode().strip() == "ok", done.stderr.decode()[-2000:]
+    def loop(config):
+        group = ray.util.get_current_placement_group().id.hex()
+        ray.train.report({"epoch": 1})
+        (Path(config["folder"]) / f"{config['name']}.run").write_text(f"{os.getpid()} {group}")
+        time.sleep(120)  # the run would go on training
+
+    class TuneStops(ray.train.UserCallback):  # what Tune's report does once Tune ends a stopped trial's thread
+        def __init__(self, folder: str):
+            self.folder = Path(folder)
+
+        def after_report(self, run_context, metrics, checkpoint):
+            while not (self.folder / "tune-ended-the-thread").exists():
+                time.sleep(0.1)
+            raise SystemExit(0)
+
+    @ray.remote(num_cpus=0)
+    class TrialProcess:
+        def __init__(self, folder: str, name: str):
+            trainer = sweep_torch_trainer()(
+                loop, train_loop_config={"folder": folder, "name": name},
+                run_config=ray.train.RunConfig(name=name, storage_path=folder, callbacks=[TuneStops(folder)]),
+                scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}))
+            self.ended = None
+            self.thread = threading.Thread(target=self.fit, args=(trainer,), daemon=True)
+            self.thread.start()
+
+        def fit(self, trainer) -> None:
+            try:
+                trainer.fit()
+            except BaseException as error:  # noqa: BLE001 (the test looks at which)
+                self.ended = type(error).__name__
+
+        def outcome(self) -> str | None:
+            self.thread.join()
+            return self.ended
+
+    return TrialProcess
+
+
+TrialProcess = _trial_process()

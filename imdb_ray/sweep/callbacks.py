@@ -13,7 +13,6 @@ from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
 
 from imdb_ray.sweep.packing import SHARE_KEY, grown_share, ran_out_of_gpu_memory
-from imdb_ray.sweep.trial import controller_prefix
 from imdb_ray.tracking import TrialLog
 
 if TYPE_CHECKING:
@@ -62,14 +61,12 @@ def _error_text(trial) -> str | None:
 
 class EndStoppedTrainRuns(Callback):
     """Ray Train trials under Tune (Ray 2.60, Train V2): when Tune stops a trial whose Train run is still going
-    (ASHA's early stop, a retry, the sweep's end), Ray ends neither of two things:
-    - the run's controller: Tune keeps the trial's process for the next trial (reuse_actors) without telling it,
-      and the run would go on training there. It is killed by its name (trial.controller_name); its workers go
-      with it, and the trial's function returns (trial.ray_train_trial), so the process is free for the next trial;
-    - the run's worker placement group, left reserved: its CPUs/GPUs stayed taken for the rest of the sweep and
-      later trials waited for workers forever. Each Train worker reports its group; it is removed (a no-op if
-      Ray already did).
-    Check whether each is still needed when upgrading Ray."""
+    (ASHA's early stop, a retry, the sweep's end), it keeps the trial's process for the next trial (reuse_actors)
+    without telling it. The run's controller, in that process (ray_compat.run_controller_in_process), waits in the
+    report Tune stopped the trial on, while its workers would go on training, their placement group's CPUs/GPUs
+    taken, until the next trial starts in the process and the controller ends them. Each Train worker reports its
+    group; it is removed here at once (a no-op if the run has ended it), and its workers with it.
+    Check whether this is still needed when upgrading Ray."""
 
     def __init__(self):
         self.groups: dict[str, set[str]] = {}
@@ -79,33 +76,16 @@ class EndStoppedTrainRuns(Callback):
             self.groups.setdefault(trial.trial_id, set()).add(result["train_placement_group"])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        kill_train_controllers(controller_prefix(trial.trial_id))
         release_placement_groups(self.groups.pop(trial.trial_id, set()))
 
     on_trial_error = on_trial_recover = on_trial_complete
 
     def on_experiment_end(self, trials, **info):
         """Trials still running when the sweep ends (time budget, Ctrl-C) are stopped without an
-        on_trial_complete: their runs too, or the confirmation stage that follows on the same Ray
+        on_trial_complete: their groups too, or the confirmation stage that follows on the same Ray
         waits for workers forever (seen: a classic run's budget-cut lstm trial)."""
-        kill_train_controllers(controller_prefix())
         for trial_id in list(self.groups):
             release_placement_groups(self.groups.pop(trial_id))
-
-
-def kill_train_controllers(prefix: str) -> int:
-    """Kill the Train controllers of this sweep (its Ray namespace) whose names start with `prefix`; returns how many."""
-    import ray
-
-    killed = 0
-    for name in ray.util.list_named_actors():
-        if name.startswith(prefix):
-            try:
-                ray.kill(ray.get_actor(name))
-                killed += 1
-            except ValueError:  # ended between the listing and now
-                pass
-    return killed
 
 
 def release_placement_groups(hex_ids: Iterable[str]) -> int:

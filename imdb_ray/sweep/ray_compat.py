@@ -7,20 +7,15 @@ still exist?).
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
+import logging
 import signal
-import sys
-import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
-
-from ray.train.backend import Backend, BackendConfig
 
 if TYPE_CHECKING:
     from ray.train import Result
     from ray.train._internal.session import _TrainingResult as TrainingResult  # noqa: F401 (trial.py's hints)
-    from ray.train.v2._internal.util import TrainingFramework
+    from ray.train.v2._internal.execution.controller import TrainController
     from ray.tune import ResultGrid
     from ray.util.placement_group import PlacementGroup
 
@@ -43,8 +38,9 @@ def function_trainable(fn: Callable[[dict], None]) -> type:
 
 
 def sweep_torch_trainer() -> type:
-    """TorchTrainer less two helper actors that Ray 2.60 starts for every Train run and a sweep's runs do
-    not use; each is a Python process that imports Ray Data (~3-5 CPU-s on 2 cores), per trial:
+    """TorchTrainer with its controller in the trial's process (run_controller_in_process), less two helper actors
+    that Ray 2.60 starts for every Train run and a sweep's runs do not use; each is a Python process that imports
+    Ray Data (~3-5 CPU-s on 2 cores), per trial:
     - the DatasetManager, started even when no Ray Dataset is passed (the loop loads its own data);
     - the detached PlacementGroupCleaner, which removes the run's placement group if its controller dies.
       It asks the State API, which needs the dashboard: on a Ray without one (local mode's default)
@@ -57,133 +53,54 @@ def sweep_torch_trainer() -> type:
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     class SweepTorchTrainer(TorchTrainer):
-        controller_name = ""  # set by the trial (trial.controller_name): how callbacks.EndStoppedTrainRuns finds it
-
-        def __init__(self, *args, torch_config=None, **kwargs):
-            fields = dataclasses.asdict(torch_config) if torch_config else {}
-            super().__init__(*args, torch_config=LazyTorchConfig(**fields), **kwargs)
-
         def _create_default_callbacks(self) -> list:
             unused = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
 
         def _initialize_and_run_controller(self, **controller_init_kwargs) -> Result:
-            return run_named_controller(self.controller_name, controller_init_kwargs)
+            import ray
+
+            if ray.get_runtime_context().get_actor_id() is None:  # a driver's fit(): Train's own controller actor
+                return super()._initialize_and_run_controller(**controller_init_kwargs)
+            return run_controller_in_process(controller_init_kwargs)  # a trial's, in Tune's trial process
 
     return SweepTorchTrainer
 
 
-@dataclasses.dataclass
-class LazyTorchConfig(BackendConfig):
-    """Ray 2.60's TorchConfig (the same fields and backend, Ray's own _TorchBackend doing the work) from a module
-    without torch. A Train controller unpickles its backend config as it starts, and TorchConfig's module imports
-    torch (~1.5 s here) before the controller asks for its workers, while it needs torch only once they are up (to
-    set up torch.distributed). Here the import starts in a thread when the controller first reads `backend_cls`
-    (in its constructor) and runs beside the placement group and the workers' start. Workers import torch anyway."""
+def run_controller_in_process(controller_init_kwargs: dict) -> Result:
+    """DataParallelTrainer._initialize_and_run_controller of Ray 2.60, with the Train controller an object in the
+    calling process (the trial's, which Tune keeps for the next trial: reuse_actors) instead of an actor process
+    started for every trial, which then imported Ray Train and torch again; and the trial's reports go to Tune from
+    here (trial.ReportToTune) instead of through a queue actor, one more process per trial. The run's workers and
+    sync actor are the trial process's and end with it; its placement group outlives it (Ray frees a group made in
+    an actor with the job), so callbacks.EndStoppedTrainRuns removes it. The workers' handle to their controller is
+    the trial process's actor: a train function that asks it (ray.train.get_all_reported_checkpoints) fails.
 
-    backend: str | None = None
-    init_method: str = "env"
-    timeout_s: int = 1800
+    Tune stops a trial (ASHA) on a result, while this controller waits in that result's report (a function
+    trial's reports are synchronous); when Tune ends the trial's thread (the next trial's reset, or the sweep's
+    end) that report raises SystemExit, and the run's workers are shut down before it goes on up."""
+    import asyncio
 
-    @property
-    def backend_cls(self) -> type:
-        import_in_background("torch.distributed")
-        return LazyTorchBackend
-
-    @property
-    def train_func_context(self) -> type:
-        return TorchTrainContext
-
-    @property
-    def framework(self) -> TrainingFramework:
-        from ray.train.v2._internal.util import TrainingFramework
-
-        return TrainingFramework.TORCH
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def torch_backend() -> Backend:
-    from ray.train.torch.config import _TorchBackend  # waits for import_in_background's torch, if still importing
-
-    return _TorchBackend()
-
-
-class LazyTorchBackend(Backend):
-    """Ray's _TorchBackend (the process group's set-up and shutdown), imported when the controller first calls it."""
-
-    share_cuda_visible_devices = True  # as _TorchBackend's
-
-    def on_start(self, worker_group, backend_config) -> None:
-        torch_backend().on_start(worker_group, backend_config)
-
-    def on_shutdown(self, worker_group, backend_config) -> None:
-        torch_backend().on_shutdown(worker_group, backend_config)
-
-    def on_training_start(self, worker_group, backend_config) -> None:
-        torch_backend().on_training_start(worker_group, backend_config)
-
-
-class TorchTrainContext:
-    """Ray's TorchConfigContextManager (a worker's CUDA device around the train function), imported by the worker
-    that enters it: the controller unpickles the wrapped train function too."""
-
-    def __enter__(self) -> None:
-        from ray.train.torch.config import TorchConfigContextManager
-
-        self.inner = TorchConfigContextManager()
-        self.inner.__enter__()
-
-    def __exit__(self, *exc) -> bool:
-        return self.inner.__exit__(*exc)
-
-
-_importing: dict[str, threading.Thread] = {}
-
-
-def import_in_background(module: str) -> None:
-    """Import `module` in a daemon thread, once per process; an import of it elsewhere waits for this one (Python's
-    lock per module). Free of deadlock while `module` (here torch) imports nothing of Ray's."""
-    if module not in sys.modules and module not in _importing:
-        _importing[module] = threading.Thread(target=importlib.import_module, args=(module,), daemon=True,
-                                              name=f"import {module}")
-        _importing[module].start()
-
-
-class TrainRunStopped(Exception):
-    """The trial's Train controller was killed on purpose (callbacks.EndStoppedTrainRuns: Tune stopped the trial)."""
-
-
-def run_named_controller(name: str, controller_init_kwargs: dict) -> Result:
-    """DataParallelTrainer._initialize_and_run_controller of Ray 2.60 (which Tune runs in a thread, so without its
-    SIGINT handler), with the controller named: when Tune stops a trial early (ASHA) it keeps the trial's process
-    for the next trial (reuse_actors) and tells it nothing, while the Train run would go on training in it. The
-    driver then kills the controller by name (its workers and placement group go with it), and the fit() waiting
-    here raises TrainRunStopped, a stop told apart from a crash by Ray's own words for a ray.kill."""
-    import ray
-    from ray._common.constants import RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR
-    from ray.exceptions import ActorDiedError
-    from ray.train.v2._internal.constants import DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE, get_env_vars_to_propagate
     from ray.train.v2._internal.execution.controller import TrainController
 
-    env_vars = get_env_vars_to_propagate()
-    env_vars.setdefault(RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
-    controller = ray.remote(num_cpus=0, label_selector={ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()},
-                            runtime_env={"env_vars": env_vars})(TrainController)
-    controller = controller.options(name=name or None).remote(**controller_init_kwargs)
+    controller = TrainController(**controller_init_kwargs)
     try:
-        ray.get(controller.run.remote())
-    except ActorDiedError as error:
-        if killed_by_ray_kill(error):
-            raise TrainRunStopped(name) from None
+        asyncio.run(controller.run())
+    except BaseException:
+        end_worker_group(controller)
         raise
-    return ray.get(controller.get_result.remote())
+    return controller.get_result()
 
 
-def killed_by_ray_kill(error: Exception) -> bool:
-    """Whether a dead actor's error says ray.kill ended it (not a crash: Ray kept the reason only in its message)."""
-    return "killed by `ray.kill`" in str(error)
+def end_worker_group(controller: TrainController) -> None:
+    """Shut down a controller's workers, sync actor and placement group, if it still has them (best effort: they
+    may be dead already, their group removed by callbacks.EndStoppedTrainRuns)."""
+    group = controller.get_worker_group()
+    if group is not None and group.has_started():
+        try:
+            group.abort()
+        except Exception as error:  # noqa: BLE001 - the trial is ending either way; Ray frees what its process owned
+            logging.getLogger(__name__).warning("ending a stopped trial's Train workers: %s", error)
 
 
 def placement_group(hex_id: str) -> PlacementGroup:

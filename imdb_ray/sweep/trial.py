@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Callable
 
@@ -19,7 +18,7 @@ import ray.train
 from ray import tune
 
 from imdb_ray.sweep.packing import SHARE_KEY
-from imdb_ray.sweep.ray_compat import TrainRunStopped, function_trainable, sweep_torch_trainer, training_result_type
+from imdb_ray.sweep.ray_compat import function_trainable, sweep_torch_trainer, training_result_type
 
 if TYPE_CHECKING:
     from imdb_ray.sweep.ray_compat import TrainingResult
@@ -136,17 +135,27 @@ def scaling_config(sweep: Sweep, gpus: float | None = None) -> ray.train.Scaling
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
 
 
+class ReportToTune(ray.train.UserCallback):
+    """Ray Train's reports (rank 0's metrics, and where its checkpoint was saved) to the Tune trial, from the Train
+    controller, which runs in the trial's process (ray_compat.run_controller_in_process): Ray's TuneReportCallback
+    sends them through a queue actor, a process per trial, for a controller in a process of its own."""
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint: ray.train.Checkpoint | None) -> None:
+        tune.report({**metrics[0], **({"checkpoint_path": checkpoint.path} if checkpoint else {})})
+
+
 def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
     """The Tune function trainable for this sweep (Ray's pattern for Train under Tune in 2.60: a
-    function that builds a TorchTrainer and reports through TuneReportCallback)."""
+    function that builds a TorchTrainer and reports to Tune from a Train callback)."""
     if sweep.trainer == "direct":
         return DirectTrial
     scaling, max_failures = scaling_config(sweep), sweep.max_failures  # torch's backend: TorchTrainer's (nccl on GPUs, else gloo)
     cpus = sweep.cpus_per_worker
 
     def ray_train_trial(config: dict) -> None:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
+        # When Tune ends this thread (a stopped trial's process reused for the next), its Train run's workers are
+        # shut down first (up to 5 s for their hooks, Ray's patience), longer than the 2 s Tune waits by default.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
         context = tune.get_context()
         grown = config.get(SHARE_KEY)  # set by callbacks.GrowGpuShareOnOOM when a worker ran out of GPU memory
         trainer = sweep_torch_trainer()(
@@ -155,27 +164,9 @@ def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
                 scaling, resources_per_worker={"CPU": cpus, "GPU": grown}),
             run_config=ray.train.RunConfig(
                 name=f"{context.get_experiment_name()}-{context.get_trial_id()}", storage_path=storage,
-                callbacks=[TuneReportCallback()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                callbacks=[ReportToTune()], failure_config=ray.train.FailureConfig(max_failures=max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
         )
-        trainer.controller_name = controller_name(context.get_trial_id())
-        try:
-            trainer.fit()
-        except TrainRunStopped:
-            pass  # Tune stopped this trial, and this process waits for the next one (runner.build_tuner: reuse_actors)
+        trainer.fit()
 
     return ray_train_trial
-
-
-CONTROLLER_PREFIX = "imdb_ray-train-controller"
-
-
-def controller_prefix(trial_id: str = "") -> str:
-    """How the names of a trial's Ray Train controllers start (of every trial's, without one)."""
-    return f"{CONTROLLER_PREFIX}:{trial_id}:" if trial_id else f"{CONTROLLER_PREFIX}:"
-
-
-def controller_name(trial_id: str) -> str:
-    """A Ray Train controller's actor name: its trial's, made unique (a retried trial's new controller may start
-    before Ray has freed the name of the one that died). callbacks.EndStoppedTrainRuns finds it by its prefix."""
-    return f"{controller_prefix(trial_id)}{uuid.uuid4().hex[:8]}"
