@@ -439,8 +439,11 @@ def test_a_resumed_trial_cut_before_its_next_epoch_ranks_on_its_own_running_best
     broken = Result("b", "gru", 0, 0, {})
     broken.metrics, broken.error = {}, RuntimeError("boom")
     tail = leaderboard([fine, cut, broken], sweep)[1:]
-    assert [(r["trial"], r["status"]) for r in tail] == [("c", "no epoch"), ("b", "failed")]
+    assert [(r["trial"], r["model"], r["status"]) for r in tail] == [("c", "transformer", "no epoch"), ("b", "gru", "failed")]
     assert "before its first epoch" in tail[0]["error"] and "boom" in tail[1]["error"]
+    # a real trial's folder: its id, not Tune's long name of it (every searched value, the date)
+    cut.path = "/x/smoke/ray_train_trial_273af240_3_batch_size=32,cache_dir=work_main_cache,epochs=6_2026-12-05_19-29-55"
+    assert leaderboard([cut], sweep)[0]["trial"] == "273af240"
 
 
 def test_a_resumed_sweep_keeps_a_test_evaluation_an_earlier_invocation_completed(tmp_path):

@@ -7,6 +7,7 @@ Selection is always on validation; test numbers are reported, never used to choo
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -85,7 +86,8 @@ def leaderboard(results: Iterable[Result], sweep: Sweep, top: int = 5) -> list[d
     for r in results:
         if r.metrics is None or sweep.metric not in (r.metrics or {}):
             # no error: the sweep's end (time budget, Ctrl-C) stopped it before its first epoch ended
-            rows.append({"trial": r.path.rsplit("/", 1)[-1] if r.path else "?", "status": "failed" if r.error else "no epoch",
+            rows.append({"trial": trial_id_from_path(r.path), "model": (r.config or {}).get("model", "?"),
+                         "status": "failed" if r.error else "no epoch",
                          "error": error_summary(r.error) if r.error else "stopped by the sweep's end before its first epoch ended"})
             continue
         model = r.config.get("model")
@@ -94,6 +96,14 @@ def leaderboard(results: Iterable[Result], sweep: Sweep, top: int = 5) -> list[d
                      sweep.metric: best_value(r, sweep), "epochs": r.metrics.get("epoch")})
     ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r[sweep.metric], reverse=sweep.mode == "max")
     return ok[:top] + [r for r in rows if r["status"] != "ok"]
+
+
+def trial_id_from_path(path: str | None) -> str:
+    """A trial's id from its folder, which Tune names `<trainable>_<trial id>_<index>_<config...>_<date>` (a trial
+    with no result has no metrics to read it from); the folder's name when it has none."""
+    name = (path or "?").rstrip("/").rsplit("/", 1)[-1]
+    found = re.search(r"_([0-9a-f]{8})_\d+_", name)
+    return found.group(1) if found else name
 
 
 def rank_by_validation(results: Iterable[Result], sweep: Sweep) -> list[Result]:
@@ -255,7 +265,7 @@ def print_summary(sweep: Sweep, summary: SweepSummary, uri: str) -> None:
         if row["status"] == "ok":
             print(f"  {row['model']:15s} {sweep.metric} {row[sweep.metric]:.4f}  epochs {row['epochs']}  {row['params']}")
         else:
-            print(f"  {row['status'].upper()} {row['trial']}: {row['error']}")  # FAILED or NO EPOCH
+            print(f"  {row['status'].upper()} {row['model']} (trial {row['trial']}): {row['error']}")  # FAILED or NO EPOCH
     best = summary.best
     confirmed = confirmed_configs(summary.tested, summary.confirmed, sweep.mode == "max", seed_independent)
     if best is not None:
