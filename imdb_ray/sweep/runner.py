@@ -148,7 +148,8 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     search = GridSearch(confirm, metric=metric, mode=sweep.mode) if confirm else build_search(sweep, concurrency, study)
     # reuse_actors: a trial's process serves the next trial (same results: each trial seeds itself), so a short
     # trial does not pay for starting Python, torch and imdb_ray again (direct smoke sweep: 60 s -> 45 s). A ray_train
-    # trial stopped early would leave its Train run going in it: EndStoppedTrainRuns ends it.
+    # trial stopped early would leave its Train run's workers going: EndStoppedTrainRuns ends them, and its controller
+    # (in the trial's process) ends when Tune ends the trial's thread (ray_compat.run_controller_in_process).
     if sweep.trainer == "ray_train":
         callbacks = [*callbacks, EndStoppedTrainRuns()]
     return tune.Tuner(
