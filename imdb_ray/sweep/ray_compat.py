@@ -78,7 +78,8 @@ def run_controller_in_process(controller_init_kwargs: dict) -> Result:
 
     Tune stops a trial (ASHA) on a result, while this controller waits in that result's report (a function
     trial's reports are synchronous); when Tune ends the trial's thread (the next trial's reset, or the sweep's
-    end) that report raises SystemExit, and the run's workers are shut down before it goes on up."""
+    end) that report raises SystemExit, and the run's workers are shut down before it goes on up. (The controller's
+    abort(), which ends the process it runs in with ray.actor.exit_actor, is not called here.)"""
     import asyncio
 
     from ray.train.v2._internal.execution.controller import TrainController
