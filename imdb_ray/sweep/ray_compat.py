@@ -100,7 +100,7 @@ def end_worker_group(controller: TrainController) -> None:
     if group is not None and group.has_started():
         try:
             group.abort()
-        except Exception as error:  # noqa: BLE001 - the trial is ending either way; Ray frees what its process owned
+        except Exception as error:  # noqa: BLE001 - the trial ends either way; EndStoppedTrainRuns frees its group
             logging.getLogger(__name__).warning("ending a stopped trial's Train workers: %s", error)
 
 
