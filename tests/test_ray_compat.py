@@ -94,6 +94,7 @@ def test_a_train_run_stopped_in_its_report_ends_its_workers_and_a_dead_trial_pro
             pid, group = (tmp_path / f"{name}.run").read_text().split()
             return psutil.Process(int(pid)), PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group)))
 
+        TrialProcess = trial_process_actor()
         stopped = TrialProcess.remote(str(tmp_path), "stopped")
         worker, group = run_of("stopped")
         (tmp_path / "tune-ended-the-thread").write_text("")
@@ -113,7 +114,9 @@ def test_a_train_run_stopped_in_its_report_ends_its_workers_and_a_dead_trial_pro
         ray.shutdown()
 
 
-def _trial_process():
+def trial_process_actor() -> type:
+    """An actor that stands for Tune's trial process: it runs a SweepTorchTrainer's fit() in a thread, as Tune runs
+    a trial function, its train function reporting once and then training on; its callback stands for Tune's report."""
     import os
     import threading
     import time
@@ -162,5 +165,3 @@ def _trial_process():
 
     return TrialProcess
 
-
-TrialProcess = _trial_process()
