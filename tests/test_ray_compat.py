@@ -164,4 +164,3 @@ def trial_process_actor() -> type:
             return self.ended
 
     return TrialProcess
-
