@@ -73,9 +73,11 @@ def best_checkpoint(result: Result) -> Checkpoint | None:
     """The trial's last checkpoint (it holds the best epoch's weights), local or remote."""
     from ray.tune import Checkpoint
 
+    from imdb_ray.sweep.trial import CHECKPOINT_PATH_KEY
+
     if result.checkpoint is not None:
         return result.checkpoint
-    path = result.metrics.get("checkpoint_path")  # ray_train mode: Train's own checkpoint
+    path = result.metrics.get(CHECKPOINT_PATH_KEY)  # ray_train mode: Train's own checkpoint
     return Checkpoint(path) if path else None
 
 

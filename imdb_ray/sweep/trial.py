@@ -135,13 +135,16 @@ def scaling_config(sweep: Sweep, gpus: float | None = None) -> ray.train.Scaling
                                    resources_per_worker={"CPU": sweep.cpus_per_worker, **({"GPU": gpus} if gpus else {})})
 
 
+CHECKPOINT_PATH_KEY = "checkpoint_path"  # where a ray_train trial's result names its checkpoint (as Ray's TuneReportCallback)
+
+
 class ReportToTune(ray.train.UserCallback):
     """Ray Train's reports (rank 0's metrics, and where its checkpoint was saved) to the Tune trial, from the Train
     controller, which runs in the trial's process (ray_compat.run_controller_in_process): Ray's TuneReportCallback
     sends them through a queue actor, a process per trial, for a controller in a process of its own."""
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: ray.train.Checkpoint | None) -> None:
-        tune.report({**metrics[0], **({"checkpoint_path": checkpoint.path} if checkpoint else {})})
+        tune.report({**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})})
 
 
 def make_trial(sweep: Sweep, storage: str) -> type | Callable[[dict], None]:
