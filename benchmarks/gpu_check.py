@@ -33,8 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by device-name fragment.
-PEAK_BF16_TFLOPS = {"H200": 989, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "RTX 4090": 165,
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by device-name fragment, the
+# first that the device's name contains: the PCIe and NVL cards before the SXM ones they share a name with.
+PEAK_BF16_TFLOPS = {"H200 NVL": 835, "H200": 989, "H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "RTX 4090": 165,
                     "V100": 125, "T4": 65}
 ENCODERS = {  # the base checkpoints' shapes, built locally with random weights
     "bert-base": ("BertConfig", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -137,10 +138,12 @@ def environment() -> str:
             f"bf16 {torch.cuda.is_bf16_supported()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 
 
-def peak_tflops() -> float | None:
-    import torch
+def peak_tflops(name: str | None = None) -> float | None:
+    """The dense bf16 peak of the GPU named `name` (default: CUDA device 0), None for one not in the table."""
+    if name is None:
+        import torch
 
-    name = torch.cuda.get_device_name(0)
+        name = torch.cuda.get_device_name(0)
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 

@@ -156,6 +156,17 @@ def test_sweep_on_two_nodes_survives_losing_one(tmp_path):
     assert sorted(b.split("-")[0] for b in builds) == ["data", "vectors", "words"]
 
 
+def test_gpu_check_takes_each_cards_own_peak():
+    """MFU's denominator: a PCIe or NVL card is not counted at the peak of the SXM card it shares a name with."""
+    from gpu_check import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == peak_tflops("NVIDIA H200") == 989
+    assert peak_tflops("NVIDIA H100 PCIe") == 756
+    assert peak_tflops("NVIDIA H100 NVL") == peak_tflops("NVIDIA H200 NVL") == 835
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312 and peak_tflops("NVIDIA L40S") == 362
+    assert peak_tflops("NVIDIA GeForce GTX 1080") is None
+
+
 def test_gpu_check_plan_is_sound_without_a_gpu():
     """benchmarks/gpu_check.py --dry-run: every check listed, every model config and command it will use
     built or validated here; without --dry-run on a machine with no CUDA it says so and runs nothing."""
