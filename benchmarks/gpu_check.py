@@ -9,12 +9,12 @@
    dense bf16 peak; attention FLOPs left out, so it is a lower bound).
 2. Encoders on real IMDB reviews at max_len 512 (BERT WordPiece ids, the real length distribution): real
    tokens/s and MFU on real tokens, plain padded batches against length-bucketed token-budget batches.
-3. sweeps/quickstart.py at 1, 4 and 8 trials per GPU (gpus_per_worker 1, 0.25, 0.125): trials/hour, best val.
-4. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
-5. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use (where only its
+3. A 1-GPU `ray_train` trial (Ray Train, nccl backend).
+4. LoRA on 8-bit and 4-bit (nf4) weights through bitsandbytes, on the real MiniLM the tests use (where only its
    config travelled, benchmarks/device_bundle.py: random weights built from it, and the row says so).
-6. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
+5. The Unsloth engine, in a venv of its own (`pip install -e '.[gpu,dev]'`); where it cannot be
    installed or load a model offline, the exact error is recorded.
+6. sweeps/quickstart.py at 1, 4 and 8 trials per GPU (gpus_per_worker 1, 0.25, 0.125): trials/hour, best val.
 7. Only with `--only loop` (about 30 minutes): the training loop itself (`imdb_ray.train.train`, bf16
    autocast) on the full official split: gru and cnn with benchmarks/classic_full.py's settings (to hold against results/classic_cpu.md), and a
    MiniLM-shaped BERT from scratch (its config and tokenizer only: no weights needed).
@@ -73,12 +73,13 @@ def plan() -> list[tuple[str, str]]:
               for name, (kind, _) in ENCODERS.items() for n in SEQ_LENS]
     steps += [(f"real {name} {way}", f"{REAL_REVIEWS} real IMDB reviews at max_len 512, {desc}: real tokens/s, MFU on real tokens")
               for name in REAL_ENCODERS for way, desc in REAL_WAYS.items()]
-    steps += [(f"packing {k} per GPU", f"sweeps/quickstart.py with --gpus-per-worker {1 / k:g} --max-concurrent {k}: "
-               "trials/hour, best val") for k in PACK_PER_GPU]
     steps += [("ray_train nccl", "sweeps/smoke.py, trainer=ray_train, 1 trial on 1 GPU (TorchConfig backend nccl)"),
               ("lora int8", "train --model hf MiniLM --peft lora --quantization int8 on the GPU"),
               ("lora nf4", "train --model hf MiniLM --peft lora --quantization nf4 on the GPU"),
               ("unsloth", "a venv of its own: pip install -e '.[gpu,dev]', then train --engine unsloth on MiniLM")]
+    # the three whole sweeps last: the longest checks, so a run cut short by a lent machine's time loses the fewest rows
+    steps += [(f"packing {k} per GPU", f"sweeps/quickstart.py with --gpus-per-worker {1 / k:g} --max-concurrent {k}: "
+               "trials/hour, best val") for k in PACK_PER_GPU]
     steps += [(f"loop {m}", f"train() on the full split, classic_full.py's {m} settings, bf16 autocast") for m in LOOP_CLASSIC]
     steps += [("loop bert scratch", f"train() on the full split, hf init=scratch on MiniLM's config, {LOOP_HF}")]
     return steps
