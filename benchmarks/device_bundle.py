@@ -32,6 +32,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from gpu_check import MINILM_FILES  # what gpu_check reads of MiniLM without its weights (benchmarks/ is on the path)
+
 ROOT = Path(__file__).resolve().parent.parent
 # The device image's Python packages (the device tool's KINDS.md, "Python packages already there"): not carried.
 DEVICE_HAS = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
@@ -59,7 +61,6 @@ ROOTS = [("ray", {"tune", "train"}), ("mlflow", set()), ("optuna", set()), ("gen
          ("datasets", set()), ("skops", set()), ("bitsandbytes", set()), *((name, set()) for name in PINNED)]
 PRUNE = ["*.data", "ray/jars", "ray/rllib", "ray/serve", "ray/llm", "ray/dashboard/client/build", "mlflow/server/js", "gensim/test",
          "bitsandbytes/libbitsandbytes_cuda11*", "bitsandbytes/libbitsandbytes_cuda12*", "bitsandbytes/libbitsandbytes_rocm*"]
-MINILM_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 PLATFORMS = ["manylinux1_x86_64", "manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 40)]
 
 

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from NVIDIA's data sheets, by device-name fragment, the
 # first that the device's name contains: the PCIe and NVL cards before the SXM ones they share a name with.
-PEAK_BF16_TFLOPS = {"H200 NVL": 835, "H200": 989, "H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "A100": 312, "L40S": 362, "L4": 121, "A10": 125, "RTX 4090": 165,
-                    "V100": 125, "T4": 65}
+PEAK_BF16_TFLOPS = {"H200 NVL": 835, "H200": 989, "H100 PCIe": 756, "H100 NVL": 835, "H100": 989, "A100": 312, "L40S": 362,
+                    "L4": 121, "A10": 125, "RTX 4090": 165, "V100": 125, "T4": 65}
 ENCODERS = {  # the base checkpoints' shapes, built locally with random weights
     "bert-base": ("BertConfig", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                      intermediate_size=3072, max_position_embeddings=512)),
@@ -60,6 +60,8 @@ REAL_REVIEWS, REAL_BATCH = 2048, 32
 REAL_WAYS = {"plain": f"shuffled batches of {REAL_BATCH} padded to 512",
              "bucketed": f"length-bucketed, token budget {REAL_BATCH * 256:,} slots, cut to the longest row"}
 PACK_PER_GPU = (1, 4, 8)
+MINILM_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+MINILM_FILES = ("config.json", *MINILM_TOKENIZER)  # all a from-scratch run or random weights need (no weights)
 SLOW = ("loop",)  # the full-split training rows (~30 minutes): only when named in --only
 LOOP_HF = dict(val_split="random", epochs=3, patience=2, max_len=256, batch_size=32, seed=0, lr=3e-4,
                schedule="linear", warmup_ratio=0.1)
@@ -147,7 +149,7 @@ def minilm_weights(work: Path) -> tuple[Path, str]:
     if not target.exists():
         config = transformers.AutoConfig.from_pretrained(minilm())
         transformers.AutoModel.from_config(config).save_pretrained(target)
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        for name in MINILM_TOKENIZER:
             (target / name).write_bytes((minilm() / name).read_bytes())
     return target, "random-init MiniLM (its weights did not travel): "
 
@@ -304,7 +306,7 @@ def minilm_config_only(work: Path) -> Path:
     source = minilm()
     target = work / "minilm-config"
     target.mkdir(exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+    for name in MINILM_FILES:
         shutil.copy(source / name, target / name)
     return target
 
@@ -354,11 +356,11 @@ def ray_train_nccl(work: Path) -> str:
 
 def lora(work: Path, quantization: str, python: str = PY, engine: str = "torch") -> str:
     checkpoint, note = minilm_weights(work)
-    return note + command([python, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(checkpoint), "--peft", "lora",
-                    "--quantization", quantization, "--engine", engine, "--n-train", "2000", "--n-test", "1000",
-                    "--max-len", "256", "--epochs", "1", "--batch-size", "32", "--lr", "3e-4", "--device", "cuda",
-                    "--run-dir", str(work / f"lora-{quantization}-{engine}"), "--tracking-uri", f"sqlite:///{work}/lora.db",
-                    "--cache-dir", str(work / "cache"), "--quiet"])
+    return note + command([python, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(checkpoint), "--peft",
+                           "lora", "--quantization", quantization, "--engine", engine, "--n-train", "2000", "--n-test",
+                           "1000", "--max-len", "256", "--epochs", "1", "--batch-size", "32", "--lr", "3e-4", "--device",
+                           "cuda", "--run-dir", str(work / f"lora-{quantization}-{engine}"), "--tracking-uri",
+                           f"sqlite:///{work}/lora.db", "--cache-dir", str(work / "cache"), "--quiet"])
 
 
 def unsloth(work: Path) -> str:

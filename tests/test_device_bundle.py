@@ -75,7 +75,7 @@ def test_gpu_check_builds_random_minilm_weights_where_only_the_config_travelled(
     assert gpu_check.minilm_weights(tmp_path) == (gpu_check.minilm(), "")  # the real weights, where installed
     config_only = tmp_path / "minilm-config"
     config_only.mkdir()
-    for name in device_bundle.MINILM_FILES:
+    for name in gpu_check.MINILM_FILES:
         shutil.copy(gpu_check.minilm() / name, config_only / name)
     monkeypatch.setattr(gpu_check, "minilm", lambda: config_only)
     checkpoint, note = gpu_check.minilm_weights(tmp_path)
