@@ -62,6 +62,7 @@ REAL_WAYS = {"plain": f"shuffled batches of {REAL_BATCH} padded to 512",
 PACK_PER_GPU = (1, 4, 8)
 MINILM_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 MINILM_FILES = ("config.json", *MINILM_TOKENIZER)  # all a from-scratch run or random weights need (no weights)
+DEADLINE = float("inf")  # time.monotonic() after which no check starts and a running command is stopped (--deadline-s)
 SLOW = ("loop",)  # the full-split training rows (~30 minutes): only when named in --only
 LOOP_HF = dict(val_split="random", epochs=3, patience=2, max_len=256, batch_size=32, seed=0, lr=3e-4,
                schedule="linear", warmup_ratio=0.1)
@@ -311,30 +312,45 @@ def minilm_config_only(work: Path) -> Path:
     return target
 
 
+def left() -> float:
+    """Seconds until --deadline-s (infinite without it)."""
+    return DEADLINE - time.monotonic()
+
+
+def run_command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """argv run to its end, or stopped at `timeout` or the deadline, whichever comes first: SIGTERM (an imdb_ray
+    command then stops its Ray and marks its MLflow runs KILLED), SIGKILL 30 s later; stopped, a RuntimeError."""
+    limit = max(1.0, min(timeout, left()))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or ROOT)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise RuntimeError(f"stopped after {limit:.0f}s ({'--deadline-s' if limit < timeout else 'its time limit'})") from None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> str:
     """Run a command; its last line (or the error) is what the report shows."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT)
+    proc = run_command(argv, timeout, cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1][:300]}")
     summary = next((ln for ln in proc.stdout.splitlines() if ln.startswith(("== ", "best epoch"))), proc.stdout.strip()[-200:])
     return f"{summary} ({time.perf_counter() - start:.0f}s)"
 
 
-def sweep(work: Path, name: str, *extra: str) -> float:
-    start = time.perf_counter()
-    command([PY, "-m", "imdb_ray", "sweep", "sweeps/smoke.py", "--storage", str(work / name), "--tracking-uri",
-             f"sqlite:///{work}/{name}.db", "--cache-dir", str(work / "cache"), "--cpus-per-worker", "1", *extra])
-    return time.perf_counter() - start
-
-
 def packing(work: Path, per_gpu: int) -> str:
     """sweeps/quickstart.py with `per_gpu` trials sharing the GPU: its search trials per hour and best line."""
     start = time.perf_counter()
-    out = subprocess.run([PY, "-m", "imdb_ray", "sweep", "sweeps/quickstart.py", "--storage", str(work / f"pack{per_gpu}"),
-                          "--tracking-uri", f"sqlite:///{work}/pack{per_gpu}.db", "--cache-dir", str(work / "cache"),
-                          "--cpus-per-worker", "1", "--gpus-per-worker", f"{1 / per_gpu:g}", "--max-concurrent", str(per_gpu)],
-                         capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    out = run_command([PY, "-m", "imdb_ray", "sweep", "sweeps/quickstart.py", "--storage", str(work / f"pack{per_gpu}"),
+                       "--tracking-uri", f"sqlite:///{work}/pack{per_gpu}.db", "--cache-dir", str(work / "cache"),
+                       "--cpus-per-worker", "1", "--gpus-per-worker", f"{1 / per_gpu:g}", "--max-concurrent", str(per_gpu)])
     seconds = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(f"exit {out.returncode}: {(out.stderr or out.stdout).strip().splitlines()[-1][:300]}")
@@ -399,6 +415,9 @@ def run_checks(work: Path, only: tuple[str, ...] = (), on_row=lambda rows: None)
         if (only and not name.startswith(only)) or (not only and name.startswith(SLOW)):
             rows.append((name, "not run (--only)" if only else "not run (slow: --only loop)", 0.0))
             continue
+        if left() <= 0:
+            rows.append((name, "not run (--deadline-s reached)", 0.0))
+            continue
         start = time.perf_counter()
         print(f"[gpu_check] {name} ...", flush=True)
         try:
@@ -416,7 +435,13 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="check the plan on any machine; run nothing on a GPU")
     parser.add_argument("--out", default=str(ROOT / "results" / "gpu_check.md"))
     parser.add_argument("--only", default="", help="comma-separated check-name prefixes, e.g. environment,classic,loop")
+    parser.add_argument("--deadline-s", type=float, default=None,
+                        help="start no check after this many seconds and stop a running command then (a lent machine's call "
+                             "ends at its time limit; the rows so far are written either way)")
     args = parser.parse_args()
+    global DEADLINE
+    if args.deadline_s is not None:
+        DEADLINE = time.monotonic() + args.deadline_s
     for name, what in plan():
         print(f"  {name:28s} {what}")
     if args.dry_run:
@@ -428,7 +453,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; --dry-run checks the plan on any machine", file=sys.stderr)
         return 2
-    flags = f" --only {args.only}" if args.only else ""
+    flags = (f" --only {args.only}" if args.only else "") + (f" --deadline-s {args.deadline_s:g}" if args.deadline_s else "")
     header = ["# GPU check", "", f"Command: `python benchmarks/gpu_check.py{flags}` on {environment()}.", "",
               "| check | result | seconds |", "|---|---|---:|"]
 

@@ -1,5 +1,5 @@
-"""benchmarks/device_bundle.py (what gpu_check.py needs on a lent GPU machine, packed to travel beside the tree) and
-gpu_check's MiniLM on a machine where only its config and tokenizer travelled. No download: the parts on local files."""
+"""benchmarks/device_bundle.py (what gpu_check.py needs on a lent GPU machine, packed to travel beside the tree), and
+what gpu_check.py does there: MiniLM with only its config and tokenizer, no network, a deadline. No download here."""
 from __future__ import annotations
 
 import os
@@ -95,3 +95,19 @@ def test_gpu_check_says_at_once_that_unsloth_was_not_run_where_there_is_no_netwo
     monkeypatch.setattr(socket, "create_connection", offline)
     row = gpu_check.unsloth(tmp_path)
     assert row.startswith("not run: no network") and not (tmp_path / "unsloth-venv").exists()
+
+
+def test_gpu_check_deadline_stops_a_running_command_and_starts_no_more_checks(tmp_path, monkeypatch):
+    """--deadline-s: a lent machine's call ends at its time limit; the check ends first, with every row so far."""
+    import time
+
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "DEADLINE", time.monotonic() + 2)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="stopped after 2s \\(--deadline-s\\)"):
+        gpu_check.command([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert time.monotonic() - start < 20  # SIGTERM ended it at once
+    rows = {name: seen for name, seen, _ in gpu_check.run_checks(tmp_path, only=("environment", "lora"))}
+    assert rows["environment"] == rows["lora int8"] == "not run (--deadline-s reached)"
+    assert rows["packing 1 per GPU"] == "not run (--only)"
