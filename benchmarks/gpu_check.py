@@ -16,8 +16,8 @@
    installed or load a model offline, the exact error is recorded.
 6. sweeps/quickstart.py at 1, 4 and 8 trials per GPU (gpus_per_worker 1, 0.25, 0.125): trials/hour, best val.
 7. Only with `--only loop` (about 30 minutes): the training loop itself (`imdb_ray.train.train`, bf16
-   autocast) on the full official split: gru and cnn with benchmarks/classic_full.py's settings (to hold against results/classic_cpu.md), and a
-   MiniLM-shaped BERT from scratch (its config and tokenizer only: no weights needed).
+   autocast) on the full official split: gru and cnn with benchmarks/classic_full.py's settings (to hold against
+   results/classic_cpu.md), and a MiniLM-shaped BERT from scratch (its config and tokenizer only: no weights needed).
 Each check is timed and recorded, failed or not; one failing check does not stop the others.
 `--only loop,classic` runs the checks whose names start with those words (a machine without Ray or
 bitsandbytes can still run the rest); the others are listed as not run.
@@ -71,7 +71,8 @@ LOOP_HF = dict(val_split="random", epochs=3, patience=2, max_len=256, batch_size
 def plan() -> list[tuple[str, str]]:
     """(check, what it runs): what --dry-run prints and what a real run records, in order."""
     steps = [("environment", "torch.cuda: device, capability, bf16, memory")]
-    steps += [(f"classic {m} @ {n}", f"bf16 autocast training steps, {m} {args}, batch 64") for m, args in CLASSIC.items() for n in SEQ_LENS]
+    steps += [(f"classic {m} @ {n}", f"bf16 autocast training steps, {m} {args}, batch 64")
+              for m, args in CLASSIC.items() for n in SEQ_LENS]
     steps += [(f"{name} @ {n}", f"transformers.{kind} random init, bf16 autocast training steps, batch {32 if n == 256 else 16}")
               for name, (kind, _) in ENCODERS.items() for n in SEQ_LENS]
     steps += [(f"real {name} {way}", f"{REAL_REVIEWS} real IMDB reviews at max_len 512, {desc}: real tokens/s, MFU on real tokens")
