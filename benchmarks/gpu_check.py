@@ -428,6 +428,7 @@ def run_checks(work: Path, only: tuple[str, ...] = (), on_row=lambda rows: None)
         rows.append((name, seen, time.perf_counter() - start))
         print(f"[gpu_check] {name}: {seen}", flush=True)
         on_row(rows)
+    on_row(rows)  # with the rows not run after the last that ran
     return rows
 
 

@@ -117,6 +117,8 @@ def test_gpu_check_deadline_stops_a_running_command_and_starts_no_more_checks(tm
     with pytest.raises(RuntimeError, match="stopped after 2s \\(--deadline-s\\)"):
         gpu_check.command([sys.executable, "-c", "import time; time.sleep(60)"])
     assert time.monotonic() - start < 20  # SIGTERM ended it at once
-    rows = {name: seen for name, seen, _ in gpu_check.run_checks(tmp_path, only=("environment", "lora"))}
+    written = []
+    rows = {name: seen for name, seen, _ in gpu_check.run_checks(tmp_path, only=("environment", "lora"), on_row=written.append)}
+    assert written and len(written[-1]) == len(gpu_check.plan())  # the report lists every row, those not run too
     assert rows["environment"] == rows["lora int8"] == "not run (--deadline-s reached)"
     assert rows["packing 1 per GPU"] == "not run (--only)"
