@@ -69,32 +69,41 @@ CHECK_S = 560
 PLATFORMS = ["manylinux1_x86_64", "manylinux2014_x86_64"] + [f"manylinux_2_{n}_x86_64" for n in range(17, 40)]
 
 
-def closure(python: str) -> list[str]:
-    """name==version of every distribution the ROOTS need that the device lacks, from this environment's metadata."""
-    device = {canonicalize_name(n) for n in DEVICE_HAS} - set(PINNED)
+def requirements(roots: list[tuple[str, set[str]]], skip, python: str) -> list[str]:
+    """name==version of the installed distributions `roots` need, transitively, from this environment's metadata, markers
+    evaluated for Linux x86-64 and `python` (with each distribution's extras asked for); `skip(key)`: neither it nor
+    what it needs, and a distribution not installed here is skipped too."""
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in md.distributions()}
     wanted: dict[str, set[str]] = {}
-    stack = list(ROOTS)
+    stack = list(roots)
     while stack:
         name, extras = stack.pop()
         key = canonicalize_name(name)
-        if key in device or key.startswith(NEVER) or (key in wanted and extras <= wanted[key]):
+        if skip(key) or key not in installed or (key in wanted and extras <= wanted[key]):
             continue
         wanted[key] = wanted.get(key, set()) | extras
-        for line in md.distribution(key).requires or []:
-            req = Requirement(line)
-            envs = [{"extra": e, "python_version": python, "sys_platform": "linux", "platform_system": "Linux",
-                     "platform_machine": "x86_64"} for e in (wanted[key] or {""})]
+        envs = [{"extra": e, "python_version": python, "sys_platform": "linux", "platform_system": "Linux",
+                 "platform_machine": "x86_64"} for e in (wanted[key] or {""})]
+        for req in map(Requirement, installed[key].requires or []):
             if req.marker is None or any(req.marker.evaluate(env) for env in envs):
                 stack.append((req.name, set(req.extras)))
-    return sorted(f"{key}=={md.version(key)}" for key in wanted)
+    return sorted(f"{key}=={installed[key].version}" for key in wanted)
+
+
+def closure(python: str) -> list[str]:
+    """name==version of every distribution the ROOTS need that the device lacks (or that is PINNED)."""
+    device = {canonicalize_name(n) for n in DEVICE_HAS} - set(PINNED)
+    return requirements(ROOTS, lambda key: key in device or key.startswith(NEVER), python)
 
 
 def download(pins: list[str], python: str, wheels: Path) -> list[Path]:
     """The wheels for `python` on Linux x86-64 (pip's cache and `wheels` make a second run cheap)."""
     wheels.mkdir(parents=True, exist_ok=True)
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "--no-deps", "--only-binary=:all:", "--implementation",
-                    "cp", "--python-version", python, *platforms, "-d", str(wheels), *pins], check=True)
+    if subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "--no-deps", "--only-binary=:all:", "--implementation",
+                       "cp", "--python-version", python, *platforms, "-d", str(wheels), *pins]).returncode != 0:
+        sys.exit(f"device_bundle: pip could not download the wheels for Python {python} (its error above); "
+                 "this needs the package index")
     wanted = {(canonicalize_name(name), version) for name, version in (p.split("==") for p in pins)}
     return sorted(w for w in wheels.glob("*.whl") if tuple(map(str, parse_wheel_filename(w.name)[:2])) in wanted)
 
@@ -123,9 +132,13 @@ def is_elf(path: Path) -> bool:
 
 def minilm_config(site: Path) -> None:
     """MiniLM's config and tokenizer (gpu_check's real-review rows tokenise with it; LoRA builds random weights)."""
+    try:
+        source = minilm()
+    except RuntimeError as e:  # `make install` alone has no MiniLM: say what to install
+        sys.exit(f"device_bundle: {e}")
     (site / "minilm-config").mkdir()
     for name in MINILM_FILES:
-        shutil.copy(minilm() / name, site / "minilm-config" / name)
+        shutil.copy(source / name, site / "minilm-config" / name)
 
 
 def tree_bytes() -> int:
@@ -202,17 +215,8 @@ def build(python: str, out: Path, budget_mib: float = 64.0) -> list[Path]:
 def stand_in_pins(bundled: set[str]) -> list[str]:
     """What stands for the device image on this machine: the image's packages that this .venv has, with everything
     they require, less what the bundle carries (so neither Ray's optional [default] extras nor the test tools)."""
-    installed = {canonicalize_name(d.metadata["Name"]): d for d in md.distributions()}
-    wanted: set[str] = set()
-    stack = [canonicalize_name(n) for n in DEVICE_HAS]
-    while stack:
-        key = stack.pop()
-        if key in wanted or key in bundled or key not in installed:
-            continue
-        wanted.add(key)
-        stack += [canonicalize_name(Requirement(line).name) for line in installed[key].requires or []
-                  if Requirement(line).marker is None or Requirement(line).marker.evaluate({"extra": ""})]
-    return sorted(f"{key}=={installed[key].version}" for key in wanted)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return requirements([(name, set()) for name in DEVICE_HAS], lambda key: key in bundled, python)
 
 
 def verify(out: Path) -> list[str]:

