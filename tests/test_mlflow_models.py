@@ -141,6 +141,26 @@ def test_logging_a_model_leaves_the_environment_as_it_was(trained, monkeypatch):
     assert "MLFLOW_EXPERIMENT_ID" not in os.environ and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ
 
 
+def test_after_the_warm_up_a_processs_first_model_log_scans_no_packages(trained):
+    """warm_model_logging, which a sweep runs while its trials train, builds MLflow's map of installed packages: the
+    scan of every distribution that a process's first log_model does otherwise, at the sweep's end. In a fresh
+    process (this one has logged models already): the map is not there before, and the log after scans nothing."""
+    folder, uri, run_id = trained
+    script = (
+        "import importlib_metadata\n"
+        "from mlflow.utils import requirements_utils\n"
+        "from imdb_ray.tracking import log_model, warm_model_logging\n"
+        "before = requirements_utils._MODULES_TO_PACKAGES is None\n"
+        "warm_model_logging()\n"
+        "scans = []\n"
+        "importlib_metadata.packages_distributions = lambda: scans.append(1) or {}\n"
+        f"uri = log_model({uri!r}, {run_id!r}, {str(folder / 'run' / 'model')!r})\n"
+        "print(before, len(scans), uri.startswith('models:/'))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["True", "0", "True"], proc.stdout
+
+
 def test_train_refuses_an_unreachable_store_before_any_work(tmp_path, capsys):
     code, err, _ = cli(["train", "--model", "tfidf_lr", "--run-dir", str(tmp_path / "run"), "--tracking-uri",
                         "http://127.0.0.1:9"], capsys)

@@ -3,6 +3,9 @@ to the Ray version its workarounds were written for."""
 from __future__ import annotations
 
 import ast
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "imdb_ray"
@@ -67,6 +70,25 @@ def test_cluster_address_resolves_auto_as_ray_init_does(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
     assert cluster_address("auto") == "10.1.2.3:6379"
     assert cluster_address("10.9.8.7:6380") == "10.9.8.7:6380"
+
+
+def test_a_local_ray_is_stopped_with_its_monitor_killed_first_and_no_process_left():
+    """shutdown_ray: the local Ray's autoscaler monitor, a process Ray 2.60 tracks (the workaround's target is still
+    there), gets SIGKILL before ray.shutdown stops the GCS, so its SIGTERM handler never waits on a dead GCS; every
+    process of that Ray is gone afterwards. In a process of its own: pytest's has joined the test cluster."""
+    script = (
+        "from ray._private import worker\n"
+        "from imdb_ray.sweep import ray_compat, runner\n"
+        "runner._start_ray(None, dashboard=False)\n"
+        "node = worker._global_node\n"
+        "processes = [info.process for infos in node.all_processes.values() for info in infos]\n"
+        "monitor = node.all_processes['monitor'][0].process\n"
+        "ray_compat.shutdown_ray()\n"
+        "print(monitor.returncode, len(processes), sum(p.poll() is None for p in processes))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    killed, started, alive = proc.stdout.split()
+    assert killed == str(-signal.SIGKILL) and int(started) >= 4 and alive == "0", proc.stdout
 
 
 def test_a_train_run_stopped_in_its_report_ends_its_workers_and_a_dead_trial_process_takes_its_run_along(ray_address, tmp_path):

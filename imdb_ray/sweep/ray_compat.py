@@ -154,3 +154,17 @@ def ray_init_leaving_sigterm_alone() -> Iterator[None]:
         yield
     finally:
         ray._private.utils.set_sigterm_handler = setter
+
+
+def shutdown_ray() -> None:
+    """ray.shutdown(), a second sooner when this process started the Ray. Ray 2.60 stops the GCS before the
+    autoscaler monitor, whose SIGTERM handler then writes its exit to the dead GCS until Ray's 1-s grace ends in
+    SIGKILL (ray.shutdown 1.4 s; 0.3 s with the monitor gone first). A local Ray's monitor has no autoscaler to
+    stop and nothing to save, so it gets the SIGKILL first. A joined cluster's processes are not this one's."""
+    import ray
+    from ray._private import worker
+
+    node = worker._global_node
+    if node is not None and node.head:
+        node.kill_monitor(check_alive=False)
+    ray.shutdown()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 import threading
 import time
 import warnings
@@ -25,12 +25,12 @@ from imdb_ray.interrupts import stops_held
 from imdb_ray.sweep.callbacks import ConsoleProgress, EndStoppedTrainRuns, GrowGpuShareOnOOM, MLflowTrialRuns
 from imdb_ray.sweep.cluster import check_cluster_reachable
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
-from imdb_ray.sweep.ray_compat import fit_noticing_interrupt, ray_init_leaving_sigterm_alone
+from imdb_ray.sweep.ray_compat import fit_noticing_interrupt, ray_init_leaving_sigterm_alone, shutdown_ray
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
 from imdb_ray.sweep.trial import make_trial
-from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable, creates_store, opens_slowly
+from imdb_ray.tracking import SweepRuns, TrialLog, check_reachable, creates_store, opens_slowly, warm_model_logging
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid
@@ -223,6 +223,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
                                                     workers=sweep.workers_per_trial), sweep.searched_keys())
         callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)]
+        warming = in_background(warm_model_logging)  # while the trials run: the sweep's end logs the tested models
         study = study_location(sweep, storage, parent_id)
         if study:
             print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
@@ -244,7 +245,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
             summary.mlflow_unwritten += confirm_log.finish()
             everything += list(confirm_results)
         summary.mlflow_unwritten += mlflow_runs.log.finish()
-        closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything)  # while Ray stops
+        closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything, warming)  # beside Ray's stop
     except BaseException as e:  # stopped (Ctrl-C, SIGTERM: KILLED) or crashed (FAILED): the parent never stays RUNNING
         stopped = isinstance(e, KeyboardInterrupt)
         if parent_id:
@@ -255,7 +256,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                   "plus --resume", flush=True)
         raise
     finally:
-        ray.shutdown()
+        shutdown_ray()
     summary.mlflow_unwritten += closing.result()
     return summary
 
@@ -360,8 +361,9 @@ def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> N
              include_dashboard=dashboard, log_to_driver=False, logging_level=level)
 
 
-def _close(runs: SweepRuns, parent_id: str, tested: list, results) -> int:
+def _close(runs: SweepRuns, parent_id: str, tested: list, results, warming: Future) -> int:
     """Test results to MLflow, orphaned runs closed, the parent finished; 1 if the store is gone."""
+    wait([warming])  # the warm-up's imports and MLflow's caches done (an error of its own shows again here, if real)
     try:
         runs.log_tested(parent_id, tested)
         runs.close_orphans(parent_id, {(r.metrics or {}).get("trial_id") for r in results})

@@ -10,9 +10,9 @@ metrics and end, and keeps them in order while the store does not answer.
 from imdb_ray.tracking.runs import SweepRuns, Tested, TrainRun
 from imdb_ray.tracking.store import (DEFAULT_TRACKING_URI, check_reachable, creates_store, current_store, error_summary, git_commit,
                                      log_model, opens_slowly, register_champion, registered_name,
-                                     resolve_tracking_uri)
+                                     resolve_tracking_uri, warm_model_logging)
 from imdb_ray.tracking.trial_log import FINISH_WAIT_S, RAY_BOOKKEEPING, RETRY_S, TrialLog
 
 __all__ = ["DEFAULT_TRACKING_URI", "FINISH_WAIT_S", "RAY_BOOKKEEPING", "RETRY_S", "SweepRuns", "Tested", "TrainRun",
            "TrialLog", "check_reachable", "creates_store", "current_store", "error_summary", "git_commit", "log_model", "opens_slowly", "register_champion",
-           "registered_name", "resolve_tracking_uri"]
+           "registered_name", "resolve_tracking_uri", "warm_model_logging"]

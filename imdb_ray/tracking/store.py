@@ -187,6 +187,23 @@ def log_model(uri: str, run_id: str, bundle: str | Path) -> str:
     return info.model_uri
 
 
+def warm_model_logging() -> None:
+    """What a process's first log_model pays once, paid ahead: mlflow.pyfunc's imports, the run context MLflow tags
+    a logged model with (the entry point's git commit, through GitPython) and MLflow's map of installed packages, which
+    it builds to compare a model's pip requirements with this environment (a scan of every distribution: ~1 s of
+    the ~2 s here). A sweep calls it in a thread while its trials run, so its end does not wait for it."""
+    import importlib
+
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils import requirements_utils
+
+    for module in ("mlflow.pyfunc", "mlflow.models", "imdb_ray.bundle", "imdb_ray.pyfunc"):
+        importlib.import_module(module)
+    resolve_tags()  # cached per process by each context provider
+    with contextlib.suppress(AttributeError):  # a private name of MLflow 3.17; without it log_model builds the map
+        requirements_utils._init_packages_to_modules_map()
+
+
 def registered_name(sweep: str) -> str:
     return f"imdb_ray-{sweep}"
 
