@@ -363,7 +363,7 @@ def _start_ray(address: str | None, dashboard: bool, verbose: bool = False) -> N
 
 def _close(runs: SweepRuns, parent_id: str, tested: list, results, warming: Future) -> int:
     """Test results to MLflow, orphaned runs closed, the parent finished; 1 if the store is gone."""
-    wait([warming])  # the warm-up's imports and MLflow's caches done (an error of its own shows again here, if real)
+    wait([warming])  # its caches filled (a warm-up that failed only leaves log_tested that work and its errors)
     try:
         runs.log_tested(parent_id, tested)
         runs.close_orphans(parent_id, {(r.metrics or {}).get("trial_id") for r in results})
