@@ -119,7 +119,7 @@ def test_a_train_run_stopped_in_its_report_ends_its_workers_and_a_dead_trial_pro
         TrialProcess = trial_process_actor()
         stopped = TrialProcess.remote(str(tmp_path), "stopped")
         worker, group = run_of("stopped")
-        (tmp_path / "tune-ended-the-thread").write_text("")
+        (tmp_path / "tune-ended-stopped").write_text("")
         assert ray.get(stopped.outcome.remote(), timeout=60) == "SystemExit"
         worker.wait(30)  # the run's worker has ended (else TimeoutExpired)
         assert placement_group_table(group)["state"] == "REMOVED"
@@ -156,11 +156,11 @@ def trial_process_actor() -> type:
         time.sleep(120)  # the run would go on training
 
     class TuneStops(ray.train.UserCallback):  # what Tune's report does once Tune ends a stopped trial's thread
-        def __init__(self, folder: str):
-            self.folder = Path(folder)
+        def __init__(self, folder: str, name: str):
+            self.ended = Path(folder) / f"tune-ended-{name}"  # this run's own: another run's must not end it
 
         def after_report(self, run_context, metrics, checkpoint):
-            while not (self.folder / "tune-ended-the-thread").exists():
+            while not self.ended.exists():
                 time.sleep(0.1)
             raise SystemExit(0)
 
@@ -169,7 +169,7 @@ def trial_process_actor() -> type:
         def __init__(self, folder: str, name: str):
             trainer = sweep_torch_trainer()(
                 loop, train_loop_config={"folder": folder, "name": name},
-                run_config=ray.train.RunConfig(name=name, storage_path=folder, callbacks=[TuneStops(folder)]),
+                run_config=ray.train.RunConfig(name=name, storage_path=folder, callbacks=[TuneStops(folder, name)]),
                 scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}))
             self.ended = None
             self.thread = threading.Thread(target=self.fit, args=(trainer,), daemon=True)
