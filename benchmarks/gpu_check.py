@@ -146,16 +146,16 @@ def minilm() -> Path:
 def minilm_weights(work: Path) -> tuple[Path, str]:
     """A MiniLM checkpoint with weights, and what the row says of them: the real ones, or (config only) random ones
     built from its config, which show the quantized LoRA step runs, its speed and memory, but not what it learns."""
-    if (minilm() / "model.safetensors").exists():
-        return minilm(), ""
+    source = minilm()
+    if (source / "model.safetensors").exists():
+        return source, ""
     import transformers
 
     target = work / "minilm-random"
     if not target.exists():
-        config = transformers.AutoConfig.from_pretrained(minilm())
-        transformers.AutoModel.from_config(config).save_pretrained(target)
+        transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(source)).save_pretrained(target)
         for name in MINILM_TOKENIZER:
-            (target / name).write_bytes((minilm() / name).read_bytes())
+            (target / name).write_bytes((source / name).read_bytes())
     return target, "random-init MiniLM (its weights did not travel): "
 
 
@@ -323,7 +323,8 @@ def left() -> float:
 
 def run_command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """argv run to its end, or stopped at `timeout` or the deadline, whichever comes first: SIGTERM (an imdb_ray
-    command then stops its Ray and marks its MLflow runs KILLED), SIGKILL 30 s later; stopped, a RuntimeError."""
+    command then stops its Ray and marks its MLflow runs KILLED), SIGKILL 30 s later. Stopped, or ended with a
+    non-zero exit: a RuntimeError (with its last line), what the check's row shows."""
     limit = max(1.0, min(timeout, left()))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or ROOT)
     try:
@@ -336,6 +337,8 @@ def run_command(argv: list[str], timeout: float = 1800, cwd: Path | None = None)
             proc.kill()
             proc.communicate()
         raise RuntimeError(f"stopped after {limit:.0f}s ({'--deadline-s' if limit < timeout else 'its time limit'})") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {(err or out).strip().splitlines()[-1][:300]}")
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -343,8 +346,6 @@ def command(argv: list[str], timeout: float = 1800, cwd: Path | None = None) -> 
     """Run a command; its last line (or the error) is what the report shows."""
     start = time.perf_counter()
     proc = run_command(argv, timeout, cwd)
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1][:300]}")
     summary = next((ln for ln in proc.stdout.splitlines() if ln.startswith(("== ", "best epoch"))), proc.stdout.strip()[-200:])
     return f"{summary} ({time.perf_counter() - start:.0f}s)"
 
@@ -356,8 +357,6 @@ def packing(work: Path, per_gpu: int) -> str:
                        "--tracking-uri", f"sqlite:///{work}/pack{per_gpu}.db", "--cache-dir", str(work / "cache"),
                        "--cpus-per-worker", "1", "--gpus-per-worker", f"{1 / per_gpu:g}", "--max-concurrent", str(per_gpu)])
     seconds = time.perf_counter() - start
-    if out.returncode != 0:
-        raise RuntimeError(f"exit {out.returncode}: {(out.stderr or out.stdout).strip().splitlines()[-1][:300]}")
     best = next((ln.strip() for ln in out.stdout.splitlines() if ln.startswith("best trial")), "no best line")
     return f"{seconds:.0f}s for 8 search + 4 confirmation trials: {12 * 3600 / seconds:.0f} trials/hour; {best[:160]}"
 
