@@ -243,3 +243,18 @@ def test_record_sweep_timeline_splits_the_wall_time_by_stage_from_the_mlflow_run
     assert "confirmation 20 s (2 trials, 40 trial-seconds: 100% of 2 slot(s) busy)" in line
     assert "after the last trial (test evaluation, registration, Ray stop) 5 s" in line
     assert "100 trial-seconds in all" in line
+
+
+def test_the_readme_retells_the_quickstart_record_it_links():
+    """README's sentence on the dry run's estimate for sweeps/quickstart.py carries results/quickstart_cpu.md's
+    figures (estimate, slow end, wall time, CPU-hours), so a new record cannot leave the README on the old one."""
+    import re
+
+    record = (ROOT / "results" / "quickstart_cpu.md").read_text()
+    wall_s = int(re.search(r"confirmation reruns\): \*\*(\d+) s\*\*", record)[1])
+    cpu_h, wall_m, slow_cpu_h, slow_m = re.search(r"([\d.]+) CPU-hours, ~([\d.]+)m wall at \d+ trial\(s\) at once; "
+                                                  r"up to ([\d.]+) CPU-hours, ~([\d.]+)m wall", record).groups()
+    ran_cpu_h = re.search(r"\(([\d.]+) CPU-hours\)", record)[1]
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"estimated {wall_m} min, up to {slow_m} min, and the sweep took {wall_s / 60:.1f} min" in readme)
+    assert f"the trials ran {ran_cpu_h} CPU-hours against {cpu_h} estimated, {slow_cpu_h} at the slow end" in readme
