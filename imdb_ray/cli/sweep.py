@@ -76,8 +76,12 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.dry_run:
         import torch
 
+        check_destinations(args.address, uri)
         cluster = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
         print(plan(sweep, cluster))
+        store = "a new file, created when the sweep starts" if tracking.creates_store(uri) else "reachable"
+        print(f"  MLflow: {uri} ({store}); Ray results: {sweep.experiment_path(storage)}"
+              + (f"; cluster: {args.address} answers" if args.address else ""))
         if args.estimate:
             from imdb_ray.sweep.cost import cost_lines, estimate
 
@@ -98,3 +102,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     print_summary(sweep, summary, uri)
     return 0
+
+
+def check_destinations(address: str | None, uri: str) -> None:
+    """What the sweep itself would refuse before starting, refused by its dry run too: an MLflow store that does not
+    answer (a new sqlite file is not created) and an --address where no Ray head answers."""
+    from imdb_ray import tracking
+
+    tracking.check_reachable(uri)
+    if address:
+        from imdb_ray.sweep.cluster import check_cluster_reachable
+
+        check_cluster_reachable(address)
