@@ -570,7 +570,8 @@ def test_folders_a_sweep_or_a_run_names_are_pinned_before_the_working_directory_
 
 def test_a_dry_run_refuses_the_store_and_cluster_the_sweep_would_refuse_and_creates_neither(capsys, tmp_path):
     """A dry run is where a user checks a sweep before a long run: an MLflow server or an --address where nothing
-    answers is its one-line error too (not only the sweep's), and a store that is not there yet is named, not made."""
+    answers is its one-line error too (not only the sweep's), as is --resume with nothing to resume, and a store that
+    is not there yet is named, not made."""
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{s.getsockname()[1]}"
@@ -580,6 +581,8 @@ def test_a_dry_run_refuses_the_store_and_cluster_the_sweep_would_refuse_and_crea
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code, err, _ = cli(["sweep", *smoke, "--tracking-uri", store, "--address", closed], capsys)
     assert code == 2 and len(err) == 1 and f"--address {closed}: nothing answers" in err[0], err
+    code, err, _ = cli(["sweep", *smoke, "--tracking-uri", store, "--resume"], capsys)
+    assert code == 2 and err == [f"error: --resume: no interrupted sweep 'smoke' under {tmp_path / 'ray'}; run without --resume"]
     code, err, out = cli(["sweep", *smoke, "--tracking-uri", store], capsys)
     assert code == 0, err
     assert f"MLflow: {store} (a new file, created when the sweep starts); Ray results: {tmp_path / 'ray' / 'smoke'}" in out

@@ -77,10 +77,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         import torch
 
         check_destinations(args.address, uri)
+        if args.resume:
+            from imdb_ray.sweep.runner import check_resumable
+
+            check_resumable(sweep, storage)
         cluster = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
         print(plan(sweep, cluster))
         store = "a new file, created when the sweep starts" if tracking.creates_store(uri) else "reachable"
         print(f"  MLflow: {uri} ({store}); Ray results: {sweep.experiment_path(storage)}"
+              + (" (--resume: the interrupted sweep there continues)" if args.resume else "")
               + (f"; cluster: {args.address} answers" if args.address else ""))
         if args.estimate:
             from imdb_ray.sweep.cost import cost_lines, estimate

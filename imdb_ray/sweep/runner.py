@@ -190,15 +190,14 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         sweep.concurrency(local_resources())
     else:
         check_cluster_reachable(address)
-    nothing_to_resume = f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume"
-    if resume and not tune.Tuner.can_restore(experiment_path):  # asked before the store: this refusal creates none
-        raise UserError(nothing_to_resume)
+    if resume:  # asked before the store: this refusal creates none
+        check_resumable(sweep, storage)
     check_later = opens_slowly(tracking_uri) and not resume  # checked while Ray starts; a server is asked now
     if not check_later:
         check_reachable(tracking_uri)
     parent = SweepRuns(tracking_uri, sweep.name).parent(experiment_path) if resume else None
     if resume and parent is None:
-        raise UserError(nothing_to_resume)
+        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
 
     print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
     start = time.perf_counter()
@@ -259,6 +258,12 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         shutdown_ray()
     summary.mlflow_unwritten += closing.result()
     return summary
+
+
+def check_resumable(sweep: Sweep, storage: str) -> None:
+    """--resume: Tune's saved state of the sweep is under `storage`, or a one-line error."""
+    if not tune.Tuner.can_restore(sweep.experiment_path(absolute_storage(storage))):
+        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
 
 
 def open_runs(uri: str, experiment: str, check: bool) -> SweepRuns:
