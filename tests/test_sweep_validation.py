@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -568,22 +567,12 @@ def test_folders_a_sweep_or_a_run_names_are_pinned_before_the_working_directory_
     assert hub.model_args["checkpoint"] == "org/name"
 
 
-def test_a_dry_run_refuses_the_store_and_cluster_the_sweep_would_refuse_and_creates_neither(capsys, tmp_path):
-    """A dry run is where a user checks a sweep before a long run: an MLflow server or an --address where nothing
-    answers is its one-line error too (not only the sweep's), as is --resume with nothing to resume, and a store that
-    is not there yet is named, not made."""
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{s.getsockname()[1]}"
-    smoke = [str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", "--storage", str(tmp_path / "ray")]
-    code, err, _ = cli(["sweep", *smoke, "--tracking-uri", f"http://{closed}"], capsys)
-    assert code == 2 and len(err) == 1 and f"MLflow tracking store http://{closed} is not reachable" in err[0], err
+def test_a_dry_run_names_the_store_and_results_folder_it_would_use_and_creates_neither(capsys, tmp_path):
+    """A dry run checks the MLflow store and --address as the sweep would (their refusals: the bad-input matrix in
+    test_reliability.py) and says where the sweep would write; a sqlite store that is not there yet is named, not made."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code, err, _ = cli(["sweep", *smoke, "--tracking-uri", store, "--address", closed], capsys)
-    assert code == 2 and len(err) == 1 and f"--address {closed}: nothing answers" in err[0], err
-    code, err, _ = cli(["sweep", *smoke, "--tracking-uri", store, "--resume"], capsys)
-    assert code == 2 and err == [f"error: --resume: no interrupted sweep 'smoke' under {tmp_path / 'ray'}; run without --resume"]
-    code, err, out = cli(["sweep", *smoke, "--tracking-uri", store], capsys)
+    code, err, out = cli(["sweep", str(ROOT / "sweeps" / "smoke.py"), "--dry-run", "--no-estimate", "--storage",
+                          str(tmp_path / "ray"), "--tracking-uri", store], capsys)
     assert code == 0, err
     assert f"MLflow: {store} (a new file, created when the sweep starts); Ray results: {tmp_path / 'ray' / 'smoke'}" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == []
