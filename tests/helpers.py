@@ -209,6 +209,11 @@ def record_row(section: str, case: str, what: str, lost: str) -> None:
         (Path(folder) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(row))
 
 
+def code_span(text: str) -> str:
+    """`text` as Markdown inline code; fenced by two backticks when it holds one (an error that quotes a command)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
 def recorded_rows() -> list[dict]:
     import json
 

@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import MINILM
-from helpers import (ROOT, finish, free_port, fresh_store, http_server, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
+from helpers import (ROOT, code_span, finish, free_port, fresh_store, http_server, kill_group, max_step, mlflow_server, record_row, snapshot, steps, sweep_command,
                      sweep_runs, wait_for, write_sweep)
 from imdb_ray.__main__ import main
 
@@ -288,7 +288,7 @@ def test_bad_input(workspace, capsys, monkeypatch, request, case, files, argv, m
     assert not (workspace / "mlflow.db").exists(), "a refused command created the MLflow store"  # (snapshot leaves it out)
     shown = err[0].replace(str(workspace), "<workspace>")  # the same text in every run of the record
     shown = shown.replace(web, "<web server>") if web else shown
-    record_row("Bad input", case, f"exit 2: `{shown}`", "nothing (no file created or changed, no run started)")
+    record_row("Bad input", case, f"exit 2: {code_span(shown)}", "nothing (no file created or changed, no run started)")
 
 
 def test_a_baseline_that_refuses_its_data_leaves_no_run(workspace, capsys):
@@ -950,7 +950,7 @@ def test_ui_on_a_taken_port_is_refused_before_the_server_starts(capsys, monkeypa
         code = main(["ui", "--port", str(port), "--tracking-uri", fresh_store(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"--port {port} on 127.0.0.1 is not free" in err[0] and not started, err
-    record_row("Bad input", "ui on a port another server holds", f"exit 2: `{err[0].replace(str(port), 'PORT')}`",
+    record_row("Bad input", "ui on a port another server holds", f"exit 2: {code_span(err[0].replace(str(port), 'PORT'))}",
                "nothing (no server started)")
 
 
