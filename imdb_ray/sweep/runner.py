@@ -165,17 +165,26 @@ def build_tuner(sweep: Sweep, storage: str, concurrency: int, callbacks: list, r
     )
 
 
-def run_confirmation(sweep: Sweep, configs: list[dict], storage: str, concurrency: int, log: TrialLog, resume: bool,
-                     verbose: bool) -> tuple[list, object]:
-    """The top configs (from confirm_configs) again with new seeds, as Ray trials of the same engine
-    (resumable), each evaluated once on test. Returns (tested reruns, their ResultGrid)."""
+def run_confirmation(sweep: Sweep, results: ResultGrid, summary: SweepSummary, storage: str, concurrency: int,
+                     search_log: TrialLog, resume: bool, verbose: bool) -> list:
+    """The top configs of the search (confirm_configs) again with new seeds, as Ray trials of the same engine
+    (resumable), each evaluated once on test: into `summary` (confirmed, errors, the crown); returns their results."""
+    configs = confirm_configs(results, sweep)
+    if not configs:
+        print("[imdb_ray] confirmation: nothing to rerun (no trial of a seed-dependent model finished)", flush=True)
+        return []
     print(f"[imdb_ray] confirmation: top {len(configs) // sweep.confirm_seeds} seed-dependent config(s) x "
           f"{sweep.confirm_seeds} new seed(s) = {len(configs)} trial(s); seed-independent models are confirmed by "
           "their own run", flush=True)
+    log = TrialLog(search_log.uri, sweep.name, search_log.parent_id, sweep.devices_per_trial(), workers=sweep.workers_per_trial)
     callbacks = [MLflowTrialRuns(log, sweep.searched_keys()), ConsoleProgress.for_sweep(sweep, total=len(configs)),
                  *packing_callbacks(sweep)]
-    results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs), log)
-    return evaluate_on_test(sweep, results, sweep.experiment_path(storage, "confirm"), every=True), results
+    reruns = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, verbose=2 if verbose else 0, confirm=configs), log)
+    summary.confirmed = evaluate_on_test(sweep, reruns, sweep.experiment_path(storage, "confirm"), every=True)
+    summary.errors += reruns.num_errors
+    crown_best_confirmed(summary.tested, summary.confirmed, sweep.mode == "max")
+    summary.mlflow_unwritten += log.finish()
+    return list(reruns)
 
 
 # --------------------------------------------------------------------------------- the run
@@ -233,16 +242,8 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
                                leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
                                tested=evaluate_on_test(sweep, results, experiment_path))
         everything = list(results)
-        configs = confirm_configs(results, sweep) if sweep.confirm_top else []
-        if sweep.confirm_top and not configs:
-            print("[imdb_ray] confirmation: nothing to rerun (no trial of a seed-dependent model finished)", flush=True)
-        if configs:
-            confirm_log = TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(), workers=sweep.workers_per_trial)
-            reruns, confirm_results = run_confirmation(sweep, configs, storage, concurrency, confirm_log, resume, verbose)
-            summary.confirmed, summary.errors = reruns, summary.errors + confirm_results.num_errors
-            crown_best_confirmed(summary.tested, reruns, sweep.mode == "max")
-            summary.mlflow_unwritten += confirm_log.finish()
-            everything += list(confirm_results)
+        if sweep.confirm_top:
+            everything += run_confirmation(sweep, results, summary, storage, concurrency, mlflow_runs.log, resume, verbose)
         summary.mlflow_unwritten += mlflow_runs.log.finish()
         closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything, warming)  # beside Ray's stop
     except BaseException as e:  # stopped (Ctrl-C, SIGTERM: KILLED) or crashed (FAILED): the parent never stays RUNNING
