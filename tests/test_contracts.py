@@ -63,6 +63,22 @@ def test_help_shows_each_flags_meaning_and_allowed_values(capsys):
     assert "--dropout                a number in [0, 1); default 0.5" in listing
 
 
+def test_no_command_shows_the_commands_and_version_names_the_libraries(capsys):
+    from importlib import metadata
+
+    from imdb_ray.__main__ import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n    {command} " in out for command in ("train", "models", "sweep", "predict", "report", "ui")), out
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"imdb_ray {metadata.version('imdb_ray')} (torch {metadata.version('torch')}, ray "), line
+    assert f"mlflow {metadata.version('mlflow')}" in line and "; Python 3." in line
+
+
 def test_the_metric_table_decides_direction_everywhere():
     assert set(METRICS) == set(MetricName.__args__) == {"val_accuracy", "val_f1", "val_loss"}
     assert METRICS["val_loss"].mode == "min" and METRICS["val_accuracy"].mode == "max"
@@ -98,7 +114,7 @@ def test_model_parameter_ranges_are_checked_with_the_config():
 
 
 def test_the_parser_and_help_import_no_torch_ray_or_mlflow():
-    """`python -m imdb_ray --help` (and building the parser) stays fast: the heavy libraries load only when a
+    """`python -m imdb_ray --help` and `--version` (and building the parser) stay fast: the heavy libraries load only when a
     command needs them. Checked in a fresh process, as a user starts it."""
     import subprocess
     import sys
@@ -106,6 +122,8 @@ def test_the_parser_and_help_import_no_torch_ray_or_mlflow():
     code = ("import sys, contextlib, io\nfrom imdb_ray.__main__ import build_parser\nbuild_parser()\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "    build_parser().parse_args(['--help'])\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    build_parser().parse_args(['--version'])\n"
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'optuna', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

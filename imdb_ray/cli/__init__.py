@@ -30,8 +30,35 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
 
 
+# what --version names beside imdb_ray: the libraries whose versions decide a run's behaviour and numbers
+VERSIONED = ("torch", "ray", "mlflow", "optuna", "transformers", "peft", "gensim")
+
+
+class _Version(argparse.Action):
+    """--version: imdb_ray's and its main libraries' versions (for a bug report), read from the installed
+    packages' metadata, so it imports none of them."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of imdb_ray and its main libraries")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        def version(name: str) -> str:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                return "not installed"
+
+        libraries = ", ".join(f"{name} {version(name)}" for name in VERSIONED)
+        print(f"imdb_ray {version('imdb_ray')} ({libraries}; Python {sys.version.split()[0]})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m imdb_ray", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m imdb_ray", description="Text-classification experiments (IMDB by default) as Ray Tune "
+                     "sweeps, tracked in MLflow.", epilog="`python -m imdb_ray COMMAND --help`: what a command takes.")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -63,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    if not (sys.argv[1:] if argv is None else argv):  # no command: what there is to run
+        parser.print_help()
+        return 0
     try:
         args, extra = parser.parse_known_args(argv)  # a flag's own parser may raise UserError too
         args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: what a run records and a resume repeats
