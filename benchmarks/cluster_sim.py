@@ -9,6 +9,7 @@ speed-up. The tests use `simulated_cluster` and `run_sweep` from here.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -144,6 +145,7 @@ def peft_estimate() -> list[str]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     base = Path("/tmp/imdb_ray_cluster_sim")
     rows = [run_once(1, base / "1-node"), run_once(2, base / "2-node"), run_once(2, base / "2-node-kill", kill_one=True)]
     one, two, _ = rows

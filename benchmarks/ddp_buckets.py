@@ -9,6 +9,7 @@ Writes results/ddp_buckets.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -75,6 +76,7 @@ def run_once(config: dict, tmp: str) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     import ray
 
     from imdb_ray.config import TrialConfig

@@ -9,6 +9,7 @@ Writes results/eval_order.md.
 """
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import sys
@@ -56,6 +57,7 @@ def passes(cache: str) -> tuple[dict, dict, int]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     with tempfile.TemporaryDirectory(prefix="imdb_ray_eval_order_") as cache:
         seconds, counts, rows = passes(cache)
     (now, before) = (statistics.median(s) for s in seconds.values())

@@ -11,6 +11,7 @@ Writes results/padding_share.md.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import sys
@@ -68,6 +69,7 @@ def eval_shares(cfg, dataset) -> list[tuple[str, int, str, float, int]]:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from imdb_ray.config import TrialConfig
     from imdb_ray.train import load_trial_data
 

@@ -11,6 +11,7 @@ Writes results/predict_speed.md.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -72,6 +73,7 @@ def score(run: Path, texts: Path, out: Path) -> dict:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from imdb_ray.data import load_dataset
 
     work = Path(tempfile.mkdtemp(prefix="imdb_ray_predict_bench_"))

@@ -77,6 +77,9 @@ def take_path(flags: list[str], name: str) -> Path | None:
 
 
 def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):  # the rest of the command line is the sweep's: no argparse
+        print(__doc__.strip())
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     sweep_file, flags = Path(sys.argv[1]), sys.argv[2:]
     name = sweep_file.stem
     # --record: another file for the summary (results/classic_cpu.md is classic_full.py's)

@@ -7,6 +7,7 @@ Runs are kept in runs/strategies-<variant>-s<seed>/ and reused. Writes results/s
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ def run_dir(variant: str, seed: int) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for seed in SEEDS:
         for variant, flags in VARIANTS.items():
             out = ROOT / run_dir(variant, seed)

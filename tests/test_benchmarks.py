@@ -155,7 +155,7 @@ def test_sweep_overhead_derives_per_trial_and_per_sweep_costs_and_process_counts
     first, second = bench.per_sweep_by_round(runs)
     assert f"{first:+.1f}" == auto[5] and second == pytest.approx(first - 3.0)
     by_round = {"auto": [first, second], "auto, Ray's defaults": [second, first]}
-    assert any(line.startswith(f"The auto sweeps' fixed cost per sweep computed within each of the 2") and
+    assert any(line.startswith("The auto sweeps' fixed cost per sweep computed within each of the 2") and
                f"auto: {first:+.1f}, {second:+.1f}; auto, Ray's defaults: {second:+.1f}, {first:+.1f} s" in line
                for line in bench.report(plain, sweeps, [6.0, 0.1], by_round))
 
@@ -258,3 +258,33 @@ def test_the_readme_retells_the_quickstart_record_it_links():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert (f"estimated {wall_m} min, up to {slow_m} min, and the sweep took {wall_s / 60:.1f} min" in readme)
     assert f"the trials ran {ran_cpu_h} CPU-hours against {cpu_h} estimated, {slow_cpu_h} at the slow end" in readme
+
+
+def test_every_benchmark_answers_help_without_running():
+    """`benchmarks/X.py --help` prints what the script measures and exits 0: it starts no measurement (minutes, and
+    a rewritten record under results/) for a user who only asked what it does. All scripts at once, in subprocesses."""
+    import contextlib
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def results_digest() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROOT / "results").iterdir() if p.is_file()}
+
+    before = results_digest()
+    # the scripts (search_record.py and search_replay.py are modules search_efficiency.py imports)
+    scripts = [s for s in sorted((ROOT / "benchmarks").glob("*.py")) if '__name__ == "__main__"' in s.read_text()]
+    assert len(scripts) >= 20
+    procs = {s.name: subprocess.Popen([sys.executable, str(s), "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, cwd=ROOT, start_new_session=True) for s in scripts}
+    try:
+        outputs = {name: (p.communicate(timeout=120)[0], p.returncode) for name, p in procs.items()}
+    finally:  # a script that started measuring anyway: it and what it started (sweeps, Ray) end with the test
+        for p in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+    assert {name: code for name, (_, code) in outputs.items() if code != 0} == {}, outputs
+    assert all(len(out.strip().splitlines()) >= 2 for out, _ in outputs.values()), outputs
+    assert results_digest() == before
