@@ -3,6 +3,7 @@ SweepRuns' queries, against a real local MLflow store (sqlite) behind a switchab
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -85,6 +86,24 @@ def test_a_trial_run_has_tags_params_one_point_per_epoch_and_an_end(sweep):
     parent_run = runs.parent()
     assert parent_run.info.run_id == parent and parent_run.data.params == {"num_samples": "3"}
     assert parent_run.data.tags["imdb_ray.command"] == "cmd" and runs.parent(f"/ray/{runs.experiment}") is not None
+    # what the numbers depend on beyond config and seed: library versions and the machine
+    from importlib import metadata
+
+    assert f"torch {metadata.version('torch')}, ray {metadata.version('ray')}" in parent_run.data.tags["imdb_ray.versions"]
+    assert parent_run.data.tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs")
+
+
+def test_a_train_run_carries_the_library_versions_and_the_machine(tmp_path):
+    from importlib import metadata
+
+    from imdb_ray.config import TrialConfig
+    from imdb_ray.tracking.runs import TrainRun
+
+    uri = fresh_store(tmp_path)
+    run = TrainRun(uri, "train", TrialConfig(model="gru"), tmp_path)
+    tags = MlflowClient(uri).get_run(run.run_id).data.tags
+    assert tags["imdb_ray.versions"].startswith(f"imdb_ray {metadata.version('imdb_ray')} (torch {metadata.version('torch')}")
+    assert "; Python 3." in tags["imdb_ray.versions"] and tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs")
 
 
 def test_events_wait_in_order_while_the_store_is_down_then_are_written(sweep, capsys):

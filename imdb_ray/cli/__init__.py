@@ -30,28 +30,16 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
 
 
-# what --version names beside imdb_ray: the libraries whose versions decide a run's behaviour and numbers
-VERSIONED = ("torch", "ray", "mlflow", "optuna", "transformers", "peft", "gensim")
-
-
 class _Version(argparse.Action):
-    """--version: imdb_ray's and its main libraries' versions (for a bug report), read from the installed
-    packages' metadata, so it imports none of them."""
+    """--version: imdb_ray's and its main libraries' versions (for a bug report), from package metadata (no imports)."""
 
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, help="print the versions of imdb_ray and its main libraries")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from importlib import metadata
+        from imdb_ray.environment import library_versions
 
-        def version(name: str) -> str:
-            try:
-                return metadata.version(name)
-            except metadata.PackageNotFoundError:
-                return "not installed"
-
-        libraries = ", ".join(f"{name} {version(name)}" for name in VERSIONED)
-        print(f"imdb_ray {version('imdb_ray')} ({libraries}; Python {sys.version.split()[0]})")
+        print(library_versions())
         parser.exit()
 
 

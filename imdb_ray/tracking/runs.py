@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from imdb_ray.environment import run_tags
 from imdb_ray.redact import redact_text
 from imdb_ray.tracking.store import _client, _log_params, experiment_id, git_commit, log_metrics, log_model, register_champion
 
@@ -72,7 +73,7 @@ class SweepRuns:
         exp_id = self._experiment_id = self.experiment_id() or experiment_id(self.client, self.experiment)
         run = self.client.create_run(exp_id, run_name=f"sweep:{self.experiment}",
                                      tags={"imdb_ray.kind": "sweep", "sweep_file": str(sweep_file),
-                                           "git_commit": git_commit(), "imdb_ray.experiment_path": experiment_path,
+                                           "git_commit": git_commit(), "imdb_ray.experiment_path": experiment_path, **run_tags(),
                                            **({"imdb_ray.command": command} if command else {})})
         _log_params(self.client, run.info.run_id, settings)
         self.client.log_text(run.info.run_id, redact_text(sweep_file.read_text()), f"sweep/{sweep_file.name}")
@@ -142,7 +143,7 @@ class TrainRun:
             self.client.update_run(self.run_id, status="RUNNING")
             return
         tags = {"imdb_ray.kind": "train", "imdb_ray.run_dir": str(run_dir), "model": cfg.model, "family": cfg.family.name,
-                "git_commit": git_commit(), **({"imdb_ray.command": command} if command else {})}
+                "git_commit": git_commit(), **run_tags(), **({"imdb_ray.command": command} if command else {})}
         self.run_id = self.client.create_run(experiment_id(self.client, experiment), run_name=run_dir.name, tags=tags).info.run_id
         _log_params(self.client, self.run_id, cfg.flat())
         id_file.write_text(self.run_id)
