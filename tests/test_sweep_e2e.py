@@ -2,6 +2,7 @@
 by the test session (conftest.ray_address)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -89,6 +90,9 @@ def test_smoke_sweep_direct_mode(smoke_store):
     histories = [steps(client, c) for c in children]
     assert all(h == list(range(1, len(h) + 1)) for h in histories)  # one point per epoch, no gaps, no repeats
     assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
+    # where each trial ran (its node's machine) and what the sweep ran with (the driver's libraries and machine)
+    assert all(c.data.tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs") and c.data.tags["node_id"] for c in children)
+    assert parents[0].data.tags["imdb_ray.versions"].startswith("imdb_ray ")
     assert any(len(h) == 3 for h in histories)
     best = [c for c in children if c.data.tags.get("best_trial") == "true"]
     assert len(best) == 1 and 0 <= best[0].data.metrics["test_accuracy"] <= 1
@@ -188,6 +192,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_cluster):
     client, parents, children = child_runs(tmp_path, "smoke_train")
     histories = [steps(client, c) for c in children]
     assert len(children) == 4 and all(h == list(range(1, len(h) + 1)) for h in histories)
+    assert all(c.data.tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs") for c in children)  # rank 0's node
     assert sum(len(h) < 3 for h in histories) >= 2, f"ASHA stopped fewer than two trials early: {histories}"
     assert any("test_accuracy" in c.data.metrics for c in children)
     board = [float(ln.split("val_loss ")[1].split()[0]) for ln in out.split("== smoke_train")[1].splitlines() if ln.startswith("  ") and " epochs " in ln]

@@ -56,11 +56,17 @@ def train_worker(config: dict) -> None:
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir and ctx.get_world_rank() == 0 else None
-        ray.train.report({**metrics, "node_id": ray.get_runtime_context().get_node_id(),
-                          "train_placement_group": group}, checkpoint=ckpt)
+        ray.train.report({**metrics, **placement(), "train_placement_group": group}, checkpoint=ckpt)
 
     with (resume.as_directory() if resume else nullcontext()) as resume_dir:
         train(cfg, on_epoch=report, resume_from=resume_dir, progress=False, **ddp_hooks())
+
+
+def placement() -> dict[str, str]:
+    """Where the trial runs, for its MLflow run's tags: Ray's node id, and that node's machine (CPU model, GPUs)."""
+    from imdb_ray.environment import machine_summary
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "machine": machine_summary()}
 
 
 def ddp_hooks() -> dict:
@@ -83,7 +89,7 @@ def direct_trial(config: dict) -> None:
     use_assigned_cpus()
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
-        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}  # placement, for the record
+        metrics = {**metrics, **placement()}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None)
 
     resume = tune.get_checkpoint()

@@ -141,6 +141,8 @@ class TrialLog:
         node = result.get("node_id")
         if node and self.nodes.get(trial_id) != node:  # where the trial runs (changes when retried elsewhere)
             self.client.set_tag(run_id, "node_id", node)
+            if result.get("machine"):  # that node's CPU model and GPUs (sweep/trial.placement)
+                self.client.set_tag(run_id, "imdb_ray.machine", str(result["machine"]))
             self.nodes[trial_id] = node
 
     def _end(self, trial_id: str, failed: bool, error: str | None, wall: float | None, cut: str | None,
