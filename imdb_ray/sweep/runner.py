@@ -206,7 +206,7 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
         check_reachable(tracking_uri)
     parent = SweepRuns(tracking_uri, sweep.name).parent(experiment_path) if resume else None
     if resume and parent is None:
-        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
+        raise nothing_to_resume(sweep, storage)
 
     print(f"[imdb_ray] preparing shared data for '{sweep.name}' ...", flush=True)
     start = time.perf_counter()
@@ -264,7 +264,11 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
 def check_resumable(sweep: Sweep, storage: str) -> None:
     """--resume: Tune's saved state of the sweep is under `storage`, or a one-line error."""
     if not tune.Tuner.can_restore(sweep.experiment_path(absolute_storage(storage))):
-        raise UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
+        raise nothing_to_resume(sweep, storage)
+
+
+def nothing_to_resume(sweep: Sweep, storage: str) -> UserError:
+    return UserError(f"--resume: no interrupted sweep '{sweep.name}' under {storage}; run without --resume")
 
 
 def open_runs(uri: str, experiment: str, check: bool) -> SweepRuns:
