@@ -95,7 +95,8 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
         rows.append(row)
     rows.sort(key=lambda r: (r.selection is None, -(r.selection or 0) if descending else (r.selection or 0)))
     return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""),
-            "command": parent.data.tags.get("imdb_ray.command", ""), **parent.data.params}, rows
+            "command": parent.data.tags.get("imdb_ray.command", ""), "versions": parent.data.tags.get("imdb_ray.versions", ""),
+            "machine": parent.data.tags.get("imdb_ray.machine", ""), **parent.data.params}, rows
 
 
 def _varying_params(params: list[dict]) -> list[str]:
@@ -189,7 +190,9 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
              f"test reviews ({BOOTSTRAP_SAMPLES} resamples, seed 0). vs_best: test accuracy minus the winner's on the "
              "same reviews, with a 95% paired bootstrap interval, and McNemar's exact p-value. Ensemble rows average "
              "the members' probabilities; members are chosen on validation only (so their val_accuracy is optimistic). "
-             "device_s = wall seconds x devices held.", ""]
+             "device_s = wall seconds x devices held." +
+             (f" Ran with {parent['versions']}, driven from {parent['machine']} (each trial's machine: its MLflow run's "
+              "tag imdb_ray.machine)." if parent.get("versions") else ""), ""]
     lines += [verdict(rows), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
     if confirmed:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,7 @@ def test_smoke_sweep_direct_mode(smoke_store):
     index = (out / "README.md").read_text()
     assert "smoke_leaderboard.md" in index and "`python -m imdb_ray sweep " in index and " --storage " in index
     assert "Sweep: `python -m imdb_ray sweep " in (out / "smoke_leaderboard.md").read_text()
+    assert f" Ran with imdb_ray {metadata.version('imdb_ray')} (torch " in (out / "smoke_leaderboard.md").read_text()
     # without --out: an untracked reports/ folder; a project's results/ is never touched unless asked for
     proc = subprocess.run([sys.executable, "-m", "imdb_ray", "report", "--sweep", "smoke", "--tracking-uri",
                            f"sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
