@@ -3,7 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: quickstart test test-fast install record docs clean-cache
+.PHONY: help quickstart test test-fast install record docs clean-cache
+.DEFAULT_GOAL := help
+
+help:  # plain `make`: what there is to run (it would otherwise build .venv, the first target below)
+	@echo "make quickstart   set up .venv on first use, then run sweeps/quickstart.py on the bundled IMDB data"
+	@echo "make test         set up .venv with the test tools on first use, then run the whole test suite"
+	@echo "make test-fast    the suite without the slow end-to-end tests, for iteration"
+	@echo "make record       make test that also rewrites results/reliability.md and the MLflow UI screenshots"
+	@echo "make install      only set up .venv (the runtime)"
+	@echo "make docs         rewrite docs/settings.md and the models catalog from the declarations"
+	@echo "make clean-cache  remove the preprocessing cache (.cache/imdb_ray)"
 
 # torch first: the local CPU wheel where there is one (fast, no CUDA download), PyTorch's CPU index
 # on other GPU-less machines, PyPI's default CUDA build where nvidia-smi finds a GPU. --no-deps on

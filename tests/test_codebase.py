@@ -155,3 +155,14 @@ def test_a_duplicate_model_name_is_an_error():
     with pytest.raises(ValueError, match="model name 'gru' is already registered by imdb_ray.models.classic.GRUClassifier"):
         register_model("gru")(Impostor)
     assert get_model("gru").origin == "imdb_ray.models.classic.GRUClassifier"
+
+
+def test_plain_make_lists_the_targets_and_builds_nothing():
+    """`make` alone shows the README's two commands and the rest; it would otherwise run the first target in the
+    Makefile, the .venv build (minutes, and a venv in the wrong place for a user who only looked)."""
+    import subprocess
+
+    dry = subprocess.run(["make", "-n"], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0 and "pip install" not in dry.stdout and "venv" not in dry.stdout.replace(".venv", ""), dry.stdout
+    shown = subprocess.run(["make", "-s"], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "make quickstart" in shown.stdout and "make test " in shown.stdout, shown.stdout
