@@ -9,6 +9,7 @@ trains: `imdb_ray.train` and the config (torch, scikit-learn) are imported where
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Callable
@@ -64,9 +65,15 @@ def train_worker(config: dict) -> None:
 
 def placement() -> dict[str, str]:
     """Where the trial runs, for its MLflow run's tags: Ray's node id, and that node's machine (CPU model, GPUs)."""
+    return {"node_id": ray.get_runtime_context().get_node_id(), "machine": _this_machine()}
+
+
+@functools.cache
+def _this_machine() -> str:
+    """The process's machine, read once (a trial reports every epoch; torch is loaded by then, so its GPUs count)."""
     from imdb_ray.environment import machine_summary
 
-    return {"node_id": ray.get_runtime_context().get_node_id(), "machine": machine_summary()}
+    return machine_summary()
 
 
 def ddp_hooks() -> dict:
