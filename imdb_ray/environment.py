@@ -1,6 +1,7 @@
 """What a run's numbers depend on beyond its config and seed: the library versions and the machine. `--version`
-prints them; every sweep's and train run's MLflow run carries them as tags, and each trial's run the machine of the
-node it ran on (sweep/trial.placement): the same seeds can train to other numbers on another torch build or CPU model. Read from package metadata and the OS: nothing heavy is imported."""
+prints them; every sweep's and train run's MLflow run carries them as tags, and each trial's run those of the node it
+ran on (sweep/trial.placement): the same seeds can train to other numbers on another torch build or CPU model.
+Read from package metadata and the OS: nothing heavy is imported."""
 from __future__ import annotations
 
 import os

@@ -191,8 +191,8 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
              "same reviews, with a 95% paired bootstrap interval, and McNemar's exact p-value. Ensemble rows average "
              "the members' probabilities; members are chosen on validation only (so their val_accuracy is optimistic). "
              "device_s = wall seconds x devices held." +
-             (f" Ran with {parent['versions']}, driven from {parent['machine']} (each trial's machine: its MLflow run's "
-              "tag imdb_ray.machine)." if parent.get("versions") else ""), ""]
+             (f" Ran with {parent['versions']}, driven from {parent['machine']} (each trial's machine and libraries: its MLflow "
+              "run's tags imdb_ray.machine and imdb_ray.versions)." if parent.get("versions") else ""), ""]
     lines += [verdict(rows), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
     if confirmed:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, actors_started, free_port, run_sweep, steps, sweep_runs
+from imdb_ray.environment import library_versions
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,8 @@ def test_smoke_sweep_direct_mode(smoke_store):
     assert any(len(h) < 3 for h in histories), "ASHA stopped no trial early"
     # where each trial ran (its node's machine) and what the sweep ran with (the driver's libraries and machine)
     assert all(c.data.tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs") and c.data.tags["node_id"] for c in children)
-    assert parents[0].data.tags["imdb_ray.versions"].startswith("imdb_ray ")
+    assert all(c.data.tags["imdb_ray.versions"] == library_versions() for c in children)  # the node's libraries
+    assert parents[0].data.tags["imdb_ray.versions"] == library_versions()
     assert any(len(h) == 3 for h in histories)
     best = [c for c in children if c.data.tags.get("best_trial") == "true"]
     assert len(best) == 1 and 0 <= best[0].data.metrics["test_accuracy"] <= 1
@@ -195,6 +197,7 @@ def test_smoke_sweep_ray_train_mode(tmp_path, ray_cluster):
     histories = [steps(client, c) for c in children]
     assert len(children) == 4 and all(h == list(range(1, len(h) + 1)) for h in histories)
     assert all(c.data.tags["imdb_ray.machine"].endswith(f"{os.cpu_count()} CPUs") for c in children)  # rank 0's node
+    assert all(c.data.tags["imdb_ray.versions"] == library_versions() for c in children)
     assert sum(len(h) < 3 for h in histories) >= 2, f"ASHA stopped fewer than two trials early: {histories}"
     assert any("test_accuracy" in c.data.metrics for c in children)
     board = [float(ln.split("val_loss ")[1].split()[0]) for ln in out.split("== smoke_train")[1].splitlines() if ln.startswith("  ") and " epochs " in ln]
