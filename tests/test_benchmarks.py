@@ -260,6 +260,27 @@ def test_the_readme_retells_the_quickstart_record_it_links():
     assert f"the trials ran {ran_cpu_h} CPU-hours against {cpu_h} estimated, {slow_cpu_h} at the slow end" in readme
 
 
+def test_the_docs_retell_the_overhead_record_they_link():
+    """README's and docs/cluster.md's fixed costs (per auto, Ray Train and no-reuse trial; per sweep, with its rounds)
+    are results/sweep_overhead.md's, so a new record of the benchmark cannot leave the prose on the old one."""
+    import re
+
+    record = (ROOT / "results" / "sweep_overhead.md").read_text()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip().strip("|").split("|")]
+                                          for line in record.splitlines() if line.startswith("| "))}
+    auto, ray_train, no_reuse = (float(rows[name][4]) for name in ("auto", "ray_train", "ray_train, no process reuse"))
+    per_sweep = float(rows["auto"][5])
+    rounds = [float(r) for r in re.search(r"auto: ([-+\d., ]+);", record)[1].split(",")]
+    readme, cluster = (" ".join((ROOT / path).read_text().split()) for path in ("README.md", "docs/cluster.md"))
+    for phrase in (f"({auto:+.1f} s per trial", f"{ray_train:+.1f} s on Ray Train", f"{no_reuse:+.1f} s without reusing",
+                   f"{per_sweep:+.1f} s once per sweep (its three rounds {min(rounds):+.1f} to {max(rounds):+.1f} s)"):
+        assert phrase in readme, phrase
+    for phrase in (f"{auto:+.1f} s per `auto` trial", f"{ray_train:+.1f} s per Ray Train trial",
+                   f"{per_sweep:+.1f} s once per sweep (its rounds: {', '.join(f'{r:+.1f}' for r in rounds[:-1])} and "
+                   f"{rounds[-1]:+.1f} s", f"{no_reuse:+.1f} s per trial and 3 new processes", f"is met here ({ray_train:+.1f} s)"):
+        assert phrase in cluster, phrase
+
+
 def test_every_benchmark_answers_help_without_running():
     """`benchmarks/X.py --help` prints what the script measures and exits 0: it starts no measurement (minutes, and
     a rewritten record under results/) for a user who only asked what it does. All scripts at once, in subprocesses."""

@@ -1,7 +1,8 @@
-"""A validated Sweep -> a Ray Tune run. Each trial (sweep/trial.py) runs the one training loop, either
-inside Ray Train workers (`trainer="ray_train"`, DDP-ready, far more fixed cost per trial: results/sweep_overhead.md)
-or in the Tune trial process itself (`trainer="direct"`, for cheap single-device trials). After the search the selected
-trials are evaluated on test (sweep/evaluate.py) and everything is closed in MLflow (tracking.py).
+"""A validated Sweep -> a Ray Tune run. Each trial (sweep/trial.py) runs the one training loop, either in the Tune
+trial process itself (`trainer="direct"`, cheap) or inside Ray Train workers (`trainer="ray_train"`, DDP-ready, seconds
+more fixed cost per trial: results/sweep_overhead.md); the default "auto" is resolved by the spec to direct for one
+worker per trial, ray_train for several. After the search the selected trials are evaluated on test
+(sweep/evaluate.py) and everything is closed in MLflow (tracking/).
 """
 from __future__ import annotations
 
