@@ -211,8 +211,9 @@ def _local_pair(source: str | None) -> tuple[Path, Path] | None:
                 raise UserError(f"{path}: no {split}.csv/.tsv/.jsonl/.parquet file in this folder")
             found[split] = matches[0]
         return found["train"], found["test"]
-    if path.suffix or path.exists():
-        raise UserError(f"{source}: give a folder with train.* and test.* files, or 'train_file,test_file'")
+    if path.suffix or path.exists():  # one file, or a path that reads as one: not a `datasets` id
+        what = "one file" if path.exists() else "no such file or folder"
+        raise UserError(f"{source}: {what}; give a folder with train.* and test.* files, or 'train_file,test_file'")
     return None
 
 

@@ -152,6 +152,10 @@ def test_missing_file_and_unknown_source(tmp_path):
         load_dataset(str(tmp_path))
     with pytest.raises(UserError, match="data file not found"):
         load_dataset(f"{tmp_path}/nope.csv,{tmp_path}/nope2.csv")
+    with pytest.raises(UserError, match=r"nope.csv: no such file or folder; give a folder"):  # a typo, not a hub id
+        load_dataset(f"{tmp_path}/nope.csv")
+    with pytest.raises(UserError, match=r"train.csv: one file; give a folder with train.\* and test.\* files"):
+        load_dataset(str(tmp_path / "train.csv"))
 
 
 def test_group_split_never_puts_a_movie_on_both_sides():
