@@ -137,7 +137,10 @@ def parse_value(text: str, like: Any = None) -> Any:
     if low in ("none", "null"):
         return None
     if isinstance(like, tuple):
-        return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
+        try:
+            return tuple(int(x) if x.strip().lstrip("-").isdigit() else float(x) for x in text.split(","))
+        except ValueError:
+            raise UserError(f"expected numbers separated by commas (like {','.join(map(str, like))}), got {text!r}") from None
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):

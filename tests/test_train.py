@@ -206,6 +206,10 @@ def test_train_command_end_to_end(tmp_path, capsys):
     (["train", "--model", "gru", "--kernel-sizes", "3"], "unknown option --kernel-sizes"),
     (["train", "--lr", "-1"], "lr=-1.0 must be a number > 0"),
     (["train", "--optimizer", "lion"], "optimizer='lion' must be one of adamw, sgd"),
+    # a model flag's value that cannot be its type: argparse's line, naming the flag (not the parser function's repr)
+    (["train", "--model", "cnn", "--kernel-sizes", "3,x"], "argument --kernel-sizes: expected numbers separated by commas (like 3,4,5), got '3,x'"),
+    (["train", "--model", "gru", "--bidirectional", "maybe"], "argument --bidirectional: expected true/false, got 'maybe'"),
+    (["train", "--amp", "maybe"], "argument --amp: expected true/false, got 'maybe'"),
     (["train", "--resume", "--run-dir", "/nonexistent/run"], "--resume: /nonexistent/run/checkpoint does not exist"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -3,7 +3,6 @@ so `--help`, `models` and validation say the same thing, and the parsing of what
 from __future__ import annotations
 
 import argparse
-import functools
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -114,7 +113,7 @@ def add_train_args(p: argparse.ArgumentParser, default_uri: str) -> None:
         flag, kind = f"--{name.replace('_', '-')}", _base(hints[name])
         text = option_help(helps[name], hints[name], f.default)
         if kind is bool:
-            p.add_argument(flag, dest=name, type=lambda s: parse_value(s, True), help=text)
+            p.add_argument(flag, dest=name, type=parsed_like(True), help=text)
         elif kind in (int, float):
             p.add_argument(flag, dest=name, type=kind, help=text)
         else:
@@ -124,6 +123,19 @@ def add_train_args(p: argparse.ArgumentParser, default_uri: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tracking-uri", help=f"MLflow store for the run and its model (default {default_uri})")
     p.add_argument("--experiment", default="train", help="MLflow experiment of the run (default: train)")
+
+
+def parsed_like(like: Any) -> Callable[[str], Any]:
+    """An argparse type: the flag's text parsed as `like` is typed (contracts.parse_value); a bad value is argparse's
+    error, so the line names the flag ("argument --kernel-sizes: expected numbers ...")."""
+    def parse(text: str) -> Any:
+        try:
+            return parse_value(text, like)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = type(like).__name__
+    return parse
 
 
 class _ModelFlags(argparse.ArgumentParser):
@@ -138,7 +150,7 @@ def model_flags(entry: ModelEntry, extra: list[str]) -> dict[str, Any]:
     parser = _ModelFlags(prog=f"train --model {entry.name}", add_help=False, allow_abbrev=False)
     for name, default in entry.params.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
-                            type=functools.partial(parse_value, like=default))
+                            type=parsed_like(default))
     known, unknown = parser.parse_known_args(extra)
     if unknown:
         if not unknown[0].startswith("--"):
