@@ -157,17 +157,15 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, prefix: str) -> tuple[dict, np.ndarray]:
     """Metrics over a whole split, and the positive-class probabilities (for later analysis)."""
     model.eval()
-    losses, probs, labels = [], [], []
-    for inputs, y in loader:
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        logits, _ = model(**inputs)
-        logits = logits.float().cpu()
-        losses.append(torch.nn.functional.cross_entropy(logits, y, reduction="sum").item())
-        probs.append(torch.softmax(logits, -1)[:, 1])
+    outputs, labels = [], []
+    for inputs, y in loader:  # logits stay on the device until the end: no wait per batch, one copy back
+        outputs.append(model(**{k: v.to(device) for k, v in inputs.items()})[0].float())
         labels.append(y)
-    p, y = torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    logits, y = torch.cat(outputs).cpu(), torch.cat(labels)
+    loss = torch.nn.functional.cross_entropy(logits, y).item()
+    p, y = torch.softmax(logits, -1)[:, 1].numpy(), y.numpy()
     pred = (p >= 0.5).astype(np.int64)
-    metrics = {f"{prefix}_loss": sum(losses) / len(y), f"{prefix}_accuracy": float((pred == y).mean()),
+    metrics = {f"{prefix}_loss": loss, f"{prefix}_accuracy": float((pred == y).mean()),
                f"{prefix}_f1": macro_f1(y, pred)}
     if isinstance(loader.batch_sampler, SortedBatches):  # rows in length order: back to the split's
         p = loader.batch_sampler.unsort(p)
@@ -258,15 +256,17 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
         reshuffle(train_loader, cfg.seed * 1000 + epoch)
         net.train()
         epoch_start = time.perf_counter()
-        sums: dict[str, float] = {}
+        sums: dict[str, float | torch.Tensor] = {}
         seen = 0
         bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
         for inputs, y in bar:
             inputs, y = {k: v.to(device) for k, v in inputs.items()}, y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss, parts = loss_fn(net, inputs, y)
-            if not math.isfinite(loss.item()):  # before the step: never write NaN into the weights
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr (now {cfg.lr})")
+            # the step's one wait for the device: the loss, read before the step (never write NaN into the weights)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at epoch {epoch}; lower lr (now {cfg.lr})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -275,14 +275,15 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(y)
+            sums["loss"] = sums.get("loss", 0.0) + loss_value * len(y)
+            for k, v in parts.items():  # summed on the device, read once an epoch: a read here would wait for the step
+                sums[k] = sums.get(k, 0.0) + v.float() * len(y)
             seen += len(y)
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
         train_seconds = time.perf_counter() - epoch_start
 
         val_metrics = validate(model, loaders["val"], device)
-        metrics = {"epoch": epoch, **{f"train_{k}": v / seen for k, v in sums.items()}, **val_metrics,
+        metrics = {"epoch": epoch, **{f"train_{k}": float(v) / seen for k, v in sums.items()}, **val_metrics,
                    "lr": max(scheduler.get_last_lr()), "epoch_seconds": train_seconds,
                    "samples_per_second": seen / train_seconds, **param_counts}
         state.record(cfg, metrics, model)

@@ -410,3 +410,39 @@ def test_evaluation_runs_in_length_order_and_gives_predictions_in_split_order(ti
         np.testing.assert_allclose(sorted_probs, plain_probs, atol=1e-5)
         assert sorted_metrics[f"{split}_accuracy"] == plain_metrics[f"{split}_accuracy"]
         assert sorted_metrics[f"{split}_loss"] == pytest.approx(plain_metrics[f"{split}_loss"], rel=1e-5)
+
+
+def test_a_training_step_reads_one_number_back_from_the_device(tiny_cfg, small_imdb):
+    """The loop waits for the device once a step (the loss, checked before the step): the loss parts (R-Drop's KL,
+    here) are summed where they are and read once an epoch, so on a GPU the next batch is queued while the step
+    runs; an evaluation keeps its logits there and copies them back once. Counted as the host reads of tensors
+    (item, float, bool, int, cpu) that the loop's own code makes."""
+    import collections
+
+    from torch.overrides import TorchFunctionMode
+
+    import imdb_ray.train as loop
+
+    class HostReads(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = collections.Counter()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            caller = sys._getframe(1).f_code  # train() itself, or a comprehension in it (a frame of its own before 3.12)
+            if (func.__name__ in ("item", "__float__", "__bool__", "__int__", "cpu") and caller.co_filename == loop.__file__
+                    and caller.co_name in ("train", "<dictcomp>", "evaluate")):
+                self.counts[caller.co_name.replace("<dictcomp>", "train"), func.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = dataclasses.replace(tiny_cfg, rdrop_alpha=0.5, batch_size=8)
+    loaders = loop.make_loaders(cfg, small_imdb)[0]
+    steps = len(loaders["train"])
+    assert len(loaders["val"]) > 1  # several validation batches, one copy back
+    with HostReads() as reads:
+        history = train(cfg, dataset=small_imdb, progress=False).history
+    parts = [k for k in history[0] if k.startswith("train_") and k != "train_loss"]  # R-Drop's: cross-entropy and KL
+    assert parts == ["train_ce", "train_kl"] and all(h["train_kl"] > 0 for h in history)
+    evaluations = cfg.epochs + 1  # validation after each epoch, and of the restored best epoch
+    assert reads.counts == {("train", "item"): steps * cfg.epochs, ("train", "__float__"): len(parts) * cfg.epochs,
+                            ("evaluate", "cpu"): evaluations, ("evaluate", "item"): evaluations}, (reads.counts, steps)
