@@ -102,8 +102,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         text = _decode(path)
         if kind in ("csv", "tsv"):
-            _check_header(path, text, "\t" if kind == "tsv" else ",")
-            return pd.read_csv(io.StringIO(text), sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False)
+            sep = "\t" if kind == "tsv" else ","
+            _check_header(path, text, sep)
+            return check_fields(pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False), path, sep)
         if kind in ("jsonl", "json"):
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except UserError:
@@ -111,8 +112,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as e:  # pandas' CSV errors carry the line number in their message; its JSON ones a byte position
         where = _bad_json_line(text) if kind in ("jsonl", "json") else None
         raise UserError(f"{path}: {where}; fix that line" if where else
-                        f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
+                        f"{path}: cannot parse as {kind}: {parse_error(e, kind)}") from None
     raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
+
+
+def check_fields(frame: pd.DataFrame, path: str | Path, sep: str) -> pd.DataFrame:
+    """A CSV/TSV frame whose first row has one field more than the header is refused: pandas would silently take
+    that first field of every row as an index (a review "Great film, loved it" unquoted would read as "loved it")."""
+    if not isinstance(frame.index, pd.RangeIndex):
+        shown = "a tab" if sep == "\t" else repr(sep)
+        raise UserError(f"{path}: line 2 has one field more than the header ({', '.join(map(str, frame.columns))}); "
+                        f"put each text that holds {shown} in double quotes, as CSV writers do")
+    return frame
+
+
+def parse_error(error: Exception, kind: str) -> str:
+    """pandas' parser error, first line, with what to do about a row of too many fields."""
+    message = str(error).strip().splitlines()[0]
+    if kind in ("csv", "tsv") and "Expected" in message and "fields" in message:
+        message += f"; put each text that holds {'a tab' if kind == 'tsv' else repr(',')} in double quotes"
+    return message
 
 
 def _check_header(path: Path, text: str, sep: str) -> None:

@@ -22,7 +22,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from imdb_ray.bundle import LABELS, Predictor
-from imdb_ray.data import parse_label
+from imdb_ray.data import check_fields, parse_error, parse_label
 from imdb_ray.errors import UserError
 
 CHUNK_ROWS = 1024  # rows read, scored and written at a time
@@ -138,13 +138,14 @@ def _table_frames(path: Path, kind: str, chunk_rows: int):
         else:
             reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows, encoding="utf-8")
         with reader:
-            yield from reader
+            for frame in reader:
+                yield check_fields(frame, path, "\t" if kind == "tsv" else ",") if kind in ("csv", "tsv") else frame
     except UserError:
         raise
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
     except Exception as e:  # pandas/pyarrow parser errors carry the line number in their message
-        raise UserError(f"{path}: cannot parse as {kind}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path}: cannot parse as {kind}: {parse_error(e, kind)}") from None
 
 
 def _frame_chunk(frame, source: str, start: int, text_column: str, id_column: str | None,

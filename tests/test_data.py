@@ -139,6 +139,18 @@ def test_bad_rows_name_file_and_row(tmp_path, mutate, message):
     assert "train.csv" in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("rows, message", [
+    # every text with an unquoted comma: pandas would read each row's first field as an index, the rest as the text
+    (["Great film, loved it,1", "Dull, long,0"], r"line 2 has one field more than the header \(text, label\); put each text"),
+    (["Great film,1", "Dull, long,0"], r"Expected 2 fields in line 3, saw 3; put each text that holds ',' in double quotes"),
+])
+def test_unquoted_separators_in_a_text_are_refused(tmp_path, rows, message):
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.csv").write_text("\n".join(["text,label", *rows]) + "\n")
+    with pytest.raises(UserError, match=message):
+        load_dataset(str(tmp_path), seed=0)
+
+
 def test_bad_encoding_names_the_line(tmp_path):
     (tmp_path / "train.csv").write_bytes(b"text,label\ngood,1\nbad \xff\xfe here,0\n")
     (tmp_path / "test.csv").write_bytes(b"text,label\ngood,1\nbad,0\n")

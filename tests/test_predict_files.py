@@ -117,10 +117,17 @@ def test_labels_give_the_runs_own_test_metrics(run_dir, tmp_path, capsys):
     (["--file", "{tmp}/bad_label.csv", "--label-column", "label"], "bad_label.csv: row 2: label 'maybe' is not 0/1"),
     (["--file", "{tmp}/empty.txt", "--out", "{tmp}/out.csv"], "no text to classify"),
     (["--file", "{tmp}/texts.txt", "--labels", "{tmp}/long.txt", "--out", "{tmp}/out.csv"], "has more lines than the input"),
+    # unquoted commas in every text: pandas would take each row's first field as an index and score the rest
+    (["--file", "{tmp}/unquoted.csv"], "unquoted.csv: line 2 has one field more than the header (text, label); put each "
+                                       "text that holds ',' in double quotes"),
+    # a file named where texts go would be scored as that one word
+    (["{tmp}/in.csv", "--out", "{tmp}/out.csv"], "'{tmp}/in.csv' is a file here: give a file with --file {tmp}/in.csv"),
+    (["reviews.csv"], "'reviews.csv' is a file name (and no such file is here): give a file with --file reviews.csv"),
 ])
 def test_bad_prediction_input_is_one_line(run_dir, tmp_path, capsys, argv, message):
     (tmp_path / "in.csv").write_text("text,label\ngood,1\nbad,0\n")
     (tmp_path / "bad_label.csv").write_text("text,label\ngood,1\nbad,maybe\n")
+    (tmp_path / "unquoted.csv").write_text("text,label\nGreat film, loved it,1\nDull, long,0\n")
     (tmp_path / "texts.txt").write_text("good\nbad\n")
     (tmp_path / "short.txt").write_text("1\n")
     (tmp_path / "long.txt").write_text("1\n0\n1\n")

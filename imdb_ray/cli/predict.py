@@ -44,6 +44,7 @@ def predict(args: argparse.Namespace, downloads: str) -> int:
     if args.out:
         check_creatable(Path(args.out).parent, "give --out a file in a writable folder")
     typed = [] if args.file or args.texts == ["-"] else args.texts  # texts given as arguments
+    refuse_file_names(typed)
     if args.file:  # check the inputs before loading a model
         chunks = read_chunks(args.file, text_column=args.text_column, id_column=args.id_column,
                              label_column=args.label_column)
@@ -73,3 +74,16 @@ def predict(args: argparse.Namespace, downloads: str) -> int:
         print(f"accuracy {m['accuracy']:.4f} (95% CI {m['ci_low']:.4f}-{m['ci_high']:.4f}), macro-F1 {m['f1']:.4f} "
               f"on {len(scored.labels)} labelled row(s)", file=sys.stderr)
     return 0
+
+
+FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".txt", ".gz")
+
+
+def refuse_file_names(texts: list[str]) -> None:
+    """A text argument that is a file's name (`predict MODEL reviews.csv`) would be scored as that one word: refuse it,
+    naming --file. A review is words, so only a single word that is a file here or ends like one is taken for a name."""
+    for text in texts:
+        if text and not any(c.isspace() for c in text) and (Path(text).is_file() or text.lower().endswith(FILE_SUFFIXES)):
+            where = "a file here" if Path(text).is_file() else "a file name (and no such file is here)"
+            raise UserError(f"{text!r} is {where}: give a file with --file {text}; texts given as arguments are scored "
+                            "as written")
