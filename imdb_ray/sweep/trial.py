@@ -66,12 +66,12 @@ def train_worker(config: dict) -> None:
 def placement() -> dict[str, str]:
     """Where the trial runs, for its MLflow run's tags: Ray's node id, that node's machine (CPU model, GPUs) and
     its library versions (a cluster's nodes can differ from the driver's: another image, a pip install on one)."""
-    machine, versions = _this_machine()
+    machine, versions = _this_node()
     return {"node_id": ray.get_runtime_context().get_node_id(), "machine": machine, "versions": versions}
 
 
 @functools.cache
-def _this_machine() -> tuple[str, str]:
+def _this_node() -> tuple[str, str]:
     """The process's machine and libraries, read once (a trial reports every epoch; torch is loaded by then, so its
     GPUs count)."""
     from imdb_ray.environment import library_versions, machine_summary
