@@ -131,6 +131,8 @@ def parse_error(error: Exception, kind: str) -> str:
     message = str(error).strip().splitlines()[0]
     if kind in ("csv", "tsv") and "Expected" in message and "fields" in message:
         message += f"; put each text that holds {'a tab' if kind == 'tsv' else repr(',')} in double quotes"
+    elif kind in ("csv", "tsv") and "EOF inside string" in message:
+        message += "; a text there opens a double quote that nothing closes (write a quote inside a quoted text as \"\")"
     return message
 
 
@@ -153,6 +155,8 @@ def parse_label(value: object, where: str) -> int:
     key = str(value).strip().lower()
     if key in LABEL_NAMES:
         return LABEL_NAMES[key]
+    if key in ("", "nan", "none"):  # a missing field reads as empty (CSV) or NaN/None (JSON, Parquet)
+        raise UserError(f"{where}: no label (empty, null, or a row with fewer fields than the header)")
     raise UserError(f"{where}: label {value!r} is not 0/1 or one of {sorted(set(LABEL_NAMES))}")
 
 

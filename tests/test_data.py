@@ -143,8 +143,11 @@ def test_bad_rows_name_file_and_row(tmp_path, mutate, message):
     # every text with an unquoted comma: pandas would read each row's first field as an index, the rest as the text
     (["Great film, loved it,1", "Dull, long,0"], r"line 2 has one field more than the header \(text, label\); put each text"),
     (["Great film,1", "Dull, long,0"], r"Expected 2 fields in line 3, saw 3; put each text that holds ',' in double quotes"),
+    (["Great film,1", "Dull", "Fine,1"], r"row 2: no label \(empty, null, or a row with fewer fields than the header\)"),
+    (["Great film,1", '"Dull from the start,0', "Fine,1"], r"EOF inside string .*; a text there opens a double quote that "
+                                                          "nothing closes"),
 ])
-def test_unquoted_separators_in_a_text_are_refused(tmp_path, rows, message):
+def test_rows_of_another_width_or_an_open_quote_are_refused(tmp_path, rows, message):
     for split in ("train", "test"):
         (tmp_path / f"{split}.csv").write_text("\n".join(["text,label", *rows]) + "\n")
     with pytest.raises(UserError, match=message):
