@@ -11,6 +11,7 @@ Selection is always on validation; test numbers are reported, never used to choo
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class TrialRow:
     trial_id: str = ""
     confirms: str = ""  # a confirmation rerun: the trial id of the config it trains again with a new seed
     confirmed_seeds: int = 0  # comparison.md: this row stands for the mean of that many confirmation reruns
+    machine: str = ""  # the node the trial ran on, and its libraries (tags imdb_ray.machine, imdb_ray.versions)
+    versions: str = ""
 
 
 def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
@@ -82,7 +85,8 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
                        trainable_params=m.get("trainable_params"), total_params=m.get("total_params"),
                        wall_seconds=m.get("wall_seconds"), device_seconds=m.get("device_seconds"),
                        device=tags.get("device_kind", ""), error=tags.get("error") or tags.get("imdb_ray.stopped", ""),
-                       trial_id=tags.get("trial_id", ""), confirms=tags.get("imdb_ray.confirms", ""))
+                       trial_id=tags.get("trial_id", ""), confirms=tags.get("imdb_ray.confirms", ""),
+                       machine=tags.get("imdb_ray.machine", ""), versions=tags.get("imdb_ray.versions", ""))
         # runs logged before best_<metric> existed: the best of the accuracy curve (their selection metric)
         row.selection = m.get(METRICS[metric].best_key, row.val_accuracy if metric == "val_accuracy" else None)
         if "test_accuracy" in m:
@@ -172,6 +176,21 @@ def table_rows(rows: list[TrialRow]) -> list[dict]:
     return out
 
 
+def mixed_environments(parent: dict, rows: list[TrialRow]) -> str:
+    """A sentence where the trials ran on several kinds of machine, or with libraries other than one set (the
+    driver's): the same seeds can train to other numbers there, so rows are comparable within a group. "" if not."""
+    machines = Counter(r.machine for r in rows if r.machine)
+    versions = Counter(r.versions for r in rows if r.versions)
+    notes = ""
+    if len(machines) > 1:
+        notes += f" The trials ran on {len(machines)} kinds of machine: " + "; ".join(
+            f"{n} trial(s) on {machine}" for machine, n in machines.most_common()) + "."
+    if len(versions) > 1 or (versions and parent.get("versions") and set(versions) != {parent["versions"]}):
+        which = f"{len(versions)} sets of libraries" if len(versions) > 1 else "other libraries than the driver"
+        notes += f" The trials ran with {which}: " + "; ".join(f"{n} trial(s) with {v}" for v, n in versions.most_common()) + "."
+    return notes
+
+
 def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, ensembles: list[TrialRow] = (),
                       confirmed: list[Confirmed] = ()) -> list[Path]:
     table = table_rows(rows + list(ensembles))
@@ -192,7 +211,8 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
              "the members' probabilities; members are chosen on validation only (so their val_accuracy is optimistic). "
              "device_s = wall seconds x devices held." +
              (f" Ran with {parent['versions']}, driven from {parent['machine']} (each trial's machine and libraries: its MLflow "
-              "run's tags imdb_ray.machine and imdb_ray.versions)." if parent.get("versions") else ""), ""]
+              "run's tags imdb_ray.machine and imdb_ray.versions)." if parent.get("versions") else "") +
+             mixed_environments(parent, rows), ""]
     lines += [verdict(rows), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
     if confirmed:

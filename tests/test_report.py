@@ -114,6 +114,29 @@ def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path)
     assert as_row.confirmed_seeds == 1 and as_row.test_ci == search[0].test_ci and "seed-independent" in as_row.name
 
 
+def test_the_leaderboard_says_when_trials_ran_on_other_machines_or_libraries(tmp_path):
+    """A cluster of mixed nodes, or a node with other libraries than the driver's: the header counts the trials of
+    each (the same seeds can train to other numbers there); trials all on the driver's setup add nothing."""
+    from imdb_ray.report import write_leaderboard
+
+    def row(name, machine, versions):
+        return TrialRow(run_id=name, name=name, status="FINISHED", model="gru", strategy="ce", peft="none", sweep="s",
+                        val_accuracy=0.8, selection=0.8, machine=machine, versions=versions)
+
+    driver = {"run_id": "p", "versions": "imdb_ray 0.1.0 (torch 2.13.0+cpu)", "machine": "x86_64, 2 CPUs"}
+    same = [row(n, "x86_64, 2 CPUs", driver["versions"]) for n in "abc"]
+    board = write_leaderboard("s", driver, same, tmp_path)[0].read_text()
+    assert "driven from x86_64, 2 CPUs" in board and "The trials ran" not in board
+    mixed = same[:2] + [row("d", "x86_64, 16 CPUs, 1 x NVIDIA H100", "imdb_ray 0.1.0 (torch 2.13.0+cu128)")]
+    header = write_leaderboard("s", driver, mixed, tmp_path)[0].read_text().splitlines()[2]
+    assert ("The trials ran on 2 kinds of machine: 2 trial(s) on x86_64, 2 CPUs; 1 trial(s) on x86_64, 16 CPUs, "
+            "1 x NVIDIA H100. The trials ran with 2 sets of libraries: 2 trial(s) with imdb_ray 0.1.0 (torch 2.13.0+cpu); "
+            "1 trial(s) with imdb_ray 0.1.0 (torch 2.13.0+cu128).") in header
+    other = [row(n, "x86_64, 2 CPUs", "imdb_ray 0.1.0 (torch 2.12.0+cpu)") for n in "ab"]
+    header = write_leaderboard("s", driver, other, tmp_path)[0].read_text().splitlines()[2]
+    assert header.endswith(" The trials ran with other libraries than the driver: 2 trial(s) with imdb_ray 0.1.0 (torch 2.12.0+cpu).")
+
+
 def test_leaderboard_params_are_the_keys_that_vary_where_they_exist():
     """A setting every neural run shares (amp, embed_dim) is not a varying parameter just because the
     baseline's run lacks it; a searched key (lr) or one that differs across models (hidden) is."""
