@@ -238,6 +238,21 @@ def test_dry_run_estimate_gives_the_slow_end_a_searcher_can_keep_to():
     assert "up to" not in even  # one setting, one speed: no range
 
 
+def test_a_gpu_sweep_timed_on_a_cpu_gives_trial_hours_not_gpu_hours():
+    """A sweep that asks for GPUs, estimated where there is none: the models' speeds are this CPU's, so the total is
+    trial-hours at that speed (no GPU share applied) with a line saying where GPU-hours come from; on a GPU machine
+    the same costs are GPU-hours (seconds x the GPU share)."""
+    from imdb_ray.sweep.cost import ModelCost, cost_lines
+
+    sweep = Sweep(name="x", space={"model": "gru"}, cpus_per_worker=1, gpus_per_worker=0.25).validate()
+    costs = [ModelCost("gru", 4, 2, 450.0)]  # 3,600 s of trials
+    on_cpu = cost_lines(sweep, costs, 0.0, None)
+    assert on_cpu[-2].endswith("total: 8 trial-epochs, 1.00 trial-hours at this machine's CPU speed")
+    assert on_cpu[-1].strip().startswith("the sweep asks for GPUs and this machine has none") and "GPU-hours" not in on_cpu[-2]
+    on_gpu = cost_lines(sweep, costs, 0.0, None, gpu_bytes=80 * 2**30)
+    assert on_gpu[-1].endswith("total: 8 trial-epochs, 0.25 GPU-hours")
+
+
 def fixed_costs_of(monkeypatch, per_sweep: float, per_direct_trial: float) -> None:
     """The dry run's fixed costs (the recorded ones in cost.py) set to those the test's arithmetic is written for."""
     from imdb_ray.sweep import cost

@@ -233,15 +233,21 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
                  f"(results/sweep_overhead.md), test evaluation of ~{evaluations} trial(s) one after another ~{testing:.0f}s")
     slowest = sum(c.slowest_device_seconds for c in costs if c.slowest_device_seconds is not None)
     slow_fixed = fixed - testing + evaluations * max(tests, default=0.0)  # every tested trial of the slowest model
-    line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {device}-hours"
+    cpu_for_gpu = device == "GPU" and not gpu_bytes  # a GPU sweep timed on this machine's CPU: no GPU-hours to give
+    unit = "trial-hours at this machine's CPU speed" if cpu_for_gpu else f"{device}-hours"
+    per_trial = 1 if cpu_for_gpu else per_trial
+    line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {unit}"
             + (f", ~{_hours(fixed + walls[0])} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if slowest > total * SLOW_END_SHOWN:  # the searcher may keep to the slow end (TPE favours what scores well, not what is cheap)
-        line += (f"; up to {slowest * per_trial / 3600:.2f} {device}-hours"
+        line += (f"; up to {slowest * per_trial / 3600:.2f} {unit}"
                  + (f", ~{_hours(slow_fixed + walls[1])} wall" if concurrency else "")
                  + " if every trial takes its model's slowest searched values and the reruns are all of the slowest model")
     if len(measured) < len(costs):
         line += " (models not measured are left out)"
     lines.append(line)
+    if cpu_for_gpu and measured:
+        lines.append("    the sweep asks for GPUs and this machine has none: its trials run faster there; `sweep FILE --dry-run` "
+                     "on a GPU machine gives GPU-hours and how many trials fit on one GPU")
     peaks = [c.peak_bytes for c in costs if c.peak_bytes is not None]
     if peaks and gpu_bytes:
         lines.append(packing_line(max(peaks), gpu_bytes, sweep.gpus_per_worker))
