@@ -104,7 +104,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if kind in ("csv", "tsv"):
             sep = "\t" if kind == "tsv" else ","
             _check_header(path, text, sep)
-            return check_fields(pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False), path, sep)
+            return check_fields(pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False), path, kind)
         if kind in ("jsonl", "json"):
             return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except UserError:
@@ -116,21 +116,24 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise UserError(f"{path}: unknown file type '.{kind}'; use .csv, .tsv, .jsonl or .parquet (optionally .gz)")
 
 
-def check_fields(frame: pd.DataFrame, path: str | Path, sep: str) -> pd.DataFrame:
+def check_fields(frame: pd.DataFrame, path: str | Path, kind: str) -> pd.DataFrame:
     """A CSV/TSV frame whose first row has one field more than the header is refused: pandas would silently take
     that first field of every row as an index (a review "Great film, loved it" unquoted would read as "loved it")."""
-    if not isinstance(frame.index, pd.RangeIndex):
-        shown = "a tab" if sep == "\t" else repr(sep)
+    if kind in ("csv", "tsv") and not isinstance(frame.index, pd.RangeIndex):
         raise UserError(f"{path}: line 2 has one field more than the header ({', '.join(map(str, frame.columns))}); "
-                        f"put each text that holds {shown} in double quotes, as CSV writers do")
+                        f"{_quote_advice(kind)}, as CSV writers do")
     return frame
+
+
+def _quote_advice(kind: str) -> str:
+    return f"put each text that holds {'a tab' if kind == 'tsv' else repr(',')} in double quotes"
 
 
 def parse_error(error: Exception, kind: str) -> str:
     """pandas' parser error, first line, with what to do about a row of too many fields."""
     message = str(error).strip().splitlines()[0]
     if kind in ("csv", "tsv") and "Expected" in message and "fields" in message:
-        message += f"; put each text that holds {'a tab' if kind == 'tsv' else repr(',')} in double quotes"
+        message += f"; {_quote_advice(kind)}"
     elif kind in ("csv", "tsv") and "EOF inside string" in message:
         message += "; a text there opens a double quote that nothing closes (write a quote inside a quoted text as \"\")"
     return message

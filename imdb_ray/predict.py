@@ -139,7 +139,7 @@ def _table_frames(path: Path, kind: str, chunk_rows: int):
             reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows, encoding="utf-8")
         with reader:
             for frame in reader:
-                yield check_fields(frame, path, "\t" if kind == "tsv" else ",") if kind in ("csv", "tsv") else frame
+                yield check_fields(frame, path, kind)
     except UserError:
         raise
     except UnicodeDecodeError as e:

@@ -83,7 +83,10 @@ def refuse_file_names(texts: list[str]) -> None:
     """A text argument that is a file's name (`predict MODEL reviews.csv`) would be scored as that one word: refuse it,
     naming --file. A review is words, so only a single word that is a file here or ends like one is taken for a name."""
     for text in texts:
-        if text and not any(c.isspace() for c in text) and (Path(text).is_file() or text.lower().endswith(FILE_SUFFIXES)):
-            where = "a file here" if Path(text).is_file() else "a file name (and no such file is here)"
+        if not text or any(c.isspace() for c in text):
+            continue
+        exists = Path(text).is_file()
+        if exists or text.lower().endswith(FILE_SUFFIXES):
+            where = "a file here" if exists else "a file name (and no such file is here)"
             raise UserError(f"{text!r} is {where}: give a file with --file {text}; texts given as arguments are scored "
                             "as written")

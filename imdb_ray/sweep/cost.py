@@ -235,11 +235,11 @@ def cost_lines(sweep: Sweep, costs: list[ModelCost], prepare_seconds: float, con
     slow_fixed = fixed - testing + evaluations * max(tests, default=0.0)  # every tested trial of the slowest model
     cpu_for_gpu = device == "GPU" and not gpu_bytes  # a GPU sweep timed on this machine's CPU: no GPU-hours to give
     unit = "trial-hours at this machine's CPU speed" if cpu_for_gpu else f"{device}-hours"
-    per_trial = 1 if cpu_for_gpu else per_trial
-    line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * per_trial / 3600:.2f} {unit}"
+    scale = 1 if cpu_for_gpu else per_trial  # trial seconds -> device seconds (devices a trial holds)
+    line = (f"    total: {trial_epochs:.0f} trial-epochs, {total * scale / 3600:.2f} {unit}"
             + (f", ~{_hours(fixed + walls[0])} wall at {concurrency} trial(s) at once" if concurrency else ""))
     if slowest > total * SLOW_END_SHOWN:  # the searcher may keep to the slow end (TPE favours what scores well, not what is cheap)
-        line += (f"; up to {slowest * per_trial / 3600:.2f} {unit}"
+        line += (f"; up to {slowest * scale / 3600:.2f} {unit}"
                  + (f", ~{_hours(slow_fixed + walls[1])} wall" if concurrency else "")
                  + " if every trial takes its model's slowest searched values and the reruns are all of the slowest model")
     if len(measured) < len(costs):

@@ -66,17 +66,16 @@ def train_worker(config: dict) -> None:
 def placement() -> dict[str, str]:
     """Where the trial runs, for its MLflow run's tags: Ray's node id, that node's machine (CPU model, GPUs) and
     its library versions (a cluster's nodes can differ from the driver's: another image, a pip install on one)."""
-    machine, versions = _this_node()
-    return {"node_id": ray.get_runtime_context().get_node_id(), "machine": machine, "versions": versions}
+    return {"node_id": ray.get_runtime_context().get_node_id(), **_this_node()}
 
 
 @functools.cache
-def _this_node() -> tuple[str, str]:
-    """The process's machine and libraries, read once (a trial reports every epoch; torch is loaded by then, so its
-    GPUs count)."""
-    from imdb_ray.environment import library_versions, machine_summary
+def _this_node() -> dict[str, str]:
+    """The process's machine and libraries as the tags a run carries (environment.run_tags), read once (a trial
+    reports every epoch; torch is loaded by then, so its GPUs count)."""
+    from imdb_ray.environment import run_tags
 
-    return machine_summary(), library_versions()
+    return run_tags()
 
 
 def ddp_hooks() -> dict:

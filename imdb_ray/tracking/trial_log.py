@@ -141,9 +141,9 @@ class TrialLog:
         node = result.get("node_id")
         if node and self.nodes.get(trial_id) != node:  # where the trial runs (changes when retried elsewhere)
             self.client.set_tag(run_id, "node_id", node)
-            for key in ("machine", "versions"):  # that node's CPU model and GPUs, its libraries (sweep/trial.placement)
-                if result.get(key):
-                    self.client.set_tag(run_id, f"imdb_ray.{key}", str(result[key]))
+            for key in ("imdb_ray.machine", "imdb_ray.versions"):  # that node's CPU model and GPUs, its libraries
+                if result.get(key):  # (sweep/trial.placement: environment.run_tags)
+                    self.client.set_tag(run_id, key, str(result[key]))
             self.nodes[trial_id] = node
 
     def _end(self, trial_id: str, failed: bool, error: str | None, wall: float | None, cut: str | None,
