@@ -80,9 +80,12 @@ def text_lines(stream: IO[bytes], source: str) -> Iterator[str]:
 
 def read_chunks(source: str | None, *, text_column: str = "text", id_column: str | None = None,
                 label_column: str | None = None, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
-    """The input as chunks of (ids, texts, labels): a path, or None for stdin (text lines). The file,
+    """The input as chunks of (ids, texts, labels): a path, or None or '-' for stdin (text lines). The file,
     its type and the first chunk's columns are checked now, before any model is loaded."""
-    if source is None:  # bytes, so that only "\n" splits (a replaced sys.stdin may have no buffer)
+    if source == "-" and (label_column or id_column):
+        raise UserError("--file -: stdin is read as text lines, which have no columns; --label-column/--id-column need "
+                        "a .csv, .tsv, .jsonl or .parquet file (or give labels with --labels FILE)")
+    if source in (None, "-"):  # bytes, so that only "\n" splits (a replaced sys.stdin may have no buffer)
         stream = getattr(sys.stdin, "buffer", None) or io.BytesIO(sys.stdin.read().encode("utf-8"))
         return _line_chunks(text_lines(stream, "stdin"), chunk_rows)
     path = readable_path(source, "--file")

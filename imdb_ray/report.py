@@ -59,11 +59,11 @@ class TrialRow:
 def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     """The newest sweep of `experiment`: its parent run's params and one row per child run."""
     from imdb_ray.tracking import SweepRuns
-    from imdb_ray.tracking.reads import logged_predictions, metric_curve
+    from imdb_ray.tracking.reads import known_sweeps, logged_predictions, metric_curve
 
     runs = SweepRuns(uri, experiment)
     if runs.experiment_id() is None:
-        raise UserError(f"no sweep named '{experiment}' in {uri}")
+        raise UserError(f"no sweep named '{experiment}' in {uri}; {known_sweeps(experiment, uri)}")
     parent = runs.parent()
     if parent is None:
         raise UserError(f"experiment '{experiment}' in {uri} has no imdb_ray sweep run")

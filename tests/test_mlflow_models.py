@@ -123,8 +123,23 @@ def test_each_registration_is_a_new_version_and_moves_the_champion_alias(trained
     assert int(client.get_model_version_by_alias("imdb_ray-demo", "champion").version) == 2
     code, err, out = cli(["predict", "models:/imdb_ray-demo@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
     assert code == 0 and out.startswith(("positive\t", "negative\t")), err
-    code, err, _ = cli(["predict", "models:/imdb_ray-nope@champion", REVIEWS[0], "--tracking-uri", uri], capsys)
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: models:/imdb_ray-nope@champion: no model in"), err
+    for wrong in ("models:/imdb_ray-nope@champion", "models:/imdb_ray-demo@champ"):  # the error lists what is there
+        code, err, _ = cli(["predict", wrong, REVIEWS[0], "--tracking-uri", uri], capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {wrong}: no model in"), err
+        assert err[0].endswith("; registered here: models:/imdb_ray-demo@champion"), err
+
+
+def test_a_sweep_name_not_in_the_store_is_answered_with_the_names_that_are(trained, capsys):
+    folder, uri, _ = trained
+    client = MlflowClient(uri)
+    code, err, _ = cli(["report", "--sweep", "smok", "--tracking-uri", uri], capsys)  # the store holds train runs only
+    assert code == 2 and err == [f"error: no sweep named 'smok' in {uri}; it holds no sweep yet (run one with `sweep`, "
+                                 "or pass the --tracking-uri the sweep logged to)"], err
+    client.create_run(client.create_experiment("smoke"), tags={"imdb_ray.kind": "sweep"})
+    code, err, _ = cli(["report", "--sweep", "smok", "--tracking-uri", uri], capsys)
+    assert code == 2 and err == [f"error: no sweep named 'smok' in {uri}; its sweeps: smoke; did you mean smoke?"], err
+    code, err, _ = cli(["predict", "sweep:zzz", REVIEWS[0], "--tracking-uri", uri], capsys)
+    assert code == 2 and err == [f"error: sweep:zzz: no finished sweep 'zzz' with a best trial in {uri}; its sweeps: smoke"], err
 
 
 def test_logging_a_model_leaves_the_environment_as_it_was(trained, monkeypatch):

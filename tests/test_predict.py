@@ -75,6 +75,9 @@ def test_train_then_predict_from_the_command_line(tiny_cfg, tmp_path, capsys, mo
     monkeypatch.setattr("sys.stdin", io.StringIO("loved it\n"))
     assert main(["predict", str(run_dir / "model")]) == 0
     assert capsys.readouterr().out.count("\t") == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("loved it\nhated it\n"))  # `--file -`: stdin, as Unix tools read it
+    assert main(["predict", str(run_dir / "model"), "--file", "-"]) == 0
+    assert capsys.readouterr().out.count("\t") == 4
 
 
 def test_not_a_model_folder(tmp_path):

@@ -28,6 +28,11 @@ def test_shipped_sweeps_validate():
 BAD = [
     ("syntax", "sweep = Sweep(name='x', space={'model': 'gru',)\n", "syntax error"),
     ("no_sweep", "x = 1\n", "define `sweep = Sweep(...)`"),
+    # an error while the file runs names its line (the header is lines 1-2), and a misspelt setting its nearest
+    ("raises_at_line", "import os\nx = {}['missing']\n", "raises_at_line.py:4: KeyError while loading: 'missing'"),
+    ("misspelt_setting", "sweep = Sweep(name='x', space={'model': 'gru'},\n              num_sample=3)\n",
+     "misspelt_setting.py:3: TypeError while loading: Sweep.__init__() got an unexpected keyword argument 'num_sample'; "
+     "did you mean num_samples"),
     ("empty_space", "sweep = Sweep(name='x', space={})\n", "search space is empty"),
     ("unknown_model", "sweep = Sweep(name='x', space={'model': tune.choice(['gru', 'bert-huge'])})\n", "unknown model 'bert-huge'"),
     ("unknown_param", "sweep = Sweep(name='x', space={'model': 'gru', 'kernel_sizes': (3,)})\n", "space['kernel_sizes']: no model"),

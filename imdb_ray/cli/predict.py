@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p_pred.add_argument("model", help="a `train` run folder or model folder, an MLflow run id, sweep:NAME (its best trial), "
                         "or models:/imdb_ray-NAME@champion")
     p_pred.add_argument("texts", nargs="*", help="texts to classify ('-' or none: read lines from stdin)")
-    p_pred.add_argument("--file", help="one text per line (split on \\n only), or a .csv/.tsv/.jsonl/.parquet table (.gz too)")
+    p_pred.add_argument("--file", help="one text per line (split on \\n only; '-': stdin), or a .csv/.tsv/.jsonl/.parquet table (.gz too)")
     p_pred.add_argument("--text-column", default="text", help="the table's text column (default text)")
     p_pred.add_argument("--id-column", help="the table's id column (default: the row number)")
     p_pred.add_argument("--label-column", help="the table's label column: print accuracy, macro-F1 and a 95%% interval")

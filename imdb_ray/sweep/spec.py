@@ -8,9 +8,11 @@ Nothing here starts Ray: only Tune's search-space classes are read.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import runpy
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -252,7 +254,7 @@ SETTING_FLAGS = {"num_samples": "--num-samples", "max_concurrent": "--max-concur
 def load_sweep(path: str | Path, space_overrides: list[str] = (), **overrides) -> Sweep:
     """Run the sweep file (it is Python: only run files you trust); its `sweep`, with the command
     line's overrides applied (settings, and `key=value` constants of the space), validated."""
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise UserError(f"{path}: sweep file not found")
     try:
@@ -262,14 +264,30 @@ def load_sweep(path: str | Path, space_overrides: list[str] = (), **overrides) -
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"{path}: {type(e).__name__} while loading: {e}") from None
+        raise UserError(f"{path}:{_line_in(path, e)}: {type(e).__name__} while loading: {e}{_nearest_setting(e)}") from None
     sweep = namespace.get("sweep")
     if not isinstance(sweep, Sweep):
         raise UserError(f"{path}: define `sweep = Sweep(...)` (from imdb_ray.sweep import Sweep)")
-    sweep = dataclasses.replace(sweep, source=path.resolve())
+    sweep = dataclasses.replace(sweep, source=path)
     if space_overrides:
         sweep = dataclasses.replace(sweep, space=override_space(sweep, space_overrides))
     return sweep.with_overrides(**overrides)
+
+
+def _line_in(path: Path, error: BaseException) -> int | str:
+    """The line of the sweep file where `error` was raised, or the file's last line on the way to it (an error
+    inside a library the file called); '?' if the file is not on its traceback at all."""
+    lines = [line for frame, line in traceback.walk_tb(error.__traceback__) if Path(frame.f_code.co_filename) == path]
+    return lines[-1] if lines else "?"
+
+
+def _nearest_setting(error: BaseException) -> str:
+    """For a misspelt Sweep(...) argument, the setting it most likely meant."""
+    unknown = re.search(r"Sweep\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(error))
+    if not unknown:
+        return ""
+    near = difflib.get_close_matches(unknown[1], [f.name for f in dataclasses.fields(Sweep) if f.init], n=1)
+    return f"; did you mean {near[0]}?" if near else "; every setting: docs/settings.md"
 
 
 def override_space(sweep: Sweep, assignments: list[str]) -> dict:

@@ -2,6 +2,7 @@
 sweeps in a store, and a model named by a run id, sweep:NAME or a models:/ URI, downloaded as a bundle folder."""
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tempfile
@@ -38,6 +39,26 @@ def sweeps_in(uri: str) -> list[str]:
                   if client.search_runs([exp.experiment_id], "tags.`imdb_ray.kind` = 'sweep'", max_results=1))
 
 
+def known_sweeps(name: str, uri: str) -> str:
+    """For an error about sweep `name` missing from `uri`: the sweeps it does hold, and the nearest name."""
+    known = sweeps_in(uri)
+    if not known:
+        return "it holds no sweep yet (run one with `sweep`, or pass the --tracking-uri the sweep logged to)"
+    near = difflib.get_close_matches(name, known, n=1)
+    return f"its sweeps: {', '.join(known)}" + (f"; did you mean {near[0]}?" if near else "")
+
+
+def known_models(uri: str) -> str:
+    """For an error about a models:/ URI: the registered models of `uri` with their aliases, as URIs to copy."""
+    try:
+        models = _client(uri).search_registered_models()
+    except Exception:  # a store without a registry: the error that led here says enough
+        return ""
+    uris = [f"models:/{m.name}@{alias}" for m in models for alias in sorted(m.aliases or {})]
+    uris += [f"models:/{m.name}/latest" for m in models if not m.aliases]
+    return f"; registered here: {', '.join(sorted(uris))}" if uris else "; no model is registered here"
+
+
 def resolve_model_source(source: str, tracking_uri: str, download_to: str | Path) -> Path:
     """A model's bundle folder from: a folder (a bundle, a `train` run folder or a saved MLflow model), or
     what `download_model` takes (downloaded into `download_to`, a folder the caller removes)."""
@@ -69,7 +90,9 @@ def download_model(source: str, tracking_uri: str, download_to: str | Path) -> P
         runs = SweepRuns(tracking_uri, name)
         run_id = runs.best_trial_run_id()
         if run_id is None:
-            raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}")
+            found = runs.experiment_id() is not None
+            raise UserError(f"{source}: no finished sweep '{name}' with a best trial in {tracking_uri}"
+                            + ("" if found else f"; {known_sweeps(name, tracking_uri)}"))
         run = runs.client.get_run(run_id)
         print(f"{source}: its best trial {run.data.tags.get('trial_id', '?')} ({run.info.run_name}), MLflow run {run_id}",
               file=sys.stderr)
@@ -78,4 +101,5 @@ def download_model(source: str, tracking_uri: str, download_to: str | Path) -> P
         with current_store(tracking_uri, quiet=True):  # models:/ URIs are read from the current registry
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(download_to)))
     except Exception as e:
-        raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        listed = known_models(tracking_uri) if source.startswith("models:/") else ""
+        raise UserError(f"{source}: no model in {tracking_uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]}){listed}") from None
