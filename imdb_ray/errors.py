@@ -1,7 +1,9 @@
 """The one exception type a user sees: a one-line message saying what to fix (CLI exit code 2); and the run
 outcomes said the same way (exit code 1): a run can end on something its user acts on, which is not a bug."""
+import difflib
 import errno
 import re
+from typing import Iterable
 
 
 class UserError(Exception):
@@ -9,6 +11,12 @@ class UserError(Exception):
 
 
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() splits on
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean X?' for the choice nearest a misspelt `word`, or '' when none is near (difflib's 0.6 cut-off)."""
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {near[0]}?" if near else ""
 
 
 def one_line(message: str) -> str:

@@ -56,7 +56,8 @@ def test_branches_hold_only_the_keys_each_model_uses():
 @pytest.mark.parametrize("space, message", [
     ({"model": {"gru": {"hidden": "big"}}}, "space['model']['gru']['hidden'] value 'big': hidden='big' must be an integer > 0"),
     ({"model": {"gru": {"hidden": tune.choice([64, "big"])}}}, "space['model']['gru']['hidden'] value 'big'"),
-    ({"model": {"cnn": {"hidden": 64}}}, "space['model']['cnn']['hidden']: cnn does not use 'hidden'"),
+    ({"model": {"cnn": {"hidden": 64}}}, "space['model']['cnn']['hidden']: cnn does not use 'hidden' (cnn's parameters"),
+    ({"model": {"gru": {"hiden": 64}}}, "space['model']['gru']['hiden']: gru does not use 'hiden'; did you mean hidden? ("),
     ({"model": {"tfidf_lr": {"lr": 1e-3}}}, "space['model']['tfidf_lr']['lr']: tfidf_lr does not use 'lr'"),
     ({"model": {"nope": {}}}, "space['model']['nope']: unknown model 'nope'"),
     ({"model": {"gru": 3}}, "space['model']['gru'] must be a dict"),

@@ -204,6 +204,10 @@ def test_train_command_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "nope"], "unknown model 'nope'"),
     (["train", "--model", "gru", "--kernel-sizes", "3"], "unknown option --kernel-sizes"),
+    # a misspelt name: the nearest one (difflib), where one is near
+    (["train", "--model", "lstmm"], "known models: attention_lstm, bert, capsule_lstm, cnn, cnn_lstm, deberta_v3, distilbert, gru, "
+     "hf, lstm, modernbert, nbsvm, roberta, tfidf_lr, transformer; did you mean lstm?"),
+    (["train", "--model", "gru", "--hiden", "8"], "unknown option --hiden; did you mean --hidden? (model 'gru' parameters:"),
     (["train", "--lr", "-1"], "lr=-1.0 must be a number > 0"),
     (["train", "--optimizer", "lion"], "optimizer='lion' must be one of adamw, sgd"),
     # a model flag's value that cannot be its type: argparse's line, naming the flag (not the parser function's repr)
@@ -241,7 +245,8 @@ def test_models_command_lists_parameters(capsys):
     assert "--peft" in only and "--pooling" in only and "cnn" not in only
     assert set(only.splitlines()) < set(out.splitlines())
     assert main(["models", "grue"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: unknown model 'grue'; known models: attention_lstm, bert,")
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: unknown model 'grue'; known models: attention_lstm, bert,") and error.endswith("; did you mean gru?")
 
 
 @pytest.mark.parametrize("header", [True, False], ids=["word2vec_text", "glove"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from imdb_ray.cli.options import MODELS_CATALOG
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     known = sorted(name for names, _ in entries for name in names)
     unknown = [name for name in args.names if name not in known]
     if unknown:
-        raise UserError(f"unknown model {', '.join(map(repr, unknown))}; known models: {', '.join(known)}")
+        hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
+        raise UserError(f"unknown model {', '.join(map(repr, unknown))}; known models: {', '.join(known)}{hint}")
     print("".join(entry for names, entry in entries if not args.names or set(names) & set(args.names)), end="")
     return 0

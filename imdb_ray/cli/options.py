@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from imdb_ray import contracts
 from imdb_ray.contracts import parse_value
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
     from imdb_ray.models.registry import ModelEntry
@@ -155,7 +155,9 @@ def model_flags(entry: ModelEntry, extra: list[str]) -> dict[str, Any]:
     if unknown:
         if not unknown[0].startswith("--"):
             raise UserError(f"unexpected argument {unknown[0]!r}; model parameters are given as --name value")
-        raise UserError(f"unknown option {unknown[0].split('=')[0]} (model '{entry.name}' parameters: "
+        flag = unknown[0].split('=')[0]
+        hint = did_you_mean(flag, [f"--{name.replace('_', '-')}" for name in entry.params])
+        raise UserError(f"unknown option {flag}{hint} (model '{entry.name}' parameters: "
                         f"{', '.join(entry.params)}; see `python -m imdb_ray models`)")
     return vars(known)
 

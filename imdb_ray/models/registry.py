@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from imdb_ray import contracts
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def register_model(name: str, family: str = "word", defaults: dict[str, Any] | N
 def get_model(name: str) -> ModelEntry:
     _load_builtin()
     if name not in MODELS:
-        raise UserError(f"unknown model '{name}'; known models: {', '.join(sorted(MODELS))}")
+        raise UserError(f"unknown model '{name}'; known models: {', '.join(sorted(MODELS))}{did_you_mean(name, MODELS)}")
     return MODELS[name]
 
 

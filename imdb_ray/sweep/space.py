@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ray.tune.search.sample import Categorical, Domain, Float, Function, Integer, LogUniform, Normal
 
 from imdb_ray.config import TrialConfig
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
     import optuna
@@ -75,7 +75,7 @@ def branches(space: dict[str, Any], fail: Fail) -> Branches:
 
         for key in keys:
             if key == "model" or not applies(key):
-                fail(f"{where}[{key!r}]: {name} does not use {key!r} "
+                fail(f"{where}[{key!r}]: {name} does not use {key!r}{did_you_mean(key, entry.params)} "
                      f"({name}'s parameters: {', '.join(entry.params) or '(none)'}; see `python -m imdb_ray models`)")
         shared_here = {k: v for k, v in shared.items() if applies(k)}
         result[name] = {**shared_here, **keys}

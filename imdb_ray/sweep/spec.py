@@ -8,7 +8,6 @@ Nothing here starts Ray: only Tune's search-space classes are read.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import runpy
@@ -21,7 +20,7 @@ from imdb_ray import contracts
 from imdb_ray.config import TrialConfig
 from imdb_ray.contracts import Ge, NonNegative, NonNegativeFloat, Positive, PositiveFloat
 from imdb_ray.metrics import METRICS, Metric, MetricName
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 from imdb_ray.redact import looks_secret
 from imdb_ray.sweep.space import (Branches, branches, candidates, count_configs, describe, is_conditional, is_grid,
                                    is_searched)
@@ -286,8 +285,7 @@ def _nearest_setting(error: BaseException) -> str:
     unknown = re.search(r"Sweep\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(error))
     if not unknown:
         return ""
-    near = difflib.get_close_matches(unknown[1], [f.name for f in dataclasses.fields(Sweep) if f.init], n=1)
-    return f"; did you mean {near[0]}?" if near else "; every setting: docs/settings.md"
+    return did_you_mean(unknown[1], [f.name for f in dataclasses.fields(Sweep) if f.init]) or "; every setting: docs/settings.md"
 
 
 def override_space(sweep: Sweep, assignments: list[str]) -> dict:

@@ -2,7 +2,6 @@
 sweeps in a store, and a model named by a run id, sweep:NAME or a models:/ URI, downloaded as a bundle folder."""
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 import tempfile
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imdb_ray.errors import UserError
+from imdb_ray.errors import UserError, did_you_mean
 from imdb_ray.tracking.runs import SweepRuns
 from imdb_ray.tracking.store import _client, check_reachable, current_store
 
@@ -44,8 +43,7 @@ def known_sweeps(name: str, uri: str) -> str:
     known = sweeps_in(uri)
     if not known:
         return "it holds no sweep yet (run one with `sweep`, or pass the --tracking-uri the sweep logged to)"
-    near = difflib.get_close_matches(name, known, n=1)
-    return f"its sweeps: {', '.join(known)}" + (f"; did you mean {near[0]}?" if near else "")
+    return f"its sweeps: {', '.join(known)}{did_you_mean(name, known)}"
 
 
 def known_models(uri: str) -> str:
