@@ -440,6 +440,41 @@ def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) == before  # put back when the command ends
 
 
+def test_a_local_ray_that_ends_by_itself_fails_the_sweep_with_a_line_and_ends_the_driver(tmp_path, monkeypatch, capsys):
+    """The watch of sweep/ray_watch.py, its Ray faked at the edge: a raylet killed by SIGKILL (as the kernel's OOM killer
+    does) is seen within a poll; the sweep is closed without Ray (the parent FAILED: no stop was asked for; the open
+    trial run KILLED, tagged) and the process ends with exit code 1. The group-wide stop is the end-to-end test below."""
+    from types import SimpleNamespace
+
+    from imdb_ray.sweep import ray_watch
+    from imdb_ray.tracking import SweepRuns
+
+    raylet = subprocess.Popen(["sleep", "60"])
+    monkeypatch.setattr(ray_watch, "local_ray_processes", lambda: {"raylet": raylet})
+    monkeypatch.setattr(ray_watch.ray, "get_runtime_context", lambda: SimpleNamespace(gcs_address="127.0.0.1:9"))
+    monkeypatch.setattr(ray_watch, "terminated", lambda: False)
+    runs = SweepRuns(fresh_store(tmp_path), "watched")
+    parent_id = runs.start_parent(Path(__file__), {}, str(tmp_path / "ray" / "watched"))
+    trial = runs.client.create_run(runs.experiment_id(), tags={"mlflow.parentRunId": parent_id}).info.run_id
+    ended = []
+    with ray_watch.watching_local_ray(lambda what: ray_watch.close_without_ray(what, str(tmp_path / "ray"), runs, parent_id),
+                                      poll_s=0.05, end_process=ended.append):
+        time.sleep(0.3)
+        assert ended == []  # a live Ray is left alone
+        raylet.kill()
+        deadline = time.time() + 10
+        while not ended and time.time() < deadline:
+            time.sleep(0.05)
+    assert ended == [1]
+    assert capsys.readouterr().out.strip() == (
+        "[imdb_ray] the sweep's local Ray ended under it (raylet was killed by SIGKILL; not stopped by this command: the "
+        "kernel's out-of-memory killer, or a crash; Ray's logs: /tmp/ray); Tune's state as last saved under "
+        f"{tmp_path / 'ray'} is kept: continue with the same command plus --resume")
+    assert runs.client.get_run(parent_id).info.status == "FAILED"
+    stopped = runs.client.get_run(trial)
+    assert stopped.info.status == "KILLED" and "raylet was killed by SIGKILL" in stopped.data.tags["imdb_ray.stopped"]
+
+
 def test_a_stop_while_ray_starts_takes_effect_once_it_has_started(ray_address):
     """Ray's start is not cut midway: a SIGTERM or Ctrl-C inside stops_held() is held and raised when the block ends
     (a SIGTERM raised inside ray.init once left the logging module's lock taken, and the sweep hung); and ray.init
@@ -644,6 +679,41 @@ def test_a_sweep_stopped_while_its_ray_starts_says_terminated(tmp_path):
                "exit 143, last line `terminated`, once Ray has started (was: exit 15 and no line, Ray's own handler; "
                "or, at a fork, the stop swallowed and the sweep hung); no MLflow parent run; no process of its Ray left",
                "nothing (no trial had started)")
+
+
+@pytest_slow
+def test_a_stop_sent_to_the_whole_process_group_ends_the_sweep_at_once_and_it_resumes(tmp_path):
+    """`timeout`, `kill -- -PGID`, systemd and SLURM stop every process of the job, the local Ray's GCS and raylet too.
+    The driver's next call into Ray (Tune's graceful stop) then waited 60 s before Ray aborted it: no line, and its
+    MLflow runs stayed RUNNING. Now it sees its Ray end (sweep/ray_watch.py), closes the sweep without Ray and exits;
+    --resume continues from Tune's last saved state. A local Ray of the sweep's own, as on a laptop or a batch node."""
+    sweep, proc, uri = killable_sweep(tmp_path, "group", "'model': 'gru', 'hidden': 32, 'lr': tune.grid_search([1e-3, 3e-3])",
+                                      "search='grid', scheduler='fifo'")
+    wait_for(lambda: max_step(tmp_path / "mlflow.db") >= 1, 300, "the first epoch", proc)
+    stopped_at = time.time()
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group: nothing, once it ended itself
+            kill_group(proc)
+    took, out = time.time() - stopped_at, (tmp_path / "driver.log").read_text()
+    assert proc.returncode == 143 and out.strip().splitlines()[-1] == "terminated" and "Traceback" not in out, out[-3000:]
+    assert "the sweep's local Ray ended under it" in out and "continue with the same command plus --resume" in out, out[-3000:]
+    assert took < 15, f"{took:.0f} s to end (Ray's own client gives up after 60 s)"
+    client, parents, children = sweep_runs(uri, "group")
+    assert [p.info.status for p in parents] == ["KILLED"] and children
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    resumed = subprocess.run(sweep_command(tmp_path, sweep, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "== group: 2 trials, 0 errored" in resumed.stdout, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    client, parents, children = sweep_runs(uri, "group")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert all(c.info.status == "FINISHED" and steps(client, c) == [1, 2] for c in children if "imdb_ray.orphaned" not in c.data.tags)
+    record_row("Fault", "SIGTERM to the sweep's whole process group during a trial (as `timeout`, `kill -- -PGID`, systemd "
+                        "and SLURM send it), which stops its local Ray's GCS and raylet too",
+               f"exit 143 in {took:.0f} s with a line saying Ray ended and to --resume (was: 60 s waiting on the dead GCS, then "
+               "Ray's abort, no line, MLflow runs left RUNNING); parent and open trial runs KILLED; `--resume` finished both "
+               "trials, every epoch logged once", "the epoch in progress")
 
 
 @pytest_slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -154,6 +155,18 @@ def ray_init_leaving_sigterm_alone() -> Iterator[None]:
         yield
     finally:
         ray._private.utils.set_sigterm_handler = setter
+
+
+def local_ray_processes() -> dict[str, subprocess.Popen]:
+    """The GCS and raylet this process started as its local Ray (by name), for ray_watch to see them end; empty when
+    it joined a cluster. Ray keeps the Popen of each process it starts on its node object; no public API names them."""
+    from ray._private import ray_constants, worker
+
+    node = worker._global_node
+    if node is None or not node.head:
+        return {}
+    kinds = (ray_constants.PROCESS_TYPE_GCS_SERVER, ray_constants.PROCESS_TYPE_RAYLET)
+    return {kind: info.process for kind in kinds for info in node.all_processes.get(kind, [])[:1]}
 
 
 def shutdown_ray() -> None:

@@ -27,6 +27,7 @@ from imdb_ray.sweep.callbacks import ConsoleProgress, EndStoppedTrainRuns, GrowG
 from imdb_ray.sweep.cluster import check_cluster_reachable
 from imdb_ray.sweep.evaluate import SweepSummary, configuration_error, confirm_configs, crown_best_confirmed, evaluate_on_test, leaderboard
 from imdb_ray.sweep.ray_compat import fit_noticing_interrupt, ray_init_leaving_sigterm_alone, shutdown_ray
+from imdb_ray.sweep.ray_watch import close_without_ray, watching_local_ray
 from imdb_ray.sweep.search import GridSearch, SweepSearch, optuna_storage
 from imdb_ray.sweep.space import DefineByRun, grid_configs, is_conditional, is_grid
 from imdb_ray.sweep.spec import Sweep, absolute_storage
@@ -220,33 +221,34 @@ def run_sweep(sweep: Sweep, *, address: str | None, storage: str, tracking_uri: 
     runs = parent_id = None
     with stops_held(), ray_init_leaving_sigterm_alone():  # a stop while Ray starts: once started (seconds), as ever
         _start_ray(address, dashboard, verbose)
-    try:
-        # an unusable store: its one-line error, and Ray stopped (finally)
-        runs = opening.result() if opening else SweepRuns(tracking_uri, sweep.name)
-        concurrency = sweep.concurrency(ray.cluster_resources())
-        settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
-        parent_id = (runs.reopen_parent(parent.info.run_id) if parent else
-                     runs.start_parent(sweep.source, {**settings, "concurrency": concurrency}, experiment_path, command))
-        print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
-              f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
-        mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
-                                                    workers=sweep.workers_per_trial), sweep.searched_keys())
-        callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)]
-        warming = in_background(warm_model_logging)  # while the trials run: the sweep's end logs the tested models
-        study = study_location(sweep, storage, parent_id)
-        if study:
-            print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
-        results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
-                      mlflow_runs.log)
-        refuse_misconfigured(results, parent_id, mlflow_runs.log)
-        summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
-                               leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
-                               tested=evaluate_on_test(sweep, results, experiment_path))
-        everything = list(results)
-        if sweep.confirm_top:
-            everything += run_confirmation(sweep, results, summary, storage, concurrency, mlflow_runs.log, resume, verbose)
-        summary.mlflow_unwritten += mlflow_runs.log.finish()
-        closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything, warming)  # beside Ray's stop
+    try:  # the watch: a local Ray that ends under the sweep (a group kill, OOM) would hang it 60 s, then abort it
+        with watching_local_ray(lambda what_ended: close_without_ray(what_ended, storage, runs, parent_id)):
+            # an unusable store: its one-line error, and Ray stopped (finally)
+            runs = opening.result() if opening else SweepRuns(tracking_uri, sweep.name)
+            concurrency = sweep.concurrency(ray.cluster_resources())
+            settings = {k: v for k, v in dataclasses.asdict(sweep).items() if k not in ("space", "source")}
+            parent_id = (runs.reopen_parent(parent.info.run_id) if parent else
+                         runs.start_parent(sweep.source, {**settings, "concurrency": concurrency}, experiment_path, command))
+            print(f"[imdb_ray] {sweep.num_samples} sample(s), up to {concurrency} at once, trainer={sweep.trainer}; "
+                  f"MLflow parent run {parent_id} in {tracking_uri}", flush=True)
+            mlflow_runs = MLflowTrialRuns(TrialLog(tracking_uri, sweep.name, parent_id, sweep.devices_per_trial(),
+                                                        workers=sweep.workers_per_trial), sweep.searched_keys())
+            callbacks = [mlflow_runs, ConsoleProgress.for_sweep(sweep), *packing_callbacks(sweep)]
+            warming = in_background(warm_model_logging)  # while the trials run: the sweep's end logs the tested models
+            study = study_location(sweep, storage, parent_id)
+            if study:
+                print(f"[imdb_ray] Optuna study '{study[1]}' in {study[0]}  (optuna-dashboard sqlite:///{study[0]})", flush=True)
+            results = fit(build_tuner(sweep, storage, concurrency, callbacks, resume, study, verbose=2 if verbose else 0),
+                          mlflow_runs.log)
+            refuse_misconfigured(results, parent_id, mlflow_runs.log)
+            summary = SweepSummary(parent_id, experiment_path, trials=len(results), errors=results.num_errors,
+                                   leaderboard=leaderboard(results, sweep), cut_short=mlflow_runs.cut_short,
+                                   tested=evaluate_on_test(sweep, results, experiment_path))
+            everything = list(results)
+            if sweep.confirm_top:
+                everything += run_confirmation(sweep, results, summary, storage, concurrency, mlflow_runs.log, resume, verbose)
+            summary.mlflow_unwritten += mlflow_runs.log.finish()
+            closing = in_background(_close, runs, parent_id, summary.tested + summary.confirmed, everything, warming)  # beside Ray's stop
     except BaseException as e:  # stopped (Ctrl-C, SIGTERM: KILLED) or crashed (FAILED): the parent never stays RUNNING
         stopped = isinstance(e, KeyboardInterrupt)
         if parent_id:

@@ -109,6 +109,15 @@ class SweepRuns:
                         t.registered = register_champion(self.uri, self.experiment, model_uri)
                         self.client.set_tag(parent_id, "imdb_ray.champion", t.registered)
 
+    def stop_running(self, parent_id: str, why: str) -> int:
+        """The sweep's child runs still RUNNING, marked KILLED with `why` (as a time budget's cut marks them): what
+        Tune's stop would have closed, when it could not run. A resumed trial reopens its run."""
+        running = [r for r in self.trials(parent_id) if r.info.status == "RUNNING"]
+        for run in running:
+            self.client.set_tag(run.info.run_id, "imdb_ray.stopped", why)
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(running)
+
     def close_orphans(self, parent_id: str, trial_ids: set) -> int:
         """A driver killed between Tune's experiment snapshots loses trials that had already started;
         `--resume` samples replacements. Their child runs keep what they logged, marked KILLED."""
