@@ -100,7 +100,7 @@ def collect(uri: str, experiment: str) -> tuple[dict, list[TrialRow]]:
     rows.sort(key=lambda r: (r.selection is None, -(r.selection or 0) if descending else (r.selection or 0)))
     return {"run_id": parent.info.run_id, "sweep_file": parent.data.tags.get("sweep_file", ""),
             "command": parent.data.tags.get("imdb_ray.command", ""), "versions": parent.data.tags.get("imdb_ray.versions", ""),
-            "machine": parent.data.tags.get("imdb_ray.machine", ""), **parent.data.params}, rows
+            "machine": parent.data.tags.get("imdb_ray.machine", ""), "status": parent.info.status, **parent.data.params}, rows
 
 
 def _varying_params(params: list[dict]) -> list[str]:
@@ -213,7 +213,7 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
              (f" Ran with {parent['versions']}, driven from {parent['machine']} (each trial's machine and libraries: its MLflow "
               "run's tags imdb_ray.machine and imdb_ray.versions)." if parent.get("versions") else "") +
              mixed_environments(parent, rows), ""]
-    lines += [verdict(rows), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [verdict(rows, parent.get("status", "FINISHED")), "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(row[c]).replace("|", "/") for c in COLUMNS) + " |" for row in table]
     if confirmed:
         lines += ["", "## Confirmed configurations", "", "The top configs trained again with new seeds (the "
@@ -234,11 +234,16 @@ def write_leaderboard(name: str, parent: dict, rows: list[TrialRow], out: Path, 
     return [md_path, csv_path]
 
 
-def verdict(rows: list[TrialRow]) -> str:
-    """One sentence: is the winner distinguishable from the runners-up on test?"""
+def verdict(rows: list[TrialRow], status: str = "FINISHED") -> str:
+    """One sentence: is the winner distinguishable from the runners-up on test? (Or why nothing was tested.)"""
     compared = [r for r in rows if r.vs_best is not None]
+    tested = sum("test" in r.predictions for r in rows)
+    if status != "FINISHED" and not tested:
+        return (f"**This sweep has not finished** (its MLflow parent run is {status}): the table holds what its trials "
+                "reached, and nothing was evaluated on test yet; the sweep command plus --resume continues it.")
     if not compared:
-        return "Only one trial has test predictions: nothing to compare the winner with."
+        return ("No trial has test predictions: nothing to compare." if not tested else
+                "Only one trial has test predictions: nothing to compare the winner with.")
     tied = [r for r in compared if r.vs_best.low <= 0 <= r.vs_best.high or r.vs_best.p_value >= 0.05]
     if not tied:
         return "The winner is better on test than every other tested trial (paired 95% intervals exclude 0, McNemar p < 0.05)."

@@ -92,6 +92,20 @@ def test_ran_to_its_end_tells_the_scheduler_from_the_loops_own_stops():
     assert ran_to_its_end(row("tfidf_lr", [0.9056]))                              # a baseline fits once
 
 
+def test_the_verdict_of_a_sweep_stopped_before_its_test_evaluation_says_so():
+    """A report of a sweep stopped mid-search (parent KILLED) had said "Only one trial has test predictions" of a
+    table where none had any; now it says the sweep has not finished and how to continue it."""
+    from imdb_ray.report import verdict
+
+    rows = [TrialRow(run_id="r", name="t", status="KILLED", model="gru", strategy="ce", peft="-", params={}, all_params={},
+                     sweep="s", curve=[0.8], epochs=1, val_accuracy=0.8)]
+    assert verdict(rows, "KILLED").startswith("**This sweep has not finished** (its MLflow parent run is KILLED)")
+    assert "--resume continues it" in verdict(rows, "KILLED")
+    assert verdict(rows, "FINISHED") == "No trial has test predictions: nothing to compare."
+    rows[0].predictions = {"test": None}
+    assert verdict(rows, "FINISHED") == verdict(rows, "KILLED") == "Only one trial has test predictions: nothing to compare the winner with."
+
+
 def test_a_seed_independent_baseline_shows_as_confirmed_by_its_own_run(tmp_path):
     """The confirmed table: a cnn config with two reruns and nbsvm confirmed by its own run (seeds "own run",
     sd 0), ranked together by mean validation; comparison.md reads the baseline's row as confirmed."""
