@@ -214,6 +214,8 @@ def test_dry_run_prints_plan(capsys, monkeypatch):
     code, err, out = cli(["sweep", "sweeps/gru_lr.py", "--dry-run"], capsys)
     assert code == 0, err
     assert "grid_search([0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03])" in out
+    # the measurement's progress is one line per model, not the throwaway caches' build lines (24 for quickstart)
+    assert "    gru (1 of 1) ..." in out.splitlines() and "imdb_ray_cost_" not in out + "".join(err), err
     # the cost estimate: gru's epoch measured here, 6 rates x 3 seeds x 5 epochs = 90 trial-epochs
     speed = [ln for ln in out.splitlines() if ln.strip().startswith("gru ") and "s/epoch" in ln]
     # the slow end may follow the mean, "(..s at its slowest searched values)", when two timings differ by >15 %

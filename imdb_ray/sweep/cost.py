@@ -18,10 +18,13 @@ left than slots), which the trial-seconds over the slots leave out.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
+import logging
 import tempfile
 from dataclasses import dataclass
+from typing import Iterator
 
 from imdb_ray.config import TrialConfig
 from imdb_ray.sweep.packing import measure_peak_bytes, packing_line
@@ -149,6 +152,18 @@ def checkpoint_not_here(cfg: TrialConfig) -> str | None:
     return None if available_offline(checkpoint) else checkpoint
 
 
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """imdb_ray's progress records (INFO: cache builds, Word2Vec epochs) held back within the block."""
+    logger = logging.getLogger("imdb_ray")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     """Each model's measured epoch time and its share of the sweep's trial-epochs; the shared preparation's
     seconds (measured for the first model: the models of a sweep usually share one)."""
@@ -157,17 +172,19 @@ def estimate(sweep: Sweep) -> tuple[list[ModelCost], float]:
     costs, prepare, ran_by_epochs = [], None, {}
     ranked = max(1, len(tree) - len(sweep.one_pass_models()))  # one-pass models' trials stay outside the rungs
     rung_trials = per_model if sweep.rungs_per_model else per_model * ranked  # the trials meeting at a rung
-    for model, branch in tree.items():
+    for number, (model, branch) in enumerate(tree.items(), 1):
+        print(f"    {model} ({number} of {len(tree)}) ...", flush=True)  # seconds each: the progress of a dry run
         ends = [{k: candidates(k, v, sweep.fail)[i] for k, v in branch.items()} for i in (0, -1)]
         configs = [TrialConfig.from_flat({**e, "model": model}) for e in ends]
         configs = configs[:1] if configs[0] == configs[1] else configs
         epochs = max(candidates("epochs", branch.get("epochs", TrialConfig.epochs), sweep.fail))
         missing = next(filter(None, map(checkpoint_not_here, configs)), None)
-        measured = {"note": f"not measured here: {missing} is not on this machine (a dry run downloads nothing; "
-                            f"`hf download {missing}` first to measure it)"} if missing else \
-            measure_speeds(configs, round(sweep.cpus_per_worker))
-        if prepare is None and "epoch_seconds" in measured:
-            prepare = measure_preparation_seconds(configs[0])
+        with quiet_progress():  # the measurement's cache and Word2Vec lines: a throwaway cache's, not the sweep's
+            measured = {"note": f"not measured here: {missing} is not on this machine (a dry run downloads nothing; "
+                                f"`hf download {missing}` first to measure it)"} if missing else \
+                measure_speeds(configs, round(sweep.cpus_per_worker))
+            if prepare is None and "epoch_seconds" in measured:
+                prepare = measure_preparation_seconds(configs[0])
         if epochs not in ran_by_epochs:  # simulated once per epoch count, not once per model
             ran_by_epochs[epochs] = expected_epochs(sweep, epochs, rung_trials)
         ran = 1 if not configs[0].family.neural else ran_by_epochs[epochs]
