@@ -517,10 +517,13 @@ def test_train_runs_of_trials_cut_by_the_sweeps_end_are_ended(monkeypatch):
     (["epochs=1", "max_len=32"], {"epochs": 1, "max_len": 32}),
     (["seed=3"], {"seed": 3}),  # a setting of Sweep(...) too, and a trial's: here the trial's
     (["gru.hidden=32"], {"gru.hidden": 32}),
+    (["model=cnn", "epochs=1"], {"epochs": 1}),  # the cnn branch alone, its search kept (checked below)
 ])
 def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
     sweep = load_sweep(ROOT / "sweeps" / "smoke.py", space_overrides=overrides)
     tree = sweep.branches()
+    if "model=cnn" in overrides:  # it once made the space flat: cnn at its defaults, nothing searched
+        assert list(tree) == ["cnn"] and sweep.searched_keys() == {"cnn": ["lr"]} and tree["cnn"]["num_filters"] == 16
     for key, value in expect.items():
         model, _, name = key.rpartition(".")
         assert all(b[name] == value for m, b in tree.items() if not model or m == model), (key, tree)
@@ -531,6 +534,8 @@ def test_key_value_overrides_replace_constants_of_the_space(overrides, expect):
     (["lr=0.1"], "override 'lr=0.1': lr is searched (tune.loguniform(0.001, 0.03)); overrides replace constants"),
     (["hidden=64"], "override 'hidden=64': gru set(s) hidden in its own branch; write gru.hidden=..."),
     (["nope.x=1"], "override 'nope.x=1': the space has no branch 'nope'"),
+    (["model=gur"], "override 'model=gur': no branch 'gur'; the space's branches: gru, cnn (model=NAME or model=NAME,NAME keeps "
+                    "those); did you mean gru?"),
     (["gru.hidden=abc"], "hidden='abc' must be an integer > 0"),
     (["dropout=1.5"], "dropout=1.5 must be a number in [0, 1)"),
     (["bogus=1"], "space['bogus']: no model"),

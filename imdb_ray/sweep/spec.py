@@ -290,7 +290,8 @@ def _nearest_setting(error: BaseException) -> str:
 
 def override_space(sweep: Sweep, assignments: list[str]) -> dict:
     """The space with `key=value` (a shared constant) and `model.key=value` (one branch's) replaced or added, as
-    Hydra and W&B users write them; a searched key is not replaced (edit the file to change a search)."""
+    Hydra and W&B users write them; a searched key is not replaced (edit the file to change a search). In a space of
+    branches, `model=gru` (or `model=gru,cnn`) keeps those branches, their searches included."""
     space = {k: (dict(v) if k == "model" and is_conditional(sweep.space) else v) for k, v in sweep.space.items()}
     if is_conditional(sweep.space):
         space["model"] = {m: dict(b) for m, b in space["model"].items()}
@@ -300,6 +301,9 @@ def override_space(sweep: Sweep, assignments: list[str]) -> dict:
         if sep and key in given:  # the last would win silently, and a sweep runs for hours on it
             sweep.fail(f"override {text!r}: {key} is given twice ({given[key]} and {text}); give it once")
         given[key] = text
+        if key == "model" and is_conditional(space):  # `model=gru`: that branch's search alone (not gru unsearched)
+            space["model"] = kept_branches(sweep, space["model"], raw, text)
+            continue
         model, _, name = key.rpartition(".")
         if not sep or not name:
             sweep.fail(f"override {text!r}: write key=value (or model.key=value for one model's branch)")
@@ -320,6 +324,17 @@ def override_space(sweep: Sweep, assignments: list[str]) -> dict:
             sweep.fail(f"override {text!r}: {name} is searched ({describe(current)}); overrides replace constants")
         target[name] = contracts.parse_value(raw, current)
     return space
+
+
+def kept_branches(sweep: Sweep, tree: dict, raw: str, text: str) -> dict:
+    """The branches an override `model=NAME[,NAME...]` names, each kept whole, in the order given."""
+    wanted = [m.strip() for m in raw.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in tree]
+    if not wanted or unknown:
+        sweep.fail(f"override {text!r}: {'no branch ' + repr(unknown[0]) if unknown else 'no model named'}; the space's "
+                   f"branches: {', '.join(tree)} (model=NAME or model=NAME,NAME keeps those)"
+                   + (did_you_mean(unknown[0], tree) if unknown else ""))
+    return {m: tree[m] for m in dict.fromkeys(wanted)}
 
 
 def plan(sweep: Sweep, cluster: dict[str, float] | None = None) -> str:
