@@ -25,6 +25,7 @@ from imdb_ray.sweep.ray_compat import local_ray_processes
 from imdb_ray.tracking import SweepRuns
 
 POLL_S = 0.5  # how soon an ended GCS or raylet is seen: Ray's own client waits 60 s before it gives up
+CLOSE_S = 20.0  # at most this long closing the sweep's MLflow runs before the process ends all the same
 
 
 @contextlib.contextmanager
@@ -43,8 +44,9 @@ def watching_local_ray(on_lost: Callable[[str], None], poll_s: float = POLL_S,
             if not ended and terminated() and not answers(gcs_address):
                 ended = [f"gcs_server stopped answering at {gcs_address}"]
             if ended and not done.is_set():
-                with contextlib.suppress(BaseException):  # whatever it could not do, the process must still end
-                    on_lost(", ".join(ended))
+                closing = threading.Thread(target=quietly, args=(on_lost, ", ".join(ended)), daemon=True)
+                closing.start()
+                closing.join(CLOSE_S)  # an MLflow server that does not answer retries for minutes: the process ends
                 sys.stdout.flush(), sys.stderr.flush()
                 end_process(exit_code())  # the main thread waits on Ray, and would for 60 s: it cannot be unwound
                 return
@@ -56,6 +58,12 @@ def watching_local_ray(on_lost: Callable[[str], None], poll_s: float = POLL_S,
         yield
     finally:
         done.set()
+
+
+def quietly(work: Callable[[str], None], argument: str) -> None:
+    """work(argument); whatever it could not do (a store gone too), the process must still end."""
+    with contextlib.suppress(BaseException):
+        work(argument)
 
 
 def answers(address: str) -> bool:
@@ -86,7 +94,7 @@ def close_without_ray(what_ended: str, storage: str, runs: SweepRuns | None, par
     """What run_sweep does on Ctrl-C, without Ray: the line saying what happened and how to go on, the trials' open
     MLflow runs KILLED, the parent KILLED after a stop (FAILED when Ray ended by itself), "terminated" after SIGTERM."""
     cause = ("the stop reached Ray's processes too: it was sent to the whole process group or cgroup" if terminated()
-             else "not stopped by this command: the kernel's out-of-memory killer, or a crash; Ray's logs: /tmp/ray")
+             else "not stopped by this command: the kernel's out-of-memory killer, or a crash; Ray's logs: /tmp/ray/session_latest/logs")
     print(f"[imdb_ray] the sweep's local Ray ended under it ({what_ended}; {cause}); Tune's state as last saved under "
           f"{storage} is kept: continue with the same command plus --resume", flush=True)
     if runs is not None and parent_id:
