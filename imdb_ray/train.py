@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from imdb_ray.losses import build_loss
 from imdb_ray.models import build_model, get_model, load_trainable_state
 
 EpochCallback = Callable[[dict, "str | None"], None]
+# The epoch's progress bar is redrawn at most this often: on a terminal; and where stderr is a file or pipe (a log,
+# nohup, a batch job), whose every redraw is one more line of the bar in the log.
+BAR_SECONDS, LOG_BAR_SECONDS = 0.1, 30.0
 
 
 @dataclass
@@ -258,7 +262,8 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
         epoch_start = time.perf_counter()
         sums: dict[str, float | torch.Tensor] = {}
         seen = 0
-        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress,
+                   mininterval=BAR_SECONDS if sys.stderr.isatty() else LOG_BAR_SECONDS)
         for inputs, y in bar:
             inputs, y = {k: v.to(device) for k, v in inputs.items()}, y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -279,7 +284,7 @@ def train(cfg: TrialConfig, *, dataset: Dataset | None = None, on_epoch: EpochCa
             for k, v in parts.items():  # summed on the device, read once an epoch: a read here would wait for the step
                 sums[k] = sums.get(k, 0.0) + v.float() * len(y)
             seen += len(y)
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}")
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)  # drawn at the bar's own interval
         train_seconds = time.perf_counter() - epoch_start
 
         val_metrics = validate(model, loaders["val"], device)

@@ -417,6 +417,14 @@ def test_evaluation_runs_in_length_order_and_gives_predictions_in_split_order(ti
         assert sorted_metrics[f"{split}_loss"] == pytest.approx(plain_metrics[f"{split}_loss"], rel=1e-5)
 
 
+def test_the_progress_bar_in_a_log_is_redrawn_at_its_interval_not_every_step(tiny_cfg, small_imdb, capsys):
+    """Where stderr is a file or pipe (a log, nohup, a batch job), each redraw of the epoch's bar is one more line in
+    the log: it was redrawn at every step (the loss in its postfix forced it), epoch 1's bar 31 times here."""
+    train(dataclasses.replace(tiny_cfg, epochs=2, batch_size=8), dataset=small_imdb, progress=True)
+    drawn = capsys.readouterr().err.count("gru epoch 1/2")
+    assert 1 <= drawn <= 3, drawn  # opened, perhaps one redraw, closed
+
+
 def test_a_training_step_reads_one_number_back_from_the_device(tiny_cfg, small_imdb):
     """The loop waits for the device once a step (the loss, checked before the step): the loss parts (R-Drop's KL,
     here) are summed where they are and read once an epoch, so on a GPU the next batch is queued while the step
