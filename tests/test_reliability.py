@@ -1044,7 +1044,8 @@ def test_readme_says_sweep_files_are_code():
 
 
 # ---------------------------------------------------------------------------------- the record
-N_FAULT_ROWS = 10  # worker kill, driver kill, driver stopped in ray.init, two outages, failing trials, time budget, cache, stopped train, memory
+N_FAULT_ROWS = 11  # worker kill, driver kill, driver stopped in ray.init, group stop, two outages, failing trials, time budget, cache,
+# stopped train, memory
 N_MORE_BAD_ROWS = 2  # a trial failing on its configuration, ui on a taken port
 N_DEFAULT_ROWS = 5  # + the ui row (test_ui.py)
 N_FUZZ_ROWS = 5  # sweep files, range violations, data files, command lines, what it found (test_fuzz.py)

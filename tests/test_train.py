@@ -208,6 +208,10 @@ def test_train_command_end_to_end(tmp_path, capsys):
     (["train", "--model", "lstmm"], "known models: attention_lstm, bert, capsule_lstm, cnn, cnn_lstm, deberta_v3, distilbert, gru, "
      "hf, lstm, modernbert, nbsvm, roberta, tfidf_lr, transformer; did you mean lstm?"),
     (["train", "--model", "gru", "--hiden", "8"], "unknown option --hiden; did you mean --hidden? (model 'gru' parameters:"),
+    (["train", "--n_train", "500"], "unknown option --n_train; did you mean --n-train? (model 'gru' parameters:"),
+    (["train", "--optimiser", "sgd"], "unknown option --optimiser; did you mean --optimizer?"),
+    (["report", "--tracking-url", "sqlite:///m.db"], "unrecognized arguments: --tracking-url sqlite:///m.db; did you mean --tracking-uri?"),
+    (["swep"], "invalid choice: 'swep' (choose from 'train', 'models', 'sweep', 'predict', 'report', 'ui'); did you mean sweep?"),
     (["train", "--lr", "-1"], "lr=-1.0 must be a number > 0"),
     (["train", "--optimizer", "lion"], "optimizer='lion' must be one of adamw, sgd"),
     # a model flag's value that cannot be its type: argparse's line, naming the flag (not the parser function's repr)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 from imdb_ray.cli import models, predict, report, sweep, train, ui
-from imdb_ray.errors import UserError, one_line, run_outcome
+from imdb_ray.errors import UserError, did_you_mean, one_line, run_outcome
 from imdb_ray.interrupts import sigterm_as_interrupt, terminated
 
 COMMANDS = (train, models, sweep, predict, report, ui)
@@ -23,8 +24,15 @@ class _Parser(argparse.ArgumentParser):
     help_tail = None  # a callable: more help, computed only when help is asked for (it may import what --help need not)
 
     def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
+        if choice := re.match(r"argument .+: invalid choice: '(.+?)' \(choose from (.+)\)$", message):
+            message += did_you_mean(choice[1], re.findall(r"'([^']+)'", choice[2]))
         print(f"error: {one_line(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+    def flags(self, command: str) -> list[str]:
+        """Every option string `command` takes (--n-train, ...): what a misspelt option is matched against."""
+        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
+        return [flag for flag in commands[command]._option_string_actions if flag.startswith("--")]
 
     def format_help(self) -> str:
         return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
@@ -88,8 +96,9 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             rest = "texts" if args.command == "predict" else "overrides"
             setattr(args, rest, getattr(args, rest) + [e for e in extra if not e.startswith("--")])
             extra = [e for e in extra if e.startswith("--")]
+        args.flags = parser.flags(args.command)
         if extra and args.command != "train":
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{did_you_mean(extra[0].split('=')[0], args.flags)}")
         with progress_lines(quiet=getattr(args, "quiet", False)):
             return args.run(args, extra)
     except UserError as e:

@@ -143,7 +143,7 @@ class _ModelFlags(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def model_flags(entry: ModelEntry, extra: list[str]) -> dict[str, Any]:
+def model_flags(entry: ModelEntry, extra: list[str], command_flags: list[str] = ()) -> dict[str, Any]:
     """A model's parameters from the rest of the command line (--hidden 256 --bidirectional false), parsed by
     argparse with flags made from the registry entry: each typed as its default is, checked later by the
     config against its declared range."""
@@ -156,7 +156,7 @@ def model_flags(entry: ModelEntry, extra: list[str]) -> dict[str, Any]:
         if not unknown[0].startswith("--"):
             raise UserError(f"unexpected argument {unknown[0]!r}; model parameters are given as --name value")
         flag = unknown[0].split('=')[0]
-        hint = did_you_mean(flag, [f"--{name.replace('_', '-')}" for name in entry.params])
+        hint = did_you_mean(flag, [f"--{name.replace('_', '-')}" for name in entry.params] + list(command_flags))
         raise UserError(f"unknown option {flag}{hint} (model '{entry.name}' parameters: "
                         f"{', '.join(entry.params)}; see `python -m imdb_ray models`)")
     return vars(known)

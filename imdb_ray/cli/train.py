@@ -71,7 +71,8 @@ def checked_run(args: argparse.Namespace, extra: list[str]) -> tuple[TrialConfig
     from imdb_ray.models import get_model
 
     flat = {k: v for k, v in vars(args).items() if k in TrialConfig.fields() and v is not None}
-    flat.update(model_flags(get_model(flat.get("model", "gru")), extra))  # the rest: the model's own parameters
+    # the rest: the model's own parameters (a misspelt one matched against them and the command's own flags)
+    flat.update(model_flags(get_model(flat.get("model", "gru")), extra, getattr(args, "flags", [])))
     cfg = TrialConfig.from_flat(flat).with_absolute_paths()
     if cfg.device == "cuda":  # a sweep's trials check this on their own machine; here this is that machine
         import torch
