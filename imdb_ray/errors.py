@@ -14,9 +14,11 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """'; did you mean X?' for the choice nearest a misspelt `word`, or '' when none is near (difflib's 0.6 cut-off)."""
-    near = difflib.get_close_matches(word, list(choices), n=1)
-    return f"; did you mean {near[0]}?" if near else ""
+    """'; did you mean X?' for the choice nearest a misspelt `word`, or '' when none is near (difflib's 0.6 cut-off).
+    Options are compared without their dashes, which every one shares (--bogus is not near --verbose)."""
+    bare = {choice.lstrip("-"): choice for choice in choices}
+    near = difflib.get_close_matches(word.lstrip("-"), list(bare), n=1)
+    return f"; did you mean {bare[near[0]]}?" if near else ""
 
 
 def one_line(message: str) -> str:

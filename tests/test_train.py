@@ -211,6 +211,7 @@ def test_train_command_end_to_end(tmp_path, capsys):
     (["train", "--n_train", "500"], "unknown option --n_train; did you mean --n-train? (model 'gru' parameters:"),
     (["train", "--optimiser", "sgd"], "unknown option --optimiser; did you mean --optimizer?"),
     (["report", "--tracking-url", "sqlite:///m.db"], "unrecognized arguments: --tracking-url sqlite:///m.db; did you mean --tracking-uri?"),
+    (["report", "--bogus"], "unrecognized arguments: --bogus (see --help)"),  # not "did you mean --verbose?": dashes aside
     (["swep"], "invalid choice: 'swep' (choose from 'train', 'models', 'sweep', 'predict', 'report', 'ui'); did you mean sweep?"),
     (["train", "--lr", "-1"], "lr=-1.0 must be a number > 0"),
     (["train", "--optimizer", "lion"], "optimizer='lion' must be one of adamw, sgd"),
