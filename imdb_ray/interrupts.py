@@ -1,7 +1,8 @@
 """SIGTERM is handled as Ctrl-C. It is how `kill`, `timeout`, SLURM and Kubernetes stop a job, and Python's default
 ends the process on the spot; inside a sweep, Ray's own handler aborts the driver with a stack dump. Either way the
 MLflow runs stayed RUNNING and nothing said how to continue. Routed to the SIGINT handler of the moment, a stopped
-`train` marks its run KILLED and prints the command that resumes it, and a stopped sweep lets Tune save its state."""
+`train` marks its run KILLED and prints the command that resumes it, and a stopped sweep lets Tune save its state.
+SIGHUP (the terminal closed: an SSH session dropped) is handled the same way, unless it is ignored, as `nohup` does."""
 from __future__ import annotations
 
 import signal
@@ -11,51 +12,65 @@ from types import FrameType
 from typing import Iterator
 
 _terminated = threading.Event()
+_signal: list[int] = [signal.SIGTERM]  # the stop signal that came (SIGTERM or SIGHUP): the exit code is 128 + it
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """A command's lifetime (cli.main): SIGTERM does what SIGINT would do at that moment (Ray Tune's graceful stop
-    during a sweep's fit, KeyboardInterrupt elsewhere); the handler before it is put back after. Main thread only."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """A command's lifetime (cli.main): SIGTERM and SIGHUP do what SIGINT would do at that moment (Ray Tune's graceful
+    stop during a sweep's fit, KeyboardInterrupt elsewhere); the handlers before them are put back after. A signal
+    ignored when the command starts stays ignored (`nohup`: the sweep is meant to outlive the terminal). Main thread only."""
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     _terminated.clear()
+    _signal[0] = signal.SIGTERM
     main = threading.current_thread() is threading.main_thread()
-    if main:
-        signal.signal(signal.SIGTERM, _as_interrupt)
+    handled = [s for s in STOP_SIGNALS if main and previous[s] not in (None, signal.SIG_IGN)]
+    for s in handled:
+        signal.signal(s, _as_interrupt)
     try:
         yield
     finally:
-        if previous is not None and main:
-            signal.signal(signal.SIGTERM, previous)
+        for s in handled:
+            signal.signal(s, previous[s])
 
 
 @contextmanager
 def stops_held() -> Iterator[None]:
     """A block not to be cut midway (Ray's start: an exception raised at whatever line it had reached could leave a
-    lock taken, or be swallowed): SIGTERM and Ctrl-C are held until it ends, then raised as the stop they are
+    lock taken, or be swallowed): SIGTERM, SIGHUP and Ctrl-C are held until it ends, then raised as the stop they are
     (KeyboardInterrupt; "terminated", 143 for SIGTERM). Main thread only; elsewhere no signal reaches the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    ignored = {s for s in STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN}  # nohup's SIGHUP: it stays ignored
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+                for s in (*STOP_SIGNALS, signal.SIGINT) if s not in ignored}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if signal.SIGTERM in held:
+        if stop := next((s for s in held if s in STOP_SIGNALS), None):
+            _signal[0] = stop
             _terminated.set()
         if held:
             raise KeyboardInterrupt
 
 
 def terminated() -> bool:
-    """Whether the stop came as SIGTERM (exit code 143, not Ctrl-C's 130)."""
+    """Whether the stop came as SIGTERM or SIGHUP (exit code 143 or 129, not Ctrl-C's 130)."""
     return _terminated.is_set()
 
 
+def stop_exit_code() -> int:
+    """The exit code a shell reports for the process ended by the stop signal that came: 143 (SIGTERM), 129 (SIGHUP)."""
+    return 128 + _signal[0]
+
+
 def _as_interrupt(signum: int, frame: FrameType | None) -> None:
+    _signal[0] = signum
     _terminated.set()
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):  # Python's default_int_handler raises KeyboardInterrupt; Tune's stops the sweep

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from imdb_ray.cli import models, predict, report, sweep, train, ui
 from imdb_ray.errors import UserError, did_you_mean, one_line, run_outcome
-from imdb_ray.interrupts import sigterm_as_interrupt, terminated
+from imdb_ray.interrupts import sigterm_as_interrupt, stop_exit_code, terminated
 
 COMMANDS = (train, models, sweep, predict, report, ui)
 
@@ -106,7 +106,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
         print("terminated" if terminated() else "interrupted", file=sys.stderr)
-        return 143 if terminated() else 130
+        return stop_exit_code() if terminated() else 130
     except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 import ray
 
-from imdb_ray.interrupts import terminated
+from imdb_ray.interrupts import stop_exit_code, terminated
 from imdb_ray.sweep.ray_compat import local_ray_processes
 from imdb_ray.tracking import SweepRuns
 
@@ -85,21 +85,21 @@ def how_it_ended(returncode: int) -> str:
 
 
 def exit_code() -> int:
-    """143 when this process had a SIGTERM too (the stop reached Ray's processes as well: a group or cgroup kill),
-    as the CLI exits for any SIGTERM; 1 when Ray ended by itself (the OOM killer, a crash)."""
-    return 143 if terminated() else 1
+    """143 (129) when this process had a SIGTERM (SIGHUP) too: the stop reached Ray's processes as well (a group or
+    cgroup kill, a closed terminal), as the CLI exits for such a stop; 1 when Ray ended by itself (OOM killer, crash)."""
+    return stop_exit_code() if terminated() else 1
 
 
 def close_without_ray(what_ended: str, storage: str, runs: SweepRuns | None, parent_id: str | None) -> None:
     """What run_sweep does on Ctrl-C, without Ray: the line saying what happened and how to go on, the trials' open
     MLflow runs KILLED, the parent KILLED after a stop (FAILED when Ray ended by itself), "terminated" after SIGTERM."""
+    if runs is not None and parent_id:  # first: after a SIGHUP the terminal is gone, and printing to it fails
+        runs.stop_running(parent_id, f"the sweep's local Ray ended under it ({what_ended})")
+        runs.finish_parent(parent_id, status="KILLED" if terminated() else "FAILED")  # --resume: RUNNING again
     cause = ("the stop reached Ray's processes too: it was sent to the whole process group or cgroup" if terminated()
              else "not stopped by this command: the kernel's out-of-memory killer, or a crash; Ray's logs: /tmp/ray/session_latest/logs")
     print(f"[imdb_ray] the sweep's local Ray ended under it ({what_ended}; {cause}); Tune's state as last saved under "
           f"{storage} is kept: continue with the same command plus --resume", flush=True)
-    if runs is not None and parent_id:
-        runs.stop_running(parent_id, f"the sweep's local Ray ended under it ({what_ended})")
-        runs.finish_parent(parent_id, status="KILLED" if terminated() else "FAILED")  # --resume: RUNNING again
     if terminated():
         print("terminated", file=sys.stderr, flush=True)
 
