@@ -440,23 +440,23 @@ def test_sigterm_does_what_ctrl_c_would_do_at_that_moment(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) == before  # put back when the command ends
 
 
-def test_a_closed_terminal_stops_a_command_as_sigterm_does_unless_nohup_ignores_it(monkeypatch):
+def test_a_closed_terminal_stops_a_command_as_sigterm_does_unless_nohup_ignores_it():
     """SIGHUP (the terminal closed, an SSH session dropped) ended the process on the spot, Python's default: its MLflow
     runs stayed RUNNING. Now it is a stop like SIGTERM's (exit code 129). Under `nohup` SIGHUP is ignored when the
     command starts, and stays ignored: the sweep outlives the terminal, as nohup was asked to make it."""
     from imdb_ray.interrupts import sigterm_as_interrupt, stop_exit_code, terminated
 
-    before = signal.getsignal(signal.SIGHUP)
-    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGHUP)
-        time.sleep(1)
-    assert terminated() and stop_exit_code() == 129 and signal.getsignal(signal.SIGHUP) == before
-    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)
-    assert terminated() and stop_exit_code() == 143
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts the command
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a shell starts a command (a test worker may ignore it)
     try:
+        with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1)
+        assert terminated() and stop_exit_code() == 129 and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+        with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert terminated() and stop_exit_code() == 143
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts the command
         with sigterm_as_interrupt():
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGHUP)

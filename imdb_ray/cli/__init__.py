@@ -104,7 +104,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except UserError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (interrupts.py): exit codes as a shell reports the signals
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM or SIGHUP (interrupts.py): exit codes as a shell reports the signals
         print("terminated" if terminated() else "interrupted", file=sys.stderr)
         return stop_exit_code() if terminated() else 130
     except BrokenPipeError:  # `models | head` closed the pipe: what it wanted was printed
