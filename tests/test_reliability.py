@@ -446,7 +446,8 @@ def test_a_closed_terminal_stops_a_command_as_sigterm_does_unless_nohup_ignores_
     command starts, and stays ignored: the sweep outlives the terminal, as nohup was asked to make it."""
     from imdb_ray.interrupts import sigterm_as_interrupt, stop_exit_code, terminated
 
-    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a shell starts a command (a test worker may ignore it)
+    # as a shell starts a command: a test worker may ignore SIGHUP, and a Ray started in it replaces the SIGINT handler
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL), signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGHUP)
@@ -463,7 +464,7 @@ def test_a_closed_terminal_stops_a_command_as_sigterm_does_unless_nohup_ignores_
             time.sleep(0.2)  # ignored: nothing raised
         assert not terminated()
     finally:
-        signal.signal(signal.SIGHUP, before)
+        signal.signal(signal.SIGHUP, before[0]), signal.signal(signal.SIGINT, before[1])
 
 
 def test_a_local_ray_that_ends_by_itself_fails_the_sweep_with_a_line_and_ends_the_driver(tmp_path, monkeypatch, capsys):
