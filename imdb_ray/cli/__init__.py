@@ -22,6 +22,7 @@ COMMANDS = (train, models, sweep, predict, report, ui)
 
 class _Parser(argparse.ArgumentParser):
     help_tail = None  # a callable: more help, computed only when help is asked for (it may import what --help need not)
+    commands: dict[str, argparse.ArgumentParser] = {}  # the top-level parser's: each command's own parser
 
     def error(self, message: str):  # one line, exit 2 (argparse's own code), no usage dump
         if choice := re.match(r"argument .+: invalid choice: '(.+?)' \(choose from (.+)\)$", message):
@@ -31,8 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
     def flags(self, command: str) -> list[str]:
         """Every option string `command` takes (--n-train, ...): what a misspelt option is matched against."""
-        commands = next(a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction))
-        return [flag for flag in commands[command]._option_string_actions if flag.startswith("--")]
+        return [flag for flag in self.commands[command]._option_string_actions if flag.startswith("--")]
 
     def format_help(self) -> str:
         return super().format_help() + (f"\n{self.help_tail()}\n" if self.help_tail else "")
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         command.add_parser(sub)
+    parser.commands = sub.choices
     return parser
 
 

@@ -39,7 +39,7 @@ def watching_local_ray(on_lost: Callable[[str], None], poll_s: float = POLL_S,
 
     def watch() -> None:
         while not done.wait(poll_s):
-            ended = [f"{name} {how_it_ended(p.poll())}" for name, p in processes.items() if p.poll() is not None]
+            ended = [f"{name} {how_it_ended(code)}" for name, p in processes.items() if (code := p.poll()) is not None]
             # a SIGTERM to the GCS stops its server at once, its process only later: asked once this process has one
             if not ended and terminated() and not answers(gcs_address):
                 ended = [f"gcs_server stopped answering at {gcs_address}"]

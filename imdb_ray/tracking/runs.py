@@ -112,21 +112,20 @@ class SweepRuns:
     def stop_running(self, parent_id: str, why: str) -> int:
         """The sweep's child runs still RUNNING, marked KILLED with `why` (as a time budget's cut marks them): what
         Tune's stop would have closed, when it could not run. A resumed trial reopens its run."""
-        running = [r for r in self.trials(parent_id) if r.info.status == "RUNNING"]
-        for run in running:
-            self.client.set_tag(run.info.run_id, "imdb_ray.stopped", why)
-            self.client.set_terminated(run.info.run_id, "KILLED")
-        return len(running)
+        return self._kill([r for r in self.trials(parent_id) if r.info.status == "RUNNING"], "imdb_ray.stopped", why)
 
     def close_orphans(self, parent_id: str, trial_ids: set) -> int:
         """A driver killed between Tune's experiment snapshots loses trials that had already started;
         `--resume` samples replacements. Their child runs keep what they logged, marked KILLED."""
-        orphans = [r for r in self.trials(parent_id) if r.data.tags.get("trial_id") not in trial_ids]
-        for run in orphans:
-            self.client.set_tag(run.info.run_id, "imdb_ray.orphaned",
-                                "driver killed before Ray Tune snapshotted this trial; --resume ran a replacement")
+        return self._kill([r for r in self.trials(parent_id) if r.data.tags.get("trial_id") not in trial_ids],
+                          "imdb_ray.orphaned", "driver killed before Ray Tune snapshotted this trial; --resume ran a replacement")
+
+    def _kill(self, runs: list, tag: str, why: str) -> int:
+        """Each run marked KILLED, with `tag` saying why; how many."""
+        for run in runs:
+            self.client.set_tag(run.info.run_id, tag, why)
             self.client.set_terminated(run.info.run_id, "KILLED")
-        return len(orphans)
+        return len(runs)
 
     def best_trial_run_id(self) -> str | None:
         """The best trial of this sweep's newest run that has one (what `predict sweep:NAME` loads)."""
